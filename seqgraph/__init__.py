@@ -1,0 +1,21 @@
+"""seqgraph: sequence models written as equations, compiled to a graph, run on NumPy or CuPy.
+
+The public API::
+
+    prog = seqgraph.load("models/char_lstm.sg")     # or seqgraph.parse(text)
+    model = prog.model()                            # or prog.models["CharLSTM"]
+    net = seqgraph.compile(model, backend="numpy", dtype="float64", seed=0)
+    out = net.forward({"x": x, "y": y})
+    grads = net.backward()
+"""
+
+from .errors import SeqgraphError
+from .program import Model, Program, load, parse
+
+__all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile"]
+
+
+def compile(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes):
+    """Compile ``model`` into a runnable network (see :class:`seqgraph.runtime.Network`)."""
+    from .runtime import compile_model
+    return compile_model(model, backend=backend, dtype=dtype, seed=seed, **sizes)

@@ -1,0 +1,102 @@
+"""Checked model → folded graph; folded graph → unrolled graph.
+
+The **folded graph** has one node per value of the checked model. Node attributes: ``op``,
+``args`` (input node ids in order), ``type`` (a :class:`~seqgraph.ir.VType`), ``shape``,
+``dtype``, ``timed`` (evaluated once per time step, inside a recurrence), ``time`` (its time
+axis), ``layer``, ``span``, ``rule`` (the gradient rule), ``attrs``, ``name``, ``key`` and
+``init``. Edges carry ``ports`` (which argument positions they feed) and ``delay``: 1 on the
+edge from a state's value into the ``prev`` node that reads it at ``t-1``, else 0. Cycles
+exist only through delay edges.
+
+The **unrolled graph** for ``T`` steps copies every timed node once per step (ids
+``node@t``, attributes ``base`` and ``step``); every other node appears once. A ``prev``
+node at step ``t`` reads its state at ``t-1``, or the state's initial value at ``t = 0``. A
+``stack`` node gathers all ``T`` copies of its input. The result is acyclic and its size
+grows linearly in ``T``; parameters appear once and fan out to every step.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from .ir import LEAF_OPS, PREV, CheckedModel
+from .ops import REGISTRY
+
+PREV_RULE = "identity (reads the previous step)"
+
+
+def gradient_rule(op: str) -> str:
+    """The gradient rule shown on a node: the registry's, or what a leaf does."""
+    if op in REGISTRY:
+        return REGISTRY[op].rule
+    if op == PREV:
+        return PREV_RULE
+    return "leaf: " + LEAF_OPS.get(op, op)
+
+
+def build_graph(checked: CheckedModel) -> nx.DiGraph:
+    """The folded graph of a checked model."""
+    graph = nx.DiGraph(name=checked.name)
+    for value in checked.values.values():
+        graph.add_node(
+            value.id, op=value.op, args=tuple(value.args), type=value.type, shape=tuple(value.type.shape),
+            dtype=value.type.dtype, timed=value.type.timed, time=value.type.time, layer=value.layer,
+            span=value.span, rule=gradient_rule(value.op), attrs=dict(value.attrs), name=value.name,
+            key=value.key, init=value.init)
+    for value in checked.values.values():
+        for port, arg in enumerate(value.args):
+            delay = 1 if value.op == PREV and port == 0 else 0
+            _add_use(graph, arg, value.id, port, delay=delay)
+    return graph
+
+
+def _add_use(graph: nx.DiGraph, source, target, port: int, **attrs) -> None:
+    if graph.has_edge(source, target):
+        graph.edges[source, target]["ports"].append(port)
+    else:
+        graph.add_edge(source, target, ports=[port], **attrs)
+
+
+def delay_edges(graph: nx.DiGraph) -> list:
+    """The edges that carry a value to the next time step."""
+    return [(u, v) for u, v, d in graph.edges(data=True) if d.get("delay")]
+
+
+def step_id(node, step: int) -> str:
+    """The id of a timed node's copy at ``step``."""
+    return f"{node}@{step}"
+
+
+def unroll(graph: nx.DiGraph, steps: int) -> nx.DiGraph:
+    """The acyclic graph of ``steps`` time steps (see the module docstring)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    unrolled = nx.DiGraph(name=graph.graph.get("name"), steps=steps)
+    timed = {n for n, d in graph.nodes(data=True) if d["timed"]}
+
+    def copy_of(node, step):
+        return step_id(node, step) if node in timed else node
+
+    for node, data in graph.nodes(data=True):
+        for step in (range(steps) if node in timed else [None]):
+            new_id = node if step is None else step_id(node, step)
+            args = _unrolled_args(node, data, step, steps, timed, copy_of)
+            attrs = dict(data["attrs"])
+            if data["op"] == "step":
+                attrs["t"] = step
+            unrolled.add_node(new_id, **{**data, "args": tuple(args), "attrs": attrs,
+                                         "base": node, "step": step})
+    for node, data in unrolled.nodes(data=True):
+        for port, arg in enumerate(data["args"]):
+            _add_use(unrolled, arg, node, port)
+    return unrolled
+
+
+def _unrolled_args(node, data, step, steps, timed, copy_of) -> list:
+    op, args = data["op"], data["args"]
+    if op == PREV:
+        state, initial = args
+        return [copy_of(state, step - 1)] if step > 0 else [initial]
+    if op == "stack":
+        return [copy_of(args[0], t) for t in range(steps)]
+    return [copy_of(arg, step) for arg in args]

@@ -1,0 +1,21 @@
+"""The op registry, filled by importing every family of primitive ops.
+
+Families (one module each):
+
+- ``elementwise``: add, sub, mul, div, maximum (broadcasting); neg, sigmoid, tanh, relu,
+  exp, log; const
+- ``linalg``: matmul, concat, slice, reshape, transpose, flatten
+- ``reduce``: sum, mean, softmax, log_softmax
+- ``loss``: cross_entropy, mse
+- ``conv``: conv1d, conv2d, maxpool2d, avgpool2d
+- ``sequence`` (inputs carry leading (T, B) axes): embedding, step, stack, first, last,
+  reverse, max_over_time, mean_over_time, attention
+- ``random``: dropout_mask
+
+See :mod:`seqgraph.ops.registry` for the conventions every op follows.
+"""
+
+from .registry import REGISTRY, Op, ShapeError, get_op, register, unbroadcast
+from . import elementwise, linalg, reduce, loss, conv, sequence, random  # noqa: F401  (registers)
+
+__all__ = ["REGISTRY", "Op", "get_op", "register", "ShapeError", "unbroadcast"]

@@ -1,0 +1,219 @@
+"""Convolution and pooling over the last one or two axes, by gathering windows (im2col).
+
+A window view ``(..., H', W', kH, kW)`` of the padded input is built with
+``sliding_window_view`` (no copy) and then reduced: one tensordot with the kernel for a
+convolution, a max or a mean for pooling. Backward scatters window gradients back with one
+strided add per kernel offset (kH * kW adds). Any leading axes pass straight through.
+Output size on each spatial axis: ``(size + 2 * pad - kernel) // stride + 1``.
+"""
+
+from __future__ import annotations
+
+from ..sizes import SizeError, format_shape
+from .registry import Op, ShapeError, register
+
+
+def pair(value) -> tuple:
+    """An int or a pair of ints, as a pair."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def out_size(size, kernel: int, stride: int, pad: int, op: str):
+    """The number of windows along one axis; a ShapeError when none fit or when a symbolic
+    size does not divide evenly by the stride."""
+    try:
+        n = (size + 2 * pad - kernel) // stride + 1
+    except SizeError:
+        raise ShapeError(f"{op}: cannot tell how many windows of size {kernel} (stride {stride}, "
+                         f"pad {pad}) fit along a size-{size} axis", arg=0,
+                         hint=f"choose sizes so that {size + 2 * pad - kernel} is a multiple of "
+                              f"{stride}, or use stride 1") from None
+    if isinstance(n, int) and n < 1:
+        raise ShapeError(f"{op}: a window of {kernel} (pad {pad}) does not fit in size {size}",
+                         arg=0)
+    return n
+
+
+def _spatial_shape(op, x, kernel, stride, pad):
+    """The output (H', W') of a 2-d window op on feature shape ``x`` (..., H, W)."""
+    if len(x) < 2:
+        raise ShapeError(f"{op}: needs at least [H, W], got {format_shape(x)}", arg=0)
+    return tuple(out_size(x[-2 + i], kernel[i], stride[i], pad[i], op) for i in range(2))
+
+
+def windows(xp, x, kernel, stride, pad, fill=0.0):
+    """The strided windows of ``x`` (..., H, W) padded by ``fill``: (..., H', W', kH, kW)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    if ph or pw:
+        widths = [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)]
+        x = xp.pad(x, widths, mode="constant", constant_values=fill)
+    view = xp.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))
+    return view[..., ::sh, ::sw, :, :]
+
+
+def scatter_windows(xp, part, shape, kernel, stride, pad, dtype):
+    """The adjoint of :func:`windows`: sum window gradients back onto an input of ``shape``.
+
+    ``part(i, j)`` is the gradient (..., H', W') of every window's element at offset (i, j).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    grad = xp.zeros(tuple(shape[:-2]) + (shape[-2] + 2 * ph, shape[-1] + 2 * pw), dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            g = part(i, j)
+            rows, cols = g.shape[-2], g.shape[-1]
+            grad[..., i:i + sh * (rows - 1) + 1:sh, j:j + sw * (cols - 1) + 1:sw] += g
+    return grad[..., ph:ph + shape[-2], pw:pw + shape[-1]]
+
+
+# --- convolution ------------------------------------------------------------------------
+
+
+def _shape_conv2d(x, w, b, stride=1, pad=0):
+    if len(w) != 4:
+        raise ShapeError(f"conv2d: the kernel must be [out, in, kH, kW], got {format_shape(w)}",
+                         arg=1)
+    if len(x) < 3 or x[-3] != w[1]:
+        raise ShapeError(f"conv2d: input {format_shape(x)} does not match kernel "
+                         f"{format_shape(w)}", arg=0,
+                         hint=f"the input must be [C, H, W] with C = {w[1]}")
+    if tuple(b) != (w[0],):
+        raise ShapeError(f"conv2d: the bias is {format_shape(b)} but the kernel has {w[0]} "
+                         "output channels", arg=2)
+    kernel = (w[2], w[3])
+    return tuple(x[:-3]) + (w[0],) + _spatial_shape("conv2d", x, kernel, pair(stride), pair(pad))
+
+
+def _forward_conv2d(xp, x, w, b, stride=1, pad=0):
+    win = windows(xp, x, w.shape[2:], pair(stride), pair(pad))  # (..., C, H', W', kH, kW)
+    out = xp.tensordot(win, w, axes=([-5, -2, -1], [1, 2, 3]))  # (..., H', W', O)
+    out = xp.moveaxis(out, -1, -3) + b[:, None, None]
+    return xp.ascontiguousarray(out)
+
+
+def _vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0):
+    stride, pad, kernel = pair(stride), pair(pad), w.shape[2:]
+    lead = list(range(g.ndim - 3))
+    win = windows(xp, x, kernel, stride, pad)
+    gw = xp.tensordot(g, win, axes=(lead + [-2, -1], lead + [-4, -3]))  # (O, C, kH, kW)
+    gb = g.sum(axis=tuple(lead) + (-2, -1))
+    gwin = xp.tensordot(g, w, axes=([-3], [0]))  # (..., H', W', C, kH, kW)
+    gwin = xp.moveaxis(gwin, -3, -5)  # (..., C, H', W', kH, kW)
+    gx = scatter_windows(xp, lambda i, j: gwin[..., i, j], x.shape, kernel, stride, pad,
+                         g.dtype)
+    return gx, gw, gb
+
+
+register(Op(
+    "conv2d", shape=_shape_conv2d, forward=_forward_conv2d, vjp=_vjp_conv2d,
+    rule="gx = scatter(g . w), gw = g . windows, gb = sum g",
+    doc="2-d cross-correlation plus bias: x (..., C, H, W), w (O, C, kH, kW), b (O,) give "
+        "(..., O, H', W'), out[o, r, c] = b[o] + sum_{ci,i,j} w[o, ci, i, j] "
+        "xpad[ci, r*sh + i, c*sw + j]; stride and pad are an int or a pair.",
+    arity=3, attrs=("stride", "pad"),
+))
+
+
+def _shape_conv1d(x, w, b, stride=1, pad=0):
+    if len(w) != 3:
+        raise ShapeError(f"conv1d: the kernel must be [out, in, k], got {format_shape(w)}", arg=1)
+    if len(x) < 2 or x[-2] != w[1]:
+        raise ShapeError(f"conv1d: input {format_shape(x)} does not match kernel "
+                         f"{format_shape(w)}", arg=0, hint=f"the input must be [C, L] with C = {w[1]}")
+    if tuple(b) != (w[0],):
+        raise ShapeError(f"conv1d: the bias is {format_shape(b)} but the kernel has {w[0]} "
+                         "output channels", arg=2)
+    return tuple(x[:-2]) + (w[0], out_size(x[-1], w[2], stride, pad, "conv1d"))
+
+
+# conv1d is conv2d over a height-1 image with a height-1 kernel.
+
+def _forward_conv1d(xp, x, w, b, stride=1, pad=0):
+    out = _forward_conv2d(xp, x[..., None, :], w[:, :, None, :], b, (1, stride), (0, pad))
+    return out[..., 0, :]
+
+
+def _vjp_conv1d(xp, g, out, x, w, b, stride=1, pad=0):
+    gx, gw, gb = _vjp_conv2d(xp, g[..., None, :], None, x[..., None, :], w[:, :, None, :], b,
+                             (1, stride), (0, pad))
+    return gx[..., 0, :], gw[:, :, 0, :], gb
+
+
+register(Op(
+    "conv1d", shape=_shape_conv1d, forward=_forward_conv1d, vjp=_vjp_conv1d,
+    rule="gx = scatter(g . w), gw = g . windows, gb = sum g",
+    doc="1-d cross-correlation plus bias: x (..., C, L), w (O, C, k), b (O,) give (..., O, L'), "
+        "out[o, l] = b[o] + sum_{c,i} w[o, c, i] xpad[c, l*stride + i].",
+    arity=3, attrs=("stride", "pad"),
+))
+
+
+# --- pooling ----------------------------------------------------------------------------
+
+
+def _pool_params(kernel, stride, pad):
+    kernel = pair(kernel)
+    return kernel, pair(kernel if stride is None else stride), pair(pad)
+
+
+def _shape_pool(op):
+    def shape(x, kernel, stride=None, pad=0):
+        kernel, stride, pad = _pool_params(kernel, stride, pad)
+        if any(2 * p > k for p, k in zip(pad, kernel)):
+            raise ShapeError(f"{op}: pad {pad} is more than half the kernel {kernel}", arg=0)
+        return tuple(x[:-2]) + _spatial_shape(op, x, kernel, stride, pad)
+    return shape
+
+
+def _flat_windows(xp, x, kernel, stride, pad, fill):
+    win = windows(xp, x, kernel, stride, pad, fill)
+    return win.reshape(win.shape[:-2] + (-1,))  # (..., H', W', kH * kW), row-major offsets
+
+
+def _forward_maxpool2d(xp, x, kernel, stride=None, pad=0):
+    kernel, stride, pad = _pool_params(kernel, stride, pad)
+    return _flat_windows(xp, x, kernel, stride, pad, -xp.inf).max(axis=-1)
+
+
+def _vjp_maxpool2d(xp, g, out, x, kernel, stride=None, pad=0):
+    kernel, stride, pad = _pool_params(kernel, stride, pad)
+    # argmax returns the first maximal offset in row-major order: that is the tie rule.
+    winner = _flat_windows(xp, x, kernel, stride, pad, -xp.inf).argmax(axis=-1)
+    zero = xp.zeros((), dtype=g.dtype)
+
+    def part(i, j):
+        return xp.where(winner == i * kernel[1] + j, g, zero)
+
+    return (scatter_windows(xp, part, x.shape, kernel, stride, pad, g.dtype),)
+
+
+register(Op(
+    "maxpool2d", shape=_shape_pool("maxpool2d"),
+    forward=_forward_maxpool2d, vjp=_vjp_maxpool2d,
+    rule="route g to each window's max",
+    doc="The max of each kH x kW window of x (..., H, W), padded with -inf; stride defaults to "
+        "the kernel. Tie rule: the gradient goes to the first maximal element of each window "
+        "in row-major order.",
+    arity=1, attrs=("kernel", "stride", "pad"),
+))
+
+
+def _forward_avgpool2d(xp, x, kernel, stride=None, pad=0):
+    kernel, stride, pad = _pool_params(kernel, stride, pad)
+    return _flat_windows(xp, x, kernel, stride, pad, 0.0).mean(axis=-1)
+
+
+def _vjp_avgpool2d(xp, g, out, x, kernel, stride=None, pad=0):
+    kernel, stride, pad = _pool_params(kernel, stride, pad)
+    share = g / (kernel[0] * kernel[1])
+    return (scatter_windows(xp, lambda i, j: share, x.shape, kernel, stride, pad, g.dtype),)
+
+
+register(Op(
+    "avgpool2d", shape=_shape_pool("avgpool2d"),
+    forward=_forward_avgpool2d, vjp=_vjp_avgpool2d,
+    rule="spread g / (kH * kW) over each window",
+    doc="The mean of each kH x kW window of x (..., H, W), zero padding counted in the divisor "
+        "(PyTorch's count_include_pad=True); stride defaults to the kernel.",
+    arity=1, attrs=("kernel", "stride", "pad"),
+))

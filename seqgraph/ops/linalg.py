@@ -1,0 +1,228 @@
+"""Linear algebra and shape plumbing: matmul, concat, slice, reshape, transpose, flatten.
+
+Axis attributes are negative integers counted from the last axis, so they name the same
+feature axis however many leading (batch, time) axes a runtime array carries.
+"""
+
+from __future__ import annotations
+
+from ..sizes import format_shape
+from .registry import Op, ShapeError, register, unbroadcast
+
+
+def check_axis(shape: tuple, axis: int, op: str, arg: int = 0) -> None:
+    """Raise a ShapeError unless ``axis`` is a negative axis of a feature shape ``shape``."""
+    if not (isinstance(axis, int) and -len(shape) <= axis <= -1):
+        raise ShapeError(f"{op}: axis {axis} is not an axis of {format_shape(shape)}", arg=arg,
+                         hint="axes are negative, counted from the last: -1 is the last axis")
+
+
+def product(sizes) -> object:
+    """The product of some sizes (1 for none)."""
+    total = 1
+    for size in sizes:
+        total = total * size
+    return total
+
+
+def lead(shape: tuple, ndim: int) -> tuple:
+    """All but the last ``ndim`` entries of ``shape``."""
+    return tuple(shape[:len(shape) - ndim])
+
+
+# --- matmul -----------------------------------------------------------------------------
+
+
+def _shape_matmul(w, x):
+    if len(w) != 2:
+        raise ShapeError(f"matmul: W must be a matrix [m, n], got {format_shape(w)}", arg=0)
+    if len(x) < 1 or x[-1] != w[1]:
+        raise ShapeError(f"matmul: W is {format_shape(w)} but x is {format_shape(x)}", arg=1,
+                         hint=f"the last axis of x must equal W's second axis, {w[1]}")
+    return tuple(x[:-1]) + (w[0],)
+
+
+def _vjp_matmul(xp, g, out, w, x):
+    # One product over every leading axis at once: the weight gradient summed over batch and
+    # time is a single (m, N) @ (N, n) matmul.
+    m, n = w.shape
+    gw = g.reshape(-1, m).T @ x.reshape(-1, n)
+    return gw, g @ w
+
+
+register(Op(
+    "matmul", shape=_shape_matmul,
+    forward=lambda xp, w, x: x @ w.T,
+    vjp=_vjp_matmul,
+    rule="gW = sum g x^T, gx = W^T g",
+    doc="W x for each example: W is an [m, n] parameter, x is (..., n) with any leading axes, "
+        "the result (..., m) is x @ W.T.",
+    arity=2,
+))
+
+
+# --- concat -----------------------------------------------------------------------------
+
+
+def _shape_concat(*xs, axis=-1):
+    if not xs:
+        raise ShapeError("concat: needs at least one input")
+    first = xs[0]
+    check_axis(first, axis, "concat")
+    total = 0
+    for i, x in enumerate(xs):
+        same = len(x) == len(first) and all(
+            a == b for k, (a, b) in enumerate(zip(x, first)) if k != len(first) + axis)
+        if not same:
+            raise ShapeError(
+                f"concat: cannot join {format_shape(first)} and {format_shape(x)} on axis {axis}",
+                arg=i, hint="all inputs must agree on every axis except the joined one")
+        total = total + x[axis]
+    return tuple(first[:axis]) + (total,) + tuple(first[len(first) + axis + 1:])
+
+
+def _joint_shape(shapes, axis):
+    """The shape every input broadcasts to, on every axis but ``axis`` (left as 1)."""
+    n = max(len(s) for s in shapes)
+    padded = [(1,) * (n - len(s)) + tuple(s) for s in shapes]
+    joint = []
+    for k in range(n):
+        sizes = {s[k] for s in padded} - {1}
+        joint.append(1 if k == n + axis or not sizes else max(sizes))
+    return joint
+
+
+def _forward_concat(xp, *xs, axis=-1):
+    shapes = [x.shape for x in xs]
+    if len({s[:len(s) + axis] + s[len(s) + axis + 1:] for s in shapes}) > 1:
+        # Leading axes differ (e.g. a parameter joined to a batch): broadcast them first.
+        joint = _joint_shape(shapes, axis)
+        xs = [xp.broadcast_to(x, tuple(joint[:axis]) + (x.shape[axis],) +
+                              tuple(joint[len(joint) + axis + 1:])) for x in xs]
+    return xp.concatenate(xs, axis=axis)
+
+
+def _vjp_concat(xp, g, out, *xs, axis=-1):
+    grads, start = [], 0
+    for x in xs:
+        stop = start + x.shape[axis]
+        grads.append(unbroadcast(xp, g[index_along(axis, slice(start, stop))], x.shape))
+        start = stop
+    return tuple(grads)
+
+
+def index_along(axis: int, index) -> tuple:
+    """An indexing tuple applying ``index`` to negative axis ``axis``."""
+    return (Ellipsis, index) + (slice(None),) * (-axis - 1)
+
+
+register(Op(
+    "concat", shape=_shape_concat, forward=_forward_concat, vjp=_vjp_concat,
+    rule="split g",
+    doc="Join the inputs along ``axis`` (default -1, the feature axis).",
+    arity=None, attrs=("axis",),
+))
+
+
+# --- slice ------------------------------------------------------------------------------
+
+
+def _shape_slice(x, start, stop, axis=-1):
+    check_axis(x, axis, "slice")
+    size = x[axis]
+    if all(isinstance(v, int) for v in (start, stop, size)) and not 0 <= start <= stop <= size:
+        raise ShapeError(f"slice: [{start}:{stop}] does not fit in axis {axis} of "
+                         f"{format_shape(x)}", arg=0)
+    return tuple(x[:axis]) + (stop - start,) + tuple(x[len(x) + axis + 1:])
+
+
+def _vjp_slice(xp, g, out, x, start, stop, axis=-1):
+    gx = xp.zeros(x.shape, dtype=g.dtype)
+    gx[index_along(axis, slice(start, stop))] = g
+    return (gx,)
+
+
+register(Op(
+    "slice", shape=_shape_slice,
+    forward=lambda xp, x, start, stop, axis=-1: x[index_along(axis, slice(start, stop))],
+    vjp=_vjp_slice,
+    rule="g placed in zeros",
+    doc="x[..., start:stop] along ``axis`` (0 <= start <= stop <= the axis size).",
+    arity=1, attrs=("start", "stop", "axis"),
+))
+
+
+# --- reshape, transpose, flatten ----------------------------------------------------------
+
+
+def _shape_reshape(x, shape, ndim):
+    shape = tuple(shape)
+    if not 0 <= ndim <= len(x):
+        raise ShapeError(f"reshape: cannot replace the last {ndim} axes of {format_shape(x)}",
+                         arg=0)
+    old = tuple(x[len(x) - ndim:])
+    if product(old) != product(shape):
+        raise ShapeError(f"reshape: {format_shape(old)} does not hold as many elements as "
+                         f"{format_shape(shape)}", arg=0)
+    return lead(x, ndim) + shape
+
+
+register(Op(
+    "reshape", shape=_shape_reshape,
+    forward=lambda xp, x, shape, ndim: x.reshape(lead(x.shape, ndim) + tuple(shape)),
+    vjp=lambda xp, g, out, x, shape, ndim: (g.reshape(x.shape),),
+    rule="reshape g back",
+    doc="Replace the last ``ndim`` axes of x by ``shape`` (same number of elements).",
+    arity=1, attrs=("shape", "ndim"),
+))
+
+
+def _permutation(ndim: int, axes) -> list:
+    """The full-array permutation moving the last ``len(axes)`` axes as ``axes`` says."""
+    k = len(axes)
+    return list(range(ndim - k)) + [ndim + a for a in axes]
+
+
+def _shape_transpose(x, axes):
+    k = len(axes)
+    if sorted(axes) != list(range(-k, 0)) or k > len(x):
+        raise ShapeError(f"transpose: {tuple(axes)} is not a permutation of the last axes of "
+                         f"{format_shape(x)}", arg=0, hint="write axes as negative ints, "
+                         "e.g. (-1, -2) swaps the last two")
+    return lead(x, k) + tuple(x[a] for a in axes)
+
+
+def _vjp_transpose(xp, g, out, x, axes):
+    perm = _permutation(x.ndim, axes)
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return (xp.transpose(g, inverse),)
+
+
+register(Op(
+    "transpose", shape=_shape_transpose,
+    forward=lambda xp, x, axes: xp.transpose(x, _permutation(x.ndim, axes)),
+    vjp=_vjp_transpose,
+    rule="inverse permutation of g",
+    doc="Permute the last len(axes) axes: output axis -k+i is input axis axes[i] "
+        "(e.g. axes=(-1, -2) swaps the last two).",
+    arity=1, attrs=("axes",),
+))
+
+
+def _shape_flatten(x, ndim):
+    if not 1 <= ndim <= len(x):
+        raise ShapeError(f"flatten: cannot merge the last {ndim} axes of {format_shape(x)}",
+                         arg=0)
+    return lead(x, ndim) + (product(x[len(x) - ndim:]),)
+
+
+register(Op(
+    "flatten", shape=_shape_flatten,
+    forward=lambda xp, x, ndim: x.reshape(lead(x.shape, ndim) + (-1,)),
+    vjp=lambda xp, g, out, x, ndim: (g.reshape(x.shape),),
+    rule="reshape g back",
+    doc="Merge the last ``ndim`` axes of x into one (row-major order).",
+    arity=1, attrs=("ndim",),
+))

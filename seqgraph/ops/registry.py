@@ -1,0 +1,90 @@
+"""The op registry: one record per primitive op holding its shape rule, forward and vjp.
+
+Conventions every op follows (so one rule serves the checker, both executors and every
+backend):
+
+- **Feature shapes.** The shape rule sees only *feature* shapes: the trailing axes that
+  belong to one example. Leading axes (batch, and time for sequences) are not part of it.
+  Entries are sizes (``int`` or :class:`seqgraph.sizes.Size`); rules use ``==`` and plain
+  arithmetic on them and raise :class:`ShapeError` on a mismatch.
+- **Runtime arrays** may carry any number of leading axes in front of the feature axes;
+  parameters carry none. Elementwise ops broadcast like NumPy. Every ``axis`` attribute is
+  a negative integer counted from the last axis, so leading axes never shift it.
+- **forward(xp, *inputs, **attrs)** returns one array, written against the array namespace
+  ``xp`` (NumPy or CuPy) only.
+- **vjp(xp, g, out, *inputs, **attrs)** returns one gradient per input (``None`` for inputs
+  listed in ``nondiff``). It is local: it never sums over fan-out; the autodiff driver does.
+  Gradients of broadcast inputs are reduced back with :func:`unbroadcast`.
+- **rule** is a short label of the gradient rule shown in graph views: ``distribute`` (add),
+  ``route`` (max), ``switch`` (mul), or a formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..errors import SeqgraphError, did_you_mean
+
+
+class ShapeError(Exception):
+    """A shape rule's complaint; ``arg`` is the index of the offending input, if one is."""
+
+    def __init__(self, message: str, arg: Optional[int] = None, hint: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.arg = arg
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Op:
+    """One primitive op: what shape it makes, how it computes, how its gradient flows back."""
+
+    name: str
+    shape: Callable[..., tuple]
+    forward: Callable
+    vjp: Callable
+    rule: str
+    doc: str
+    arity: Optional[int] = None
+    nondiff: tuple = ()
+    dtype: str = "float"
+    random: bool = False
+    attrs: tuple = field(default=())
+
+    def __call__(self, xp, *inputs, **attrs):
+        return self.forward(xp, *inputs, **attrs)
+
+
+REGISTRY: dict = {}
+
+
+def register(op: Op) -> Op:
+    """Add ``op`` to the registry (each name once)."""
+    if op.name in REGISTRY:
+        raise ValueError(f"op {op.name!r} registered twice")
+    REGISTRY[op.name] = op
+    return op
+
+
+def get_op(name: str, span=None) -> Op:
+    """The op called ``name``; an unknown name is a SeqgraphError listing close names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise SeqgraphError(f"unknown op '{name}'", span, did_you_mean(name, REGISTRY)) from None
+
+
+def unbroadcast(xp, grad, shape):
+    """Sum ``grad`` down to ``shape``: the gradient of a NumPy broadcast from ``shape``."""
+    shape = tuple(shape)
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    kept = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if kept:
+        grad = grad.sum(axis=kept, keepdims=True)
+    return grad.reshape(shape)

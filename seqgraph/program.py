@@ -1,0 +1,146 @@
+"""Programs and models: what ``seqgraph.load`` and ``seqgraph.parse`` hand back."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import networkx as nx
+
+from . import check, graph
+from .errors import Collector, SeqgraphError, did_you_mean
+from .ir import CheckedModel
+from .syntax import ast, parse_source
+
+
+@functools.lru_cache(maxsize=1)
+def prelude_cells() -> dict:
+    """The cells shipped with seqgraph (``seqgraph/prelude/*.sg``): lstm, gru, rnn, rnn_relu."""
+    cells: dict = {}
+    folder = resources.files("seqgraph").joinpath("prelude")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sg"):
+            program = parse_source(entry.read_text("utf-8"), f"prelude/{entry.name}")
+            cells.update(check.check_cells(program, cells))
+    return cells
+
+
+class Model:
+    """One checked model of a program, at given sizes.
+
+    ``graph`` is its folded graph; ``unroll(steps)`` its unrolled graph.
+    """
+
+    def __init__(self, program: "Program", node: ast.Model, sizes: Optional[dict] = None):
+        self.program = program
+        self.ast = node
+        self.name = node.name
+        self.checked: CheckedModel = check.check_model(program.ast, node, program.cells, sizes)
+        self.graph: nx.DiGraph = graph.build_graph(self.checked)
+
+    @property
+    def sizes(self) -> dict:
+        """The model's size parameters as used here."""
+        return dict(self.checked.sizes)
+
+    @property
+    def inputs(self) -> dict:
+        """Input name → node id (targets included)."""
+        return {**self.checked.inputs, **self.checked.targets}
+
+    @property
+    def outputs(self) -> dict:
+        """Output name → node id (``loss`` among them when the model has one)."""
+        return dict(self.checked.outputs)
+
+    @property
+    def params(self) -> dict:
+        """Parameter key → (shape, initialiser)."""
+        nodes = self.graph.nodes
+        return {key: (nodes[n]["shape"], nodes[n]["init"]) for key, n in self.checked.params.items()}
+
+    @property
+    def train(self) -> Optional[ast.Train]:
+        """The train block that applies to this model, if the file has one."""
+        return self.program.train_block(self.name)
+
+    def with_sizes(self, **sizes) -> "Model":
+        """The same model with other sizes (``hidden=256``)."""
+        merged = {**{k: v for k, v in self.sizes.items() if k in sizes}, **sizes}
+        return Model(self.program, self.ast, merged)
+
+    def unroll(self, steps: int) -> nx.DiGraph:
+        """The acyclic graph of ``steps`` time steps."""
+        return graph.unroll(self.graph, steps)
+
+    def require_loss(self) -> str:
+        """The loss node; a model trained without one is a user error."""
+        if self.checked.loss is None:
+            raise SeqgraphError(f"model {self.name} has no loss to train", self.ast.span,
+                                "assign one, e.g. loss = cross_entropy(logits, y)")
+        return self.checked.loss
+
+    def __repr__(self) -> str:
+        return f"<seqgraph model {self.name} {self.sizes}>"
+
+
+class Program:
+    """A parsed and checked ``.sg`` file: its models, cells and train blocks."""
+
+    def __init__(self, tree: ast.Program):
+        self.ast = tree
+        self.filename = tree.source.filename
+        self.cells = check.check_cells(tree, prelude_cells())
+        collector = Collector()
+        self.models: dict = {}
+        for node in tree.models:
+            if node.name in self.models:
+                collector.add(SeqgraphError(f"model '{node.name}' is defined twice", node.span))
+                continue
+            try:
+                self.models[node.name] = Model(self, node)
+            except SeqgraphError as error:
+                collector.add(error)
+        for train in tree.trains:
+            if train.model is not None and train.model not in {m.name for m in tree.models}:
+                collector.add(SeqgraphError(f"train block names unknown model '{train.model}'", train.span,
+                                            did_you_mean(train.model, [m.name for m in tree.models])))
+        collector.raise_if_any()
+
+    def model(self, name: Optional[str] = None) -> Model:
+        """The model called ``name``, or the only one."""
+        if name is None:
+            if len(self.models) != 1:
+                raise SeqgraphError(f"{self.filename} holds {len(self.models)} models; name one",
+                                    hint="models: " + ", ".join(self.models) if self.models else None)
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise SeqgraphError(f"no model '{name}' in {self.filename}", None, did_you_mean(name, self.models))
+        return self.models[name]
+
+    def train_block(self, model_name: str) -> Optional[ast.Train]:
+        """The train block naming ``model_name``, else an unnamed one."""
+        named = [t for t in self.ast.trains if t.model == model_name]
+        unnamed = [t for t in self.ast.trains if t.model is None]
+        return (named or unnamed or [None])[0]
+
+
+def parse(text: str, filename: str = "<string>") -> Program:
+    """Parse and check seqgraph source text."""
+    return Program(parse_source(text, filename))
+
+
+def load(path) -> Program:
+    """Read, parse and check a ``.sg`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SeqgraphError(f"no such file: {path}", hint="check the path") from None
+    except UnicodeDecodeError as error:
+        raise SeqgraphError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise SeqgraphError(f"cannot read {path}: {error.strerror}") from None
+    return parse(text, str(path))

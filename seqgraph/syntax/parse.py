@@ -1,0 +1,118 @@
+"""Parse ``.sg`` text with the Lark grammar in ``grammars/seqgraph.lark``."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ..errors import SeqgraphError, Source, Span
+from . import ast
+from .to_ast import ToAst
+
+_CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammars" / "seqgraph.lark"
+
+_TOKEN_WORDS = {"NAME": "a name", "NUMBER": "a number", "INT": "an integer",
+                "STRING": "a string", "DTYPE": "'float' or 'int'", "$END": "the end of the file"}
+
+
+def grammar_text() -> str:
+    """The grammar, from the source checkout or from the installed package."""
+    if _CHECKOUT_GRAMMAR.exists():
+        return _CHECKOUT_GRAMMAR.read_text(encoding="utf-8")
+    return resources.files("seqgraph.grammars").joinpath("seqgraph.lark").read_text("utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def parse_source(text: str, filename: str = "<string>") -> ast.Program:
+    """Parse ``text`` into an :class:`~seqgraph.syntax.ast.Program`.
+
+    A syntax error is a :class:`SeqgraphError` saying what was found and what was expected.
+    """
+    source = Source(filename, text)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as error:
+        raise _syntax_error(error, source) from None
+    program = ToAst(source).transform(tree)
+    _check_delays(program)
+    return program
+
+
+def _describe_expected(names) -> str:
+    parser = _parser()
+    words = set()
+    for name in names:
+        if name in _TOKEN_WORDS:
+            words.add(_TOKEN_WORDS[name])
+            continue
+        try:
+            pattern = parser.get_terminal(name).pattern
+        except KeyError:
+            continue
+        words.add(f"'{pattern.value}'" if pattern.type == "str" else name.lower())
+    ordered = sorted(words)
+    if len(ordered) > 8:
+        ordered = ordered[:8] + ["..."]
+    return ", ".join(ordered)
+
+
+def _syntax_error(error: UnexpectedInput, source: Source) -> SeqgraphError:
+    line, col = max(error.line, 1), max(error.column, 1)
+    if isinstance(error, UnexpectedCharacters):
+        char = source.line(line)[col - 1:col] or "?"
+        message = f"unexpected character {char!r}"
+        expected = error.allowed
+        width = 1
+    elif isinstance(error, UnexpectedEOF) or (
+            isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        lines = source.text.rstrip().splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        message = "unexpected end of file"
+        expected = error.expected
+        width = 1
+    else:
+        token = error.token
+        message = f"unexpected {_describe_token(token)}"
+        expected = error.expected
+        width = len(str(token)) or 1
+    span = Span(source, line, col, col + width)
+    hint = None
+    if expected:
+        hint = f"expected {_describe_expected(expected)}"
+    return SeqgraphError(f"syntax error: {message}", span, hint)
+
+
+def _describe_token(token) -> str:
+    if token.type == "NAME":
+        return f"name '{token}'"
+    if token.type in ("NUMBER", "INT"):
+        return f"number {token}"
+    return f"'{token}'"
+
+
+def _check_delays(program: ast.Program) -> None:
+    """Only ``v[t-1]`` is a delayed read; say so for ``v[s-1]`` or ``v[t-2]``."""
+    problems = []
+
+    def visit(node):
+        if isinstance(node, ast.Delayed) and node.delay != 1:
+            problems.append(SeqgraphError(
+                "only the previous step can be read: write v[t-1]", node.span,
+                "a delayed read is NAME[t-1]; keep older values in an extra state").diagnostics[0])
+        for value in vars(node).values() if hasattr(node, "__dict__") else ():
+            for child in value if isinstance(value, list) else [value]:
+                if hasattr(child, "span") and not isinstance(child, Span):
+                    visit(child)
+
+    for block in program.models + program.cells + program.trains:
+        visit(block)
+    if problems:
+        raise SeqgraphError(problems)

@@ -1,0 +1,2 @@
+"""Training: datasets (:mod:`.data`), optimisers and learning-rate schedules (:mod:`.optim`),
+the training loop and checkpoints."""

@@ -67,10 +67,22 @@ def step_id(node, step: int) -> str:
     return f"{node}@{step}"
 
 
-def unroll(graph: nx.DiGraph, steps: int) -> nx.DiGraph:
-    """The acyclic graph of ``steps`` time steps (see the module docstring)."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+def steps_per_axis(graph: nx.DiGraph, steps) -> dict:
+    """``steps`` as a dict per time axis: one int serves every axis."""
+    axes = {d["time"] for _, d in graph.nodes(data=True) if d["time"] is not None}
+    if not isinstance(steps, dict):
+        steps = {axis: steps for axis in axes}
+    for axis in axes:
+        count = steps.get(axis)
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"steps for time axis '{axis}' must be a positive integer, got {count!r}")
+    return steps
+
+
+def unroll(graph: nx.DiGraph, steps) -> nx.DiGraph:
+    """The acyclic graph of ``steps`` time steps (see the module docstring). ``steps`` is an
+    int, or a dict giving each time axis its own number of steps."""
+    steps = steps_per_axis(graph, steps)
     unrolled = nx.DiGraph(name=graph.graph.get("name"), steps=steps)
     timed = {n for n, d in graph.nodes(data=True) if d["timed"]}
 
@@ -78,9 +90,10 @@ def unroll(graph: nx.DiGraph, steps: int) -> nx.DiGraph:
         return step_id(node, step) if node in timed else node
 
     for node, data in graph.nodes(data=True):
-        for step in (range(steps) if node in timed else [None]):
+        count = steps[data["time"]] if node in timed else None
+        for step in (range(count) if node in timed else [None]):
             new_id = node if step is None else step_id(node, step)
-            args = _unrolled_args(node, data, step, steps, timed, copy_of)
+            args = _unrolled_args(data, step, steps, timed, copy_of)
             attrs = dict(data["attrs"])
             if data["op"] == "step":
                 attrs["t"] = step
@@ -92,11 +105,11 @@ def unroll(graph: nx.DiGraph, steps: int) -> nx.DiGraph:
     return unrolled
 
 
-def _unrolled_args(node, data, step, steps, timed, copy_of) -> list:
+def _unrolled_args(data, step, steps, timed, copy_of) -> list:
     op, args = data["op"], data["args"]
     if op == PREV:
         state, initial = args
         return [copy_of(state, step - 1)] if step > 0 else [initial]
     if op == "stack":
-        return [copy_of(args[0], t) for t in range(steps)]
+        return [copy_of(args[0], t) for t in range(steps[data["time"]])]
     return [copy_of(arg, step) for arg in args]

@@ -170,7 +170,7 @@ def _dense(ctx, a):
     Applied at every step of a sequence at once."""
     x = ctx.float_value(a["x"], "x")
     weight = ctx.param("weight", (a["size"], x.type.shape[-1]), ("glorot",))
-    bias = ctx.param("bias", (a["size"],), ("zeros",))
+    bias = ctx.param("bias", (a["size"],), ("constant", 0.0))
     return ctx.apply("add", [ctx.apply("matmul", [weight, x]), bias])
 
 
@@ -195,7 +195,7 @@ def _conv(ctx, a, op: str, spatial: int):
         raise SeqgraphError(f"{op} needs {want}, got {x.type}", ctx.span_of("x"))
     kernel = (a["kernel"],) * spatial
     weight = ctx.param("weight", (a["channels"], x.type.shape[0]) + kernel, ("he",))
-    bias = ctx.param("bias", (a["channels"],), ("zeros",))
+    bias = ctx.param("bias", (a["channels"],), ("constant", 0.0))
     return ctx.apply(op, [x, weight, bias], stride=a["stride"], pad=a["pad"])
 
 
@@ -294,4 +294,4 @@ def _attention(ctx, a):
     query . memory_s, then the weighted sum of the memory."""
     memory = ctx.seq_value(a["memory"], "memory")
     query = ctx.float_value(a["query"], "query")
-    return ctx.apply("attention", [query, memory], lengths_of=memory)
+    return ctx.apply("attention", [query, memory], lengths_of=memory, kind_from=0)

@@ -1,0 +1,108 @@
+"""Reverse-mode differentiation: the gradient graph of an acyclic (unrolled) graph.
+
+For every node ``n`` that lies between a seeded output and a requested input, the gradient
+graph holds
+
+- ``grad:n`` — the total cotangent of ``n``: the **sum** of one contribution per use of ``n``
+  (a weight used at every step of an unrolled graph gets one contribution per step); this is
+  where fan-out in the forward graph becomes a sum in the backward graph, and
+- ``vjp:n`` — ``n``'s own local rule applied to ``grad:n``, giving one contribution to each
+  of its inputs (``add`` distributes, ``max`` routes, ``mul`` switches).
+
+Only what the requested gradients need is built. :func:`accumulate` is the one place in
+seqgraph where cotangents are added together.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import networkx as nx
+
+from .ir import PREV
+from .ops import REGISTRY
+
+
+def accumulate(total, contribution):
+    """``total + contribution``, where ``total`` may still be nothing (``None``)."""
+    if contribution is None:
+        return total
+    if total is None:
+        return contribution
+    return total + contribution
+
+
+def differentiable(graph: nx.DiGraph, node, port: int) -> bool:
+    """Whether input ``port`` of ``node`` receives a gradient."""
+    data = graph.nodes[node]
+    source = data["args"][port]
+    if graph.nodes[source]["dtype"] != "float":
+        return False
+    op = data["op"]
+    if op == PREV:
+        return True
+    return op in REGISTRY and port not in REGISTRY[op].nondiff
+
+
+def local_vjp(xp, data: dict, g, out, inputs) -> tuple:
+    """One node's gradient rule: the contribution to each input from cotangent ``g``."""
+    op = data["op"]
+    if op == PREV:
+        return (g,)
+    return REGISTRY[op].vjp(xp, g, out, *inputs, **data["attrs"])
+
+
+def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGraph:
+    """The reverse-mode graph of acyclic ``graph`` from ``seeds`` back to ``wrt``.
+
+    Node ``grad:n`` has ``parts``: a list of ``(vjp node, port)`` pairs (or ``("seed", n)``)
+    whose contributions add up to the cotangent of ``n``; node ``vjp:n`` has ``ports``, the
+    inputs of ``n`` that need a contribution, and ``rule``, the rule it applies.
+    """
+    seeds, wrt = list(seeds), list(wrt)
+    upstream = set(seeds).union(*(nx.ancestors(graph, s) for s in seeds))
+    downstream = set(wrt).union(*(nx.descendants(graph, w) for w in wrt))
+    relevant = {n for n in upstream & downstream if graph.nodes[n]["dtype"] == "float"}
+    backward = nx.DiGraph(seeds=seeds, wrt=wrt)
+    for node in reversed(list(nx.topological_sort(graph))):
+        if node not in relevant:
+            continue
+        parts = [("seed", node)] if node in seeds else []
+        for consumer in graph.successors(node):
+            if consumer not in relevant:
+                continue
+            for port in graph.edges[node, consumer]["ports"]:
+                if differentiable(graph, consumer, port):
+                    parts.append((f"vjp:{consumer}", port))
+        grad_id = f"grad:{node}"
+        backward.add_node(grad_id, kind="grad", of=node, parts=parts, rule="sum of contributions")
+        for source, _ in parts:
+            if source != "seed":
+                backward.add_edge(source, grad_id)
+        ports = [p for p, arg in enumerate(graph.nodes[node]["args"])
+                 if arg in relevant and differentiable(graph, node, p)]
+        if ports:
+            backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports,
+                              rule=graph.nodes[node]["rule"])
+            backward.add_edge(grad_id, f"vjp:{node}")
+    return backward
+
+
+def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict, seeds: dict) -> dict:
+    """Evaluate ``backward`` node by node; returns the cotangent of every forward node in it."""
+    grads: dict = {}
+    contributions: dict = {}
+    for gnode in nx.topological_sort(backward):
+        data = backward.nodes[gnode]
+        node = data["of"]
+        if data["kind"] == "grad":
+            total = None
+            for source, port in data["parts"]:
+                part = seeds[node] if source == "seed" else contributions[source][port]
+                total = accumulate(total, part)
+            grads[node] = total
+        else:
+            fdata = graph.nodes[node]
+            inputs = [values[a] for a in fdata["args"]]
+            contributions[gnode] = local_vjp(xp, fdata, grads[node], values[node], inputs)
+    return grads

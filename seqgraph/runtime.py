@@ -1,0 +1,316 @@
+"""Running a model: the compiled network and, beside it, the reference executor.
+
+:class:`Network` is what ``seqgraph.compile`` returns. Its forward and backward run the
+compiled program of :mod:`seqgraph.compile`. :class:`Reference` runs the *unrolled* graph
+node by node and keeps every intermediate value: it defines what a model computes, and it
+is the oracle every faster path is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import networkx as nx
+
+from . import autodiff
+from .backends import get_backend
+from .compile import compile_program
+from .errors import SeqgraphError, did_you_mean
+from .init import initial_value
+from .ir import PREV
+from .ops import REGISTRY
+
+DTYPES = ("float32", "float64")
+FEED_OPS = ("input", "lengths", "state_init")
+
+
+@dataclass
+class Feed:
+    """The arrays a run starts from (inputs, lengths, initial states, dropout masks), by node id."""
+    arrays: dict
+    steps: dict
+    batch: int
+    masks: dict
+
+
+def prepare_feed(model, backend, dtype: str, inputs: dict, lengths=None, state=None,
+                 training: bool = False, rng=None) -> Feed:
+    """Check and convert what the caller passed; zero the padded steps of every sequence."""
+    xp = backend.xp
+    graph, checked = model.graph, model.checked
+    declared = {**checked.inputs, **checked.targets}
+    unknown = [name for name in inputs if name not in declared]
+    if unknown:
+        raise SeqgraphError(f"model {model.name} has no input '{unknown[0]}'",
+                            hint=did_you_mean(unknown[0], declared))
+    missing = [name for name in declared if name not in inputs]
+    if missing:
+        raise SeqgraphError(f"model {model.name} needs input '{missing[0]}'",
+                            hint="inputs: " + ", ".join(declared))
+    host = {name: backend.to_host(inputs[name]) for name in declared}
+    steps, batch = _steps_and_batch(graph, declared, host)
+    lengths = _lengths(checked, steps, batch, lengths, backend)
+    arrays = {}
+    for name, node in declared.items():
+        vtype = graph.nodes[node]["type"]
+        array = host[name]
+        if vtype.dtype == "int":
+            array = array.astype("int64")
+            if vtype.bound is not None and array.size and (array.min() < 0 or array.max() >= vtype.bound):
+                raise SeqgraphError(f"input '{name}' holds ids outside 0..{vtype.bound - 1} "
+                                    f"(min {array.min()}, max {array.max()})")
+        else:
+            array = array.astype(dtype)
+        array = backend.asarray(array)
+        if vtype.is_seq:
+            array = _zero_padding(xp, array, lengths[vtype.time])
+        arrays[node] = array
+    for axis, node in checked.time_axes.items():
+        arrays[node] = lengths[axis]
+    arrays.update(_initial_states(model, backend, dtype, batch, state or {}))
+    masks = _dropout_masks(graph, backend, dtype, steps, batch, training, rng)
+    return Feed(arrays, steps, batch, masks)
+
+
+def _steps_and_batch(graph, declared: dict, host: dict):
+    steps, batch = {}, None
+    for name, node in declared.items():
+        vtype = graph.nodes[node]["type"]
+        array = host[name]
+        lead = 2 if vtype.is_seq else 1
+        want = len(vtype.shape) + lead
+        if array.ndim != want:
+            layout = "(T, B" + "".join(f", {d}" for d in vtype.shape) + ")" if vtype.is_seq else \
+                "(B" + "".join(f", {d}" for d in vtype.shape) + ")"
+            raise SeqgraphError(f"input '{name}' must have shape {layout}, got {tuple(array.shape)}")
+        if tuple(array.shape[lead:]) != tuple(vtype.shape):
+            raise SeqgraphError(f"input '{name}' has features {tuple(array.shape[lead:])}, "
+                                f"expected {tuple(vtype.shape)}")
+        if vtype.is_seq:
+            axis = vtype.time
+            if steps.setdefault(axis, array.shape[0]) != array.shape[0]:
+                raise SeqgraphError(f"input '{name}' has {array.shape[0]} steps but other sequences "
+                                    f"on time axis '{axis}' have {steps[axis]}")
+        this_batch = array.shape[1] if vtype.is_seq else array.shape[0]
+        if batch is None:
+            batch = this_batch
+        elif batch != this_batch:
+            raise SeqgraphError(f"input '{name}' has batch {this_batch}, other inputs have {batch}")
+    return steps, batch or 1
+
+
+def _lengths(checked, steps: dict, batch: int, lengths, backend) -> dict:
+    axes = list(checked.time_axes)
+    if lengths is None:
+        lengths = {}
+    elif not isinstance(lengths, dict):
+        if len(axes) != 1:
+            raise SeqgraphError(f"this model has time axes {', '.join(axes)}: pass lengths as a dict")
+        lengths = {axes[0]: lengths}
+    result = {}
+    for axis in axes:
+        count = steps.get(axis, 1)
+        given = lengths.get(axis)
+        host = backend.to_host(given).astype("int64") if given is not None else None
+        if host is None:
+            result[axis] = backend.asarray([count] * batch, dtype="int64")
+            continue
+        if host.shape != (batch,):
+            raise SeqgraphError(f"lengths for '{axis}' must have shape ({batch},), got {host.shape}")
+        if host.min() < 1 or host.max() > count:
+            raise SeqgraphError(f"lengths for '{axis}' must lie in 1..{count} (the padded length), "
+                                f"got {host.min()}..{host.max()}")
+        result[axis] = backend.asarray(host)
+    return result
+
+
+def _zero_padding(xp, array, lengths):
+    valid = xp.arange(array.shape[0])[:, None] < lengths[None, :]
+    valid = valid.reshape(valid.shape + (1,) * (array.ndim - 2))
+    return xp.where(valid, array, xp.zeros((), dtype=array.dtype))
+
+
+def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict:
+    graph = model.graph
+    unknown = [key for key in state if key not in model.checked.states]
+    if unknown:
+        raise SeqgraphError(f"model {model.name} has no state '{unknown[0]}'",
+                            hint=did_you_mean(unknown[0], model.checked.states))
+    arrays = {}
+    for node, data in graph.nodes(data=True):
+        if data["op"] != "state_init":
+            continue
+        shape = (batch,) + tuple(data["shape"])
+        if data["key"] in state:
+            value = backend.asarray(backend.to_host(state[data["key"]]).astype(dtype))
+            if tuple(value.shape) != shape:
+                raise SeqgraphError(f"state '{data['key']}' must have shape {shape}, got {tuple(value.shape)}")
+        else:
+            value = backend.xp.full(shape, data["attrs"]["value"], dtype=dtype)
+        arrays[node] = value
+    return arrays
+
+
+def _dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training: bool, rng) -> dict:
+    """One mask per dropout node for the whole run (all steps at once), so the compiled and the
+    reference executor draw the same numbers."""
+    xp = backend.xp
+    masks = {}
+    for node, data in graph.nodes(data=True):
+        if data["op"] != "dropout_mask":
+            continue
+        if not training:
+            masks[node] = xp.ones((), dtype=dtype)
+            continue
+        shape = (batch,) + tuple(data["shape"])
+        if data["timed"] or data["type"].is_seq:
+            shape = (steps[data["time"]],) + shape
+        template = xp.zeros(shape, dtype=dtype)
+        masks[node] = REGISTRY["dropout_mask"].forward(xp, template, rng=rng, **data["attrs"])
+    return masks
+
+
+class Reference:
+    """Runs the unrolled graph node by node and keeps every value: the oracle.
+
+    ``values`` maps every unrolled node id (``lstm_0/c@5``) to its value after
+    :meth:`forward`; ``grads`` maps every node on a gradient path to its cotangent after
+    :meth:`backward`.
+    """
+
+    def __init__(self, network: "Network"):
+        self.network = network
+        self.values: dict = {}
+        self.grads: dict = {}
+        self.graph: Optional[nx.DiGraph] = None
+
+    def forward(self, inputs: dict, lengths=None, state=None, training: bool = False, rng=None) -> dict:
+        """The named outputs, computed step by step on the unrolled graph."""
+        net = self.network
+        feed = prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state, training, rng)
+        self.graph = net.model.unroll(feed.steps or 1)
+        xp = net.backend.xp
+        values = {}
+        for node in nx.topological_sort(self.graph):
+            data = self.graph.nodes[node]
+            values[node] = self._evaluate(xp, node, data, [values[a] for a in data["args"]], feed)
+        self.values = values
+        return {name: values[node] for name, node in net.model.outputs.items()}
+
+    def _evaluate(self, xp, node, data, inputs, feed: Feed):
+        op = data["op"]
+        base = data["base"]
+        if op in FEED_OPS:
+            return feed.arrays[base]
+        if op == "param":
+            return self.network.params[data["key"]]
+        if op == PREV:
+            return inputs[0]
+        if op == "dropout_mask":
+            mask = feed.masks[base]
+            return mask[data["step"]] if data["timed"] and mask.ndim else mask
+        if op == "const":
+            return REGISTRY["const"].forward(xp, dtype=self.network.dtype, **data["attrs"])
+        return REGISTRY[op].forward(xp, *inputs, **data["attrs"])
+
+    def backward(self, cotangents: Optional[dict] = None) -> dict:
+        """d(loss or seeded outputs)/d(every parameter and float input), through the unrolled graph."""
+        net = self.network
+        seeds = net.seeds(cotangents)
+        graph = self.graph
+        wrt = _wrt_nodes(net.model, graph)
+        backward = autodiff.gradient_graph(graph, [net.model.outputs[n] for n in seeds], wrt.values())
+        seed_values = {net.model.outputs[n]: v for n, v in seeds.items()}
+        self.grads = autodiff.run_gradient_graph(net.backend.xp, backward, graph, self.values, seed_values)
+        return net.collect_grads(self.grads, wrt)
+
+
+def _wrt_nodes(model, graph) -> dict:
+    """Parameter keys and float input names → node ids."""
+    wrt = dict(model.checked.params)
+    for name, node in {**model.checked.inputs, **model.checked.targets}.items():
+        if graph.nodes[node]["dtype"] == "float":
+            wrt[name] = node
+    return wrt
+
+
+class Network:
+    """A compiled model with its parameters: ``forward``, ``backward``, ``params``."""
+
+    def __init__(self, model, backend: str = "numpy", dtype: str = "float32", seed: int = 0):
+        if dtype not in DTYPES:
+            raise SeqgraphError(f"unknown dtype '{dtype}'", hint="use float32 or float64")
+        self.model = model
+        self.backend = get_backend(backend)
+        self.dtype = dtype
+        self.seed = seed
+        self.params = {key: self.backend.asarray(initial_value(key, shape, init, seed), dtype)
+                       for key, (shape, init) in model.params.items()}
+        self.program = compile_program(model.graph, model.checked)
+        self._rng = None
+        self._run = None
+        self.final_states: dict = {}
+
+    @property
+    def rng(self):
+        """The generator dropout masks are drawn from (seeded from the network's seed)."""
+        if self._rng is None:
+            import numpy
+            self._rng = numpy.random.default_rng(self.seed + 1)
+        return self._rng
+
+    def forward(self, inputs: dict, lengths=None, state: Optional[dict] = None, training: bool = False) -> dict:
+        """Run the model: named outputs (``loss`` among them). ``lengths`` gives the valid steps
+        of each sequence; ``state`` initial recurrent states by key (``lstm_0.h``); with
+        ``training`` dropout is active."""
+        feed = prepare_feed(self.model, self.backend, self.dtype, inputs, lengths, state, training,
+                            self.rng if training else None)
+        self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
+        self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
+        return {name: self._run.env[node] for name, node in self.model.outputs.items()}
+
+    def seeds(self, cotangents: Optional[dict]) -> dict:
+        """Output name → cotangent: 1 for the loss by default."""
+        xp = self.backend.xp
+        if cotangents is None:
+            if "loss" not in self.model.outputs:
+                self.model.require_loss()
+            return {"loss": xp.ones((), dtype=self.dtype)}
+        unknown = [n for n in cotangents if n not in self.model.outputs]
+        if unknown:
+            raise SeqgraphError(f"no output '{unknown[0]}' to seed", hint=did_you_mean(unknown[0], self.model.outputs))
+        return {n: self.backend.asarray(v, self.dtype) for n, v in cotangents.items()}
+
+    def backward(self, cotangents: Optional[dict] = None) -> dict:
+        """Gradients of the loss (or a vector-Jacobian product seeded at named outputs) with
+        respect to every parameter key and every float input name."""
+        if self._run is None:
+            raise SeqgraphError("call forward() before backward()")
+        seeds = self.seeds(cotangents)
+        grads = self.program.backward(self.backend.xp, self._run,
+                                      {self.model.outputs[n]: v for n, v in seeds.items()})
+        return self.collect_grads(grads, _wrt_nodes(self.model, self.model.graph))
+
+    def collect_grads(self, grads: dict, wrt: dict) -> dict:
+        """Gradients by parameter key and input name (zeros where nothing flows)."""
+        xp = self.backend.xp
+        result = {}
+        for name, node in wrt.items():
+            grad = grads.get(node)
+            if grad is None:
+                shape = self.params[name].shape if name in self.params else None
+                grad = xp.zeros(shape, dtype=self.dtype) if shape is not None else None
+            result[name] = grad
+        return {k: v for k, v in result.items() if v is not None}
+
+    def reference(self) -> Reference:
+        """A reference executor sharing this network's parameters."""
+        return Reference(self)
+
+
+def compile_model(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes) -> Network:
+    """``seqgraph.compile``: a :class:`Network` for ``model`` (sizes given here override its defaults)."""
+    if sizes:
+        model = model.with_sizes(**sizes)
+    return Network(model, backend=backend, dtype=dtype, seed=seed)

@@ -1,7 +1,7 @@
 """Running a model: the compiled network and, beside it, the reference executor.
 
 :class:`Network` is what ``seqgraph.compile`` returns. Its forward and backward run the
-compiled program of :mod:`seqgraph.compile`. :class:`Reference` runs the *unrolled* graph
+compiled program of :mod:`seqgraph.compiler`. :class:`Reference` runs the *unrolled* graph
 node by node and keeps every intermediate value: it defines what a model computes, and it
 is the oracle every faster path is tested against.
 """
@@ -15,7 +15,7 @@ import networkx as nx
 
 from . import autodiff
 from .backends import get_backend
-from .compile import compile_program
+from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
 from .ir import PREV

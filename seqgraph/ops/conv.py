@@ -18,27 +18,27 @@ def pair(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def out_size(size, kernel: int, stride: int, pad: int, op: str):
+def out_size(size, kernel: int, stride: int, pad: int):
     """The number of windows along one axis; a ShapeError when none fit or when a symbolic
     size does not divide evenly by the stride."""
     try:
         n = (size + 2 * pad - kernel) // stride + 1
     except SizeError:
-        raise ShapeError(f"{op}: cannot tell how many windows of size {kernel} (stride {stride}, "
+        raise ShapeError(f"cannot tell how many windows of size {kernel} (stride {stride}, "
                          f"pad {pad}) fit along a size-{size} axis", arg=0,
                          hint=f"choose sizes so that {size + 2 * pad - kernel} is a multiple of "
                               f"{stride}, or use stride 1") from None
     if isinstance(n, int) and n < 1:
-        raise ShapeError(f"{op}: a window of {kernel} (pad {pad}) does not fit in size {size}",
+        raise ShapeError(f"a window of {kernel} (pad {pad}) does not fit in size {size}",
                          arg=0)
     return n
 
 
-def _spatial_shape(op, x, kernel, stride, pad):
+def _spatial_shape(x, kernel, stride, pad):
     """The output (H', W') of a 2-d window op on feature shape ``x`` (..., H, W)."""
     if len(x) < 2:
-        raise ShapeError(f"{op}: needs at least [H, W], got {format_shape(x)}", arg=0)
-    return tuple(out_size(x[-2 + i], kernel[i], stride[i], pad[i], op) for i in range(2))
+        raise ShapeError(f"needs at least [H, W], got {format_shape(x)}", arg=0)
+    return tuple(out_size(x[-2 + i], kernel[i], stride[i], pad[i]) for i in range(2))
 
 
 def windows(xp, x, kernel, stride, pad, fill=0.0):
@@ -71,17 +71,17 @@ def scatter_windows(xp, part, shape, kernel, stride, pad, dtype):
 
 def _shape_conv2d(x, w, b, stride=1, pad=0):
     if len(w) != 4:
-        raise ShapeError(f"conv2d: the kernel must be [out, in, kH, kW], got {format_shape(w)}",
+        raise ShapeError(f"the kernel must be [out, in, kH, kW], got {format_shape(w)}",
                          arg=1)
     if len(x) < 3 or x[-3] != w[1]:
-        raise ShapeError(f"conv2d: input {format_shape(x)} does not match kernel "
+        raise ShapeError(f"input {format_shape(x)} does not match kernel "
                          f"{format_shape(w)}", arg=0,
                          hint=f"the input must be [C, H, W] with C = {w[1]}")
     if tuple(b) != (w[0],):
-        raise ShapeError(f"conv2d: the bias is {format_shape(b)} but the kernel has {w[0]} "
+        raise ShapeError(f"the bias is {format_shape(b)} but the kernel has {w[0]} "
                          "output channels", arg=2)
     kernel = (w[2], w[3])
-    return tuple(x[:-3]) + (w[0],) + _spatial_shape("conv2d", x, kernel, pair(stride), pair(pad))
+    return tuple(x[:-3]) + (w[0],) + _spatial_shape(x, kernel, pair(stride), pair(pad))
 
 
 def _forward_conv2d(xp, x, w, b, stride=1, pad=0):
@@ -116,14 +116,15 @@ register(Op(
 
 def _shape_conv1d(x, w, b, stride=1, pad=0):
     if len(w) != 3:
-        raise ShapeError(f"conv1d: the kernel must be [out, in, k], got {format_shape(w)}", arg=1)
+        raise ShapeError(f"the kernel must be [out, in, k], got {format_shape(w)}", arg=1)
     if len(x) < 2 or x[-2] != w[1]:
-        raise ShapeError(f"conv1d: input {format_shape(x)} does not match kernel "
-                         f"{format_shape(w)}", arg=0, hint=f"the input must be [C, L] with C = {w[1]}")
+        raise ShapeError(f"input {format_shape(x)} does not match kernel "
+                         f"{format_shape(w)}", arg=0,
+                         hint=f"the input must be [C, L] with C = {w[1]}")
     if tuple(b) != (w[0],):
-        raise ShapeError(f"conv1d: the bias is {format_shape(b)} but the kernel has {w[0]} "
+        raise ShapeError(f"the bias is {format_shape(b)} but the kernel has {w[0]} "
                          "output channels", arg=2)
-    return tuple(x[:-2]) + (w[0], out_size(x[-1], w[2], stride, pad, "conv1d"))
+    return tuple(x[:-2]) + (w[0], out_size(x[-1], w[2], stride, pad))
 
 
 # conv1d is conv2d over a height-1 image with a height-1 kernel.
@@ -156,13 +157,11 @@ def _pool_params(kernel, stride, pad):
     return kernel, pair(kernel if stride is None else stride), pair(pad)
 
 
-def _shape_pool(op):
-    def shape(x, kernel, stride=None, pad=0):
-        kernel, stride, pad = _pool_params(kernel, stride, pad)
-        if any(2 * p > k for p, k in zip(pad, kernel)):
-            raise ShapeError(f"{op}: pad {pad} is more than half the kernel {kernel}", arg=0)
-        return tuple(x[:-2]) + _spatial_shape(op, x, kernel, stride, pad)
-    return shape
+def _shape_pool(x, kernel, stride=None, pad=0):
+    kernel, stride, pad = _pool_params(kernel, stride, pad)
+    if any(2 * p > k for p, k in zip(pad, kernel)):
+        raise ShapeError(f"pad {pad} is more than half the kernel {kernel}", arg=0)
+    return tuple(x[:-2]) + _spatial_shape(x, kernel, stride, pad)
 
 
 def _flat_windows(xp, x, kernel, stride, pad, fill):
@@ -188,7 +187,7 @@ def _vjp_maxpool2d(xp, g, out, x, kernel, stride=None, pad=0):
 
 
 register(Op(
-    "maxpool2d", shape=_shape_pool("maxpool2d"),
+    "maxpool2d", shape=_shape_pool,
     forward=_forward_maxpool2d, vjp=_vjp_maxpool2d,
     rule="route g to each window's max",
     doc="The max of each kH x kW window of x (..., H, W), padded with -inf; stride defaults to "
@@ -210,7 +209,7 @@ def _vjp_avgpool2d(xp, g, out, x, kernel, stride=None, pad=0):
 
 
 register(Op(
-    "avgpool2d", shape=_shape_pool("avgpool2d"),
+    "avgpool2d", shape=_shape_pool,
     forward=_forward_avgpool2d, vjp=_vjp_avgpool2d,
     rule="spread g / (kH * kW) over each window",
     doc="The mean of each kH x kW window of x (..., H, W), zero padding counted in the divisor "

@@ -13,7 +13,7 @@ from .registry import Op, ShapeError, register, unbroadcast
 # --- binary ops -------------------------------------------------------------------------
 
 
-def broadcast_shapes(a: tuple, b: tuple, op: str = "op") -> tuple:
+def broadcast_shapes(a: tuple, b: tuple) -> tuple:
     """The NumPy broadcast of two feature shapes (right-aligned; a 1 stretches)."""
     n = max(len(a), len(b))
     a_full = (1,) * (n - len(a)) + tuple(a)
@@ -26,7 +26,7 @@ def broadcast_shapes(a: tuple, b: tuple, op: str = "op") -> tuple:
             out.append(db)
         else:
             raise ShapeError(
-                f"{op}: cannot broadcast {format_shape(a)} with {format_shape(b)}", arg=1,
+                f"cannot broadcast {format_shape(a)} with {format_shape(b)}", arg=1,
                 hint="elementwise operands must have equal sizes, or 1, on each trailing axis")
     return tuple(out)
 
@@ -39,7 +39,7 @@ def _binary(name, forward, grads, rule, doc):
         ga, gb = grads(xp, g, out, a, b)
         return unbroadcast(xp, ga, a.shape), unbroadcast(xp, gb, b.shape)
 
-    return register(Op(name, shape=lambda a, b: broadcast_shapes(a, b, name),
+    return register(Op(name, shape=broadcast_shapes,
                        forward=forward, vjp=vjp, rule=rule, doc=doc, arity=2))
 
 
@@ -88,7 +88,7 @@ _unary("sigmoid", _forward_sigmoid, lambda xp, x, y: y * (1 - y), "g * y * (1 - 
        "The logistic function 1 / (1 + exp(-x)), computed without overflow for any x.")
 _unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, x, y: 1 - y * y, "g * (1 - y^2)",
        "The hyperbolic tangent.")
-_unary("relu", lambda xp, x: xp.maximum(x, 0), lambda xp, x, y: x >= 0, "g * [x > 0]",
+_unary("relu", lambda xp, x: xp.maximum(x, 0), lambda xp, x, y: x > 0, "g * [x > 0]",
        "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).")
 _unary("exp", lambda xp, x: xp.exp(x), lambda xp, x, y: y, "g * y", "e to the power x.")
 _unary("log", lambda xp, x: xp.log(x), lambda xp, x, y: 1 / x, "g / x",

@@ -10,10 +10,10 @@ from ..sizes import format_shape
 from .registry import Op, ShapeError, register, unbroadcast
 
 
-def check_axis(shape: tuple, axis: int, op: str, arg: int = 0) -> None:
+def check_axis(shape: tuple, axis: int, arg: int = 0) -> None:
     """Raise a ShapeError unless ``axis`` is a negative axis of a feature shape ``shape``."""
     if not (isinstance(axis, int) and -len(shape) <= axis <= -1):
-        raise ShapeError(f"{op}: axis {axis} is not an axis of {format_shape(shape)}", arg=arg,
+        raise ShapeError(f"axis {axis} is not an axis of {format_shape(shape)}", arg=arg,
                          hint="axes are negative, counted from the last: -1 is the last axis")
 
 
@@ -35,9 +35,9 @@ def lead(shape: tuple, ndim: int) -> tuple:
 
 def _shape_matmul(w, x):
     if len(w) != 2:
-        raise ShapeError(f"matmul: W must be a matrix [m, n], got {format_shape(w)}", arg=0)
+        raise ShapeError(f"W must be a matrix [m, n], got {format_shape(w)}", arg=0)
     if len(x) < 1 or x[-1] != w[1]:
-        raise ShapeError(f"matmul: W is {format_shape(w)} but x is {format_shape(x)}", arg=1,
+        raise ShapeError(f"W is {format_shape(w)} but x is {format_shape(x)}", arg=1,
                          hint=f"the last axis of x must equal W's second axis, {w[1]}")
     return tuple(x[:-1]) + (w[0],)
 
@@ -66,16 +66,16 @@ register(Op(
 
 def _shape_concat(*xs, axis=-1):
     if not xs:
-        raise ShapeError("concat: needs at least one input")
+        raise ShapeError("needs at least one input")
     first = xs[0]
-    check_axis(first, axis, "concat")
+    check_axis(first, axis)
     total = 0
     for i, x in enumerate(xs):
         same = len(x) == len(first) and all(
             a == b for k, (a, b) in enumerate(zip(x, first)) if k != len(first) + axis)
         if not same:
             raise ShapeError(
-                f"concat: cannot join {format_shape(first)} and {format_shape(x)} on axis {axis}",
+                f"cannot join {format_shape(first)} and {format_shape(x)} on axis {axis}",
                 arg=i, hint="all inputs must agree on every axis except the joined one")
         total = total + x[axis]
     return tuple(first[:axis]) + (total,) + tuple(first[len(first) + axis + 1:])
@@ -128,10 +128,10 @@ register(Op(
 
 
 def _shape_slice(x, start, stop, axis=-1):
-    check_axis(x, axis, "slice")
+    check_axis(x, axis)
     size = x[axis]
     if all(isinstance(v, int) for v in (start, stop, size)) and not 0 <= start <= stop <= size:
-        raise ShapeError(f"slice: [{start}:{stop}] does not fit in axis {axis} of "
+        raise ShapeError(f"[{start}:{stop}] does not fit in axis {axis} of "
                          f"{format_shape(x)}", arg=0)
     return tuple(x[:axis]) + (stop - start,) + tuple(x[len(x) + axis + 1:])
 
@@ -158,11 +158,11 @@ register(Op(
 def _shape_reshape(x, shape, ndim):
     shape = tuple(shape)
     if not 0 <= ndim <= len(x):
-        raise ShapeError(f"reshape: cannot replace the last {ndim} axes of {format_shape(x)}",
+        raise ShapeError(f"cannot replace the last {ndim} axes of {format_shape(x)}",
                          arg=0)
     old = tuple(x[len(x) - ndim:])
     if product(old) != product(shape):
-        raise ShapeError(f"reshape: {format_shape(old)} does not hold as many elements as "
+        raise ShapeError(f"{format_shape(old)} does not hold as many elements as "
                          f"{format_shape(shape)}", arg=0)
     return lead(x, ndim) + shape
 
@@ -186,7 +186,7 @@ def _permutation(ndim: int, axes) -> list:
 def _shape_transpose(x, axes):
     k = len(axes)
     if sorted(axes) != list(range(-k, 0)) or k > len(x):
-        raise ShapeError(f"transpose: {tuple(axes)} is not a permutation of the last axes of "
+        raise ShapeError(f"{tuple(axes)} is not a permutation of the last axes of "
                          f"{format_shape(x)}", arg=0, hint="write axes as negative ints, "
                          "e.g. (-1, -2) swaps the last two")
     return lead(x, k) + tuple(x[a] for a in axes)
@@ -213,7 +213,7 @@ register(Op(
 
 def _shape_flatten(x, ndim):
     if not 1 <= ndim <= len(x):
-        raise ShapeError(f"flatten: cannot merge the last {ndim} axes of {format_shape(x)}",
+        raise ShapeError(f"cannot merge the last {ndim} axes of {format_shape(x)}",
                          arg=0)
     return lead(x, ndim) + (product(x[len(x) - ndim:]),)
 

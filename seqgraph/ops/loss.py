@@ -11,16 +11,15 @@ from __future__ import annotations
 from ..sizes import format_shape
 from .reduce import stable_log_softmax
 from .registry import Op, ShapeError, register, unbroadcast
-from .sequence import time_mask, zero_where_not
+from .sequence import check_lengths, time_mask, zero_where_not
 
 
-def _check_optional_lengths(op: str, lengths: tuple) -> None:
+def _check_optional_lengths(lengths: tuple) -> None:
     if len(lengths) > 1:
-        raise ShapeError(f"{op}: takes 2 or 3 inputs (the third is lengths), got "
+        raise ShapeError("takes 2 or 3 inputs (the third is lengths), got "
                          f"{2 + len(lengths)}", arg=3)
-    if lengths and tuple(lengths[0]) != ():
-        raise ShapeError(f"{op}: lengths must hold one integer per sequence, got feature shape "
-                         f"{format_shape(lengths[0])}", arg=2)
+    if lengths:
+        check_lengths(lengths[0], 2)
 
 
 def _mask(xp, lengths, steps):
@@ -41,9 +40,9 @@ def _valid_count(xp, mask, entries: int, like):
 
 
 def _shape_cross_entropy(logits, target, *lengths):
-    _check_optional_lengths("cross_entropy", lengths)
+    _check_optional_lengths(lengths)
     if len(logits) < 1 or tuple(target) != tuple(logits[:-1]):
-        raise ShapeError(f"cross_entropy: logits are {format_shape(logits)} but the target is "
+        raise ShapeError(f"logits are {format_shape(logits)} but the target is "
                          f"{format_shape(target)}", arg=1,
                          hint="logits [V] take one integer class id per example")
     return ()
@@ -91,9 +90,9 @@ register(Op(
 
 
 def _shape_mse(pred, target, *lengths):
-    _check_optional_lengths("mse", lengths)
+    _check_optional_lengths(lengths)
     if tuple(pred) != tuple(target):
-        raise ShapeError(f"mse: the prediction is {format_shape(pred)} but the target is "
+        raise ShapeError(f"the prediction is {format_shape(pred)} but the target is "
                          f"{format_shape(target)}", arg=1)
     return ()
 

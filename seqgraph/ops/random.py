@@ -8,7 +8,7 @@ from .registry import Op, ShapeError, register
 
 def _shape_dropout_mask(x, p):
     if not 0 <= p < 1:
-        raise ShapeError(f"dropout: the drop probability must be in [0, 1), got {p}", arg=0)
+        raise ShapeError(f"the drop probability must be in [0, 1), got {p}", arg=0)
     return tuple(x)
 
 

@@ -9,9 +9,9 @@ from .registry import Op, ShapeError, register
 
 def _shape_reduce(x, axis):
     for a in axis:
-        check_axis(x, a, "reduction")
+        check_axis(x, a)
     if len(set(axis)) != len(axis):
-        raise ShapeError(f"reduction: axis {tuple(axis)} repeats an axis of {format_shape(x)}",
+        raise ShapeError(f"axis {tuple(axis)} repeats an axis of {format_shape(x)}",
                          arg=0)
     dropped = {len(x) + a for a in axis}
     return tuple(d for k, d in enumerate(x) if k not in dropped)
@@ -48,11 +48,12 @@ register(Op(
 
 
 def _shape_normalise(x, axis=-1):
-    check_axis(x, axis, "softmax")
+    check_axis(x, axis)
     return tuple(x)
 
 
 def stable_log_softmax(xp, x, axis=-1):
+    """log softmax(x) along ``axis``; shifting by the max keeps every exp <= 1."""
     shifted = x - xp.max(x, axis=axis, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 

@@ -29,17 +29,16 @@ def zero_where_not(xp, mask, a):
     return xp.where(expand_right(mask, a.ndim), a, xp.zeros((), dtype=a.dtype))
 
 
-def _check_lengths(shape, op: str, arg: int) -> None:
+def check_lengths(shape, arg: int) -> None:
+    """Raise a ShapeError unless ``shape`` is the feature shape of a lengths input, ()."""
     if tuple(shape) != ():
-        raise ShapeError(f"{op}: lengths must hold one integer per sequence, got feature shape "
+        raise ShapeError(f"lengths must hold one integer per sequence, got feature shape "
                          f"{format_shape(shape)}", arg=arg)
 
 
-def _shape_with_lengths(op: str):
-    def shape(x, lengths):
-        _check_lengths(lengths, op, 1)
-        return tuple(x)
-    return shape
+def _shape_with_lengths(x, lengths):
+    check_lengths(lengths, 1)
+    return tuple(x)
 
 
 def _placed(xp, g, x, index):
@@ -54,7 +53,7 @@ def _placed(xp, g, x, index):
 
 def _shape_embedding(ids, table):
     if len(table) != 2:
-        raise ShapeError(f"embedding: the table must be [vocab, dim], got {format_shape(table)}",
+        raise ShapeError(f"the table must be [vocab, dim], got {format_shape(table)}",
                          arg=1)
     return tuple(ids) + (table[1],)
 
@@ -90,10 +89,10 @@ register(Op(
 
 def _shape_stack(*xs):
     if not xs:
-        raise ShapeError("stack: needs at least one step")
+        raise ShapeError("needs at least one step")
     for i, x in enumerate(xs):
         if tuple(x) != tuple(xs[0]):
-            raise ShapeError(f"stack: step {i} is {format_shape(x)} but step 0 is "
+            raise ShapeError(f"step {i} is {format_shape(x)} but step 0 is "
                              f"{format_shape(xs[0])}", arg=i)
     return tuple(xs[0])
 
@@ -123,7 +122,7 @@ def _last_index(xp, lengths):
 
 
 register(Op(
-    "last", shape=_shape_with_lengths("last"),
+    "last", shape=_shape_with_lengths,
     forward=lambda xp, x, lengths: x[_last_index(xp, lengths)],
     vjp=lambda xp, g, out, x, lengths: (_placed(xp, g, x, _last_index(xp, lengths)), None),
     rule="g placed at step lengths-1",
@@ -141,7 +140,7 @@ def _forward_reverse(xp, x, lengths):
 
 
 register(Op(
-    "reverse", shape=_shape_with_lengths("reverse"),
+    "reverse", shape=_shape_with_lengths,
     forward=_forward_reverse,
     vjp=lambda xp, g, out, x, lengths: (_forward_reverse(xp, g, lengths), None),
     rule="reverse g",
@@ -172,7 +171,7 @@ def _vjp_max_over_time(xp, g, out, x, lengths):
 
 
 register(Op(
-    "max_over_time", shape=_shape_with_lengths("max_over_time"),
+    "max_over_time", shape=_shape_with_lengths,
     forward=_forward_max_over_time, vjp=_vjp_max_over_time,
     rule="route g to the max step",
     doc="The max over the valid steps of x (T, B, ...), giving (B, ...). Tie rule: the first "
@@ -198,7 +197,7 @@ def _vjp_mean_over_time(xp, g, out, x, lengths):
 
 
 register(Op(
-    "mean_over_time", shape=_shape_with_lengths("mean_over_time"),
+    "mean_over_time", shape=_shape_with_lengths,
     forward=_forward_mean_over_time, vjp=_vjp_mean_over_time,
     rule="spread g / lengths over valid steps",
     doc="The mean over the valid steps of x (T, B, ...), giving (B, ...): "
@@ -212,13 +211,13 @@ register(Op(
 
 def _shape_attention(query, memory, lengths):
     if len(query) != 1:
-        raise ShapeError(f"attention: the query must be a vector [D], got {format_shape(query)}",
+        raise ShapeError(f"the query must be a vector [D], got {format_shape(query)}",
                          arg=0)
     if tuple(memory) != tuple(query):
-        raise ShapeError(f"attention: query is {format_shape(query)} but memory is "
+        raise ShapeError(f"query is {format_shape(query)} but memory is "
                          f"{format_shape(memory)}", arg=1,
                          hint="the query and each memory step must have the same size")
-    _check_lengths(lengths, "attention", 2)
+    check_lengths(lengths, 2)
     return tuple(query)
 
 

@@ -7,7 +7,7 @@ handed out **time-major**, the way compiled programs take them::
     for arrays, lengths in batches(data, batch_size=32, rng=np.random.default_rng(0)):
         arrays["x"]      # (T, B) ids or (T, B, F) floats: a sequence, cut to this batch's longest
         arrays["label"]  # (B,) or (B, ...): anything that is not a sequence
-        lengths["T"]     # (B,) valid steps of each example, per time axis with variable lengths
+        lengths["time"]  # (B,) valid steps of each example, per time axis with variable lengths
 
 Text is the one exception: a text dataset is a single stream of character ids, and
 :func:`bptt_windows` cuts it into consecutive windows for truncated backpropagation through
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ KINDS = ("text", "sequence", "image")
 METRICS = ("perplexity", "accuracy", "mse")
 ID_DTYPE = np.int64
 PAD = 0  # the value every sequence is padded with past its length
+TIME = "time"  # the time axis a model's sequences share unless their type names another
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ PAD = 0  # the value every sequence is padded with past its length
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Dataset:
     """Named arrays, stored example-major, and what a training loop needs to know about them.
 
@@ -56,7 +56,8 @@ class Dataset:
       ``"mse"``, or None (the training loop decides from the loss).
     - ``time_axes``: name -> time-axis name, for every array that is a sequence
       ``(N, T, ...)``. Arrays that share a time axis have the same length (a decoder's input
-      and output both run over ``"T"``, its source over ``"S"``).
+      and output both run over ``"tgt"``, its source over ``"src"``). A model's sequences
+      share the axis ``"time"`` unless their type names another (``seq[int, V, time = src]``).
     - ``lengths``: time-axis name -> ``(N,)`` int array, the valid steps of each example, or
       None when every sequence fills its whole time axis. Steps past a length hold 0.
     - ``vocab``: the characters of a text dataset (id ``i`` is ``vocab[i]``).
@@ -82,6 +83,9 @@ class Dataset:
     name: str = "<dataset>"
 
     def __post_init__(self):
+        self.arrays = {k: np.asarray(v) for k, v in self.arrays.items()}
+        if self.lengths is not None:
+            self.lengths = {k: np.asarray(v) for k, v in self.lengths.items()}
         _validate(self)
 
     def __len__(self) -> int:
@@ -115,8 +119,11 @@ def _validate(data: Dataset) -> None:
         fail(f"unknown metric '{data.metric}'", did_you_mean(data.metric, METRICS))
     if not data.arrays:
         fail("the dataset holds no arrays")
-    counts = {name: (a.shape[0] if a.ndim else None) for name, a in data.arrays.items()}
-    if len(set(counts.values())) != 1 or None in counts.values():
+    for name, array in data.arrays.items():
+        if array.ndim == 0:
+            fail(f"'{name}' is a single number; every array needs an examples axis first")
+    counts = {name: a.shape[0] for name, a in data.arrays.items()}
+    if len(set(counts.values())) != 1:
         listed = ", ".join(f"'{k}' has {v}" for k, v in counts.items())
         fail(f"arrays disagree on the number of examples ({listed})")
     if data.kind == "text":
@@ -168,6 +175,22 @@ def _subset(data: Dataset, index) -> Dataset:
                                lengths=lengths)
 
 
+def rename(data: Dataset, names: dict) -> Dataset:
+    """``data`` with its arrays renamed by ``names`` (old name -> new name; the rest keep
+    theirs), so a dataset can feed a model that calls its inputs or targets differently:
+    ``rename(builtin("copy"), {"y": "tag"})``. Time-axis names stay as they are."""
+    for old in names:
+        if old not in data.arrays:
+            raise SeqgraphError(f"{data.name}: cannot rename '{old}': there is no such array",
+                                hint=did_you_mean(old, data.arrays))
+    new_names = [names.get(k, k) for k in data.arrays]
+    if len(set(new_names)) != len(new_names):
+        raise SeqgraphError(f"{data.name}: renaming {names} gives two arrays the same name")
+    return dataclasses.replace(
+        data, arrays={names.get(k, k): v for k, v in data.arrays.items()},
+        time_axes={names.get(k, k): axis for k, axis in data.time_axes.items()})
+
+
 def split(data: Dataset, valid_fraction: float, seed: int = 0) -> tuple:
     """``(train, valid)``: a random ``valid_fraction`` of the examples, drawn from ``seed``.
 
@@ -197,9 +220,10 @@ def batches(data: Dataset, batch_size: int, rng: Union[np.random.Generator, int,
     example in this batch and padded with 0 past each example's length; anything else
     ``(B, ...)``. ``lengths`` maps each time axis that has variable lengths to the ``(B,)``
     valid steps of the batch's examples (empty when every sequence fills its axis).
-    The order is a permutation drawn from ``rng`` (a Generator or a seed) when ``shuffle``;
-    the last batch is smaller when ``batch_size`` does not divide the data (unless
-    ``drop_last``). Text datasets are walked with :func:`bptt_windows` instead.
+    The order is a permutation drawn from ``rng`` (a Generator or a seed; required) when
+    ``shuffle``, else the stored order. The last batch is smaller when ``batch_size`` does
+    not divide the data (unless ``drop_last``). Text datasets are walked with
+    :func:`bptt_windows` instead.
     """
     if data.kind == "text":
         raise SeqgraphError(f"{data.name}: a text dataset is one stream of characters; walk it "
@@ -207,6 +231,9 @@ def batches(data: Dataset, batch_size: int, rng: Union[np.random.Generator, int,
     _check_count(data.name, "the batch size", batch_size, 1)
     n = len(data)
     if shuffle:
+        if rng is None:
+            raise SeqgraphError(f"{data.name}: shuffled batches need rng, a numpy Generator or "
+                                "a seed, so that a run can be repeated")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         order = rng.permutation(n)
     else:
@@ -551,7 +578,7 @@ def adding(n: int = 10_000, seed: int = 0, *, length: int = 50) -> Dataset:
     x = np.stack([values, marker], axis=-1).astype(np.float32)
     y = (x[rows, first, 0] + x[rows, second, 0])[:, None]
     return Dataset(arrays={"x": x, "y": y}, kind="sequence", metric="mse",
-                   time_axes={"x": "T"}, name="builtin:adding",
+                   time_axes={"x": TIME}, name="builtin:adding",
                    info={"sizes": {"n": n, "seed": seed, "length": length}})
 
 
@@ -584,7 +611,7 @@ def copy(n: int = 10_000, seed: int = 0, *, symbols: int = 8, count: int = 10,
     x[:, count + delay] = symbols + 1
     y[:, recall:] = data
     return Dataset(arrays={"x": x, "y": y}, kind="sequence", metric="accuracy",
-                   time_axes={"x": "T", "y": "T"}, vocab_size=symbols + 2,
+                   time_axes={"x": TIME, "y": TIME}, vocab_size=symbols + 2,
                    num_classes=symbols + 2, metric_steps=(recall, steps), name="builtin:copy",
                    info={"blank": 0, "delimiter": symbols + 1,
                          "sizes": {"n": n, "seed": seed, "symbols": symbols, "count": count,
@@ -624,7 +651,7 @@ def parity(n: int = 10_000, seed: int = 0, *, min_length: int = 2,
     x[_past_length(lengths, x.shape[1])] = PAD
     label = (x.sum(axis=1) % 2).astype(ID_DTYPE)
     return Dataset(arrays={"x": x, "label": label}, kind="sequence", metric="accuracy",
-                   time_axes={"x": "T"}, lengths={"T": lengths}, vocab_size=2, num_classes=2,
+                   time_axes={"x": TIME}, lengths={TIME: lengths}, vocab_size=2, num_classes=2,
                    name="builtin:parity",
                    info={"sizes": {"n": n, "seed": seed, "min_length": min_length,
                                    "max_length": max_length}})
@@ -651,7 +678,7 @@ def majority(n: int = 10_000, seed: int = 0, *, symbols: int = 4, min_length: in
         x[i, j] = {1: 2, 2: 1}.get(int(x[i, j]), int(rng.integers(1, 3)))
     label = ((x == 1).sum(axis=1) > (x == 2).sum(axis=1)).astype(ID_DTYPE)
     return Dataset(arrays={"x": x, "label": label}, kind="sequence", metric="accuracy",
-                   time_axes={"x": "T"}, lengths={"T": lengths}, vocab_size=symbols + 1,
+                   time_axes={"x": TIME}, lengths={TIME: lengths}, vocab_size=symbols + 1,
                    num_classes=2, name="builtin:majority",
                    info={"pad": PAD, "sizes": {"n": n, "seed": seed, "symbols": symbols,
                                                "min_length": min_length,
@@ -668,7 +695,8 @@ def _seq2seq(task: str, n: int, seed: int, symbols: int, min_length: int, max_le
     Ids: 0 padding, 1 BOS, 2 EOS, ``3 .. symbols + 2`` symbols. ``src`` is ``(N, S)``;
     ``tgt_in`` is BOS then the target and ``tgt_out`` is the target then EOS, both
     ``(N, S + 1)``, so ``tgt_out[t]`` is what the decoder must say after reading
-    ``tgt_in[: t + 1]``. Lengths: ``"S"`` for the source, ``"T"`` (= S + 1) for the target.
+    ``tgt_in[: t + 1]``. Time axes ``"src"`` and ``"tgt"``; target lengths are source
+    lengths + 1.
     """
     where = f"builtin dataset '{task}'"
     n = _check_count(where, "n", n, 1)
@@ -687,8 +715,8 @@ def _seq2seq(task: str, n: int, seed: int, symbols: int, min_length: int, max_le
     tgt_out[:, :steps] = target
     tgt_out[rows, lengths] = _EOS
     return Dataset(arrays={"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, kind="sequence",
-                   metric="accuracy", time_axes={"src": "S", "tgt_in": "T", "tgt_out": "T"},
-                   lengths={"S": lengths, "T": lengths + 1}, vocab_size=symbols + _FIRST_SYMBOL,
+                   metric="accuracy", time_axes={"src": "src", "tgt_in": "tgt", "tgt_out": "tgt"},
+                   lengths={"src": lengths, "tgt": lengths + 1}, vocab_size=symbols + _FIRST_SYMBOL,
                    num_classes=symbols + _FIRST_SYMBOL, name=f"builtin:{task}",
                    info={"pad": PAD, "bos": _BOS, "eos": _EOS,
                          "sizes": {"n": n, "seed": seed, "symbols": symbols,
@@ -881,6 +909,9 @@ def load_text(path) -> Dataset:
             f"text file '{label}' is not valid UTF-8: byte 0x{raw[error.start]:02x} at offset "
             f"{error.start} cannot be decoded", Span(source, line, col, col + 1),
             "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+    if not text:
+        raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
     return CharCorpus(text, name=label).dataset()
 
 
@@ -904,7 +935,7 @@ def load_npz(path, expected: Optional[dict] = None,
       (the training loop takes these from the model). When None, an array with its own
       ``<name>_lengths`` is a sequence over an axis called ``name``, and if a plain
       ``lengths`` array is present every other array with 2 or more axes is a sequence
-      over ``"T"``.
+      over ``"time"``.
 
     Every problem is a SeqgraphError naming the file and the array: a missing array, a wrong
     number of axes or kind of number, a disagreeing number of examples, lengths longer than
@@ -1022,7 +1053,7 @@ def _guess_time_axes(arrays: dict, length_arrays: dict) -> dict:
     if "lengths" in length_arrays:
         for name, array in arrays.items():
             if name not in axes and array.ndim >= 2:
-                axes[name] = "T"
+                axes[name] = TIME
     return axes
 
 

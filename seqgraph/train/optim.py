@@ -1,0 +1,423 @@
+"""Optimisers, learning-rate schedules and gradient clipping.
+
+An optimiser updates a ``dict[str, array]`` of parameters **in place** from a dict of
+gradients with the same keys, using the same update formulas as ``torch.optim``, so runs
+can be compared number for number. Everything is written against an array namespace ``xp``
+(NumPy or CuPy): pass ``xp=`` to the constructor, or let the optimiser take the namespace
+of the first parameter it sees. Nothing here imports NumPy or CuPy.
+
+Optimiser state is a flat dict of numbers and arrays (``state_dict()``), so a checkpoint
+stores it as plain named arrays, never as a pickle::
+
+    {"step/lstm_0.weight_ih": 3, "exp_avg/lstm_0.weight_ih": array, ...}
+
+A model file names an optimiser and a schedule with keyword arguments
+(``optimizer = adam(lr = 0.003)``); :func:`make_optimizer` and :func:`make_schedule` turn
+those into objects, and unknown names become SeqgraphErrors with a did-you-mean hint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import SeqgraphError, Span, did_you_mean
+
+
+def array_namespace(array):
+    """The module an array belongs to (``numpy`` for a NumPy array, ``cupy`` for a CuPy one),
+    found from its type without importing anything."""
+    return sys.modules[type(array).__module__.split(".")[0]]
+
+
+class Optimizer:
+    """The shared machinery: per-parameter state buffers, steps, and state dicts.
+
+    A subclass names its hyperparameters in ``hyper`` and its per-parameter buffers in
+    ``buffers``, and implements :meth:`update` for one parameter.
+    """
+
+    name = "optimizer"
+    buffers: tuple = ()
+
+    def __init__(self, xp=None, **hyper):
+        self.xp = xp
+        self.hyper = hyper
+        self.state: dict = {}  # buffer name -> {param key -> array}
+        self.steps: dict = {}  # param key -> number of updates it has had
+
+    def __getattr__(self, key):
+        hyper = self.__dict__.get("hyper", {})
+        if key in hyper:
+            return hyper[key]
+        raise AttributeError(key)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; a schedule sets it at the start of every epoch."""
+        return self.hyper["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hyper["lr"] = float(value)
+
+    def step(self, params: dict, grads: dict) -> None:
+        """Update every parameter that has a gradient, in place. Parameters whose gradient
+        is missing or None are left alone, and their step count does not advance."""
+        for key, p in params.items():
+            g = grads.get(key)
+            if g is None:
+                continue
+            if self.xp is None:
+                self.xp = array_namespace(p)
+            self.steps[key] = self.steps.get(key, 0) + 1
+            self.update(key, p, g, self.steps[key])
+
+    def update(self, key: str, p, g, t: int) -> None:
+        """Update parameter ``p`` in place from gradient ``g`` at step ``t`` (1-based)."""
+        raise NotImplementedError
+
+    def buffer(self, name: str, key: str, p):
+        """The state buffer ``name`` of parameter ``key``, zeros on first use."""
+        buffers = self.state.setdefault(name, {})
+        if key not in buffers:
+            buffers[key] = self.xp.zeros_like(p)
+        elif buffers[key].shape != p.shape:
+            raise SeqgraphError(
+                f"{self.name} state '{name}' of parameter '{key}' has shape "
+                f"{tuple(buffers[key].shape)} but the parameter has shape {tuple(p.shape)}",
+                hint="the optimiser state comes from a checkpoint of a different model")
+        return buffers[key]
+
+    def decayed(self, p, g):
+        """``g + weight_decay * p``: L2 weight decay folded into the gradient, as in
+        torch.optim (a new array; the caller's gradient is left as it was)."""
+        wd = self.hyper.get("weight_decay", 0.0)
+        return g + wd * p if wd else g
+
+    def state_dict(self) -> dict:
+        """A flat dict of numbers and arrays: the hyperparameters (for the record),
+        ``step/<param>`` counts and ``<buffer>/<param>`` arrays."""
+        out = {k: v for k, v in self.hyper.items()}
+        out.update({f"step/{key}": t for key, t in self.steps.items()})
+        for name, buffers in self.state.items():
+            out.update({f"{name}/{key}": array for key, array in buffers.items()})
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore step counts and buffers from :meth:`state_dict`'s output (arrays may be
+        NumPy arrays read from a checkpoint; they are moved to this optimiser's ``xp``).
+        Hyperparameters stay as constructed: a resumed run takes them from its model file."""
+        steps, buffers = {}, {}
+        for entry, value in state.items():
+            if entry in self.hyper:
+                continue
+            kind, _, key = entry.partition("/")
+            if kind == "step" and key:
+                steps[key] = int(value)
+            elif kind in self.buffers and key:
+                buffers.setdefault(kind, {})[key] = value
+            else:
+                known = list(self.hyper) + ["step/<param>"] + [f"{b}/<param>" for b in self.buffers]
+                raise SeqgraphError(f"{self.name} state has an unexpected entry '{entry}'",
+                                    hint="it was saved by a different optimiser; known entries: "
+                                         + ", ".join(known))
+        if buffers and self.xp is None:
+            self.xp = array_namespace(next(iter(next(iter(buffers.values())).values())))
+        self.steps = steps
+        self.state = {name: {k: self.xp.asarray(v) for k, v in per_key.items()}
+                      for name, per_key in buffers.items()}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
+
+    As ``torch.optim.SGD`` (dampening 0), at step t::
+
+        g = grad + weight_decay * p
+        if momentum:
+            b = g                      if t == 1
+            b = momentum * b + g       otherwise
+            g = g + momentum * b       if nesterov
+            g = b                      otherwise
+        p = p - lr * g
+    """
+
+    name = "sgd"
+    buffers = ("momentum_buffer",)
+
+    def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, *, xp=None):
+        _check_number(self.name, "lr", lr, low=0.0)
+        _check_number(self.name, "momentum", momentum, low=0.0)
+        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        if nesterov and momentum == 0:
+            raise SeqgraphError("sgd: nesterov momentum needs momentum > 0",
+                                hint="e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)")
+        super().__init__(xp, lr=float(lr), momentum=float(momentum), nesterov=bool(nesterov),
+                         weight_decay=float(weight_decay))
+
+    def update(self, key, p, g, t):
+        lr, momentum = self.hyper["lr"], self.hyper["momentum"]
+        g = self.decayed(p, g)
+        if momentum:
+            b = self.buffer("momentum_buffer", key, p)
+            if t == 1:
+                b[...] = g
+            else:
+                b *= momentum
+                b += g
+            g = g + momentum * b if self.hyper["nesterov"] else b
+        p -= lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with L2 weight decay, as ``torch.optim.Adam``.
+
+    At step t, with ``m`` and ``v`` starting at zero::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+
+    (computed as torch does: ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``).
+    """
+
+    name = "adam"
+    buffers = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, xp=None):
+        _check_number(self.name, "lr", lr, low=0.0)
+        betas = _check_betas(self.name, betas)
+        _check_number(self.name, "eps", eps, low=0.0)
+        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        super().__init__(xp, lr=float(lr), beta1=betas[0], beta2=betas[1], eps=float(eps),
+                         weight_decay=float(weight_decay))
+
+    @property
+    def betas(self) -> tuple:
+        """``(beta1, beta2)``."""
+        return self.hyper["beta1"], self.hyper["beta2"]
+
+    def update(self, key, p, g, t):
+        lr, eps = self.hyper["lr"], self.hyper["eps"]
+        beta1, beta2 = self.betas
+        g = self.decayed(p, g)
+        m = self.buffer("exp_avg", key, p)
+        v = self.buffer("exp_avg_sq", key, p)
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        step_size = lr / (1 - beta1 ** t)
+        denom = self.xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
+        p -= step_size * (m / denom)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, 2012) as ``torch.optim.RMSprop``. At step t, with ``v``, ``b`` and
+    ``a`` starting at zero::
+
+        g = grad + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        if centered:  a = alpha * a + (1 - alpha) * g;   d = sqrt(v - a * a) + eps
+        else:                                            d = sqrt(v) + eps
+        if momentum:  b = momentum * b + g / d;  p = p - lr * b
+        else:         p = p - lr * g / d
+    """
+
+    name = "rmsprop"
+    buffers = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, weight_decay: float = 0.0, centered: bool = False, *,
+                 xp=None):
+        _check_number(self.name, "lr", lr, low=0.0)
+        _check_number(self.name, "alpha", alpha, low=0.0, high=1.0)
+        _check_number(self.name, "eps", eps, low=0.0)
+        _check_number(self.name, "momentum", momentum, low=0.0)
+        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        super().__init__(xp, lr=float(lr), alpha=float(alpha), eps=float(eps),
+                         momentum=float(momentum), weight_decay=float(weight_decay),
+                         centered=bool(centered))
+
+    def update(self, key, p, g, t):
+        lr, alpha, eps, momentum = (self.hyper[k] for k in ("lr", "alpha", "eps", "momentum"))
+        g = self.decayed(p, g)
+        v = self.buffer("square_avg", key, p)
+        v *= alpha
+        v += (1 - alpha) * (g * g)
+        if self.hyper["centered"]:
+            a = self.buffer("grad_avg", key, p)
+            a *= alpha
+            a += (1 - alpha) * g
+            denom = self.xp.sqrt(v - a * a) + eps
+        else:
+            denom = self.xp.sqrt(v) + eps
+        if momentum:
+            b = self.buffer("momentum_buffer", key, p)
+            b *= momentum
+            b += g / denom
+            p -= lr * b
+        else:
+            p -= lr * (g / denom)
+
+
+OPTIMIZERS: dict = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+
+
+def make_optimizer(name: str, span: Optional[Span] = None, xp=None, **kwargs) -> Optimizer:
+    """The optimiser called ``name`` (``sgd``, ``adam``, ``rmsprop``) built from keyword
+    arguments, as a model file writes it: ``make_optimizer("adam", lr=0.003)``. An unknown
+    name, an unknown or missing argument, or a bad value is a SeqgraphError at ``span``."""
+    cls = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
+    if cls is None:
+        raise SeqgraphError(f"unknown optimizer '{name}'", span, did_you_mean(str(name), OPTIMIZERS))
+    return _build(cls, cls.name, f"optimizer '{cls.name}'", span, kwargs, xp=xp)
+
+
+def _build(factory, call: str, what: str, span, kwargs: dict, **fixed):
+    """``factory(**kwargs, **fixed)``; every mistake in ``kwargs`` is a SeqgraphError at
+    ``span`` that names ``what`` and shows how to ``call`` it."""
+    params = inspect.signature(factory).parameters
+    known = [k for k, p in params.items() if k not in fixed and p.kind is not p.VAR_KEYWORD]
+    for key in kwargs:
+        if key not in known:
+            raise SeqgraphError(f"{what} has no argument '{key}'", span,
+                                did_you_mean(key, known) or "it takes no arguments")
+    missing = [k for k in known if params[k].default is params[k].empty and k not in kwargs]
+    if missing:
+        raise SeqgraphError(f"{what} needs {', '.join(missing)}", span,
+                            f"write {call}(" + ", ".join(f"{k} = ..." for k in missing) + ")")
+    try:
+        return factory(**kwargs, **fixed)
+    except SeqgraphError as error:
+        if span is None:
+            raise
+        raise SeqgraphError(error.message, span, error.hint) from None
+
+
+def _check_number(owner: str, name: str, value, low: Optional[float] = None,
+                  high: Optional[float] = None, high_open: bool = False) -> float:
+    """``value`` as a float, which must lie in ``[low, high]`` (``[low, high)`` if
+    ``high_open``); anything else is a SeqgraphError naming ``owner`` and ``name``."""
+    try:
+        if isinstance(value, (bool, str)) or value is None:
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SeqgraphError(f"{owner}: {name} must be a number, not {value!r}") from None
+    if math.isnan(number):
+        raise SeqgraphError(f"{owner}: {name} must be a number, not NaN")
+    if low is not None and number < low:
+        raise SeqgraphError(f"{owner}: {name} must be at least {low:g}, not {value!r}")
+    if high is not None and (number > high or (high_open and number == high)):
+        bound = f"less than {high:g}" if high_open else f"at most {high:g}"
+        raise SeqgraphError(f"{owner}: {name} must be {bound}, not {value!r}")
+    return number
+
+
+def _check_betas(owner: str, betas) -> tuple:
+    """Two numbers, each in [0, 1)."""
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise SeqgraphError(f"{owner}: betas must be two numbers, like (0.9, 0.999), "
+                            f"not {betas!r}") from None
+    return (_check_number(owner, "betas[0]", beta1, low=0.0, high=1.0, high_open=True),
+            _check_number(owner, "betas[1]", beta2, low=0.0, high=1.0, high_open=True))
+
+
+def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: ``norm = sqrt(sum over arrays of sum(g * g))``;
+    when ``norm > max_norm`` every gradient is multiplied in place by
+    ``max_norm / (norm + 1e-6)``. Returns the norm before clipping, as a Python float
+    (``inf`` or ``nan`` when a gradient is not finite; the caller decides what to do).
+    """
+    _check_number("clip", "max_norm", max_norm, low=0.0)
+    if max_norm <= 0:
+        raise SeqgraphError(f"clip: the largest gradient norm must be positive, not {max_norm!r}")
+    arrays = [g for g in grads.values() if g is not None]
+    if not arrays:
+        return 0.0
+    total = sum(xp.sum(g * g, dtype=xp.float64) for g in arrays)
+    norm = float(xp.sqrt(total))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for g in arrays:
+            g *= g.dtype.type(scale)
+    return norm
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedules: lr_at(epoch, base_lr), epochs counted from 0
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constant:
+    """The base learning rate at every epoch."""
+
+    def lr_at(self, epoch: int, base_lr: float) -> float:
+        return base_lr
+
+
+@dataclass(frozen=True)
+class StepDecay:
+    """``base_lr * gamma ** (epoch // every)``: multiply by ``gamma`` every ``every``
+    epochs (``torch.optim.lr_scheduler.StepLR``)."""
+
+    every: int
+    gamma: float
+
+    def lr_at(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** (epoch // self.every)
+
+
+@dataclass(frozen=True)
+class ExponentialDecay:
+    """``base_lr * gamma ** epoch`` (``torch.optim.lr_scheduler.ExponentialLR``)."""
+
+    gamma: float
+
+    def lr_at(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** epoch
+
+
+def constant() -> Constant:
+    """A schedule that keeps the base learning rate."""
+    return Constant()
+
+
+def step_decay(every: int, gamma: float = 0.1) -> StepDecay:
+    """A schedule multiplying the learning rate by ``gamma`` every ``every`` epochs."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise SeqgraphError(f"step_decay: every must be a whole number of epochs, at least 1, "
+                            f"not {every!r}")
+    return StepDecay(every, _check_number("step_decay", "gamma", gamma, low=0.0))
+
+
+def exponential_decay(gamma: float) -> ExponentialDecay:
+    """A schedule multiplying the learning rate by ``gamma`` every epoch."""
+    return ExponentialDecay(_check_number("exponential_decay", "gamma", gamma, low=0.0))
+
+
+SCHEDULES: dict = {"constant": constant, "step_decay": step_decay,
+                   "exponential_decay": exponential_decay}
+
+
+def make_schedule(name: str, span: Optional[Span] = None, **kwargs):
+    """The schedule called ``name`` from keyword arguments, e.g.
+    ``make_schedule("step_decay", every=10, gamma=0.5)``; mistakes are SeqgraphErrors."""
+    factory = SCHEDULES.get(name)
+    if factory is None:
+        raise SeqgraphError(f"unknown learning-rate schedule '{name}'", span,
+                            did_you_mean(str(name), SCHEDULES))
+    return _build(factory, name, f"schedule '{name}'", span, kwargs)

@@ -89,6 +89,8 @@ def _steps_and_batch(graph, declared: dict, host: dict):
                                 f"expected {tuple(vtype.shape)}")
         if vtype.is_seq:
             axis = vtype.time
+            if array.shape[0] == 0:
+                raise SeqgraphError(f"input '{name}' has no time steps")
             if steps.setdefault(axis, array.shape[0]) != array.shape[0]:
                 raise SeqgraphError(f"input '{name}' has {array.shape[0]} steps but other sequences "
                                     f"on time axis '{axis}' have {steps[axis]}")
@@ -269,6 +271,26 @@ class Network:
         self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
         return {name: self._run.env[node] for name, node in self.model.outputs.items()}
+
+    def value(self, node: str):
+        """The value of folded-graph node ``node`` in the last forward run (whole sequences
+        for per-step nodes)."""
+        if self._run is None:
+            raise SeqgraphError("call forward() first")
+        return self._run.env[node]
+
+    def first_nonfinite(self) -> Optional[str]:
+        """Where the last forward run first produced NaN or inf: ``node (op) at time step t``."""
+        xp = self.backend.xp
+        for node, data in self.model.graph.nodes(data=True):
+            value = self._run.env.get(node) if self._run is not None else None
+            if value is None or data["dtype"] != "float" or bool(xp.isfinite(value).all()):
+                continue
+            if data["timed"]:
+                bad = xp.logical_not(xp.isfinite(value)).reshape(value.shape[0], -1).any(axis=1)
+                return f"{node} ({data['op']}) at time step {int(xp.argmax(bad))}"
+            return f"{node} ({data['op']})"
+        return None
 
     def seeds(self, cotangents: Optional[dict]) -> dict:
         """Output name → cotangent: 1 for the loss by default."""

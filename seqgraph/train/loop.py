@@ -1,0 +1,361 @@
+"""The training loop behind ``seqgraph run``.
+
+One :class:`Trainer` holds the network, the data, the optimiser and the history of a run.
+Each epoch visits the training batches in an order drawn from ``(seed, epoch)``, and each
+step draws its dropout masks from ``(seed, epoch, batch)``, so a run resumed from a
+checkpoint computes exactly the losses of an uninterrupted one. Text is cut into truncated
+BPTT windows; the recurrent state is carried from one window to the next (the gradient stops
+at the window's edge).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy
+
+from ..errors import SeqgraphError
+from ..runtime import Network
+from ..weights import atomic_write
+from . import data as datasets
+from . import optim, report
+from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
+from .config import TrainConfig
+from .sampling import sample_text
+
+
+@dataclass
+class Roles:
+    """Which nodes play which part: the loss, its prediction and target, the text input."""
+    loss: str
+    prediction: str
+    target: str
+    input: Optional[str] = None
+
+
+def find_roles(model) -> Roles:
+    """The loss node and the prediction and target it compares."""
+    loss = model.require_loss()
+    graph = model.graph
+    prediction, target_node = graph.nodes[loss]["args"][:2]
+    names = {node: name for name, node in model.inputs.items()}
+    target = names.get(target_node)
+    inputs = [n for n in model.checked.inputs]
+    return Roles(loss, prediction, target, inputs[0] if len(inputs) == 1 else None)
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C after a checkpoint was saved."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
+def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) -> datasets.Dataset:
+    """The dataset the config names (a built-in task, a text file, or .npz arrays)."""
+    call = config.data
+    if call is None:
+        raise SeqgraphError(f"model {model.name} says no data to train on",
+                            model.train.span if model.train else model.ast.span,
+                            'add  data = builtin("...")  to its train block, or pass --data FILE')
+    if call.name not in ("builtin", "text", "npz") or len(call.args) != 1:
+        raise SeqgraphError(f"unknown data source {call.name}(...)", call.span,
+                            'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")')
+    spec = call.args[0]
+    if call.name == "builtin" or (call.name == "text" and str(spec).startswith("builtin:")):
+        name = str(spec).split(":", 1)[-1]
+        return datasets.builtin(name, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)
+    path = _find_file(str(spec), base_dir)
+    if call.name == "text":
+        return datasets.load_text(path)
+    axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
+            if model.graph.nodes[node]["type"].is_seq}
+    return datasets.load_npz(path, time_axes=axes)
+
+
+def _find_file(spec: str, base_dir: Optional[Path]) -> Path:
+    path = Path(spec)
+    if not path.exists() and base_dir is not None and (base_dir / spec).exists():
+        return base_dir / spec
+    return path
+
+
+class Trainer:
+    """Trains one network on one dataset; ``run()`` returns the history, a dict per epoch."""
+
+    def __init__(self, model, config: TrainConfig, out_dir, dataset: datasets.Dataset,
+                 backend: str = "numpy", dtype: str = "float32", echo=print, show_progress: bool = True,
+                 model_file: Optional[str] = None):
+        self.config, self.out_dir, self.echo = config, Path(out_dir), echo
+        self.show_progress = show_progress
+        self.model_file = model_file
+        self.dataset = dataset
+        if dataset.kind == "text":
+            model = self._fit_vocabulary(model, dataset)
+        self.net = Network(model, backend=backend, dtype=dtype, seed=config.seed)
+        self.xp = self.net.backend.xp
+        self.roles = find_roles(model)
+        self.train_data, self.valid_data = datasets.split(dataset, config.valid, seed=config.seed) \
+            if config.valid > 0 else (dataset, None)
+        self._check_names(model)
+        options = dict(config.optimizer.kwargs)
+        if config.weight_decay:
+            options.setdefault("weight_decay", config.weight_decay)
+        self.optimizer = optim.make_optimizer(config.optimizer.name, span=config.optimizer.span,
+                                              xp=self.xp, **options)
+        self.base_lr = self.optimizer.lr
+        self.schedule = optim.make_schedule(config.schedule.name, span=config.schedule.span,
+                                            **config.schedule.kwargs)
+        self.history: list = []
+        self.best = math.inf
+        self.epoch, self.batch_index = 0, 0
+        self.carried: dict = {}
+        self.samples: list = []
+
+    # set-up
+    def _fit_vocabulary(self, model, dataset):
+        """A text model's ``vocab`` size follows its corpus."""
+        size = dataset.vocab_size
+        if "vocab" in model.sizes and model.sizes["vocab"] != size:
+            self.echo(f"note: vocab = {size} (the corpus has {size} distinct characters; "
+                      f"the model said {model.sizes['vocab']})")
+            model = model.with_sizes(vocab=size)
+        return model
+
+    def _check_names(self, model):
+        if self.dataset.kind == "text":
+            text_inputs = [n for n, node in model.checked.inputs.items()
+                           if model.graph.nodes[node]["type"].is_seq and model.graph.nodes[node]["dtype"] == "int"]
+            if len(text_inputs) != 1 or self.roles.target is None:
+                raise SeqgraphError(f"text data needs a model with one input seq[int, vocab] and a "
+                                    f"target seq[int, vocab]; {model.name} has inputs "
+                                    f"{', '.join(model.inputs)}", model.ast.span)
+            self.roles.input = text_inputs[0]
+            return
+        missing = [n for n in model.inputs if n not in self.dataset.arrays]
+        if missing:
+            raise SeqgraphError(
+                f"the data ({self.dataset.name}) has no array for '{missing[0]}'", self.config.spans.get("data"),
+                f"it holds {', '.join(self.dataset.arrays)}; name the model's inputs and targets after them")
+
+    # resuming
+    def resume(self, location) -> None:
+        """Continue from the checkpoint in a run folder (or a checkpoint file)."""
+        arrays, header = read_checkpoint(location)
+        self.carried = restore(self.net, self.optimizer, arrays, header)
+        self.epoch, self.batch_index = header["epoch"], header["batch"]
+        self.history = header.get("history", [])
+        self.best = header.get("best", math.inf)
+        self._partial = header.get("partial")
+        self.echo(f"resuming from {header['path']} at epoch {self.epoch + 1}, batch {self.batch_index}")
+
+    # the loop
+    def run(self) -> list:
+        """Train until the epochs are done or early stopping says so; write the run's files."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        stale = self._epochs_without_improvement()
+        try:
+            while self.epoch < self.config.epochs:
+                row = self._train_epoch()
+                self.history.append(row)
+                self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
+                improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
+                score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+                if score < self.best or improved:
+                    self.best = score
+                    stale = 0
+                    self._save(BEST)
+                else:
+                    stale += 1
+                self.epoch, self.batch_index = self.epoch + 1, 0
+                self._save(LAST)
+                report.write_metrics(self.out_dir / "metrics.csv", self.history)
+                if self.config.sample and self.dataset.kind == "text":
+                    self._show_sample()
+                if self.config.patience and stale >= self.config.patience:
+                    self.echo(f"early stop: no better validation loss for {stale} epochs")
+                    break
+        except KeyboardInterrupt:
+            path = self._save(LAST)
+            raise Interrupted(path) from None
+        self._save(FINAL)
+        report.plot_losses(self.out_dir / "loss.png", self.history, self.net.model.name)
+        return self.history
+
+    def _epochs_without_improvement(self) -> int:
+        stale = 0
+        for row in self.history:
+            score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+            stale = 0 if score <= self.best else stale + 1
+        return stale
+
+    def _unit(self) -> str:
+        return "tokens" if self.dataset.kind == "text" or self._has_sequences() else "examples"
+
+    def _has_sequences(self) -> bool:
+        return bool(self.dataset.time_axes)
+
+    def _train_epoch(self) -> dict:
+        lr = self.schedule.lr_at(self.epoch, self.base_lr)
+        self.optimizer.lr = lr
+        started = time.perf_counter()
+        batches = list(self._batches(self.train_data, train=True))
+        limit = self.config.steps or len(batches)
+        batches = batches[:limit]
+        total, count, units = self._partial_sums()
+        bar = report.progress(len(batches), f"epoch {self.epoch + 1}", self.show_progress)
+        bar.update(self.batch_index)
+        for index in range(self.batch_index, len(batches)):
+            inputs, lengths, weight, tokens = batches[index]
+            loss = self._step(inputs, lengths, index)
+            if loss is not None:
+                total, count = total + loss * weight, count + weight
+            units += tokens
+            self.batch_index = index + 1
+            self._partial = (total, count, units)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}",
+                            rate=f"{units / max(time.perf_counter() - started, 1e-9):.0f}/s")
+        bar.close()
+        seconds = time.perf_counter() - started
+        self._partial = None
+        valid_loss, metric_value = self._evaluate()
+        return {"epoch": self.epoch + 1, "train_loss": total / max(count, 1), "valid_loss": valid_loss,
+                "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
+                "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
+
+    def _partial_sums(self):
+        partial = getattr(self, "_partial", None)
+        if self.batch_index and partial:
+            return tuple(partial)
+        if not self.batch_index and self.dataset.kind == "text":
+            self.carried = {}
+        return 0.0, 0, 0
+
+    def _step(self, inputs, lengths, index) -> Optional[float]:
+        net = self.net
+        net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
+        state = self.carried if self.dataset.kind == "text" else None
+        loss = float(net.backend.to_host(net.forward(inputs, lengths, state=state or None, training=True)["loss"]))
+        if self.dataset.kind == "text":
+            self.carried = dict(net.final_states)
+        if not math.isfinite(loss):
+            return self._nonfinite(loss)
+        grads = net.backward()
+        grads = {k: v for k, v in grads.items() if k in net.params}
+        if self.config.clip:
+            optim.clip_grad_norm(self.xp, grads, self.config.clip)
+        if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
+            return self._nonfinite(loss, "a gradient")
+        self.optimizer.step(net.params, grads)
+        return loss
+
+    def _nonfinite(self, loss, what: str = "the loss") -> None:
+        where = self.net.first_nonfinite() or "an unknown node"
+        if self.config.skip_nonfinite:
+            self.echo(f"warning: skipped a step: {what} is not finite (first at {where})")
+            return None
+        raise SeqgraphError(f"training stopped: {what} became {loss if what == 'the loss' else 'NaN or inf'} "
+                            f"at epoch {self.epoch + 1}, batch {self.batch_index + 1}; the first non-finite "
+                            f"value is at {where}",
+                            hint=f"the last good checkpoint is {self.out_dir / LAST}; lower the learning "
+                                 "rate, set clip, or set skip_nonfinite = 1")
+
+    # batches: (inputs, lengths, loss weight, tokens)
+    def _batches(self, data, train: bool):
+        config = self.config
+        if self.dataset.kind == "text":
+            ids = data.arrays["ids"]
+            batch = min(config.batch, max(1, len(ids) // (config.bptt + 1)))
+            for x, y in datasets.bptt_windows(ids, batch, config.bptt):
+                yield {self.roles.input: x, self.roles.target: y}, None, x.size, x.size
+            return
+        rng = numpy.random.default_rng([config.seed, self.epoch, 11]) if train else None
+        for arrays, lengths in datasets.batches(data, config.batch, rng, shuffle=train):
+            inputs = {name: arrays[name] for name in self.net.model.inputs}
+            size = len(next(iter(lengths.values()))) if lengths else _batch_size(self.net.model, inputs)
+            tokens = int(sum(l.sum() for l in lengths.values())) if lengths else size
+            yield inputs, lengths or None, size, tokens
+
+    # validation
+    def _metric_name(self) -> Optional[str]:
+        if self.dataset.kind == "text":
+            return "perplexity"
+        return self.dataset.metric
+
+    def _evaluate(self):
+        if self.valid_data is None:
+            return None, None
+        total = count = correct = seen = 0.0
+        saved, self.carried = self.carried, {}
+        for inputs, lengths, weight, _ in self._batches(self.valid_data, train=False):
+            state = self.carried if self.dataset.kind == "text" else None
+            loss = float(self.net.backend.to_host(self.net.forward(inputs, lengths, state=state or None)["loss"]))
+            if self.dataset.kind == "text":
+                self.carried = dict(self.net.final_states)
+            total, count = total + loss * weight, count + weight
+            if self._metric_name() == "accuracy":
+                right, out_of = self._accuracy(inputs, lengths)
+                correct, seen = correct + right, seen + out_of
+        self.carried = saved
+        loss = total / max(count, 1)
+        metric = self._metric_name()
+        if metric == "perplexity":
+            return loss, math.exp(min(loss, 50))
+        if metric == "accuracy":
+            return loss, correct / max(seen, 1)
+        return loss, loss if metric == "mse" else None
+
+    def _accuracy(self, inputs, lengths):
+        to_host = self.net.backend.to_host
+        predicted = to_host(self.net.value(self.roles.prediction)).argmax(-1)
+        target = numpy.asarray(inputs[self.roles.target])
+        mask = numpy.ones(target.shape, dtype=bool)
+        node = self.net.model.inputs[self.roles.target]
+        vtype = self.net.model.graph.nodes[node]["type"]
+        if vtype.is_seq:
+            steps = numpy.arange(target.shape[0])[:, None]
+            if lengths and vtype.time in lengths:
+                mask &= steps < numpy.asarray(lengths[vtype.time])[None, :]
+            if self.dataset.metric_steps:
+                start, stop = self.dataset.metric_steps
+                mask &= (steps >= start) & (steps < stop)
+        return float(((predicted == target) & mask).sum()), float(mask.sum())
+
+    # output
+    def _show_sample(self):
+        corpus = self.dataset.corpus()
+        text = sample_text(self.net, self.roles, corpus, self.config.sample, self.config.temperature,
+                           self.config.prime, seed=self.config.seed + self.epoch)
+        self.samples.append(text)
+        atomic_write(self.out_dir / "samples.txt", lambda f: f.write("\n\n".join(
+            f"--- epoch {i + 1} ---\n{s}" for i, s in enumerate(self.samples)).encode("utf-8")))
+        self.echo("  sample: " + text.replace("\n", " ")[: self.config.sample + 40])
+
+    def _save(self, name: str) -> Path:
+        path = self.out_dir / name
+        header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
+                  "config": self.config.as_dict(), "model_file": self.model_file,
+                  "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),
+                  "roles": vars(self.roles)}
+        save_checkpoint(path, self.net, self.optimizer, header, self.carried)
+        return path
+
+    def _write_config(self):
+        resolved = {"model": self.net.model.name, "model_file": self.model_file, "sizes": self.net.model.sizes,
+                    "backend": self.net.backend.name, "dtype": self.net.dtype, **self.config.as_dict()}
+        data = json.dumps(resolved, indent=2).encode("utf-8")
+        atomic_write(self.out_dir / "config.json", lambda f: f.write(data))
+
+
+def _batch_size(model, inputs) -> int:
+    name, array = next(iter(inputs.items()))
+    vtype = model.graph.nodes[model.inputs[name]]["type"]
+    return array.shape[1] if vtype.is_seq else array.shape[0]

@@ -142,3 +142,22 @@ def _local_rule_fails(xp, data, args, out, rng, eps, tolerance) -> bool:
         if _relative(numeric, analytic) > tolerance and abs(numeric - analytic) > 1e-7:
             return True
     return False
+
+
+def quick_report(model, batch: int = 2, steps: int = 3, tolerance: float = 1e-5) -> tuple:
+    """``(ok, text)``: the tiny float64 gradient check ``seqgraph check`` runs on a model
+    (random inputs, ragged lengths, one random direction per parameter and input)."""
+    from .runtime import Network
+
+    if model.checked.loss is None:
+        return True, "gradient check: skipped (the model has no loss)"
+    network = Network(model, dtype="float64", seed=0)
+    inputs, lengths = random_inputs(model, batch=batch, steps=steps, ragged=True)
+    result = check_model(network, inputs, lengths)
+    where = f"batch {batch}, {steps} steps"
+    if result.ok(tolerance):
+        return True, (f"gradient check (float64, {where}): worst relative error "
+                      f"{result.worst_error:.1e} ({result.worst_name}) - ok")
+    culprit = result.culprit or "no single node (the rules agree locally; look at the graph wiring)"
+    return False, (f"gradient check (float64, {where}): FAILED, relative error {result.worst_error:.1e} "
+                   f"for {result.worst_name}; first node whose gradient disagrees: {culprit}")

@@ -830,6 +830,39 @@ def digits8x8(n: int = 5_000, seed: int = 0, *, noise: float = 0.1) -> Dataset:
                    info={"sizes": {"n": n, "seed": seed, "noise": noise}})
 
 
+_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def digit_captions(n: int = 5_000, seed: int = 0, *, noise: float = 0.1) -> Dataset:
+    """Image captioning (one-to-many): the 8x8 digits of :func:`digits8x8`, each captioned
+    with its name spelled out ("seven").
+
+    Ids: 0 padding, 1 BOS, 2 EOS, then the letters of the ten names. ``img`` is
+    ``(N, 1, 8, 8)``; ``caption_in`` is BOS then the letters and ``caption_out`` the
+    letters then EOS, both ``(N, 6)`` on time axis ``"time"`` with lengths ``len(name) + 1``.
+    Metric token accuracy.
+    """
+    images = digits8x8(n, seed, noise=noise)
+    letters = sorted(set("".join(_DIGIT_NAMES)))
+    code = {c: i + _FIRST_SYMBOL for i, c in enumerate(letters)}
+    steps = max(len(name) for name in _DIGIT_NAMES) + 1
+    names = [_DIGIT_NAMES[d] for d in images.arrays["label"]]
+    caption_in = np.zeros((len(names), steps), dtype=ID_DTYPE)
+    caption_out = np.zeros((len(names), steps), dtype=ID_DTYPE)
+    for row, name in enumerate(names):
+        ids = [code[c] for c in name]
+        caption_in[row, :len(ids) + 1] = [_BOS] + ids
+        caption_out[row, :len(ids) + 1] = ids + [_EOS]
+    lengths = np.array([len(name) + 1 for name in names])
+    vocab_size = len(letters) + _FIRST_SYMBOL
+    return Dataset(arrays={"img": images.arrays["img"], "caption_in": caption_in, "caption_out": caption_out},
+                   kind="sequence", metric="accuracy",
+                   time_axes={"caption_in": TIME, "caption_out": TIME}, lengths={TIME: lengths},
+                   vocab_size=vocab_size, num_classes=vocab_size, name="builtin:digit_captions",
+                   info={"pad": PAD, "bos": _BOS, "eos": _EOS, "letters": letters,
+                         "sizes": {"n": n, "seed": seed, "noise": noise}})
+
+
 def _distance_to_segments(points: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """``(N, P)``: the distance from each of ``points`` (P, 2) to the nearest of each
     example's ``segments`` (N, S, 2 ends, 2 coords). Coordinates are handled one by one:
@@ -852,6 +885,7 @@ BUILTIN: dict = {
     "reverse": reverse,
     "sort": sort,
     "digits8x8": digits8x8,
+    "digit_captions": digit_captions,
 }
 
 

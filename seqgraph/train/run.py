@@ -39,10 +39,14 @@ def _overrides(epochs, batch, seed, data, settings) -> dict:
 def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epochs: Optional[int] = None,
         batch: Optional[int] = None, lr: Optional[float] = None, backend: str = "numpy",
         dtype: str = "float32", seed: Optional[int] = None, out: Optional[str] = None,
-        resume: Optional[str] = None, settings=None, progress: bool = True, echo=print) -> Trainer:
-    """Train the model in ``model_path`` as its train block says, with these overrides."""
+        resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
+        echo=print) -> Trainer:
+    """Train the model in ``model_path`` as its train block says, with these overrides
+    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text)."""
     program = load(model_path)
     chosen = program.model(model)
+    if sizes:
+        chosen = chosen.with_sizes(**sizes)
     config = resolve(chosen.train, _overrides(epochs, batch, seed, data, settings))
     if lr is not None:
         config.optimizer = replace(config.optimizer, kwargs={**config.optimizer.kwargs, "lr": lr})

@@ -1,0 +1,106 @@
+"""Training end to end: each task learns, resuming reproduces, interrupting saves."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqgraph.train import loop
+from seqgraph.train.data import unigram_entropy
+from seqgraph.train.run import run, sample
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+QUIET = dict(progress=False, echo=lambda *args: None)
+
+
+def _valid(trainer, column="valid_loss"):
+    return [row[column] for row in trainer.history]
+
+
+def test_char_lstm_beats_unigram_entropy(tmp_path):
+    trainer = run(MODELS / "char_lstm.sg", epochs=1, out=tmp_path, sizes={"hidden": 64},
+                  settings=["steps = 150", "valid = 0.02", "sample = 0", "examples = 100000"], **QUIET)
+    entropy = unigram_entropy(trainer.dataset.arrays["ids"])
+    assert entropy > 2.5
+    assert trainer.history[-1]["valid_loss"] < 0.8 * entropy
+
+
+def test_lstm_solves_adding_problem_where_rnn_does_not(tmp_path):
+    settings = ["examples = 3000", 'data = builtin("adding", length = 40)', "optimizer = adam(lr = 0.01)"]
+    lstm = run(MODELS / "lstm_adding.sg", epochs=6, out=tmp_path / "lstm", settings=settings, **QUIET)
+    rnn = run(MODELS / "rnn_adding.sg", epochs=6, out=tmp_path / "rnn", settings=settings, **QUIET)
+    print(f"adding problem, length 40, validation MSE: LSTM {lstm.history[-1]['valid_loss']:.4f}, "
+          f"RNN {rnn.history[-1]['valid_loss']:.4f} (predicting the mean scores about 0.167)")
+    assert lstm.history[-1]["valid_loss"] < 0.02
+    assert rnn.history[-1]["valid_loss"] > 0.1
+
+
+def test_seq2seq_reverses_with_high_token_accuracy(tmp_path):
+    trainer = run(MODELS / "seq2seq_attention.sg", epochs=4, out=tmp_path, settings=["examples = 3000"], **QUIET)
+    assert trainer.history[-1]["metric"] == "accuracy"
+    assert trainer.history[-1]["metric_value"] > 0.9
+
+
+def test_cnn_classifies_digits(tmp_path):
+    trainer = run(MODELS / "digits_cnn.sg", epochs=4, out=tmp_path, settings=["examples = 2000"], **QUIET)
+    assert trainer.history[-1]["metric_value"] > 0.9
+
+
+def test_run_folder_holds_everything(tmp_path):
+    run(MODELS / "char_lstm.sg", epochs=2, out=tmp_path, sizes={"hidden": 16},
+        settings=["steps = 3", "valid = 0.01", "sample = 30", "examples = 20000"], **QUIET)
+    for name in ("final.npz", "best.npz", "last.npz", "config.json", "metrics.csv", "loss.png", "samples.txt"):
+        assert (tmp_path / name).exists(), name
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert json.loads((tmp_path / "config.json").read_text())["sizes"]["hidden"] == 16
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = sample(tmp_path, length=25, prime="The ")
+    assert text.startswith("The ") and len(text) == 29
+
+
+@pytest.mark.parametrize("model, settings", [
+    ("char_lstm.sg", ["steps = 4", "valid = 0.01", "examples = 20000"]),
+    ("gru_tagger.sg", ["examples = 300"]),
+])
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, model, settings):
+    whole = run(MODELS / model, epochs=2, out=tmp_path / "whole", settings=settings, sizes={"hidden": 8}, **QUIET)
+    run(MODELS / model, epochs=1, out=tmp_path / "part", settings=settings, sizes={"hidden": 8}, **QUIET)
+    resumed = run(MODELS / model, epochs=2, out=tmp_path / "part", settings=settings, sizes={"hidden": 8},
+                  resume=str(tmp_path / "part"), **QUIET)
+    assert _valid(resumed, "train_loss") == _valid(whole, "train_loss")
+    assert _valid(resumed) == _valid(whole)
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_continues_mid_epoch(tmp_path, monkeypatch):
+    settings = ["examples = 400"]
+    whole = run(MODELS / "gru_tagger.sg", epochs=2, out=tmp_path / "whole", settings=settings,
+                sizes={"hidden": 8}, **QUIET)
+    original = loop.Trainer._step
+    calls = {"n": 0}
+
+    def interrupt_on_fifth(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "_step", interrupt_on_fifth)
+    with pytest.raises(loop.Interrupted):
+        run(MODELS / "gru_tagger.sg", epochs=2, out=tmp_path / "cut", settings=settings, sizes={"hidden": 8}, **QUIET)
+    monkeypatch.setattr(loop.Trainer, "_step", original)
+    assert (tmp_path / "cut" / "last.npz").exists()
+    resumed = run(MODELS / "gru_tagger.sg", epochs=2, out=tmp_path / "cut", settings=settings,
+                  sizes={"hidden": 8}, resume=str(tmp_path / "cut"), **QUIET)
+    np.testing.assert_allclose(_valid(resumed, "train_loss"), _valid(whole, "train_loss"), rtol=1e-6)
+    assert _valid(resumed) == _valid(whole)
+
+
+def test_every_example_trains(tmp_path):
+    for path in sorted(MODELS.glob("*.sg")):
+        trainer = run(path, epochs=1, out=tmp_path / path.stem,
+                      settings=["steps = 2", "examples = 200", "sample = 0"], **QUIET)
+        loss = trainer.history[-1]["train_loss"]
+        assert np.isfinite(loss), path.name

@@ -97,6 +97,7 @@ class Block:
     param_prefix: str = ""
     param_suffix: str = ""
     default_init: tuple = ("glorot",)
+    layer: Optional[str] = None  # inside a cell instance: the layer every op belongs to
 
 
 class Context:
@@ -154,11 +155,15 @@ class Context:
         return self.checker.lengths_value(self.builder, time)
 
     def apply(self, op_name: str, inputs, *, lengths: bool = False, lengths_of: Optional[Value] = None,
-              drop_time: bool = False, scalar: bool = False, **attrs) -> Value:
-        """Apply registry op ``op_name``: combine the inputs' kinds, run its shape rule."""
+              drop_time: bool = False, scalar: bool = False, kind_from: Optional[int] = None,
+              **attrs) -> Value:
+        """Apply registry op ``op_name``: combine the inputs' kinds, run its shape rule.
+
+        ``kind_from`` names the one input whose kind (sequence, time axis, per step) the
+        result takes, for ops such as attention that read a sequence of another time axis."""
         op = REGISTRY[op_name]
         inputs = list(inputs)
-        vtype = self._combine(op_name, inputs)
+        vtype = self._combine(op_name, inputs if kind_from is None else [inputs[kind_from]])
         if lengths or lengths_of is not None:
             axis = (lengths_of or inputs[0]).type.time
             inputs.append(self.lengths(axis))
@@ -180,7 +185,8 @@ class Context:
         else:
             vtype = vtype.with_shape(shape)
         return self.builder.add(op_name, inputs, vtype, self.call_span,
-                                scope=self.layer or self.block.id_scope, attrs=attrs, layer=self.layer)
+                                scope=self.layer or self.block.id_scope, attrs=attrs,
+                                layer=self.layer or self.block.layer)
 
     def loss(self, op_name: str, prediction: Value, target: Value) -> Value:
         """A mean loss; over sequences it masks the padded steps."""
@@ -200,9 +206,10 @@ class Context:
         times = {v.type.time for v in inputs if v.type.time is not None}
         if len(times) > 1:
             first, second = [v for v in inputs if v.type.time is not None][:2]
-            raise _err(f"{op_name} mixes sequences of different lengths ('{first.type.time}' and "
+            raise _err(f"{op_name} mixes sequences of different time axes ('{first.type.time}' and "
                        f"'{second.type.time}')", self._span_for(second),
-                       "use attention(...) or last(...) to combine sequences of different inputs")
+                       "sequences on different time axes have different lengths; combine them with "
+                       "attention(query, memory), or reduce one first with last(...)")
         batched = any(v.type.batched for v in inputs)
         return VType("float", (), time=next(iter(times), None), batched=batched, timed=timed)
 
@@ -304,7 +311,11 @@ class Checker:
                     raise _err(f"size '{param.name}' has no default", param.span,
                                f"give it one ({param.name} = 64) or pass {param.name}=... when compiling")
                 else:
-                    value = positive_size(param.default, sizes)
+                    value = eval_size(param.default, sizes)
+                    if isinstance(value, int) and value <= 0:
+                        raise _err(f"size '{param.name}' must be a positive integer, got {value}",
+                                   param.default.span,
+                                   "a size counts features, classes or channels: 1 or more")
                 sizes[param.name] = value
             except SeqgraphError as error:
                 self.collector.add(error)
@@ -390,12 +401,16 @@ class Checker:
         if len(stmt.targets) == 1:
             self._bind(stmt.targets[0], self._single(result, stmt.value.span), block, stmt.target_spans[0])
             return
+        what = f"{stmt.value.func}(...)" if isinstance(stmt.value, ast.Call) else "this expression"
         if not isinstance(result, tuple):
-            raise _err(f"cannot unpack one value into {len(stmt.targets)} names", stmt.value.span)
+            raise _err(f"{what} gives one value, which cannot be unpacked into "
+                       f"{len(stmt.targets)} names", stmt.value.span,
+                       f"assign it to one name: {stmt.targets[0]} = ...")
         if len(result) < len(stmt.targets) or (len(result) > len(stmt.targets) and not
                                                  getattr(result, "optional_tail", False)):
-            raise _err(f"this makes {len(result)} values but {len(stmt.targets)} names receive them",
-                       stmt.value.span)
+            raise _err(f"{what} gives {len(result)} values but {len(stmt.targets)} names receive them",
+                       stmt.value.span,
+                       f"unpack exactly {len(result)}: {', '.join('abcdefgh'[:len(result)])} = ...")
         for name, value, span in zip(stmt.targets, result, stmt.target_spans):
             self._bind(name, value, block, span)
 
@@ -456,7 +471,7 @@ class Checker:
         sequences. States start from ``init`` (values) or their declared constant."""
         scope = f"{layer}{suffix}"
         block = Block(sizes=dict(sizes), id_scope=scope, in_cell=True, param_prefix=f"{layer}.",
-                      param_suffix=suffix)
+                      param_suffix=suffix, layer=layer)
         # PyTorch's recurrent layers draw every parameter from U(-1/sqrt(H), 1/sqrt(H)),
         # H the hidden size: here, the size of the cell's first output.
         first_output = cell.outputs[0].type.dims
@@ -497,7 +512,9 @@ class Checker:
                 continue
             if tuple(value.type.shape) != want:
                 errors.add(_err(f"output '{port.name}' is declared {format_shape(want)} but its value "
-                                f"is {format_shape(value.type.shape)}", port.span))
+                                f"is {format_shape(value.type.shape)}", value.span or port.span,
+                                f"the cell's header declares {port.name} : {format_shape(want)} "
+                                f"(line {port.span.line})"))
                 continue
             outputs.append(value)
         self.collector.diagnostics.extend(errors.diagnostics)
@@ -581,6 +598,7 @@ class Evaluator:
         self.builder = builder
         self.block = block
         self.ctx = Context(checker, builder, block)
+        self.init_span = None
 
     def value(self, expr):
         """The value (or tuple of values) an expression denotes."""
@@ -599,7 +617,8 @@ class Evaluator:
 
     def _number(self, expr: ast.Number) -> Value:
         return self.builder.add("const", [], VType("float", (), batched=False), expr.span,
-                                scope=self.block.id_scope, attrs={"value": float(expr.value)})
+                                scope=self.block.id_scope, attrs={"value": float(expr.value)},
+                                layer=self.block.layer)
 
     def _string(self, expr: ast.String):
         raise _err("a string is not a value here", expr.span, "strings are for train settings")
@@ -625,6 +644,8 @@ class Evaluator:
         block = self.block
         if expr.id in block.states:
             return block.states[expr.id]["prev"]
+        if block.names.get(expr.id) is POISON:
+            raise _Poisoned()  # e.g. its state declaration failed, and that was reported
         if not block.in_cell:
             raise _err(f"'{expr.id}[t-1]' reads a previous step, which only a cell can do", expr.span,
                        "write the recurrence as a cell with a state")
@@ -647,7 +668,12 @@ class Evaluator:
         if expr.op == "@" and left.type.batched:
             raise _err(f"the left side of @ must be a parameter matrix, got {left.type}", expr.left.span,
                        "W @ x multiplies each example's vector x by the matrix W")
-        return self.ctx.apply(self._BINARY[expr.op], [left, right])
+        op_name = self._BINARY[expr.op]
+        try:
+            REGISTRY[op_name].shape(left.type.shape, right.type.shape)
+        except ShapeError as error:
+            raise _operand_mismatch(expr, left, right, error) from None
+        return self.ctx.apply(op_name, [left, right])
 
     def _tuple(self, expr: ast.Tuple):
         raise _err("a tuple is only allowed as init = (h0, c0)", expr.span)
@@ -775,7 +801,10 @@ class Evaluator:
             _unify_port(port, value, sizes, spans.get(port.name, call.span))
         for name in free:
             sizes[name] = args[name]
+        self.ctx.layer = layer  # the reverse/concat/dropout ops around the scans belong to it too
+        self.init_span = spans.get("init", call.span)  # where a wrong initial state is reported
         result = self._scan_layers(cell, inputs, sizes, init, layer, layers, direction, args["dropout"], call)
+        self.ctx.layer = None
         values = _Values(result)
         values.optional_tail = True
         return values
@@ -804,7 +833,8 @@ class Evaluator:
         return outputs
 
     def _scan(self, cell, inputs, sizes, init, layer, suffix, call):
-        return self.checker.instantiate(cell, self.builder, inputs, sizes, init, layer, suffix, call.span)
+        return self.checker.instantiate(cell, self.builder, inputs, sizes, init, layer, suffix,
+                                        self.init_span or call.span)
 
     def _scan_reversed(self, cell, inputs, sizes, init, layer, suffix, call):
         self.ctx.call_span = call.span
@@ -863,6 +893,34 @@ def _unify_port(port: ast.Port, value: Value, sizes: dict, span, rebind: bool = 
             sizes[dim.id] = size
         elif eval_size(dim, sizes) != size:
             raise _err(f"'{port.name}' expects {format_shape([eval_size(dim, sizes)])}, got {value.type}", span)
+
+
+def _source_text(expr, limit: int = 40) -> Optional[str]:
+    """The text an expression was written as, when it sits on one line and is short."""
+    span = getattr(expr, "extent", None) or expr.span
+    if span is None or not span.end_col:
+        return None
+    text = span.source.line(span.line)[span.col - 1:span.end_col - 1].strip()
+    return text if text and len(text) <= limit else None
+
+
+def _operand_mismatch(expr: ast.BinOp, left: Value, right: Value, error: ShapeError) -> SeqgraphError:
+    """``a OP b`` whose operands' shapes do not fit, with both shapes and both operands named."""
+    left_text = _source_text(expr.left) or "the left side"
+    right_text = _source_text(expr.right) or "the right side"
+    left_shape, right_shape = format_shape(left.type.shape), format_shape(right.type.shape)
+    where = getattr(expr.right, "extent", None) or expr.right.span
+    if expr.op == "@" and len(left.type.shape) != 2:
+        return _err(f"the left side of @ must be a matrix [m, n], but {left_text} is {left_shape}",
+                    getattr(expr.left, "extent", None) or expr.left.span,
+                    "declare it as a parameter: param W : [out, in]")
+    written = _source_text(expr, limit=60)
+    subject = f"in {written}" if written else f"for {expr.op}"
+    hint = error.hint
+    if expr.op == "@":
+        hint = f"{left_text} @ v needs v's last axis to be {left.type.shape[1]}, the second axis of {left_text}"
+    return _err(f"shape mismatch {subject}: {left_text} is {left_shape} but {right_text} is {right_shape}",
+                where, hint)
 
 
 # --- entry points -----------------------------------------------------------------------------

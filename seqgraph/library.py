@@ -42,10 +42,12 @@ class Function:
         """``dense(x, size)``: how to call it."""
         parts = []
         for p in self.params:
-            if p.kind == "values":
+            if p.kind in ("values", "sizes"):
                 parts.append(f"{p.name}...")
             elif p.default is REQUIRED:
                 parts.append(p.name)
+            elif p.default is None:
+                parts.append(f"{p.name} = ...")
             else:
                 parts.append(f"{p.name} = {p.default}")
         return f"{self.name}({', '.join(parts)})"
@@ -169,6 +171,8 @@ def _dense(ctx, a):
 
     Applied at every step of a sequence at once."""
     x = ctx.float_value(a["x"], "x")
+    if not x.type.shape:
+        raise SeqgraphError(f"dense needs a vector of features, got {x.type}", ctx.span_of("x"))
     weight = ctx.param("weight", (a["size"], x.type.shape[-1]), ("glorot",))
     bias = ctx.param("bias", (a["size"],), ("constant", 0.0))
     return ctx.apply("add", [ctx.apply("matmul", [weight, x]), bias])

@@ -108,9 +108,11 @@ class Size:
         return f"Size({self})"
 
     def __str__(self):
+        # Higher-degree terms first, the constant last, and otherwise the order the terms
+        # were written in: concat(x, h) of [X] and [H] reads [X + H], not [H + X].
         def order(item):
             mono, _ = item
-            return (mono == (), -len(mono), mono)
+            return (mono == (), -len(mono))
 
         parts = []
         for mono, coef in sorted(self.terms.items(), key=order):

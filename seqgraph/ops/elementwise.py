@@ -32,36 +32,38 @@ def broadcast_shapes(a: tuple, b: tuple) -> tuple:
 
 
 def _binary(name, forward, grads, rule, doc):
-    """Register a broadcasting binary op; ``grads(xp, g, out, a, b)`` gives the full-size
-    gradients, which are summed back to each input's shape here."""
+    """Register a broadcasting binary op. ``grads`` holds one function per input,
+    ``grad(xp, g, out, a, b)``, giving that input's full-size gradient, which is summed back
+    to the input's shape here; only the wanted ones run."""
 
-    def vjp(xp, g, out, a, b):
-        ga, gb = grads(xp, g, out, a, b)
-        return unbroadcast(xp, ga, a.shape), unbroadcast(xp, gb, b.shape)
+    def vjp(xp, g, out, a, b, wanted=(True, True)):
+        return tuple(unbroadcast(xp, grad(xp, g, out, a, b), x.shape) if want else None
+                     for grad, x, want in zip(grads, (a, b), wanted))
 
-    return register(Op(name, shape=broadcast_shapes,
-                       forward=forward, vjp=vjp, rule=rule, doc=doc, arity=2))
+    return register(Op(name, shape=broadcast_shapes, forward=forward, vjp=vjp, rule=rule,
+                       doc=doc, arity=2, selective=True))
 
 
-def _grads_maximum(xp, g, out, a, b):
+def _tie_weight(xp, g, a, b):
     # Ties split the gradient evenly: the subgradient halfway between the two one-sided ones.
-    wa = xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
-    return g * wa, g * (1 - wa)
+    return xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
 
 
 _binary("add", lambda xp, a, b: a + b,
-        lambda xp, g, out, a, b: (g, g),
+        (lambda xp, g, out, a, b: g, lambda xp, g, out, a, b: g),
         "distribute", "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.")
 _binary("sub", lambda xp, a, b: a - b,
-        lambda xp, g, out, a, b: (g, -g),
+        (lambda xp, g, out, a, b: g, lambda xp, g, out, a, b: -g),
         "distribute (negated to b)", "a - b, broadcasting like NumPy.")
 _binary("mul", lambda xp, a, b: a * b,
-        lambda xp, g, out, a, b: (g * b, g * a),
+        (lambda xp, g, out, a, b: g * b, lambda xp, g, out, a, b: g * a),
         "switch", "a * b elementwise, broadcasting; each input's gradient is g times the other.")
 _binary("div", lambda xp, a, b: a / b,
-        lambda xp, g, out, a, b: (g / b, -g * out / b),
+        (lambda xp, g, out, a, b: g / b, lambda xp, g, out, a, b: -g * out / b),
         "g / b, -g * a / b^2", "a / b elementwise, broadcasting like NumPy.")
-_binary("maximum", lambda xp, a, b: xp.maximum(a, b), _grads_maximum,
+_binary("maximum", lambda xp, a, b: xp.maximum(a, b),
+        (lambda xp, g, out, a, b: g * _tie_weight(xp, g, a, b),
+         lambda xp, g, out, a, b: g * (1 - _tie_weight(xp, g, a, b))),
         "route",
         "The elementwise max of a and b, broadcasting; the gradient goes to the larger input. "
         "Tie rule: where a == b the upstream gradient is split evenly, half to each input.")

@@ -42,12 +42,12 @@ def _shape_matmul(w, x):
     return tuple(x[:-1]) + (w[0],)
 
 
-def _vjp_matmul(xp, g, out, w, x):
+def _vjp_matmul(xp, g, out, w, x, wanted=(True, True)):
     # One product over every leading axis at once: the weight gradient summed over batch and
     # time is a single (m, N) @ (N, n) matmul.
     m, n = w.shape
-    gw = g.reshape(-1, m).T @ x.reshape(-1, n)
-    return gw, g @ w
+    gw = g.reshape(-1, m).T @ x.reshape(-1, n) if wanted[0] else None
+    return gw, (g @ w if wanted[1] else None)
 
 
 register(Op(
@@ -57,7 +57,7 @@ register(Op(
     rule="gW = sum g x^T, gx = W^T g",
     doc="W x for each example: W is an [m, n] parameter, x is (..., n) with any leading axes, "
         "the result (..., m) is x @ W.T.",
-    arity=2,
+    arity=2, selective=True,
 ))
 
 

@@ -15,6 +15,11 @@ backend):
 - **vjp(xp, g, out, *inputs, **attrs)** returns one gradient per input (``None`` for inputs
   listed in ``nondiff``). It is local: it never sums over fan-out; the autodiff driver does.
   Gradients of broadcast inputs are reduced back with :func:`unbroadcast`.
+- **Selective vjps.** An op whose inputs' gradients cost work apart (``matmul``, ``add``,
+  ``sub``, ``mul``, ...) sets ``selective=True`` and accepts a keyword ``wanted``: one bool
+  per input; it computes only the wanted gradients and returns ``None`` for the rest.
+  Callers go through :meth:`Op.partial_vjp`, which serves every op alike (the compiler
+  uses it to leave weight gradients out of the per-step loop and do them once after it).
 - **rule** is a short label of the gradient rule shown in graph views: ``distribute`` (add),
   ``route`` (max), ``switch`` (mul), or a formula.
 """
@@ -52,9 +57,21 @@ class Op:
     dtype: str = "float"
     random: bool = False
     attrs: tuple = field(default=())
+    selective: bool = False
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)
+
+    def partial_vjp(self, xp, g, out, *inputs, wanted=None, **attrs) -> tuple:
+        """The vjp for the inputs flagged in ``wanted`` only (``None`` for the others);
+        ``wanted=None`` asks for all of them. A selective op skips the unwanted work."""
+        if wanted is None:
+            return tuple(self.vjp(xp, g, out, *inputs, **attrs))
+        wanted = tuple(bool(w) for w in wanted)
+        if self.selective:
+            return tuple(self.vjp(xp, g, out, *inputs, wanted=wanted, **attrs))
+        grads = self.vjp(xp, g, out, *inputs, **attrs)
+        return tuple(grad if want else None for grad, want in zip(grads, wanted))
 
 
 REGISTRY: dict = {}

@@ -53,11 +53,13 @@ class Keyword:
 
 @dataclass
 class Call:
-    """``func(args..., key = value...)``."""
+    """``func(args..., key = value...)``. ``span`` is the function's name (where a caret
+    points); ``extent`` covers the whole call, up to its closing parenthesis."""
     func: str
     args: list
     keywords: list
     span: Span
+    extent: Optional[Span] = None
 
 
 @dataclass

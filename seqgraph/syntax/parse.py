@@ -6,7 +6,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..errors import SeqgraphError, Source, Span
@@ -14,6 +14,12 @@ from . import ast
 from .to_ast import ToAst
 
 _CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammars" / "seqgraph.lark"
+
+# Deeper expressions are refused at parse time: every later stage (the transformer, the
+# checker's evaluator) walks expressions recursively, a few Python frames per level.
+MAX_NESTING = 100
+MAX_DIGITS = 100  # an integer literal longer than this is no size anyone means
+_NESTING_RULES = {"add", "sub", "mul", "div", "matmul", "neg", "call", "tuple"}
 
 _TOKEN_WORDS = {"NAME": "a name", "NUMBER": "a number", "INT": "an integer",
                 "STRING": "a string", "DTYPE": "'float' or 'int'", "$END": "the end of the file"}
@@ -41,9 +47,33 @@ def parse_source(text: str, filename: str = "<string>") -> ast.Program:
         tree = _parser().parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(error, source) from None
+    _check_limits(tree, source)
     program = ToAst(source).transform(tree)
     _check_delays(program)
     return program
+
+
+def _check_limits(tree: Tree, source: Source) -> None:
+    """Refuse expressions nested deeper than :data:`MAX_NESTING` and absurdly long integer
+    literals, walking the parse tree without recursion."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_NESTING:
+                meta = node.meta
+                raise SeqgraphError(f"expression nested too deeply (more than {MAX_NESTING} levels)",
+                                    Span(source, meta.line, meta.column),
+                                    "split it into several assignments: a = f(x), then b = g(a)")
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append((child, depth))
+            elif isinstance(child, Token) and child.type in ("NUMBER", "INT") and \
+                    len(child) > MAX_DIGITS and not any(c in child for c in ".eE"):
+                raise SeqgraphError(f"number too large ({len(child)} digits)",
+                                    Span(source, child.line, child.column, child.column + 1),
+                                    "sizes and counts are ordinary integers")
 
 
 def _describe_expected(names) -> str:
@@ -87,7 +117,33 @@ def _syntax_error(error: UnexpectedInput, source: Source) -> SeqgraphError:
     hint = None
     if expected:
         hint = f"expected {_describe_expected(expected)}"
+    unclosed = _unclosed_bracket(source) if message == "unexpected end of file" else None
+    if unclosed is not None:
+        char, open_line, open_col = unclosed
+        hint = f"the '{char}' at line {open_line}, column {open_col} is never closed: add '{_PAIRS[char]}'"
     return SeqgraphError(f"syntax error: {message}", span, hint)
+
+
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _unclosed_bracket(source: Source):
+    """The innermost bracket still open at the end of the text, as (char, line, col), or None."""
+    stack = []
+    for number, line in enumerate(source.text.splitlines(), 1):
+        in_string = False
+        for col, char in enumerate(line, 1):
+            if in_string:
+                in_string = char != '"'
+            elif char == '"':
+                in_string = True
+            elif char == "#":
+                break
+            elif char in _PAIRS:
+                stack.append((char, number, col))
+            elif stack and char == _PAIRS[stack[-1][0]]:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 def _describe_token(token) -> str:

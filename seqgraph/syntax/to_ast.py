@@ -49,7 +49,7 @@ class ToAst(Transformer):
         args = [a for a in args if a is not None]
         positional = [a for a in args if not isinstance(a, ast.Keyword)]
         keywords = [a for a in args if isinstance(a, ast.Keyword)]
-        return ast.Call(str(func), positional, keywords, self._token_span(func))
+        return ast.Call(str(func), positional, keywords, self._token_span(func), self._span(meta))
 
     def positional(self, children):
         return children[0]
@@ -80,9 +80,13 @@ class ToAst(Transformer):
     def dims(self, children):
         return list(children)
 
+    def seq_dims(self, children):
+        *dims, time = children
+        return dims, time
+
     @v_args(meta=True)
     def seq_type(self, meta, children):
-        dtype, dims, time = children
+        dtype, (dims, time) = children
         return ast.TypeExpr("seq", str(dtype), dims, self._span(meta),
                             str(time) if time is not None else None)
 

@@ -21,7 +21,7 @@ def _valid(trainer, column="valid_loss"):
 
 def test_char_lstm_beats_unigram_entropy(tmp_path):
     trainer = run(MODELS / "char_lstm.sg", epochs=1, out=tmp_path, sizes={"hidden": 64},
-                  settings=["steps = 150", "valid = 0.02", "sample = 0", "examples = 100000"], **QUIET)
+                  settings=["valid = 0.02", "sample = 0", "examples = 200000"], **QUIET)
     entropy = unigram_entropy(trainer.dataset.arrays["ids"])
     assert entropy > 2.5
     assert trainer.history[-1]["valid_loss"] < 0.8 * entropy

@@ -1,0 +1,220 @@
+"""The ``seqgraph`` command: check a model, look at its graph, train it, sample from it.
+
+::
+
+    seqgraph check MODEL.sg          parse, type/shape check, gradient check, parameter table
+    seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
+    seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
+    seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
+
+A user's mistake (in the model, the data or the command) is a :class:`SeqgraphError`: it is
+printed to stderr with its place and a caret, and the exit status is 1. Success is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+from . import inspect
+from .errors import SeqgraphError
+from .program import Model, load
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("seqgraph")
+    except PackageNotFoundError:  # a source checkout that was never installed: read pyproject
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text("utf-8"), re.M) \
+            if pyproject.exists() else None
+        return found.group(1) if found else "unknown"
+
+
+# --- seqgraph check ----------------------------------------------------------------------------
+
+def _gradient_check_report(model: Model) -> Optional[str]:
+    """HOOK for the lead: a tiny float64 gradient check of ``model`` (a couple of examples,
+    a few steps), returned as the text `seqgraph check` prints under the parameter table, or
+    None to print nothing. A failed check should raise SeqgraphError naming the culprit.
+
+    Not wired yet: returns None.
+    """
+    return None
+
+
+def _type_text(model: Model, node) -> str:
+    vtype = model.graph.nodes[node]["type"]
+    text = str(vtype)
+    if vtype.is_seq and vtype.time != "time":
+        text += f"  (time axis '{vtype.time}')"
+    return text
+
+
+def _check_report(model: Model) -> str:
+    """What `seqgraph check` prints for one model."""
+    sizes = ", ".join(f"{name} = {value}" for name, value in model.sizes.items())
+    lines = [f"model {model.name}" + (f"({sizes})" if sizes else "")]
+    sections = [("inputs", model.checked.inputs), ("targets", model.checked.targets),
+                ("outputs", model.outputs)]
+    for title, named in sections:
+        lines.append(f"  {title}:" + ("" if named else " none"))
+        width = max((len(name) for name in named), default=0)
+        for name, node in named.items():
+            lines.append(f"    {name:<{width}}  {_type_text(model, node)}")
+    lines.append("  parameters:")
+    rows = [(key, str(list(shape)), math.prod(shape)) for key, (shape, _) in model.params.items()]
+    total = sum(count for _, _, count in rows)
+    key_width = max([len("key"), len("total")] + [len(key) for key, _, _ in rows])
+    shape_width = max([len("shape")] + [len(shape) for _, shape, _ in rows])
+    count_width = max([len("count"), len(f"{total:,}")])
+    lines.append(f"    {'key':<{key_width}}  {'shape':<{shape_width}}  {'count':>{count_width}}")
+    for key, shape, count in rows:
+        lines.append(f"    {key:<{key_width}}  {shape:<{shape_width}}  {count:>{count_width},}")
+    lines.append(f"    {'total':<{key_width}}  {'':<{shape_width}}  {total:>{count_width},}")
+    lines.append(f"  {total:,} parameters in {len(rows)} tensor{'s' if len(rows) != 1 else ''}")
+    report = _gradient_check_report(model)
+    if report:
+        lines.append(report.rstrip("\n"))
+    return "\n".join(lines)
+
+
+def cmd_check(args) -> int:
+    program = load(args.model_file)
+    models = [program.model(args.model)] if args.model else list(program.models.values())
+    if not models:
+        raise SeqgraphError(f"{args.model_file} defines no model",
+                            hint="write one: model Name(sizes) { input ... loss = ... }")
+    print(f"{args.model_file}: ok")
+    for model in models:
+        print()
+        print(_check_report(model))
+    return 0
+
+
+# --- seqgraph graph ----------------------------------------------------------------------------
+
+def _gradient_graph(model: Model, steps: Optional[int]):
+    """HOOK for the lead: the gradient graph of ``model`` unrolled over ``steps`` (or folded
+    when None), as a networkx graph the views in :mod:`seqgraph.inspect` can draw.
+
+    Not wired yet: raises.
+    """
+    raise SeqgraphError("gradient graphs are not available yet",
+                        hint="drop --grad to see the forward graph")
+
+
+def _output_format(args) -> str:
+    if args.format:
+        return args.format
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    return suffix if suffix in inspect.FORMATS and suffix != "text" else "text"
+
+
+def cmd_graph(args) -> int:
+    program = load(args.model_file)
+    model = program.model(args.model)
+    if args.unroll is not None and args.unroll < 1:
+        raise SeqgraphError(f"--unroll needs a positive number of steps, got {args.unroll}")
+    if args.grad:
+        graph = _gradient_graph(model, args.unroll)
+    else:
+        graph = model.unroll(args.unroll) if args.unroll else model.graph
+    data = inspect.view(graph, _output_format(args), layer=args.layer, roles=inspect.roles(model))
+    if args.output:
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as error:
+            raise SeqgraphError(f"cannot write {args.output}: {error.strerror}") from None
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+# --- seqgraph run / sample (the lead fills these in) ----------------------------------------------
+
+def cmd_run(args) -> int:
+    """HOOK for the lead: train the model as its train block says, then save and sample."""
+    raise SeqgraphError("seqgraph run is not implemented yet",
+                        hint="check the model with: seqgraph check " + args.model_file)
+
+
+def cmd_sample(args) -> int:
+    """HOOK for the lead: generate from a trained run or checkpoint."""
+    raise SeqgraphError("seqgraph sample is not implemented yet")
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``seqgraph`` command."""
+    parser = argparse.ArgumentParser(
+        prog="seqgraph",
+        description="Sequence models written as equations, compiled to a graph, run on NumPy or CuPy.")
+    parser.add_argument("--version", action="version", version=f"seqgraph {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser("run", help="train a model as its train block says, then sample")
+    run.add_argument("model_file", metavar="MODEL.sg")
+    run.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    run.add_argument("--data", metavar="PATH", help="a text file or .npz instead of the train block's data")
+    run.add_argument("--epochs", type=int, metavar="N")
+    run.add_argument("--backend", choices=("numpy", "cupy"), default=None)
+    run.add_argument("--seed", type=int, metavar="S")
+    run.add_argument("--out", metavar="DIR", help="where to write checkpoints and logs")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="parse and check a model; print its inputs, outputs "
+                                              "and parameters")
+    check.add_argument("model_file", metavar="MODEL.sg")
+    check.add_argument("--model", metavar="NAME", help="check only this model")
+    check.set_defaults(handler=cmd_check)
+
+    graph = commands.add_parser("graph", help="show the folded, unrolled or gradient graph")
+    graph.add_argument("model_file", metavar="MODEL.sg")
+    graph.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    graph.add_argument("--unroll", type=int, metavar="T", help="unroll over T time steps")
+    graph.add_argument("--grad", action="store_true", help="show the gradient graph")
+    graph.add_argument("--layer", metavar="NAME", help="only this layer (lstm_0, dense_1, a name=)")
+    graph.add_argument("--format", choices=inspect.FORMATS, default=None,
+                       help="text (default), dot, or svg/png drawn by Graphviz")
+    graph.add_argument("-o", "--output", metavar="FILE",
+                       help="write here instead of stdout (its suffix picks the format)")
+    graph.set_defaults(handler=cmd_graph)
+
+    sample = commands.add_parser("sample", help="generate from a trained model")
+    sample.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    sample.add_argument("--length", type=int, metavar="N", default=200)
+    sample.add_argument("--prime", metavar="TEXT", default="")
+    sample.add_argument("--temperature", type=float, metavar="X", default=1.0)
+    sample.set_defaults(handler=cmd_sample)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SeqgraphError as error:
+        sys.stdout.flush()
+        print(error.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # seqgraph graph ... | head
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Every example model in models/ loads, checks, and documents itself."""
+
+from pathlib import Path
+
+import pytest
+
+import seqgraph as sg
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+MODEL_FILES = sorted(MODELS.glob("*.sg"))
+EXPECTED = {"bilstm_classifier", "char_lstm", "cnn_lstm", "digits_cnn", "gru_tagger", "lstm_adding",
+            "peephole", "rnn_adding", "seq2seq_attention"}
+
+
+def test_the_examples_are_all_there():
+    assert EXPECTED <= {path.stem for path in MODEL_FILES}
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
+def test_example_loads_and_checks(path):
+    program = sg.load(path)
+    assert program.models
+    for model in program.models.values():
+        assert model.require_loss() == model.outputs["loss"]
+        assert model.params
+        assert model.train is not None, "every example has a train block"
+        settings = {setting.name for setting in model.train.settings}
+        assert {"data", "optimizer", "epochs"} <= settings
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
+def test_example_starts_with_a_header_saying_how_to_run_it(path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert len(header) >= 3
+    assert header[0].startswith(f"# {path.name} ")
+    assert any(f"seqgraph check models/{path.name}" in line for line in header)
+    assert any("seqgraph run" in line for line in header)
+
+
+def test_char_lstm_is_two_stacked_lstms_of_realistic_size():
+    model = sg.load(MODELS / "char_lstm.sg").model()
+    assert model.sizes == {"vocab": 45, "embed": 32, "hidden": 128}
+    assert {"lstm_0.weight_hh", "lstm_1.weight_hh"} <= set(model.params)
+    assert set(model.outputs) == {"loss", "probs"}
+
+
+def test_seq2seq_uses_two_time_axes():
+    model = sg.load(MODELS / "seq2seq_attention.sg").model()
+    assert set(model.checked.time_axes) == {"src", "tgt"}

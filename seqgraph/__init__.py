@@ -7,12 +7,14 @@ The public API::
     net = seqgraph.compile(model, backend="numpy", dtype="float64", seed=0)
     out = net.forward({"x": x, "y": y})
     grads = net.backward()
+    probe = seqgraph.Probe(net)                     # every value and gradient, by name and step
 """
 
 from .errors import SeqgraphError
+from .probe import NodeInfo, Probe
 from .program import Model, Program, load, parse
 
-__all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile"]
+__all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile", "Probe", "NodeInfo"]
 
 
 def compile(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes):

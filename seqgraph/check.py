@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import library
-from .errors import Collector, SeqgraphError, Span, did_you_mean
+from .errors import Collector, Diagnostic, SeqgraphError, Span, did_you_mean
 from .ir import PREV, Builder, CheckedModel, Value, VType
 from .ops import REGISTRY, ShapeError
 from .sizes import Size, SizeError, format_shape
@@ -39,8 +39,25 @@ def _err(message: str, span, hint: Optional[str] = None) -> SeqgraphError:
 
 # --- sizes --------------------------------------------------------------------------------
 
+# No array axis can be longer than an int64 index; a larger size is a typo, and refusing it
+# here keeps every later message (and str() of the number) cheap.
+MAX_SIZE = 2 ** 63 - 1
+
+
+def bounded_size(value, span, what: str = "size"):
+    """``value`` unchanged, unless it is a concrete integer beyond :data:`MAX_SIZE`."""
+    if isinstance(value, int) and abs(value) > MAX_SIZE:
+        raise _err(f"{what} is too large: more than {MAX_SIZE:,}", span,
+                   "no array axis can be that long; check the sizes this uses")
+    return value
+
+
 def eval_size(expr, env: dict, what: str = "size"):
     """The size an expression denotes: integer arithmetic over the size names in ``env``."""
+    return bounded_size(_eval_size(expr, env, what), expr.span, f"a {what}")
+
+
+def _eval_size(expr, env: dict, what: str):
     if isinstance(expr, ast.Number):
         if isinstance(expr.value, float):
             raise _err(f"a {what} must be a whole number, got {expr.value}", expr.span)
@@ -307,6 +324,7 @@ class Checker:
                     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                         raise _err(f"size '{param.name}' must be a positive integer, got {value!r}",
                                    param.span)
+                    bounded_size(value, param.span, f"size '{param.name}'")
                 elif param.default is None:
                     raise _err(f"size '{param.name}' has no default", param.span,
                                f"give it one ({param.name} = 64) or pass {param.name}=... when compiling")
@@ -517,6 +535,12 @@ class Checker:
                                 f"(line {port.span.line})"))
                 continue
             outputs.append(value)
+        if span != cell.span and any(d.span is None or d.span.source is not span.source
+                                     or d.span.line != span.line for d in errors.diagnostics):
+            # An error inside the cell's body: say which call gave it these sizes.
+            sizes_text = ", ".join(f"{k} = {v}" for k, v in block.sizes.items())
+            errors.diagnostics.append(Diagnostic(f"in this call of {cell.name} ({sizes_text})", span,
+                                                 severity="note"))
         self.collector.diagnostics.extend(errors.diagnostics)
         if errors.diagnostics:
             raise _Poisoned()

@@ -24,9 +24,13 @@ class Source:
     text: str
 
     def line(self, number: int) -> str:
-        """The text of 1-based line ``number`` without its newline ('' past the end)."""
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        """The text of 1-based line ``number`` without its newline ('' past the end).
+
+        Lines end at ``\n`` only, as the parser counts them: a form feed or U+2028 inside a
+        line must not shift every later line number.
+        """
+        lines = self.text.split("\n")
+        return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,14 @@ class Diagnostic:
                 lines.append("    " + " " * (self.span.col - 1) + "^" + "~" * (width - 1))
         if self.hint:
             lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would not show as itself (controls, NUL,
+    bidirectional overrides, lone surrogates) replaced by U+FFFD, one for one, so carets
+    stay aligned and a message can always be printed."""
+    return "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in text)
 
 
 class SeqgraphError(Exception):

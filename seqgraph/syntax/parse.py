@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def parse_source(text: str, filename: str = "<string>") -> ast.Program:
 
     A syntax error is a :class:`SeqgraphError` saying what was found and what was expected.
     """
-    source = Source(filename, text)
+    source = Source(filename, _normalise_text(text))
+    text = source.text
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as error:
@@ -51,6 +53,12 @@ def parse_source(text: str, filename: str = "<string>") -> ast.Program:
     program = ToAst(source).transform(tree)
     _check_delays(program)
     return program
+
+
+def _normalise_text(text: str) -> str:
+    """``text`` with a leading byte-order mark dropped and every line ending made ``\n``
+    (Windows ``\r\n`` and old Mac ``\r``), so line numbers are the ones editors show."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _check_limits(tree: Tree, source: Source) -> None:
@@ -97,13 +105,12 @@ def _describe_expected(names) -> str:
 def _syntax_error(error: UnexpectedInput, source: Source) -> SeqgraphError:
     line, col = max(error.line, 1), max(error.column, 1)
     if isinstance(error, UnexpectedCharacters):
-        char = source.line(line)[col - 1:col] or "?"
-        message = f"unexpected character {char!r}"
+        message = f"unexpected character {_describe_char(source.line(line)[col - 1:col])}"
         expected = error.allowed
         width = 1
     elif isinstance(error, UnexpectedEOF) or (
             isinstance(error, UnexpectedToken) and error.token.type == "$END"):
-        lines = source.text.rstrip().splitlines() or [""]
+        lines = source.text.rstrip().split("\n")
         line, col = len(lines), len(lines[-1]) + 1
         message = "unexpected end of file"
         expected = error.expected
@@ -130,7 +137,7 @@ _PAIRS = {"(": ")", "[": "]", "{": "}"}
 def _unclosed_bracket(source: Source):
     """The innermost bracket still open at the end of the text, as (char, line, col), or None."""
     stack = []
-    for number, line in enumerate(source.text.splitlines(), 1):
+    for number, line in enumerate(source.text.split("\n"), 1):
         in_string = False
         for col, char in enumerate(line, 1):
             if in_string:
@@ -144,6 +151,18 @@ def _unclosed_bracket(source: Source):
             elif stack and char == _PAIRS[stack[-1][0]]:
                 stack.pop()
     return stack[-1] if stack else None
+
+
+def _describe_char(char: str) -> str:
+    """``'$'``; a character outside ASCII also by code point and name, since it may be
+    invisible (a combining mark, a right-to-left override) or look like an ASCII one."""
+    if not char:
+        return "'?'"
+    if char.isascii():
+        return repr(char)
+    name = unicodedata.name(char, "")
+    shown = repr(char) if char.isprintable() and unicodedata.combining(char) == 0 else ""
+    return " ".join(part for part in (shown, f"U+{ord(char):04X}", name) if part)
 
 
 def _describe_token(token) -> str:

@@ -1,4 +1,4 @@
-"""The seqgraph command line: check, graph, the stubs, errors and exit codes."""
+"""The seqgraph command line: check, graph, run, sample, errors and exit codes."""
 
 import shutil
 import subprocess
@@ -123,9 +123,9 @@ def test_graph_with_several_models_needs_a_name(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["graph", "MODEL", "--layer", "lstm"], "error: no layer 'lstm' in this graph"),
     (["graph", "MODEL", "--unroll", "0"], "error: --unroll needs a positive number of steps, got 0"),
-    (["graph", "MODEL", "--grad"], "error: gradient graphs are not available yet"),
-    (["run", "MODEL"], "error: seqgraph run is not implemented yet"),
-    (["sample", "runs/x"], "error: seqgraph sample is not implemented yet"),
+    (["run", "MODEL", "--size", "hidden=big"], "error: --size takes NAME=INTEGER, got 'hidden=big'"),
+    (["run", "MODEL", "--set", "clip"], "error: --set takes KEY=VALUE, got 'clip'"),
+    (["sample", "runs/nowhere"], "error: no such file: runs/nowhere"),
 ])
 def test_user_errors_exit_1_with_a_message(argv, message, capsys):
     argv = [str(MODELS / "rnn_adding.sg") if a == "MODEL" else a for a in argv]
@@ -171,3 +171,17 @@ def test_python_dash_m_reports_errors_without_traceback(broken):
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1
     assert "^~~~~" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_trains_writes_a_run_folder_and_sample_reads_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", str(MODELS / "char_lstm.sg"), "--out", str(out), "--epochs", "1", "--quiet",
+            "--size", "hidden=8", "--set", "steps = 2", "--set", "examples = 5000", "--set", "sample = 0"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/1  train " in printed
+    assert {"final.npz", "best.npz", "last.npz", "metrics.csv", "config.json", "loss.png"} <= \
+        {p.name for p in out.iterdir()}
+    assert cli.main(["sample", str(out), "--length", "40", "--prime", "The "]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert text.startswith("The ") and len(text) == 4 + 40

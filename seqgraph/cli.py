@@ -101,16 +101,6 @@ def cmd_check(args) -> int:
 
 # --- seqgraph graph ----------------------------------------------------------------------------
 
-def _gradient_graph(model: Model, steps: Optional[int]):
-    """HOOK for the lead: the gradient graph of ``model`` unrolled over ``steps`` (or folded
-    when None), as a networkx graph the views in :mod:`seqgraph.inspect` can draw.
-
-    Not wired yet: raises.
-    """
-    raise SeqgraphError("gradient graphs are not available yet",
-                        hint="drop --grad to see the forward graph")
-
-
 def _output_format(args) -> str:
     if args.format:
         return args.format
@@ -124,7 +114,7 @@ def cmd_graph(args) -> int:
     if args.unroll is not None and args.unroll < 1:
         raise SeqgraphError(f"--unroll needs a positive number of steps, got {args.unroll}")
     if args.grad:
-        graph = _gradient_graph(model, args.unroll)
+        graph = inspect.with_gradients(model, args.unroll)
     else:
         graph = model.unroll(args.unroll) if args.unroll else model.graph
     data = inspect.view(graph, _output_format(args), layer=args.layer, roles=inspect.roles(model))

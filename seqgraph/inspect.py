@@ -20,12 +20,14 @@ its own box. svg and png come from Graphviz's ``dot`` program.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Optional
 
 import networkx as nx
 
+from . import autodiff
 from .errors import SeqgraphError, did_you_mean
 from .sizes import format_shape
 
@@ -44,8 +46,11 @@ KIND_STYLE = {
     "op": ("#ffffff", "op"),
     "loss": ("#fca5a5", "loss"),
     "output": ("#bbf7d0", "output"),
+    "grad": ("#ede9fe", "gradient: the sum of its contributions"),
+    "vjp": ("#ddd6fe", "local gradient rule"),
 }
 DELAY_COLOUR = "#db2777"
+GRADIENT_COLOUR = "#7c3aed"
 
 
 # --- what a node is --------------------------------------------------------------------------
@@ -62,6 +67,8 @@ def roles(model) -> dict:
 def node_kind(data: dict, role: Optional[str] = None) -> str:
     """One of the keys of :data:`KIND_STYLE`: what colour a node gets."""
     op = data.get("op")
+    if data.get("kind") in ("grad", "vjp"):
+        return data["kind"]
     if role in ("loss", "output", "target"):
         return role
     if op in LOSS_OPS:
@@ -155,6 +162,56 @@ def topological_order(graph: nx.DiGraph) -> list:
     return list(nx.lexicographical_topological_sort(acyclic, key=key))
 
 
+# --- the gradient graph beside the forward one ---------------------------------------------------
+
+GRADIENT_LEAVES = ("param", "input", "state_init")
+
+
+def _folded_id(node: str) -> str:
+    """``grad:lstm_0/add.3@4`` -> ``grad:lstm_0/add.3``."""
+    return re.sub(r"@\d+$", "", node)
+
+
+def with_gradients(model, steps: Optional[int] = None) -> nx.DiGraph:
+    """The forward graph of ``model`` and, beside it, the reverse-mode graph of its loss
+    (of all its outputs when it has none), as :func:`seqgraph.autodiff.gradient_graph`
+    builds it: ``grad:n`` sums the contributions to d loss/d n, ``vjp:n`` applies n's rule.
+
+    Unrolled over ``steps``; or folded when None: the gradient graph is then built on two
+    unrolled steps and folded back, and a gradient a ``prev`` node hands to the step before
+    is a dashed edge labelled ``t+1`` (where it comes from). Gradient nodes carry ``kind``
+    (``grad`` or ``vjp``), ``of`` (the forward node) and the forward node's layer, type and
+    span; gradient edges carry ``gradient``."""
+    unrolled = model.unroll(steps or 2)
+    checked = model.checked
+    seeds = [checked.loss] if checked.loss else list(model.outputs.values())
+    leaves = [n for n, d in unrolled.nodes(data=True) if d["op"] in GRADIENT_LEAVES and d["dtype"] == "float"]
+    backward = autodiff.gradient_graph(unrolled, seeds, leaves)
+    fold = (lambda node: node) if steps else _folded_id
+    combined = (unrolled if steps else model.graph).copy()
+    combined.graph["gradient"] = True
+    for gnode, data in backward.nodes(data=True):
+        if data["kind"] == "grad" and not data["parts"]:
+            continue  # nothing flows back into it (a loss's target)
+        forward = unrolled.nodes[data["of"]]
+        combined.add_node(
+            fold(gnode), kind=data["kind"], of=fold(data["of"]), of_op=forward["op"], rule=data["rule"],
+            args=(), layer=forward["layer"], name=forward["name"],
+            span=forward["span"], type=forward["type"], shape=forward["shape"], dtype=forward["dtype"],
+            timed=forward["timed"], time=forward["time"], step=forward.get("step") if steps else None)
+    for seed in seeds:
+        combined.add_edge(seed, f"grad:{seed}", seed=True)
+    for source, target in backward.edges():
+        before = unrolled.nodes[backward.nodes[source]["of"]].get("step")
+        after = unrolled.nodes[backward.nodes[target]["of"]].get("step")
+        carry = before is not None and after is not None and after < before
+        combined.add_edge(fold(source), fold(target), gradient=True, carry=carry, delay=int(carry and not steps))
+    for node in combined.nodes:
+        if combined.nodes[node].get("kind"):
+            combined.nodes[node]["args"] = tuple(combined.predecessors(node))
+    return combined
+
+
 # --- text ----------------------------------------------------------------------------------
 
 def _format_attr(value) -> str:
@@ -179,7 +236,11 @@ def _call_text(graph: nx.DiGraph, node, data: dict) -> str:
         return op
     parts = []
     for arg in data.get("args", ()):
-        mark = " @ t-1" if graph.has_edge(arg, node) and graph.edges[arg, node].get("delay") else ""
+        edge = graph.edges[arg, node] if graph.has_edge(arg, node) else {}
+        if edge.get("seed"):
+            parts.append("1")  # d loss / d loss
+            continue
+        mark = (" @ t+1" if edge.get("gradient") else " @ t-1") if edge.get("delay") else ""
         parts.append(f"{arg}{mark}")
     for name, value in (data.get("attrs") or {}).items():
         parts.append(f"{name}={_format_attr(value)}")
@@ -219,7 +280,7 @@ def _title(graph: nx.DiGraph, shown: int, layer: Optional[str]) -> str:
     name = graph.graph.get("name") or "graph"
     steps = graph.graph.get("steps")
     if steps is None:
-        delays = sum(1 for _, _, d in graph.edges(data=True) if d.get("delay"))
+        delays = sum(1 for _, _, d in graph.edges(data=True) if d.get("delay") and not d.get("gradient"))
         what = f"folded graph, {delays} delay edge{'s' if delays != 1 else ''}"
     elif steps == {}:
         what = "unrolled (no time axis: the same as folded)"
@@ -227,6 +288,8 @@ def _title(graph: nx.DiGraph, shown: int, layer: Optional[str]) -> str:
         count = _steps_text(steps)
         what = f"unrolled over {count} step{'' if count == '1' else 's'}"
     where = f", layer {layer}" if layer else ""
+    if graph.graph.get("gradient"):
+        what += ", with its gradient graph"
     return f"# {name}: {what}{where}, {shown} node{'s' if shown != 1 else ''}"
 
 
@@ -256,10 +319,13 @@ def _label(*lines: str) -> str:
 
 def _node_statement(graph: nx.DiGraph, node, role: Optional[str], boundary: bool = False) -> str:
     data = graph.nodes[node]
-    op = data.get("op") or data.get("kind") or "?"
     kind = node_kind(data, role)
     fill, _ = KIND_STYLE[kind]
-    headline = op
+    headline = data.get("op") or "?"
+    if kind == "vjp":
+        headline = f"vjp of {data['of_op']}"
+    elif kind == "grad":
+        headline = "d loss"
     name = data.get("name")
     if name and name != node:
         headline += f"  ({name})"
@@ -267,6 +333,9 @@ def _node_statement(graph: nx.DiGraph, node, role: Optional[str], boundary: bool
     rule = data.get("rule")
     if rule in GATE_RULES:
         lines.append(f"rule: {rule}")
+    elif kind == "grad":
+        count = len(data["args"])
+        lines.append(f"sum of {count} contribution{'s' if count != 1 else ''}")
     attrs = [f"label={_label(*lines)}", f"fillcolor={_quote(fill)}"]
     if rule and not str(rule).startswith("leaf"):
         attrs.append(f"tooltip={_quote('gradient: ' + str(rule))}")
@@ -285,6 +354,17 @@ def _node_statement(graph: nx.DiGraph, node, role: Optional[str], boundary: bool
 
 
 def _edge_statement(graph: nx.DiGraph, source, target) -> str:
+    edge = graph.edges[source, target]
+    if edge.get("seed"):
+        return (f"{_quote(source)} -> {_quote(target)} [style=dotted, color={_quote(GRADIENT_COLOUR)}, "
+                f"fontcolor={_quote(GRADIENT_COLOUR)}, label=\"seed 1\", constraint=false];")
+    if edge.get("gradient"):
+        attrs = [f"color={_quote(GRADIENT_COLOUR)}"]
+        if edge.get("carry"):  # handed back to the previous step
+            attrs += ["style=dashed", f"fontcolor={_quote(GRADIENT_COLOUR)}", 'label="t+1"']
+        if edge.get("delay"):
+            attrs.append("constraint=false")
+        return f"{_quote(source)} -> {_quote(target)} [{', '.join(attrs)}];"
     if _is_delay(graph, source, target):
         attrs = ["style=dashed", f"color={_quote(DELAY_COLOUR)}", f"fontcolor={_quote(DELAY_COLOUR)}",
                  'label="t-1"']
@@ -329,30 +409,42 @@ def dot(graph: nx.DiGraph, layer: Optional[str] = None, roles: Optional[dict] = 
     def statement(node):
         return _node_statement(graph, node, roles.get(_base(node, graph.nodes[node])), node in boundary)
 
-    groups: dict = {}
-    loose = []
+    sides: dict = {}  # "forward" / "backward" (None without a gradient graph) -> group -> nodes
     for node in order:
         data = graph.nodes[node]
-        if unrolled:
-            group = data.get("step")
-        else:
-            group = data.get("layer") if not layer else None
-        (loose if group is None else groups.setdefault(group, [])).append(node)
-    for node in loose:
-        lines.append("  " + statement(node))
-    for group, nodes in groups.items():
-        name = f"cluster_t{group}" if unrolled else f"cluster_layer_{_identifier(group)}"
-        label = f"t = {group}" if unrolled else f"layer {group}"
-        lines.append(f"  subgraph {_quote(name)} {{")
-        lines.append(f'    label={_quote(label)}; style="rounded,dashed"; color="#9ca3af";')
-        lines.extend("    " + statement(node) for node in nodes)
-        lines.append("  }")
+        side = ("backward" if data.get("kind") else "forward") if graph.graph.get("gradient") else None
+        group = data.get("step") if unrolled else (data.get("layer") if not layer else None)
+        sides.setdefault(side, {}).setdefault(group, []).append(node)
+    for side, groups in sorted(sides.items(), key=lambda item: item[0] == "backward"):
+        indent = "  "
+        if side:
+            lines.append(f'  subgraph "cluster_{side}" {{')
+            lines.append(f'    label={_quote(side)}; style="rounded"; color="#6b7280";')
+            indent = "    "
+        lines.extend(_group_lines(groups, unrolled, statement, indent, f"{side}_" if side else ""))
+        if side:
+            lines.append("  }")
     for source, target in graph.edges():
         if source in shown and target in shown and (source in chosen or target in chosen):
             lines.append("  " + _edge_statement(graph, source, target))
     lines.extend(_legend({node_kind(graph.nodes[n], roles.get(_base(n, graph.nodes[n]))) for n in shown}))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _group_lines(groups: dict, unrolled: bool, statement, indent: str, prefix: str) -> list:
+    """Each time step (unrolled) or layer (folded) in its own box; the rest loose."""
+    lines = [indent + statement(node) for node in groups.get(None, [])]
+    for group, nodes in groups.items():
+        if group is None:
+            continue
+        name = f"cluster_{prefix}t{group}" if unrolled else f"cluster_{prefix}layer_{_identifier(group)}"
+        label = f"t = {group}" if unrolled else f"layer {group}"
+        lines.append(f"{indent}subgraph {_quote(name)} {{")
+        lines.append(f'{indent}  label={_quote(label)}; style="rounded,dashed"; color="#9ca3af";')
+        lines.extend(f"{indent}  " + statement(node) for node in nodes)
+        lines.append(f"{indent}}}")
+    return lines
 
 
 def _identifier(name) -> str:

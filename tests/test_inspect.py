@@ -132,3 +132,77 @@ def test_without_graphviz_svg_is_a_clear_error(lstm, monkeypatch):
         inspect.view(lstm.graph, "png")
     assert "needs Graphviz" in info.value.message
     assert "apt-get install graphviz" in info.value.hint and "brew install graphviz" in info.value.hint
+
+
+# --- the gradient graph beside the forward one ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rnn():
+    return sg.load(MODELS / "rnn_adding.sg").model()
+
+
+def test_gradient_view_folds_the_backward_graph_with_t_plus_1_edges(lstm):
+    graph = inspect.with_gradients(lstm)
+    # c_t's gradient sums what tanh(c_t) hands back and what step t+1's c[t-1] hands back
+    assert set(graph.nodes["grad:lstm_0/add.3"]["args"]) == {"vjp:lstm_0/tanh.1", "vjp:lstm_0/c_prev"}
+    assert graph.edges["vjp:lstm_0/c_prev", "grad:lstm_0/add.3"]["delay"] == 1
+    assert not graph.edges["vjp:lstm_0/tanh.1", "grad:lstm_0/add.3"]["delay"]
+    assert graph.nodes["vjp:lstm_0/add.3"]["rule"] == "distribute"
+    assert graph.nodes["vjp:lstm_0/mul.2"]["rule"] == "switch"
+    lines = lines_of(inspect.text(graph))
+    assert "= grad(vjp:lstm_0/tanh.1, vjp:lstm_0/c_prev @ t+1)" in lines["grad:lstm_0/add.3"]
+    assert "= grad(1)" in lines["grad:mse"]
+    assert "grad:y" not in graph  # a loss's target gets no gradient
+
+
+def test_unrolled_gradient_view_sums_a_weight_over_steps(rnn):
+    graph = inspect.with_gradients(rnn, 3)
+    assert graph.nodes["grad:rnn_0.weight_hh"]["args"] == tuple(f"vjp:rnn_0/matmul.1@{t}" for t in (2, 1, 0))
+    assert graph.edges["vjp:rnn_0/h_prev@2", "grad:rnn_0/tanh@1"]["carry"]
+    assert graph.nodes["grad:rnn_0/tanh@1"]["step"] == 1
+    assert set(graph.nodes["grad:rnn_0/h_init"]["args"]) == {"vjp:rnn_0/h_prev@0"}
+
+
+def test_gradient_dot_puts_forward_and_backward_side_by_side(rnn):
+    source = inspect.dot(inspect.with_gradients(rnn, 2), roles=inspect.roles(rnn))
+    assert source.index('subgraph "cluster_forward" {') < source.index('subgraph "cluster_backward" {')
+    backward = source.split('subgraph "cluster_backward" {')[1]
+    assert 'subgraph "cluster_backward_t1" {' in backward and '"grad:rnn_0/tanh@1" [' in backward
+    assert '"rnn_0/tanh@1" [' not in backward
+    fill = {kind: style[0] for kind, style in inspect.KIND_STYLE.items()}
+    grad = statement(source, "grad:rnn_0.weight_hh")
+    assert grad.startswith(r'"grad:rnn_0.weight_hh" [label="d loss\ngrad:rnn_0.weight_hh\n[32, 32]'
+                           r'\nsum of 2 contributions"')
+    assert f'fillcolor="{fill["grad"]}"' in grad
+    vjp = statement(source, "vjp:rnn_0/add.2@1")
+    assert r'label="vjp of add\nvjp:rnn_0/add.2@1\n[32] step 1\nrule: distribute"' in vjp
+    assert f'fillcolor="{fill["vjp"]}"' in vjp
+    assert re.search(r'"vjp:rnn_0/h_prev@1" -> "grad:rnn_0/tanh@0" \[color="#7c3aed", style=dashed, '
+                     r'fontcolor="#7c3aed", label="t\+1"\]', source)
+    assert re.search(r'"mse" -> "grad:mse" \[style=dotted[^\]]*label="seed 1"', source)
+
+
+def test_gradient_view_narrowed_to_a_layer(rnn):
+    lines = lines_of(inspect.text(inspect.with_gradients(rnn), layer="dense_0"))
+    assert sorted(lines) == ["dense_0.bias", "dense_0.weight", "dense_0/add", "dense_0/matmul",
+                             "grad:dense_0.bias", "grad:dense_0.weight", "grad:dense_0/add",
+                             "grad:dense_0/matmul", "vjp:dense_0/add", "vjp:dense_0/matmul"]
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
+def test_gradient_view_is_drawn_by_graphviz(rnn, fmt, magic):
+    image = inspect.view(inspect.with_gradients(rnn, 2), fmt, layer="rnn_0", roles=inspect.roles(rnn))
+    assert magic in image[:1000]
+    if fmt == "svg":
+        assert b"grad:rnn_0/tanh@1" in image and b"t = 1" in image
+
+
+def test_graph_command_draws_the_gradient_graph(capsys):
+    from seqgraph import cli
+    assert cli.main(["graph", str(MODELS / "rnn_adding.sg"), "--grad", "--layer", "rnn_0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# RNNAdding: folded graph, 1 delay edge, with its gradient graph, layer rnn_0,")
+    assert re.search(r"\ngrad:rnn_0/tanh +  = grad\(vjp:rnn_0/h_seq, vjp:rnn_0/h_prev @ t\+1\)", out)
+    assert cli.main(["graph", str(MODELS / "rnn_adding.sg"), "--grad", "--layer", "rnn0"]) == 1
+    assert capsys.readouterr().err.startswith("error: no layer 'rnn0' in this graph\nhint: did you mean 'rnn_0'?")

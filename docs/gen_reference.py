@@ -3,9 +3,11 @@
     python docs/gen_reference.py           # rewrite docs/language.md in place
     python docs/gen_reference.py --check   # exit 1 if docs/language.md is out of date
 
-Three regions of the page are generated, each between ``<!-- begin generated: NAME -->`` and
+Four regions of the page are generated, each between ``<!-- begin generated: NAME -->`` and
 ``<!-- end generated: NAME -->``: ``functions`` (every built-in of
-``seqgraph.library.FUNCTIONS``, its usage and docstring), ``prelude`` (every cell of
+``seqgraph.library.FUNCTIONS``: its usage, docstring, and its example from
+``seqgraph.library.EXAMPLES`` checked here, with the shapes, parameters and primitive ops it
+gives), ``ops`` (every primitive op of the registry with its gradient rule), ``prelude`` (every cell of
 ``seqgraph/prelude/*.sg`` with the equations in its comment), and ``train`` (the settings a
 train block takes, from ``seqgraph.train.config``). Everything else on the page is written
 by hand.
@@ -22,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seqgraph.library import FUNCTIONS  # noqa: E402
+import seqgraph  # noqa: E402
+from seqgraph.library import EXAMPLES, FUNCTIONS, example_source  # noqa: E402
+from seqgraph.ops import REGISTRY  # noqa: E402
 
 PAGE = ROOT / "docs" / "language.md"
 
@@ -61,7 +65,39 @@ def functions_section() -> str:
             listed.add(name)
             tag = "  *(layer: owns parameters)*" if function.layer else ""
             lines += [f"#### `{function.usage()}`{tag}", "", _doc(function.doc) or "(undocumented)", ""]
+            if name in EXAMPLES:
+                lines += example_lines(name)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def example_lines(name: str) -> list:
+    """The built-in's example, checked: the code, then its shapes, parameters and ops."""
+    declarations, body = EXAMPLES[name]
+    model = seqgraph.parse(example_source(name), f"{name} example").model()
+    graph = model.graph
+    inputs = ", ".join(f"`{n}` {graph.nodes[node]['type']}" for n, node in model.checked.inputs.items())
+    result = graph.nodes[model.outputs["out"]]["type"]
+    lines = ["```", *(f"input {d}" for d in declarations.splitlines()), *body.splitlines(), "```", "",
+             f"- shapes: {inputs} → `out` {result}"]
+    if model.params:
+        params = ", ".join(f"`{key}` {list(shape)}" for key, (shape, _) in model.params.items())
+        lines.append(f"- parameters: {params}")
+    ops = []
+    for _, data in graph.nodes(data=True):
+        op = REGISTRY.get(data["op"])
+        if op is not None and data["op"] not in ("const", "dropout_mask") and data["op"] not in ops:
+            ops.append(data["op"])
+    lines += [f"- ops (gradient rule): {', '.join(f'`{op}` ({REGISTRY[op].rule})' for op in ops)}", ""]
+    return lines
+
+
+def ops_section() -> str:
+    """One row per primitive op of the registry: what it computes and its gradient rule."""
+    lines = ["| op | inputs | computes | gradient rule |", "| --- | --- | --- | --- |"]
+    for name, op in REGISTRY.items():
+        computes = _doc(op.doc).replace("\n\n", " ").replace("|", "\\|")
+        lines.append(f"| `{name}` | {op.arity if op.arity is not None else 'any'} | {computes} | {op.rule.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"
 
 
 def prelude_section() -> str:
@@ -121,7 +157,8 @@ def train_section() -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"functions": functions_section, "prelude": prelude_section, "train": train_section}
+SECTIONS = {"functions": functions_section, "ops": ops_section, "prelude": prelude_section,
+            "train": train_section}
 
 
 def render(page: str) -> str:

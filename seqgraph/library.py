@@ -299,3 +299,52 @@ def _attention(ctx, a):
     memory = ctx.seq_value(a["memory"], "memory")
     query = ctx.float_value(a["query"], "query")
     return ctx.apply("attention", [query, memory], lengths_of=memory, kind_from=0)
+
+
+# --- one small use of each built-in ---------------------------------------------------------------
+# Each entry: the inputs it reads (declarations) and statements that end by assigning `out`. The
+# language reference shows them with the shapes, parameters and ops they give, and the tests
+# gradient-check every one, so the documented use is also the tested one.
+
+EXAMPLES = {
+    "sigmoid": ("x : seq[float, 3]", "out = sigmoid(x)"),
+    "tanh": ("x : seq[float, 3]", "out = tanh(x)"),
+    "relu": ("x : seq[float, 3]", "out = relu(x)"),
+    "exp": ("x : [3]", "out = exp(x)"),
+    "log": ("x : [3]", "out = log(sigmoid(x))"),
+    "max": ("a : [4]\nb : [4]", "out = max(a, b)"),
+    "softmax": ("x : seq[float, 5]", "out = softmax(x)"),
+    "log_softmax": ("x : seq[float, 5]", "out = log_softmax(x)"),
+    "concat": ("a : [3]\nb : [2]", "out = concat(a, b)"),
+    "split": ("x : [6]", "first_half, second_half = split(x, 2)\nout = first_half * second_half"),
+    "slice": ("x : [6]", "out = slice(x, 1, 4)"),
+    "sum": ("x : [4]", "out = sum(x)"),
+    "mean": ("x : [4]", "out = mean(x)"),
+    "flatten": ("x : tensor[float, 2, 3, 3]", "out = flatten(x)"),
+    "reshape": ("x : [6]", "out = reshape(x, 2, 3)"),
+    "transpose": ("x : tensor[float, 2, 3]", "out = transpose(x)"),
+    "dense": ("x : seq[float, 6]", "out = dense(x, 4)"),
+    "embedding": ("ids : seq[int, 10]", "out = embedding(ids, 10, 4)"),
+    "conv1d": ("x : tensor[float, 2, 9]", "out = conv1d(x, 3, 3, stride = 2, pad = 1)"),
+    "conv2d": ("x : tensor[float, 2, 6, 6]", "out = conv2d(x, 3, 3, pad = 1)"),
+    "maxpool2d": ("x : tensor[float, 2, 6, 6]", "out = maxpool2d(x, 2)"),
+    "avgpool2d": ("x : tensor[float, 2, 5, 5]", "out = avgpool2d(x, 3, stride = 2, pad = 1)"),
+    "dropout": ("x : [4]", "out = dropout(x, 0.5)"),
+    "cross_entropy": ("logits : seq[float, 5]\nids : seq[int, 5]", "out = cross_entropy(logits, ids)"),
+    "mse": ("prediction : [3]\nwanted : [3]", "out = mse(prediction, wanted)"),
+    "last": ("x : seq[float, 3]", "out = last(x)"),
+    "first": ("x : seq[float, 3]", "out = first(x)"),
+    "max_over_time": ("x : seq[float, 3]", "out = max_over_time(x)"),
+    "mean_over_time": ("x : seq[float, 3]", "out = mean_over_time(x)"),
+    "reverse": ("x : seq[float, 3]", "out = reverse(x)"),
+    "attention": ("query : seq[float, 4]\nmemory : seq[float, 4, time = src]", "out = attention(query, memory)"),
+}
+
+
+def example_source(name: str, loss: str = "") -> str:
+    """A model that uses built-in ``name`` as its example shows; ``loss`` (a statement, e.g.
+    ``loss = mse(out, y)`` with its target declaration before it) makes it trainable."""
+    declarations, body = EXAMPLES[name]
+    lines = [f"input {line}" for line in declarations.splitlines()] + body.splitlines()
+    lines += loss.splitlines() if loss else ["output out"]
+    return "model Example() {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"

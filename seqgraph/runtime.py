@@ -13,7 +13,7 @@ from typing import Optional
 
 import networkx as nx
 
-from . import autodiff
+from . import autodiff, resources
 from .backends import get_backend
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
@@ -247,8 +247,10 @@ class Network:
         self.backend = get_backend(backend)
         self.dtype = dtype
         self.seed = seed
-        self.params = {key: self.backend.asarray(initial_value(key, shape, init, seed), dtype)
-                       for key, (shape, init) in model.params.items()}
+        needed = resources.require_fit(resources.estimate(model, dtype=dtype, training=False), self.backend)
+        with resources.memory_errors(needed):
+            self.params = {key: self.backend.asarray(initial_value(key, shape, init, seed), dtype)
+                           for key, (shape, init) in model.params.items()}
         self.program = compile_program(model.graph, model.checked)
         self._rng = None
         self._run = None

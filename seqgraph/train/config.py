@@ -25,7 +25,10 @@ setting               example                          meaning
 ``temperature``       ``0.8``                           sampling temperature
 ``prime``             ``"The "``                        text that starts each sample
 ``seed``              ``0``                             seeds data order, init and dropout
-``skip_nonfinite``    ``0``                             1: skip steps whose loss is NaN/inf
+``skip_nonfinite``    ``0``                             1: skip steps whose loss or gradient is
+                                                        NaN/inf (with a warning) instead of stopping
+``memory``            ``"8G"``                          the memory a run may use ("" : what the
+                                                        machine has free; "off": no check)
 ====================  ===============================  ========================================
 
 Command-line overrides use the same syntax: ``--set optimizer="sgd(lr = 0.1)"``.
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from ..errors import SeqgraphError, Span, did_you_mean
+from ..resources import parse_memory
 from ..syntax import ast, parse_source
 
 
@@ -69,6 +73,7 @@ class TrainConfig:
     prime: str = ""
     seed: int = 0
     skip_nonfinite: int = 0
+    memory: str = ""
     spans: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
@@ -87,7 +92,7 @@ class TrainConfig:
 _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite"}
 _FLOATS = {"weight_decay", "clip", "valid", "temperature"}
 _CALLS = {"data", "optimizer", "schedule"}
-_STRINGS = {"prime"}
+_STRINGS = {"prime", "memory"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
 
 
@@ -167,3 +172,8 @@ def _check(config: TrainConfig) -> None:
         raise SeqgraphError("'valid' is a fraction in [0, 1)", config.spans.get("valid"))
     if config.temperature <= 0:
         raise SeqgraphError("'temperature' must be positive", config.spans.get("temperature"))
+    if config.memory:
+        try:
+            parse_memory(config.memory)
+        except SeqgraphError as error:
+            raise SeqgraphError(error.message, config.spans.get("memory"), error.hint) from None

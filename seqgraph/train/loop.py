@@ -19,7 +19,9 @@ from typing import Optional
 
 import numpy
 
+from .. import resources
 from ..errors import SeqgraphError
+from ..backends import get_backend
 from ..runtime import Network
 from ..weights import atomic_write
 from . import data as datasets
@@ -98,11 +100,14 @@ class Trainer:
         self.dataset = dataset
         if dataset.kind == "text":
             model = self._fit_vocabulary(model, dataset)
+        self.train_data, self.valid_data = datasets.split(dataset, config.valid, seed=config.seed) \
+            if config.valid > 0 else (dataset, None)
+        # Checked before the parameters exist, so a model too big to train is one clear error.
+        self.memory = resources.require_fit(self._memory_estimate(model, dtype), get_backend(backend),
+                                            config.memory or None)
         self.net = Network(model, backend=backend, dtype=dtype, seed=config.seed)
         self.xp = self.net.backend.xp
         self.roles = find_roles(model)
-        self.train_data, self.valid_data = datasets.split(dataset, config.valid, seed=config.seed) \
-            if config.valid > 0 else (dataset, None)
         self._check_names(model)
         options = dict(config.optimizer.kwargs)
         if config.weight_decay:
@@ -127,6 +132,17 @@ class Trainer:
                       f"the model said {model.sizes['vocab']})")
             model = model.with_sizes(vocab=size)
         return model
+
+    def _memory_estimate(self, model, dtype: str) -> resources.Estimate:
+        """What one training step needs at this run's largest batch and longest sequence."""
+        data = self.train_data
+        if self.dataset.kind == "text":
+            batch = min(self.config.batch, max(1, len(data.arrays["ids"]) // (self.config.bptt + 1)))
+            steps = self.config.bptt
+        else:
+            batch = min(self.config.batch, len(next(iter(data.arrays.values()))))
+            steps = max((data.arrays[name].shape[1] for name in data.time_axes), default=1)
+        return resources.estimate(model, batch, steps, dtype)
 
     def _check_names(self, model):
         if self.dataset.kind == "text":
@@ -163,7 +179,8 @@ class Trainer:
         stale = self._epochs_without_improvement()
         try:
             while self.epoch < self.config.epochs:
-                row = self._train_epoch()
+                with resources.memory_errors(self.memory):
+                    row = self._train_epoch()
                 self.history.append(row)
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best

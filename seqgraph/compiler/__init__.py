@@ -1,0 +1,312 @@
+"""Folded graph → a compiled program: optimisation passes, then a schedule that loops over time.
+
+:func:`compile_program` runs the graph passes of :mod:`seqgraph.passes`, then sorts every
+node of the optimised folded graph into one of two kinds:
+
+- the **recurrent core**: nodes on a cycle through a delay edge. Each strongly connected
+  group of them becomes a :class:`Scan`, compiled by :class:`~.scan.ScanCode` to generated
+  forward and backward step loops over preallocated buffers;
+- **time-parallel**: every other node. It runs once over all steps at once, on whole
+  ``(T, B, ...)`` arrays (ops act on any leading axes): an LSTM's input projection, an
+  output layer, a loss, each is one large operation.
+
+The schedule is made once from the folded graph, so compiling does not grow with the number
+of steps, and running never walks networkx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..autodiff import accumulate, differentiable
+from ..ir import PREV
+from ..ops import REGISTRY
+from ..passes import optimize
+from .scan import ScanCode, _ident
+
+FEED_OPS = ("input", "lengths", "state_init")
+
+
+@dataclass
+class Step:
+    """One node run once: a leaf, a static op, or a time-parallel op over all steps."""
+    node: str
+    data: dict
+    kind: str  # leaf | op | identity | shift
+    wanted: tuple = ()
+
+
+@dataclass
+class Scan:
+    """A recurrent core and its generated step loops; ``cache`` holds scratch buffers and
+    loaded functions per shape signature."""
+    time: str
+    code: ScanCode
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """What one forward pass leaves for the backward pass."""
+    env: dict
+    feed: object
+    params: dict
+    dtype: str
+    arrays: dict = field(default_factory=dict)
+
+
+class Program:
+    """The compiled schedule of a model (``graph`` is the optimised folded graph)."""
+
+    def __init__(self, schedule: list, graph: nx.DiGraph, wanted: set, needs_grad: set):
+        self.schedule = schedule
+        self.graph = graph
+        self.wanted = wanted
+        self.needs_grad = needs_grad
+
+    def stats(self) -> dict:
+        """Counts that show what running costs: kernel calls in the schedule (a scan's
+        counted once per step), scans, scratch buffers, schedule items."""
+        scans = [item for item in self.schedule if isinstance(item, Scan)]
+        steps = sum(1 for item in self.schedule if isinstance(item, Step) and item.kind != "leaf")
+        per_scan = [s.code.stats() for s in scans]
+        return {"kernel_calls": steps + sum(s["forward_calls_per_step"] for s in per_scan),
+                "scans": len(scans), "step_buffers": sum(s["scratch_buffers"] for s in per_scan),
+                "kept_sequences": sum(s["kept"] for s in per_scan),
+                "chains": sum(s["chains"] for s in per_scan), "schedule_items": len(self.schedule)}
+
+    # forward
+    def forward(self, xp, feed, params: dict, dtype: str) -> Run:
+        """Run the schedule; every value stays in ``run.env`` for the backward pass."""
+        run = Run({}, feed, params, dtype)
+        for item in self.schedule:
+            if isinstance(item, Scan):
+                self._scan_forward(xp, item, run)
+            else:
+                run.env[item.node] = self._step_forward(xp, item, run)
+        return run
+
+    def _step_forward(self, xp, item: Step, run: Run):
+        data, env, feed = item.data, run.env, run.feed
+        op = data["op"]
+        if item.kind == "leaf":
+            if op in FEED_OPS:
+                return feed.arrays[item.node]
+            if op == "param":
+                return run.params[data["key"]]
+            if op == "const":
+                return REGISTRY["const"].forward(xp, dtype=run.dtype, **data["attrs"])
+            return feed.masks[item.node]
+        if item.kind == "identity":
+            return env[data["args"][0]]
+        if item.kind == "shift":
+            state, initial = (env[a] for a in data["args"])
+            return _shift(xp, state, initial)
+        return REGISTRY[op].forward(xp, *[env[a] for a in data["args"]], **data["attrs"])
+
+    def _scan_forward(self, xp, scan: Scan, run: Run):
+        code, env, feed = scan.code, run.env, run.feed
+        steps, batch = feed.steps[scan.time], feed.batch
+        arrays = {}
+        for node in code.order:
+            i, data = code.index[node], code.data[node]
+            shape = (batch,) + tuple(int(n) for n in data["shape"])
+            kind = run.dtype if data["dtype"] == "float" else "int64"
+            if node in code.prev_of:
+                arrays[f"S{i}"] = xp.empty((steps + 1,) + shape, dtype=kind)
+            elif node in code.masks:
+                mask = feed.masks[node]
+                arrays[f"M{i}"] = mask if mask.ndim else xp.broadcast_to(mask, (steps,) + shape)
+            elif node in code.kept and node not in code.state_of and node not in code.views:
+                arrays[f"K{i}"] = xp.empty((steps,) + shape, dtype=kind)
+        for prev, state in code.state_of.items():
+            arrays[f"S{code.index[state]}"][0] = env[code.data[prev]["args"][1]]
+        for name, (kind, arg) in code.external().items():
+            arrays[name] = env[arg]
+            if kind == "static":
+                arrays["wt_" + name[2:]] = env[arg].T
+        function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype), code.forward_code,
+                                         code.forward_buffers, code.forward_functions(xp, run.dtype))
+        _call(xp, function, steps, {**arrays, **scratch})
+        for node in code.order:
+            i = code.index[node]
+            if node in code.prev_of:
+                env[node] = arrays[f"S{i}"][1:]
+            elif node in code.state_of:
+                env[node] = arrays[f"S{code.index[code.state_of[node]]}"][:-1]
+            elif node in code.masks:
+                env[node] = arrays[f"M{i}"]
+            elif f"K{i}" in arrays:
+                env[node] = arrays[f"K{i}"]
+        for node in code.order:
+            if node in code.views and node in code.kept:
+                attrs = code.data[node]["attrs"]
+                env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
+
+    def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions: dict):
+        """The generated function for ``key`` with its scratch buffers, made once per key."""
+        if key not in scan.cache:
+            namespace = {name: getattr(xp, name) for name in ("add", "subtract", "multiply", "divide",
+                         "negative", "exp", "log", "tanh", "reciprocal", "maximum", "greater",
+                         "matmul", "copyto")}
+            exec(compiled, namespace)
+            function = namespace["scan_backward" if key[0] == "backward" else "scan_forward"]
+            batch, dtype = key[1], key[2]
+            scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
+                       for name, (shape, _) in buffers.items()}
+            scan.cache[key] = (function, {**scratch, **functions})
+        return scan.cache[key]
+
+    # backward
+    def backward(self, xp, run: Run, seeds: dict) -> dict:
+        """Cotangents of every node on a path from the seeds, by node id."""
+        grads = {node: value for node, value in seeds.items()}
+        for item in reversed(self.schedule):
+            if isinstance(item, Scan):
+                self._scan_backward(xp, item, run, grads)
+            elif item.kind != "leaf" and grads.get(item.node) is not None:
+                self._step_backward(xp, item, run, grads)
+        return grads
+
+    def _step_backward(self, xp, item: Step, run: Run, grads: dict):
+        data, env = item.data, run.env
+        g = grads[item.node]
+        args = data["args"]
+        if item.kind == "identity":
+            contributions = (g,)
+        elif item.kind == "shift":
+            contributions = (_unshift(xp, g), g[0])
+        elif not any(item.wanted):
+            return
+        else:
+            contributions = REGISTRY[data["op"]].partial_vjp(
+                xp, g, env[item.node], *[env[a] for a in args], wanted=item.wanted, **data["attrs"])
+        for arg, part in zip(args, contributions):
+            if part is not None and arg in self.needs_grad:
+                grads[arg] = accumulate(grads.get(arg), part)
+
+    def _scan_backward(self, xp, scan: Scan, run: Run, grads: dict):
+        code, env = scan.code, run.env
+        outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
+        seeded = frozenset(n for n in outside if n in self.needs_grad)
+        layout, compiled, _, buffers = code.backward_code(seeded)
+        if not layout.active:
+            return
+        steps, batch = run.feed.steps[scan.time], run.feed.batch
+        arrays = {}
+        for node in code.order:
+            i, data = code.index[node], code.data[node]
+            shape = (batch,) + tuple(int(n) for n in data["shape"])
+            if node in code.prev_of:
+                arrays[f"S{i}"] = env[node].base if env[node].base is not None else env[node]
+            if f"K{i}" not in arrays and node in env and node in code.kept and node not in code.views:
+                arrays[f"K{i}"] = env[node]
+            if node in code.masks:
+                arrays[f"M{i}"] = env[node]
+            if node in layout.active and node in code.state_of:
+                arrays[f"C{i}"] = xp.empty(shape, dtype=run.dtype)
+            if node in layout.full:
+                arrays[f"G{i}"] = xp.empty((steps,) + shape, dtype=run.dtype)
+            if node in seeded:
+                arrays[f"O{i}"] = outside[node]
+        for name, (kind, arg) in code.external().items():
+            arrays[name] = env[arg]
+        function, scratch = self._loaded(xp, scan, ("backward", batch, run.dtype, seeded), compiled,
+                                         buffers, code.backward_functions(xp, layout))
+        _call(xp, function, steps, {**arrays, **scratch})
+        for prev, state in code.state_of.items():
+            initial = code.data[prev]["args"][1]
+            if prev in layout.active and initial in self.needs_grad:
+                grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
+        for node, ports in layout.deferred.items():
+            self._deferred(xp, code, layout, node, ports, arrays, env, grads)
+
+    def _deferred(self, xp, code, layout, node, ports, arrays, env, grads):
+        """The contributions of one core node to inputs from outside the core, over all steps
+        at once (a weight gradient is one large product)."""
+        data = code.data[node]
+        root, region = layout.root[node], layout.region[node]
+        g = arrays[f"G{code.index[root]}"]
+        if region is not None:
+            g = g[..., region[0]:region[1]]
+        wanted = [k in ports for k in range(len(data["args"]))]
+        parts = REGISTRY[data["op"]].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data["args"]],
+                                                 wanted=wanted, **data["attrs"])
+        for port in ports:
+            arg = data["args"][port]
+            grads[arg] = accumulate(grads.get(arg), parts[port])
+
+
+def _call(xp, function, steps: int, arrays: dict):
+    names = function.__code__.co_varnames[1:function.__code__.co_argcount]
+    errstate = getattr(xp, "errstate", None)
+    if errstate is None:
+        function(steps, *[arrays[n] for n in names])
+        return
+    with errstate(over="ignore", under="ignore"):
+        function(steps, *[arrays[n] for n in names])
+
+
+def _shift(xp, sequence, initial):
+    """``out[0] = initial``, ``out[t] = sequence[t-1]``: a state read at t-1, for all t at once."""
+    return xp.concatenate([xp.broadcast_to(initial, sequence.shape[1:])[None], sequence[:-1]])
+
+
+def _unshift(xp, g):
+    """The gradient of :func:`_shift` with respect to the sequence."""
+    return xp.concatenate([g[1:], xp.zeros_like(g[:1])])
+
+
+def gradient_sources(graph: nx.DiGraph, checked) -> set:
+    """Every float node a gradient may be asked of, and every node on a path from one."""
+    sources = set(checked.params.values())
+    sources |= {n for n in {**checked.inputs, **checked.targets}.values() if graph.nodes[n]["dtype"] == "float"}
+    sources = {n for n in sources if n in graph}
+    reach = sources.union(*(nx.descendants(graph, s) for s in sources)) if sources else set()
+    return {n for n in reach if graph.nodes[n]["dtype"] == "float"}
+
+
+def compile_program(graph: nx.DiGraph, checked, passes=None) -> Program:
+    """Optimise the folded ``graph`` (with ``passes``, default the whole pipeline), then
+    schedule it: leaves, static and time-parallel ops, and compiled scans."""
+    wanted = set(checked.outputs.values()) | set(checked.final_states.values())
+    graph = optimize(graph, wanted, passes)
+    needs_grad = gradient_sources(graph, checked)
+    components = list(nx.strongly_connected_components(graph))
+    condensed = nx.condensation(graph, components)
+    schedule = []
+    for group in nx.topological_sort(condensed):
+        members = condensed.nodes[group]["members"]
+        if len(members) > 1:
+            schedule.append(_make_scan(graph, members, needs_grad, wanted))
+        else:
+            (node,) = members
+            schedule.append(_make_step(graph, node, needs_grad))
+    return Program(schedule, graph, wanted, needs_grad)
+
+
+def _make_step(graph: nx.DiGraph, node, needs_grad: set) -> Step:
+    data = graph.nodes[node]
+    op = data["op"]
+    if op in FEED_OPS or op in ("param", "const", "dropout_mask"):
+        return Step(node, data, "leaf")
+    if op in ("step", "stack") and (op == "stack" or data["timed"]):
+        return Step(node, data, "identity")
+    if op == PREV:
+        return Step(node, data, "shift")
+    wanted = tuple(arg in needs_grad and differentiable(graph, node, port)
+                   for port, arg in enumerate(data["args"]))
+    return Step(node, data, "op", wanted)
+
+
+def _make_scan(graph: nx.DiGraph, members: set, needs_grad: set, wanted: set) -> Scan:
+    inner = graph.subgraph(members).copy()
+    inner.remove_edges_from([(u, v) for u, v, d in inner.edges(data=True) if d.get("delay")])
+    order = list(nx.lexicographical_topological_sort(inner, key=str))
+    code = ScanCode(graph, order, needs_grad, wanted)
+    return Scan(code.time, code)
+
+
+__all__ = ["Program", "Run", "Scan", "Step", "compile_program", "_ident"]

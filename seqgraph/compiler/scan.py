@@ -1,0 +1,541 @@
+"""One recurrent core, compiled to generated Python: a forward and a backward step loop.
+
+The loop bodies are straight lines of in-place ufunc calls and matrix products into buffers
+allocated before the loop, so a step never walks networkx, never looks an op up in the
+registry and never allocates. For the core's nodes in step order ``n_0 .. n_k``::
+
+    for t in range(T):                      # forward
+        v_i = op_i(inputs at t; a prev node reads its state's buffer at t-1)
+    for t in reversed(range(T)):            # backward
+        g_i = cotangent of n_i at t (from outside, from consumers at t, from t+1 for states)
+        add each in-core input's contribution g_i * d n_i / d input
+    after the loop: the contributions to every input from outside the core (weights,
+    biases, input projections) as one vjp over all steps at once: a weight gradient is one
+    product of (T*B, m) by (T*B, n) arrays, not T small ones.
+
+Where each value lives:
+
+- a **state** ``s`` has a ``(T+1, B, ...)`` buffer ``S``: ``S[0]`` holds the initial value,
+  ``S[t+1]`` the value at step ``t``, so ``s[t-1]`` is ``S[t]`` and no copy shifts it;
+- a value the backward loop reads, or that is read outside the core, is **kept**: a
+  ``(T, B, ...)`` buffer written row by row; every other value lives in a ``(B, ...)``
+  **scratch** buffer that is reused every step, and scratch values that are never alive at
+  the same time share one buffer (:func:`seqgraph.passes.buffers.share_buffers`);
+- a ``slice`` is a view of its input, never a copy; its cotangent is a view of its input's;
+- a cotangent that an ``add`` only passes on shares its consumer's buffer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import partial
+
+import networkx as nx
+
+from ..autodiff import differentiable
+from ..ir import PREV
+from ..ops import REGISTRY
+from ..passes.buffers import share_buffers
+from ..passes.fusion import fuse_elementwise
+from .kernels import KERNELS, UFUNCS, needs
+
+PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
+
+
+@dataclass
+class Layout:
+    """Where one backward pass keeps each cotangent (see :class:`ScanCode`)."""
+    active: set
+    root: dict
+    region: dict
+    full: set
+    deferred: dict
+    inits: dict
+    contributions: dict = field(default_factory=dict)
+
+
+class ScanCode:
+    """A recurrent core compiled to a forward loop and (per set of outside cotangents) a
+    backward loop. ``order`` lists the core's nodes in step order."""
+
+    def __init__(self, graph: nx.DiGraph, order: list, needs_grad: set, wanted: set):
+        self.graph = graph
+        self.order = order
+        self.members = set(order)
+        self.index = {n: i for i, n in enumerate(order)}
+        self.data = {n: graph.nodes[n] for n in order}
+        self.time = self.data[order[0]]["time"]
+        self.needs_grad = needs_grad
+        self.state_of = {n: self.data[n]["args"][0] for n in order if self.data[n]["op"] == PREV}
+        self.prev_of = {s: p for p, s in self.state_of.items()}
+        self.consumers = {n: [(c, k) for c in graph.successors(n)
+                              if c in self.members and self.data[c]["op"] != PREV
+                              for k, a in enumerate(self.data[c]["args"]) if a == n]
+                          for n in order}
+        self.outside = {n for n in order if any(s not in self.members for s in graph.successors(n))}
+        self.chains = fuse_elementwise(graph, order)
+        self.views = {n for n in order if self.data[n]["op"] == "slice"
+                      and self.data[n]["args"][0] in self.members
+                      and self.data[self.data[n]["args"][0]]["op"] not in ("slice", PREV)
+                      and n not in self.prev_of}
+        self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
+        self.kept = self._kept(wanted)
+        self.forward_source, self.forward_buffers = self._forward_source()
+        self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
+        self._backward = {}
+
+    # -- what is where ------------------------------------------------------------------
+
+    def source(self, arg) -> str:
+        """``core``, ``seq`` (a time-parallel per-step value: row t) or ``static``."""
+        if arg in self.members:
+            return "core"
+        return "seq" if self.graph.nodes[arg]["timed"] else "static"
+
+    def _kept(self, wanted: set) -> set:
+        kept = set(self.prev_of) | set(self.state_of) | (self.outside | (wanted & self.members))
+        for node in self.order:
+            data = self.data[node]
+            if data["op"] == PREV:
+                continue
+            for port, arg in enumerate(data["args"]):
+                if self.graph.nodes[arg]["dtype"] != "float" or not differentiable(self.graph, node, port):
+                    continue
+                for read in needs(data["op"], port, len(data["args"])):
+                    kept.add(node if read == "out" else data["args"][read])
+        kept &= self.members
+        for node in sorted(kept & self.views, key=self.index.get, reverse=True):
+            kept.add(self.data[node]["args"][0])
+        return kept - set(self.masks)
+
+    def _fetch(self, node, t: str = "t") -> list:
+        """Lines binding ``v<i>`` to node's value at step ``t`` when it is stored over time."""
+        i = self.index[node]
+        if node in self.state_of:
+            return [f"v{i} = S{self.index[self.state_of[node]]}[{t}]"]
+        if node in self.prev_of:
+            return [f"v{i} = S{i}[{t} + 1]"]
+        if node in self.masks:
+            return [f"v{i} = M{i}[{t}]"]
+        if node in self.views:
+            return [f"v{i} = v{self.index[self.data[node]['args'][0]]}{_region(self.data[node])}"]
+        return [f"v{i} = K{i}[{t}]"]
+
+    def arg_name(self, arg) -> str:
+        """How generated code names an input at step t."""
+        kind = self.source(arg)
+        if kind == "core":
+            return f"v{self.index[arg]}"
+        return f"x_{_ident(arg)}" if kind == "seq" else f"w_{_ident(arg)}"
+
+    def external(self) -> dict:
+        """Inputs from outside the core: generated name → (kind, node)."""
+        found = {}
+        for node in self.order:
+            if self.data[node]["op"] == PREV:
+                continue
+            for arg in self.data[node]["args"]:
+                if arg not in self.members:
+                    kind = self.source(arg)
+                    found[("X_" if kind == "seq" else "w_") + _ident(arg)] = (kind, arg)
+        return found
+
+    # -- forward -------------------------------------------------------------------------
+
+    def _forward_source(self):
+        stored = self.kept | self.views | set(self.masks)
+        per_step, body, lifetimes, keys, in_place = [], [], {}, {}, set()
+        per_step += [f"x_{_ident(a)} = X_{_ident(a)}[t]" for k, (kind, a) in self.external().items()
+                     if kind == "seq"]
+        for node in self.order:
+            if node in self.kept or node in self.masks:
+                per_step += self._fetch(node)
+        prelude = []
+        for node in self.order:
+            i = self.index[node]
+            data = self.data[node]
+            if data["op"] == PREV or node in self.masks:
+                continue
+            if node in self.views:
+                if node not in self.kept:
+                    parent = data["args"][0]
+                    (per_step if parent in self.kept else body).append(self._fetch(node)[0])
+                continue
+            if node not in stored:
+                lifetimes[node] = (i, None)
+                keys[node] = (tuple(data["shape"]), data["dtype"])
+            body += self._forward_lines(node)
+        reads = self._last_reads()
+        lifetimes = {n: (first, reads.get(n, first)) for n, (first, _) in lifetimes.items()}
+        for node in self.order:
+            data = self.data[node]
+            if data["op"] in KERNELS and node in lifetimes:
+                for arg in data["args"]:
+                    if arg in lifetimes and keys.get(arg) == keys[node]:
+                        in_place.add((arg, node))
+        plan = share_buffers(lifetimes, keys, in_place)
+        buffers = {}
+        for node, number in plan.items():
+            buffers[f"b{number}"] = keys[node]
+            prelude.append(f"v{self.index[node]} = b{number}")
+        view_lines = [line for line in body if _is_view(line)]
+        body = [line for line in body if not _is_view(line)]
+        source = _function("scan_forward", prelude + view_lines, per_step + body)
+        return source, buffers
+
+    def _transposed(self) -> list:
+        return sorted({self.data[n]["args"][0] for n in self.order if self._matmul(n)}, key=str)
+
+    def _matmul(self, node) -> bool:
+        data = self.data[node]
+        return data["op"] == "matmul" and self.source(data["args"][0]) == "static"
+
+    def _generic_forward(self, node) -> bool:
+        data = self.data[node]
+        return (data["op"] not in KERNELS and data["op"] != PREV and node not in self.views
+                and node not in self.masks and not self._matmul(node))
+
+    def _forward_lines(self, node) -> list:
+        data = self.data[node]
+        i = self.index[node]
+        ins = [self.arg_name(a) for a in data["args"]]
+        if data["op"] in KERNELS:
+            return KERNELS[data["op"]].forward(f"v{i}", ins)
+        if self._matmul(node):
+            return [f"matmul({ins[1]}, wt_{_ident(data['args'][0])}, out=v{i})"]
+        return [f"copyto(v{i}, F{i}({', '.join(ins)}))"]
+
+    def _last_reads(self) -> dict:
+        reads = {}
+        for node in self.order:
+            if self.data[node]["op"] == PREV:
+                continue
+            for arg in self.data[node]["args"]:
+                while arg in self.views:
+                    arg = self.data[arg]["args"][0]
+                if arg in self.members:
+                    reads[arg] = max(reads.get(arg, -1), self.index[node])
+        return reads
+
+    def forward_functions(self, xp, dtype) -> dict:
+        """The callables generated forward code uses for ops without an in-place kernel."""
+        found = {}
+        for node in self.order:
+            if self._generic_forward(node):
+                op, attrs = REGISTRY[self.data[node]["op"]], self.data[node]["attrs"]
+                found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
+        return found
+
+    # -- backward ------------------------------------------------------------------------
+
+    def layout(self, seeded: frozenset) -> Layout:
+        """Which nodes get a cotangent, and where each one lives, given the nodes that
+        receive cotangents from outside the core (``seeded``)."""
+        graph = self.graph
+        active = {n for n in seeded if n in self.needs_grad}
+        changed = True
+        while changed:
+            changed = False
+            for node in reversed(self.order):
+                if node in active or node not in self.needs_grad:
+                    continue
+                carried = node in self.prev_of and self.prev_of[node] in active
+                used = any(c in active and differentiable(graph, c, k) for c, k in self.consumers[node])
+                if carried or used:
+                    active.add(node)
+                    changed = True
+        inits = {}
+        for node in self.order:
+            if node not in active:
+                continue
+            parts = (["outside"] if node in seeded else []) + (
+                ["carry"] if node in self.prev_of and self.prev_of[node] in active else [])
+            if parts:
+                inits[node] = parts
+        contributions = {n: [(c, k) for c, k in self.consumers[n]
+                             if c in active and differentiable(graph, c, k)] for n in active}
+        deferred = {}
+        for node in self.order:
+            data = self.data[node]
+            if node not in active or data["op"] == PREV:
+                continue
+            ports = [k for k, a in enumerate(data["args"]) if a not in self.members
+                     and a in self.needs_grad and differentiable(graph, node, k)]
+            if ports:
+                deferred[node] = ports
+        root, region = {}, {}
+        for node in reversed(self.order):
+            if node not in active:
+                continue
+            root[node], region[node] = node, None
+            if node in self.state_of:
+                continue
+            parts = contributions[node]
+            if node not in inits and len(parts) == 1:
+                consumer, port = parts[0]
+                if consumer in self.views and self._slices_alias(self.data[consumer]["args"][0], active, inits):
+                    continue
+                if ((self.data[consumer]["op"], port) in PASS_THROUGH
+                        and tuple(self.data[consumer]["shape"]) == tuple(self.data[node]["shape"])):
+                    root[node], region[node] = root[consumer], region[consumer]
+        for node in reversed(self.order):
+            if node in self.views and node in active:
+                parent = self.data[node]["args"][0]
+                if self._slices_alias(parent, active, inits):
+                    start, stop = self.data[node]["attrs"]["start"], self.data[node]["attrs"]["stop"]
+                    offset = region[parent][0] if region[parent] else 0
+                    root[node], region[node] = root[parent], (offset + start, offset + stop)
+        full = {root[n] for n in deferred}
+        return Layout(active, root, region, full, deferred, inits, contributions)
+
+    def _slices_alias(self, parent, active: set, inits: dict) -> bool:
+        """Whether the cotangents of parent's slices are views of parent's cotangent."""
+        if parent not in active or parent in inits or parent in self.prev_of:
+            return False
+        users = self.consumers[parent]
+        if not users or any(c not in self.views or self.data[c]["attrs"].get("axis", -1) != -1
+                            for c, _ in users):
+            return False
+        spans = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"]) for c, _ in users)
+        return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+    def backward_code(self, seeded: frozenset):
+        """``(layout, code, source, buffers)`` of the backward loop for ``seeded``, made once."""
+        if seeded not in self._backward:
+            layout = self.layout(seeded)
+            source, buffers = self._backward_source(layout)
+            code = compile(source, f"<scan {self.order[0]} backward>", "exec")
+            self._backward[seeded] = (layout, code, source, buffers)
+        return self._backward[seeded]
+
+    def _g(self, layout: Layout, node) -> str:
+        return f"g{self.index[node]}"
+
+    def _backward_source(self, layout: Layout):
+        lines, reads_fwd = [], set()
+        written = {}
+        emitted = []  # (lines, writes, reads) of scratch roots
+        for node in reversed(self.order):
+            if node not in layout.active or node in self.state_of:
+                continue
+            data = self.data[node]
+            for port, arg in enumerate(data["args"]):
+                if arg not in self.members or arg not in layout.active or not differentiable(self.graph, node, port):
+                    continue
+                if layout.root[arg] == layout.root[node] and layout.region[arg] == layout.region[node]:
+                    continue
+                if node in self.views and layout.root[node] == layout.root[arg]:
+                    continue
+                mode = "add" if arg in layout.inits or written.get(arg) else "set"
+                written[arg] = True
+                code, reads = self._gradient_lines(layout, node, port, mode)
+                reads_fwd |= reads
+                emitted.append((code, {layout.root[arg]}, {layout.root[node]}, node, port))
+        # scratch roots share buffers by liveness over the emitted instructions
+        lifetimes, keys = {}, {}
+        for step, (_, writes, reads, _, _) in enumerate(emitted):
+            for root in writes | reads:
+                if root in layout.full or root in self.state_of:
+                    continue
+                first, _ = lifetimes.get(root, (step, step))
+                lifetimes[root] = (first, step)
+                keys[root] = (tuple(self.data[root]["shape"]), "float")
+        for root in {layout.root[n] for n in layout.active}:
+            if root not in lifetimes and root not in layout.full and root not in self.state_of:
+                lifetimes[root] = (-1, -1)
+                keys[root] = (tuple(self.data[root]["shape"]), "float")
+        for step, (code, _, _, _, _) in enumerate(emitted):
+            for tmp in _temps(code):
+                lifetimes[tmp] = (step, step)
+                keys[tmp] = self._tmp_key(tmp)
+        # roots with an outside or carried cotangent are written at the top of the step
+        for root in {layout.root[n] for n in layout.inits}:
+            if root in lifetimes:
+                lifetimes[root] = (-1, lifetimes[root][1])
+        plan = share_buffers(lifetimes, keys)
+        buffers = {f"b{k}": (keys[v][0], "float") for v, k in plan.items()}
+        prelude, per_step = [], []
+        for root in sorted({layout.root[n] for n in layout.active}, key=self.index.get):
+            i = self.index[root]
+            if root in self.state_of:
+                prelude += [f"g{i} = C{i}", f"g{i}.fill(0)"]
+            elif root in layout.full:
+                per_step.append(f"g{i} = G{i}[t]")
+            else:
+                prelude.append(f"g{i} = b{plan[root]}")
+        for node in sorted(layout.active, key=self.index.get):
+            r = layout.root[node]
+            if r != node:
+                line = f"g{self.index[node]} = g{self.index[r]}" + _span(layout.region[node])
+                (per_step if r in layout.full or layout.region[node] else prelude).append(line)
+        prelude = _order_bindings(prelude)
+        per_step = _order_bindings(per_step)
+        fetch = [f"x_{_ident(a)} = X_{_ident(a)}[t]" for _, (kind, a) in self.external().items()
+                 if kind == "seq" and self.arg_name(a) in " ".join(" ".join(c) for c, *_ in emitted)]
+        for node in self.order:
+            if node in reads_fwd:
+                fetch += self._fetch_chain(node)
+        init = self._init_lines(layout)
+        zeros = self._uncovered_lines(layout)
+        body = []
+        for code, *_ in emitted:
+            body += code
+        body = [_rename_temps(line, plan) for line in body]
+        source = _function("scan_backward", prelude, per_step + fetch + init + zeros + body,
+                           reverse=True)
+        return source, buffers
+
+    def _fetch_chain(self, node) -> list:
+        lines = []
+        if node in self.views:
+            lines += self._fetch_chain(self.data[node]["args"][0])
+        return lines + self._fetch(node)
+
+    def _tmp_key(self, tmp: str):
+        node = self.order[int(tmp.split("_")[1])]
+        return (tuple(self.data[node]["shape"]), "float")
+
+    def _gradient_lines(self, layout: Layout, node, port: int, mode: str):
+        """Lines adding node's contribution to input ``port`` (and the forward values read)."""
+        data = self.data[node]
+        i = self.index[node]
+        arg = data["args"][port]
+        dst, g, out = f"g{self.index[arg]}", f"g{i}", f"v{i}"
+        ins = [self.arg_name(a) for a in data["args"]]
+        tmp = f"tmp_{self.index[arg]}_{i}_{port}"
+        op = data["op"]
+        same = tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"])
+        reads = {node if r == "out" else data["args"][r] for r in needs(op, port, len(data["args"]))}
+        reads = {r for r in reads if r in self.members}
+        if op in KERNELS and same:
+            return KERNELS[op].gradients[port](dst, mode, g, out, ins, tmp), reads
+        if self._matmul(node) and port == 1:
+            compute = (lambda target: [f"matmul({g}, {ins[0]}, out={target})"])
+            code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
+            return code, reads
+        call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
+        reads = {a for a in data["args"] if a in self.members} | {node}
+        return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
+
+    def _init_lines(self, layout: Layout) -> list:
+        lines, later = [], []
+        for node in sorted(layout.inits, key=self.index.get, reverse=True):
+            i = self.index[node]
+            parts = layout.inits[node]
+            sources = [f"O{i}[t]" if p == "outside" else f"g{self.index[self.prev_of[node]]}" for p in parts]
+            line = (f"copyto(g{i}, {sources[0]})" if len(sources) == 1 else
+                    f"add({sources[0]}, {sources[1]}, g{i})")
+            (later if node in self.state_of else lines).append(line)
+        return lines + later
+
+    def _uncovered_lines(self, layout: Layout) -> list:
+        """Zero the parts of an aliased cotangent that no active slice writes."""
+        lines = []
+        for parent in self.order:
+            if parent not in layout.active:
+                continue
+            slices = [c for c, _ in self.consumers[parent] if c in self.views]
+            if not slices or not self._slices_alias(parent, layout.active, layout.inits):
+                continue
+            covered = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"])
+                             for c in slices if c in layout.active)
+            edges = [0] + [x for span in covered for x in span] + [self.data[parent]["shape"][-1]]
+            for start, stop in zip(edges[::2], edges[1::2]):
+                if stop > start:
+                    lines.append(f"g{self.index[parent]}[..., {start}:{stop}].fill(0)")
+            if not covered:
+                continue
+        return lines
+
+    def backward_functions(self, xp, layout: Layout) -> dict:
+        """The callables backward code uses for gradients without an in-place kernel."""
+        found = {}
+        for node in layout.active:
+            data = self.data[node]
+            if data["op"] == PREV:
+                continue
+            op = REGISTRY[data["op"]]
+            for port, arg in enumerate(data["args"]):
+                wanted = [k == port for k in range(len(data["args"]))]
+                found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data["attrs"])
+        return found
+
+    def stats(self) -> dict:
+        """Counts of what one step runs and holds."""
+        calls = [line for line in self.forward_source.splitlines() if "(" in line and "range" not in line
+                 and "def " not in line]
+        return {"forward_calls_per_step": len(calls), "scratch_buffers": len(self.forward_buffers),
+                "kept": len(self.kept), "chains": len(self.chains)}
+
+
+def _one_gradient(op, xp, wanted, port, attrs):
+    def gradient(g, out, *ins):
+        return op.partial_vjp(xp, g, out, *ins, wanted=wanted, **attrs)[port]
+    return gradient
+
+
+def _region(data) -> str:
+    return f"[..., {data['attrs']['start']}:{data['attrs']['stop']}]"
+
+
+def _span(region) -> str:
+    return "" if region is None else f"[..., {region[0]}:{region[1]}]"
+
+
+def _ident(node) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(node))
+
+
+def _is_view(line: str) -> bool:
+    return line.startswith("v") and "[..., " in line and "(" not in line
+
+
+def _temps(code: list) -> set:
+    return {word for line in code for word in _words(line) if word.startswith("tmp_")}
+
+
+def _words(line: str) -> list:
+    return "".join(ch if ch.isalnum() or ch == "_" else " " for ch in line).split()
+
+
+def _rename_temps(line: str, plan: dict) -> str:
+    for word in set(_words(line)):
+        if word.startswith("tmp_"):
+            line = line.replace(word, f"b{plan[word]}")
+    return line
+
+
+def _order_bindings(lines: list) -> list:
+    """Bindings ``name = other...`` ordered so each name is bound before it is read."""
+    bound, pending, result = set(), list(lines), []
+    defined = {line.split(" = ")[0] for line in lines if " = " in line}
+    while pending:
+        for line in pending:
+            if " = " not in line:
+                ready = all(w in bound or w not in defined for w in _words(line))
+            else:
+                ready = all(w in bound or w not in defined for w in _words(line.split(" = ", 1)[1]))
+            if ready:
+                result.append(line)
+                pending.remove(line)
+                if " = " in line:
+                    bound.add(line.split(" = ")[0])
+                break
+        else:
+            raise AssertionError(f"cyclic bindings: {pending}")
+    return result
+
+
+PROVIDED = re.compile(r"^(?:[SKMGOCFb]\d|V\d|X_|w_|wt_)")
+
+
+def _function(name: str, prelude: list, body: list, reverse: bool = False) -> str:
+    """The source of a function running ``body`` once per step after ``prelude``; its
+    parameters are the arrays and callables the lines read from outside (by name)."""
+    params = sorted({w for line in prelude + body for w in _words(line) if PROVIDED.match(w)})
+    loop = "for t in range(T - 1, -1, -1):" if reverse else "for t in range(T):"
+    lines = [f"def {name}({', '.join(['T'] + params)}):"]
+    lines += ["    " + line for line in prelude]
+    lines += ["    " + loop] + ["        " + line for line in body or ["pass"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,53 @@
+"""Clean-up passes: common subexpressions and dead nodes."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from ..ir import PREV
+from ..ops import REGISTRY
+from .rewrite import replace_uses
+
+
+def _signature(data: dict):
+    """What makes two nodes compute the same value, or None if they never may be merged."""
+    op = data["op"]
+    if op != PREV and (op not in REGISTRY or REGISTRY[op].random or op == "const"):
+        return None
+    return op, data["args"], repr(sorted(data["attrs"].items())), data["type"]
+
+
+def eliminate_common_subexpressions(graph: nx.DiGraph, keep=()) -> nx.DiGraph:
+    """Nodes applying the same op to the same arguments become one node.
+
+    Repeated until nothing changes, so equal chains collapse link by link. A node in ``keep``
+    (an output or final state) is never the one removed.
+    """
+    graph = graph.copy()
+    keep = set(keep)
+    changed = True
+    while changed:
+        changed = False
+        seen: dict = {}
+        for node in sorted(graph.nodes, key=lambda n: (n in keep, str(n)), reverse=True):
+            signature = _signature(graph.nodes[node])
+            if signature is None:
+                continue
+            if signature not in seen:
+                seen[signature] = node
+                continue
+            if node in keep:
+                continue
+            replace_uses(graph, node, seen[signature])
+            graph.remove_node(node)
+            changed = True
+    return graph
+
+
+def eliminate_dead_nodes(graph: nx.DiGraph, wanted) -> nx.DiGraph:
+    """Only what ``wanted`` (outputs and final states) depends on, plus every leaf (the
+    parameters and inputs a caller may name even where they do not matter)."""
+    wanted = set(wanted)
+    live = wanted.union(*(nx.ancestors(graph, n) for n in wanted)) if wanted else set()
+    live |= {n for n, d in graph.nodes(data=True) if not d["args"]}
+    return graph.subgraph(live).copy()

@@ -6,6 +6,7 @@
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
+    seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
 
 A user's mistake (in the model, the data or the command) is a :class:`SeqgraphError`: it is
 printed to stderr with its place and a caret, and the exit status is 1. Success is 0.
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import inspect
+from . import grads, inspect
 from .errors import SeqgraphError
 from .program import Model, load
 
@@ -130,6 +131,39 @@ def cmd_graph(args) -> int:
     return 0
 
 
+# --- seqgraph grads ----------------------------------------------------------------------------
+
+def _positive(flag: str, value) -> None:
+    if value is None or value <= 0:
+        raise SeqgraphError(f"{flag} needs a positive number, got {value}")
+
+
+def cmd_grads(args) -> int:
+    """Backpropagate one random batch through time; print and plot the gradient norms."""
+    from .gradcheck import random_inputs
+    from .runtime import compile_model
+
+    for flag, value in (("--batch", args.batch), ("--steps", args.steps),
+                        ("--threshold-explode", args.threshold_explode),
+                        ("--threshold-vanish", args.threshold_vanish)):
+        _positive(flag, value)
+    model = load(args.model_file).model(args.model)
+    network = compile_model(model, dtype="float64", seed=args.seed, **parse_sizes(args.size))
+    inputs, lengths = random_inputs(network.model, batch=args.batch, steps=args.steps, seed=args.seed)
+    flow = grads.gradient_flow(network, inputs, lengths)
+    print(f"{args.model_file}: model {network.model.name}, random inputs and initial weights "
+          f"(seed {args.seed}), float64")
+    print(grads.format_report(flow, args.threshold_explode, args.threshold_vanish), end="")
+    if flow.states:
+        out = Path(args.out or f"{Path(args.model_file).stem}_grads.png")
+        try:
+            grads.plot(flow, out, title=f"{network.model.name}: gradient of the loss at each step")
+        except OSError as error:
+            raise SeqgraphError(f"cannot write {out}: {error.strerror}") from None
+        print(f"plot: {out}")
+    return 0
+
+
 # --- seqgraph run / sample --------------------------------------------------------------------
 
 def parse_sizes(items) -> dict:
@@ -219,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("-o", "--output", metavar="FILE",
                        help="write here instead of stdout (its suffix picks the format)")
     graph.set_defaults(handler=cmd_graph)
+
+    flow = commands.add_parser("grads", help="gradient norms through time: ||dL/dh_t|| per state and "
+                                             "step, per parameter, as a table and a plot")
+    flow.add_argument("model_file", metavar="MODEL.sg")
+    flow.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    flow.add_argument("--batch", type=int, metavar="B", default=8, help="examples in the batch (8)")
+    flow.add_argument("--steps", type=int, metavar="T", default=50, help="time steps (50)")
+    flow.add_argument("--seed", type=int, metavar="S", default=0, help="seeds the weights and inputs (0)")
+    flow.add_argument("--size", action="append", metavar="NAME=VALUE", help="a model size, e.g. hidden=64")
+    flow.add_argument("--out", metavar="PNG", help="where to draw the plot (MODEL_grads.png)")
+    flow.add_argument("--threshold-explode", type=float, metavar="X", default=grads.EXPLODE,
+                      help="flag gradient norms above X as exploding (%(default)g)")
+    flow.add_argument("--threshold-vanish", type=float, metavar="Y", default=grads.VANISH,
+                      help="flag gradient norms below Y as vanishing (%(default)g)")
+    flow.set_defaults(handler=cmd_grads)
 
     sample = commands.add_parser("sample", help="generate from a trained model")
     sample.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")

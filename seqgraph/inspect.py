@@ -16,6 +16,10 @@ In DOT, nodes are coloured by kind (parameter, input, state, op, loss/output), `
 ``mul`` and ``max`` nodes carry their gradient rule (``distribute``, ``switch``, ``route``),
 delay edges are dashed and labelled ``t-1``, and an unrolled graph groups each time step in
 its own box. svg and png come from Graphviz's ``dot`` program.
+
+:func:`with_gradients` joins the reverse-mode graph of the loss to the forward graph; the
+views then draw the two side by side (in DOT, a *forward* and a *backward* box), gradient
+nodes in their own colours and the gradient handed back to the previous step as ``t+1``.
 """
 
 from __future__ import annotations

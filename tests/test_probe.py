@@ -179,3 +179,23 @@ def test_reading_before_running_says_what_to_call():
     probe.forward({"x": X, "y": Y})
     with pytest.raises(SeqgraphError, match=r"call probe.backward\(\) before reading gradients"):
         probe.grad("Tiny_0.c", step=0)
+
+
+def test_the_worked_example_in_the_docs_runs_and_shows_these_numbers(monkeypatch):
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "inspection.md").read_text()
+    monkeypatch.chdir(root)
+    namespace: dict = {}
+    for block in re.findall(r"^```python\n(.*?)^```", page, re.S | re.M):
+        exec(block, namespace)  # noqa: S102 - the page's own examples
+    np.testing.assert_allclose(namespace["f5"], [[0.5982, 0.6103, 0.8989, 0.7103],
+                                                 [0.4823, 0.0443, 0.7213, 0.0906]], atol=5e-5)
+    np.testing.assert_allclose(namespace["dc5"], [[0.0074, 0.0082, -0.0028, 0.0113],
+                                                  [-0.0021, -0.0052, -0.0002, 0.0159]], atol=5e-5)
+    assert str(namespace["forget"].span) == "models/peephole.sg:18:9"
+    assert str(namespace["at_five"][0]) == "PeepholeLSTM_0/mul@5: mul, [4] step 5, rule: switch"
+    assert [str(n) for n in namespace["gates"]][1] == \
+        "PeepholeLSTM_0/sigmoid.1 (f): sigmoid, [4] per-step, rule: g * y * (1 - y)"
+    assert 2e-3 < namespace["flow"].decay("lstm_0.c") < 4e-3

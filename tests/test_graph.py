@@ -35,10 +35,9 @@ def model_of(text: str, filename: str = "model.sg"):
     return sg.parse(text, filename).model()
 
 
-def all_models():
-    for path in MODEL_FILES:
-        for model in sg.load(path).models.values():
-            yield pytest.param(model, id=f"{path.stem}:{model.name}")
+def all_models() -> list:
+    return [pytest.param(model, id=f"{path.stem}:{model.name}")
+            for path in MODEL_FILES for model in sg.load(path).models.values()]
 
 
 def timed_count(graph) -> int:

@@ -132,10 +132,12 @@ class Probe:
         order = [n for n in inspect.topological_order(folded) if n in chosen]
         if step is None:
             return [self._info(folded, n) for n in order]
+        unrolled = self._unrolled()
         timed = [n for n in order if folded.nodes[n]["timed"]]
-        for node_id in timed[:1]:
-            self._check_step(node_id, step)
-        return [self._info(self._unrolled(), step_id(n, step)) for n in timed]
+        present = [n for n in timed if step_id(n, step) in unrolled]  # time axes may differ in length
+        if timed and not present:
+            self._check_step(timed[0], step)
+        return [self._info(unrolled, step_id(n, step)) for n in present]
 
     # --- reading values and gradients ------------------------------------------------------
 

@@ -199,3 +199,19 @@ def test_the_worked_example_in_the_docs_runs_and_shows_these_numbers(monkeypatch
     assert [str(n) for n in namespace["gates"]][1] == \
         "PeepholeLSTM_0/sigmoid.1 (f): sigmoid, [4] per-step, rule: g * y * (1 - y)"
     assert 2e-3 < namespace["flow"].decay("lstm_0.c") < 4e-3
+
+
+def test_steps_on_two_time_axes_of_different_lengths():
+    from pathlib import Path
+    from seqgraph.gradcheck import random_inputs
+    model = sg.load(Path(__file__).resolve().parents[1] / "models" / "seq2seq_attention.sg").model()
+    probe = sg.Probe(sg.compile(model, dtype="float64", hidden=4, embed=3))
+    inputs, lengths = random_inputs(probe.model, batch=2, steps={"src": 5, "tgt": 3})
+    probe.forward(inputs, lengths)
+    probe.backward()
+    assert probe.steps == {"src": 5, "tgt": 3}
+    assert [n.id for n in probe.nodes(op="tanh", step=4)] == ["encoder/tanh@4", "encoder/tanh.1@4"]
+    assert {n.layer for n in probe.nodes(op="tanh", step=2)} == {"encoder", "decoder"}
+    assert probe.grad("encoder.c").shape == (5, 2, 4) and probe.grad("decoder.c").shape == (3, 2, 4)
+    with pytest.raises(SeqgraphError, match="step 3 is out of range: the last run had 3 steps on time axis 'tgt'"):
+        probe.value("decoder.h", step=3)

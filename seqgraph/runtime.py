@@ -13,7 +13,7 @@ from typing import Optional
 
 import networkx as nx
 
-from . import autodiff, resources
+from . import autodiff, faults, resources
 from .backends import get_backend
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
@@ -281,18 +281,11 @@ class Network:
             raise SeqgraphError("call forward() first")
         return self._run.env[node]
 
-    def first_nonfinite(self) -> Optional[str]:
-        """Where the last forward run first produced NaN or inf: ``node (op) at time step t``."""
-        xp = self.backend.xp
-        for node, data in self.model.graph.nodes(data=True):
-            value = self._run.env.get(node) if self._run is not None else None
-            if value is None or data["dtype"] != "float" or bool(xp.isfinite(value).all()):
-                continue
-            if data["timed"]:
-                bad = xp.logical_not(xp.isfinite(value)).reshape(value.shape[0], -1).any(axis=1)
-                return f"{node} ({data['op']}) at time step {int(xp.argmax(bad))}"
-            return f"{node} ({data['op']})"
-        return None
+    def first_nonfinite(self):
+        """Where the last forward run first produced NaN or inf (else its loss gradient): a
+        :class:`~seqgraph.faults.Fault` naming the node, op, layer, source line and time
+        step, or None. See :mod:`seqgraph.faults`."""
+        return faults.first_nonfinite(self)
 
     def seeds(self, cotangents: Optional[dict]) -> dict:
         """Output name → cotangent: 1 for the loss by default."""

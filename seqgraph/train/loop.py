@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy
 
-from .. import resources
+from .. import faults, resources
 from ..errors import SeqgraphError
 from ..backends import get_backend
 from ..runtime import Network
@@ -257,33 +257,45 @@ class Trainer:
         return 0.0, 0, 0
 
     def _step(self, inputs, lengths, index) -> Optional[float]:
+        """One forward, backward and update; the loss, or None for a skipped step."""
         net = self.net
         net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         state = self.carried if self.dataset.kind == "text" else None
         loss = float(net.backend.to_host(net.forward(inputs, lengths, state=state or None, training=True)["loss"]))
-        if self.dataset.kind == "text":
-            self.carried = dict(net.final_states)
         if not math.isfinite(loss):
-            return self._nonfinite(loss)
+            return self._nonfinite(f"the loss became {loss}")
         grads = net.backward()
         grads = {k: v for k, v in grads.items() if k in net.params}
         if self.config.clip:
             optim.clip_grad_norm(self.xp, grads, self.config.clip)
         if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
-            return self._nonfinite(loss, "a gradient")
+            return self._nonfinite("a gradient became NaN or infinite")
+        if self.dataset.kind == "text":  # a skipped window does not pass its state on
+            self.carried = dict(net.final_states)
         self.optimizer.step(net.params, grads)
+        broken = faults.nonfinite_parameter(net)
+        if broken is not None:  # the update itself overflowed: nothing to skip back to
+            raise self._fault_error("an update made a parameter NaN or infinite", broken, skippable=False)
         return loss
 
-    def _nonfinite(self, loss, what: str = "the loss") -> None:
-        where = self.net.first_nonfinite() or "an unknown node"
+    def _nonfinite(self, what: str) -> None:
+        """Skip the step (``skip_nonfinite = 1``) or stop, naming where it went wrong."""
+        fault = self.net.first_nonfinite()
         if self.config.skip_nonfinite:
-            self.echo(f"warning: skipped a step: {what} is not finite (first at {where})")
+            self.echo(f"warning: skipped epoch {self.epoch + 1}, batch {self.batch_index + 1}: {what}; "
+                      f"the first non-finite is {fault or 'not found'}")
             return None
-        raise SeqgraphError(f"training stopped: {what} became {loss if what == 'the loss' else 'NaN or inf'} "
-                            f"at epoch {self.epoch + 1}, batch {self.batch_index + 1}; the first non-finite "
-                            f"value is at {where}",
-                            hint=f"the last good checkpoint is {self.out_dir / LAST}; lower the learning "
-                                 "rate, set clip, or set skip_nonfinite = 1")
+        raise self._fault_error(what, fault)
+
+    def _fault_error(self, what: str, fault, skippable: bool = True) -> SeqgraphError:
+        kept = [name for name in (LAST, BEST) if (self.out_dir / name).exists()]
+        checkpoints = (f"the last good checkpoint is kept: {self.out_dir / kept[0]}" if kept
+                       else "no checkpoint was written yet")
+        remedies = "lower the learning rate or set clip" + \
+            (", or set skip_nonfinite = 1 to skip such steps" if skippable else "")
+        return SeqgraphError(
+            f"training stopped at epoch {self.epoch + 1}, batch {self.batch_index + 1}: {what}; "
+            f"the first non-finite is {fault or 'not found'}", hint=f"{checkpoints}; {remedies}")
 
     # batches: (inputs, lengths, loss weight, tokens)
     def _batches(self, data, train: bool):
@@ -358,6 +370,10 @@ class Trainer:
 
     def _save(self, name: str) -> Path:
         path = self.out_dir / name
+        broken = faults.nonfinite_parameter(self.net)
+        if broken is not None:  # never replace a good checkpoint by a poisoned one
+            raise self._fault_error(f"refusing to write {name}: a parameter is not finite", broken,
+                                    skippable=False)
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,
                   "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),

@@ -24,7 +24,7 @@ def epoch_line(row: dict, epochs: int, unit: str) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"train {row['train_loss']:.4f}"]
     if row.get("valid_loss") is not None:
         parts.append(f"valid {row['valid_loss']:.4f}")
-    if row.get("metric"):
+    if row.get("metric") and row.get("metric_value") is not None:  # none without validation data
         value = row["metric_value"]
         parts.append(f"{row['metric']} {value:.2%}" if row["metric"] == "accuracy" else
                      f"{row['metric']} {value:.4g}")

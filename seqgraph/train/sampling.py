@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy
 
+from ..errors import SeqgraphError
+
 
 def sample_text(network, roles, corpus, length: int, temperature: float = 0.8, prime: str = "",
                 seed: int = 0) -> str:
@@ -23,6 +25,10 @@ def sample_text(network, roles, corpus, length: int, temperature: float = 0.8, p
         network.forward({roles.input: feed, roles.target: numpy.zeros_like(feed)}, state=state)
         logits = to_host(network.value(roles.prediction))[-1, 0].astype(numpy.float64)
         probabilities = _softmax(logits / temperature)
+        if not numpy.isfinite(probabilities).all():
+            raise SeqgraphError(f"cannot sample: the model's prediction after {len(out)} characters "
+                                "is not finite", hint="its parameters have overflowed; lower the "
+                                                      "learning rate or set clip")
         token = int(rng.choice(len(probabilities), p=probabilities))
         out.append(token)
         feed = numpy.array([[token]])

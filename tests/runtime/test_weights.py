@@ -6,7 +6,7 @@ import pytest
 import seqgraph as sg
 from seqgraph.weights import load_params, load_torch_state_dict, save_params
 
-from .test_recurrences import lstm_reference
+from .test_recurrences import gru_reference, lstm_reference, rnn_reference
 
 SOURCE = "model M { input x : seq[float, 3]  h = lstm(x, 4%s)  output h }"
 
@@ -43,25 +43,37 @@ def test_truncated_file_is_a_clear_error(tmp_path):
         load_params(net, tmp_path / "w.npz")
 
 
-def test_torch_state_dict_bidirectional_stacked():
-    net = sg.compile(sg.parse(SOURCE % ", direction = both, layers = 2").model(), dtype="float64")
+# cell -> (gate rows per hidden unit, its output sequence from the published equations)
+CELLS = {
+    "lstm": (4, lambda x, *w: lstm_reference(x, *w)[0]),
+    "gru": (3, gru_reference),
+    "rnn": (1, rnn_reference),
+    "rnn_relu": (1, lambda x, *w: rnn_reference(x, *w, act=lambda z: np.maximum(z, 0))),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_torch_state_dict_bidirectional_stacked(cell):
+    gates, reference = CELLS[cell]
+    source = SOURCE.replace("lstm(", f"{cell}(") % ", direction = both, layers = 2"
+    net = sg.compile(sg.parse(source).model(), dtype="float64")
     rng = np.random.default_rng(0)
     state = {}
     for index in range(2):
         features = 3 if index == 0 else 8
         for reverse in ("", "_reverse"):
-            state[f"weight_ih_l{index}{reverse}"] = rng.normal(size=(16, features))
-            state[f"weight_hh_l{index}{reverse}"] = rng.normal(size=(16, 4))
-            state[f"bias_ih_l{index}{reverse}"] = rng.normal(size=16)
-            state[f"bias_hh_l{index}{reverse}"] = rng.normal(size=16)
-    load_torch_state_dict(net, "lstm_0", state)
+            state[f"weight_ih_l{index}{reverse}"] = rng.normal(size=(gates * 4, features)) / 2
+            state[f"weight_hh_l{index}{reverse}"] = rng.normal(size=(gates * 4, 4)) / 2
+            state[f"bias_ih_l{index}{reverse}"] = rng.normal(size=gates * 4)
+            state[f"bias_hh_l{index}{reverse}"] = rng.normal(size=gates * 4)
+    load_torch_state_dict(net, f"{cell}_0", state)
     x = rng.normal(size=(5, 2, 3))
     layer_input = x
     for index in range(2):
         weights = [state[f"{k}_l{index}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         reverse = [state[f"{k}_l{index}_reverse"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        forward, _, _ = lstm_reference(layer_input, *weights)
-        backward, _, _ = lstm_reference(layer_input[::-1], *reverse)
+        forward = reference(layer_input, *weights)
+        backward = reference(layer_input[::-1], *reverse)
         layer_input = np.concatenate([forward, backward[::-1]], axis=-1)
     np.testing.assert_allclose(net.forward({"x": x})["h"], layer_input, rtol=0, atol=1e-10)
 

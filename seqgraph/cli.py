@@ -87,13 +87,25 @@ def _check_report(model: Model) -> str:
     return "\n".join(lines)
 
 
+def _cell_report(cell) -> str:
+    """One line per cell of a file: its inputs, outputs, parameters and states."""
+    def names(kind):
+        return [d.name for d in cell.body if getattr(d, "kind", None) == kind]
+    inputs = ", ".join(d.name for d in cell.inputs)
+    outputs = ", ".join(d.name for d in cell.outputs)
+    return (f"  cell {cell.name}({inputs}) -> {outputs}: parameters {', '.join(names('param')) or 'none'}; "
+            f"states {', '.join(names('state')) or 'none'}")
+
+
 def cmd_check(args) -> int:
     program = load(args.model_file)
     models = [program.model(args.model)] if args.model else list(program.models.values())
-    if not models:
+    if not models and not program.ast.cells:
         raise SeqgraphError(f"{args.model_file} defines no model",
                             hint="write one: model Name(sizes) { input ... loss = ... }")
     print(f"{args.model_file}: ok")
+    for cell in program.ast.cells:
+        print(_cell_report(cell))
     for model in models:
         print()
         print(_check_report(model))

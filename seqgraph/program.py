@@ -86,13 +86,28 @@ class Model:
         return f"<seqgraph model {self.name} {self.sizes}>"
 
 
+def _prelude_seen_by(tree: ast.Program) -> dict:
+    """The prelude cells a file can use: all of them, except that a prelude file itself
+    (``seqgraph check seqgraph/prelude/lstm.sg``) is checked without its own shipped copies."""
+    cells = prelude_cells()
+    folder = Path(str(resources.files("seqgraph").joinpath("prelude"))).resolve()
+    try:
+        is_prelude_file = Path(tree.source.filename).resolve().parent == folder
+    except (OSError, ValueError):
+        is_prelude_file = False
+    if not is_prelude_file:
+        return cells
+    own = {cell.name for cell in tree.cells}
+    return {name: cell for name, cell in cells.items() if name not in own}
+
+
 class Program:
     """A parsed and checked ``.sg`` file: its models, cells and train blocks."""
 
     def __init__(self, tree: ast.Program):
         self.ast = tree
         self.filename = tree.source.filename
-        self.cells = check.check_cells(tree, prelude_cells())
+        self.cells = check.check_cells(tree, _prelude_seen_by(tree))
         collector = Collector()
         self.models: dict = {}
         for node in tree.models:

@@ -185,3 +185,22 @@ def test_run_trains_writes_a_run_folder_and_sample_reads_it(tmp_path, capsys):
     assert cli.main(["sample", str(out), "--length", "40", "--prime", "The "]) == 0
     text = capsys.readouterr().out.rstrip("\n")
     assert text.startswith("The ") and len(text) == 4 + 40
+
+
+PRELUDE_FILES = sorted((ROOT / "seqgraph" / "prelude").glob("*.sg"))
+
+
+@pytest.mark.parametrize("path", PRELUDE_FILES, ids=[p.stem for p in PRELUDE_FILES])
+def test_the_prelude_is_plain_source_that_check_accepts(path, capsys):
+    assert cli.main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: ok\n")
+    assert f"  cell {path.stem}(x) -> h" in out
+    assert "parameters weight_ih, weight_hh, bias_ih, bias_hh" in out
+
+
+def test_a_copy_of_a_prelude_cell_elsewhere_is_a_duplicate(tmp_path, capsys):
+    copy = tmp_path / "lstm.sg"
+    copy.write_text((ROOT / "seqgraph" / "prelude" / "lstm.sg").read_text())
+    assert cli.main(["check", str(copy)]) == 1
+    assert "cell 'lstm' is already defined in the prelude" in capsys.readouterr().err

@@ -69,17 +69,23 @@ def scatter_windows(xp, part, shape, kernel, stride, pad, dtype):
 # --- convolution ------------------------------------------------------------------------
 
 
-def _shape_conv2d(x, w, b, stride=1, pad=0):
-    if len(w) != 4:
-        raise ShapeError(f"the kernel must be [out, in, kH, kW], got {format_shape(w)}",
-                         arg=1)
-    if len(x) < 3 or x[-3] != w[1]:
-        raise ShapeError(f"input {format_shape(x)} does not match kernel "
-                         f"{format_shape(w)}", arg=0,
-                         hint=f"the input must be [C, H, W] with C = {w[1]}")
+def _check_conv_operands(x, w, b, spatial: int):
+    """The kernel w must be [out, in, k...] with ``spatial`` kernel axes, x [in, size...] and
+    b [out]: a ShapeError naming the operand otherwise."""
+    axes = ", ".join(["L"] if spatial == 1 else ["H", "W"])
+    if len(w) != spatial + 2:
+        layout = "k" if spatial == 1 else "kH, kW"
+        raise ShapeError(f"the kernel must be [out, in, {layout}], got {format_shape(w)}", arg=1)
+    if len(x) < spatial + 1 or x[-spatial - 1] != w[1]:
+        raise ShapeError(f"input {format_shape(x)} does not match kernel {format_shape(w)}", arg=0,
+                         hint=f"the input must be [C, {axes}] with C = {w[1]}")
     if tuple(b) != (w[0],):
         raise ShapeError(f"the bias is {format_shape(b)} but the kernel has {w[0]} "
                          "output channels", arg=2)
+
+
+def _shape_conv2d(x, w, b, stride=1, pad=0):
+    _check_conv_operands(x, w, b, spatial=2)
     kernel = (w[2], w[3])
     return tuple(x[:-3]) + (w[0],) + _spatial_shape(x, kernel, pair(stride), pair(pad))
 
@@ -115,15 +121,7 @@ register(Op(
 
 
 def _shape_conv1d(x, w, b, stride=1, pad=0):
-    if len(w) != 3:
-        raise ShapeError(f"the kernel must be [out, in, k], got {format_shape(w)}", arg=1)
-    if len(x) < 2 or x[-2] != w[1]:
-        raise ShapeError(f"input {format_shape(x)} does not match kernel "
-                         f"{format_shape(w)}", arg=0,
-                         hint=f"the input must be [C, L] with C = {w[1]}")
-    if tuple(b) != (w[0],):
-        raise ShapeError(f"the bias is {format_shape(b)} but the kernel has {w[0]} "
-                         "output channels", arg=2)
+    _check_conv_operands(x, w, b, spatial=1)
     return tuple(x[:-2]) + (w[0], out_size(x[-1], w[2], stride, pad))
 
 

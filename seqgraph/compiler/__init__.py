@@ -23,7 +23,8 @@ import networkx as nx
 from ..autodiff import accumulate, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
-from ..passes import optimize
+from .. import passes
+from .kernels import UFUNCS
 from .scan import ScanCode, _ident
 
 FEED_OPS = ("input", "lengths", "state_init")
@@ -110,23 +111,27 @@ class Program:
         code, env, feed = scan.code, run.env, run.feed
         steps, batch = feed.steps[scan.time], feed.batch
         arrays = {}
+        reused = _reusable(scan, "forward", (steps, batch, run.dtype))
         for node in code.order:
             i, data = code.index[node], code.data[node]
             shape = (batch,) + tuple(int(n) for n in data["shape"])
             kind = run.dtype if data["dtype"] == "float" else "int64"
+            # buffers nobody outside sees are reused from run to run (no new pages to fault in)
+            store = reused if node not in code.exposed else {}
             if node in code.prev_of:
-                arrays[f"S{i}"] = xp.empty((steps + 1,) + shape, dtype=kind)
+                arrays[f"S{i}"] = _buffer(xp, store, f"S{i}", (steps + 1,) + shape, kind)
             elif node in code.masks:
                 mask = feed.masks[node]
                 arrays[f"M{i}"] = mask if mask.ndim else xp.broadcast_to(mask, (steps,) + shape)
             elif node in code.kept and node not in code.state_of and node not in code.views:
-                arrays[f"K{i}"] = xp.empty((steps,) + shape, dtype=kind)
+                arrays[f"K{i}"] = _buffer(xp, store, f"K{i}", (steps,) + shape, kind)
         for prev, state in code.state_of.items():
             arrays[f"S{code.index[state]}"][0] = env[code.data[prev]["args"][1]]
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
-            if kind == "static":
-                arrays["wt_" + name[2:]] = env[arg].T
+        for weight in code.transposed():
+            # a contiguous copy: a per-step product with a transposed view runs far slower
+            arrays["wt_" + _ident(weight)] = xp.ascontiguousarray(env[weight].T)
         function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype), code.forward_code,
                                          code.forward_buffers, code.forward_functions(xp, run.dtype))
         _call(xp, function, steps, {**arrays, **scratch})
@@ -148,9 +153,7 @@ class Program:
     def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions: dict):
         """The generated function for ``key`` with its scratch buffers, made once per key."""
         if key not in scan.cache:
-            namespace = {name: getattr(xp, name) for name in ("add", "subtract", "multiply", "divide",
-                         "negative", "exp", "log", "tanh", "reciprocal", "maximum", "greater",
-                         "matmul", "copyto")}
+            namespace = {name: getattr(xp, name) for name in UFUNCS}
             exec(compiled, namespace)
             function = namespace["scan_backward" if key[0] == "backward" else "scan_forward"]
             batch, dtype = key[1], key[2]
@@ -196,6 +199,7 @@ class Program:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
         arrays = {}
+        reused = _reusable(scan, "backward", (steps, batch, run.dtype))
         for node in code.order:
             i, data = code.index[node], code.data[node]
             shape = (batch,) + tuple(int(n) for n in data["shape"])
@@ -206,9 +210,9 @@ class Program:
             if node in code.masks:
                 arrays[f"M{i}"] = env[node]
             if node in layout.active and node in code.state_of:
-                arrays[f"C{i}"] = xp.empty(shape, dtype=run.dtype)
+                arrays[f"C{i}"] = _buffer(xp, reused, f"C{i}", shape, run.dtype)
             if node in layout.full:
-                arrays[f"G{i}"] = xp.empty((steps,) + shape, dtype=run.dtype)
+                arrays[f"G{i}"] = _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
         for name, (kind, arg) in code.external().items():
@@ -222,6 +226,10 @@ class Program:
                 grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
         for node, ports in layout.deferred.items():
             self._deferred(xp, code, layout, node, ports, arrays, env, grads)
+        for node, value in grads.items():
+            # a cotangent may still be a reused buffer; what a caller gets must be its own
+            if not self.graph.nodes[node]["args"] and _shares(xp, value, reused.values()):
+                grads[node] = value.copy()
 
     def _deferred(self, xp, code, layout, node, ports, arrays, env, grads):
         """The contributions of one core node to inputs from outside the core, over all steps
@@ -237,6 +245,26 @@ class Program:
         for port in ports:
             arg = data["args"][port]
             grads[arg] = accumulate(grads.get(arg), parts[port])
+
+
+def _reusable(scan: Scan, direction: str, signature) -> dict:
+    """The buffers kept for ``direction`` of ``scan`` at this shape signature (only the
+    latest signature's are kept, so a changing length does not pile up memory)."""
+    kept = scan.cache.get(direction)
+    if kept is None or kept[0] != signature:
+        kept = scan.cache[direction] = (signature, {})
+    return kept[1]
+
+
+def _buffer(xp, store: dict, name: str, shape: tuple, dtype):
+    if name not in store:
+        store[name] = xp.empty(shape, dtype=dtype)
+    return store[name]
+
+
+def _shares(xp, value, buffers) -> bool:
+    overlap = getattr(xp, "may_share_memory", None)
+    return overlap is not None and any(overlap(value, b) for b in buffers)
 
 
 def _call(xp, function, steps: int, arrays: dict):
@@ -268,11 +296,11 @@ def gradient_sources(graph: nx.DiGraph, checked) -> set:
     return {n for n in reach if graph.nodes[n]["dtype"] == "float"}
 
 
-def compile_program(graph: nx.DiGraph, checked, passes=None) -> Program:
-    """Optimise the folded ``graph`` (with ``passes``, default the whole pipeline), then
+def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
+    """Optimise the folded ``graph`` (with ``graph_passes``, default the whole pipeline), then
     schedule it: leaves, static and time-parallel ops, and compiled scans."""
     wanted = set(checked.outputs.values()) | set(checked.final_states.values())
-    graph = optimize(graph, wanted, passes)
+    graph = passes.optimize(graph, wanted, graph_passes)
     needs_grad = gradient_sources(graph, checked)
     components = list(nx.strongly_connected_components(graph))
     condensed = nx.condensation(graph, components)

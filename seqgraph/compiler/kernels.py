@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 # The functions generated code may call; the scan binds each name to the backend's ufunc.
 UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "tanh", "reciprocal",
-          "maximum", "greater", "matmul", "copyto")
+          "maximum", "greater", "matmul", "dot", "copyto")
 
 
 @dataclass(frozen=True)

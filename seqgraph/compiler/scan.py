@@ -81,6 +81,7 @@ class ScanCode:
                       and n not in self.prev_of}
         self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
         self.kept = self._kept(wanted)
+        self.exposed = self._exposed(wanted)
         self.forward_source, self.forward_buffers = self._forward_source()
         self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
         self._backward = {}
@@ -108,6 +109,17 @@ class ScanCode:
         for node in sorted(kept & self.views, key=self.index.get, reverse=True):
             kept.add(self.data[node]["args"][0])
         return kept - set(self.masks)
+
+    def _exposed(self, wanted: set) -> set:
+        """Nodes whose buffer a caller may hold: wanted, or shown through an identity."""
+        shown = {n for n in self.order if n in wanted or any(
+            s in wanted and self.graph.nodes[s]["op"] in ("stack", "step")
+            for s in self.graph.successors(n) if s not in self.members)}
+        for view in self.views & shown:
+            shown.add(self.data[view]["args"][0])
+        shown |= {self.prev_of[s] for s in shown if s in self.prev_of}
+        shown |= {self.state_of[p] for p in shown if p in self.state_of}
+        return shown
 
     def _fetch(self, node, t: str = "t") -> list:
         """Lines binding ``v<i>`` to node's value at step ``t`` when it is stored over time."""
@@ -184,7 +196,8 @@ class ScanCode:
         source = _function("scan_forward", prelude + view_lines, per_step + body)
         return source, buffers
 
-    def _transposed(self) -> list:
+    def transposed(self) -> list:
+        """The weights the forward loop multiplies by (it is handed each one transposed)."""
         return sorted({self.data[n]["args"][0] for n in self.order if self._matmul(n)}, key=str)
 
     def _matmul(self, node) -> bool:
@@ -203,7 +216,7 @@ class ScanCode:
         if data["op"] in KERNELS:
             return KERNELS[data["op"]].forward(f"v{i}", ins)
         if self._matmul(node):
-            return [f"matmul({ins[1]}, wt_{_ident(data['args'][0])}, out=v{i})"]
+            return [f"dot({ins[1]}, wt_{_ident(data['args'][0])}, v{i})"]
         return [f"copyto(v{i}, F{i}({', '.join(ins)}))"]
 
     def _last_reads(self) -> dict:
@@ -411,7 +424,9 @@ class ScanCode:
         if op in KERNELS and same:
             return KERNELS[op].gradients[port](dst, mode, g, out, ins, tmp), reads
         if self._matmul(node) and port == 1:
-            compute = (lambda target: [f"matmul({g}, {ins[0]}, out={target})"])
+            # dot writes only into a contiguous buffer; a slice of a cotangent is not one
+            call = "dot" if layout.region[arg] is None else "matmul"
+            compute = (lambda target: [f"{call}({g}, {ins[0]}, {'' if call == 'dot' else 'out='}{target})"])
             code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
             return code, reads
         call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"

@@ -12,7 +12,8 @@ from functools import partial
 
 import networkx as nx
 
-from .algebra import hoist_time_parallel_terms, merge_shared_products, split_concat_products
+from .algebra import (hoist_time_parallel_terms, merge_shared_products, split_concat_products,
+                      widen_sibling_slices)
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_nodes
 
 
@@ -23,6 +24,7 @@ def pipeline(wanted) -> list:
         split_concat_products,
         hoist_time_parallel_terms,
         merge_shared_products,
+        widen_sibling_slices,
         partial(eliminate_common_subexpressions, keep=wanted),
         partial(eliminate_dead_nodes, wanted=wanted),
     ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..ops.elementwise import broadcast_shapes
+from ..compiler.kernels import KERNELS as ELEMENTWISE
 from .rewrite import add_node, core_nodes, fresh, is_static, set_args
 
 
@@ -62,12 +64,13 @@ def _sum_into(graph: nx.DiGraph, node, terms: list) -> None:
 
 
 def hoist_time_parallel_terms(graph: nx.DiGraph) -> nx.DiGraph:
-    """``(P + C) + R = C + (P + R)`` where ``C`` is recurrent and ``P``, ``R`` are not.
+    """``(A + B) + R = A + (B + R)`` when ``B`` and ``R`` both vary less than ``A``.
 
-    An LSTM's pre-activation ``W_ih x + b_ih + W_hh h[t-1] + b_hh`` adds its bias inside
-    the recurrence; regrouped, ``P + R`` (input projection plus bias) runs once over all
-    steps and the core keeps one add per step. Applied until nothing changes, so a longer
-    chain of time-parallel terms collapses into one.
+    Values vary over three ranks: static (parameters), time-parallel, recurrent. An LSTM's
+    pre-activation ``W_ih x + b_ih + W_hh h[t-1] + b_hh`` adds one bias inside the
+    recurrence and one over all steps; regrouped as ``W_hh h[t-1] + (W_ih x + (b_ih + b_hh))``
+    the two biases add once (static), the input projection and bias once over all steps,
+    and the core keeps one add per step. Applied until nothing changes.
     """
     graph = graph.copy()
     changed = True
@@ -78,35 +81,39 @@ def hoist_time_parallel_terms(graph: nx.DiGraph) -> nx.DiGraph:
             found = _hoistable(graph, node, core)
             if found is None:
                 continue
-            inner, recurrent, parallel, rest = found
-            grouped = fresh(graph, f"{node}/hoisted")
-            shape = graph.nodes[parallel]["type"]
-            if graph.nodes[rest]["type"].time is not None:
-                shape = graph.nodes[rest]["type"]
-            add_node(graph, grouped, "add", [parallel, rest],
-                     shape.with_shape(graph.nodes[inner]["shape"]), inner)
-            set_args(graph, node, [recurrent, grouped])
+            inner, varying, steady, rest = found
+            grouped = fresh(graph, f"{node}/grouped")
+            like = steady if graph.nodes[steady]["type"].time is not None else rest
+            shape = broadcast_shapes(graph.nodes[steady]["shape"], graph.nodes[rest]["shape"])
+            add_node(graph, grouped, "add", [steady, rest],
+                     graph.nodes[like]["type"].with_shape(shape), inner)
+            set_args(graph, node, [varying, grouped])
             graph.remove_node(inner)
             changed = True
             break
     return graph
 
 
+def _rank(graph: nx.DiGraph, node, core: set) -> int:
+    """0 for a static value, 1 for a time-parallel one, 2 for a recurrent one."""
+    return 0 if is_static(graph, node) else 2 if node in core else 1
+
+
 def _hoistable(graph: nx.DiGraph, node, core: set):
-    """``(inner, C, P, R)`` when ``node = inner + R`` and ``inner = P + C`` (either order)."""
+    """``(inner, A, B, R)`` when ``node = inner + R``, ``inner = A + B`` (in either order),
+    ``inner`` is used only here and ``B`` and ``R`` both rank below ``A``."""
     data = graph.nodes[node]
-    if data["op"] != "add" or node not in core:
+    if data["op"] != "add":
         return None
     for inner, rest in (data["args"], data["args"][::-1]):
         idata = graph.nodes[inner]
-        if (rest in core or inner not in core or idata["op"] != "add" or inner == rest
-                or list(graph.successors(inner)) != [node] or idata["shape"] != data["shape"]):
+        if (idata["op"] != "add" or inner == rest or list(graph.successors(inner)) != [node]
+                or idata["shape"] != data["shape"]):
             continue
-        a, b = idata["args"]
-        if a in core and b not in core:
-            return inner, a, b, rest
-        if b in core and a not in core:
-            return inner, b, a, rest
+        for varying, steady in (idata["args"], idata["args"][::-1]):
+            top = _rank(graph, varying, core)
+            if _rank(graph, steady, core) < top and _rank(graph, rest, core) < top:
+                return inner, varying, steady, rest
     return None
 
 
@@ -144,3 +151,73 @@ def merge_shared_products(graph: nx.DiGraph) -> nx.DiGraph:
             set_args(graph, product, [merged])
             start += count
     return graph
+
+
+def widen_sibling_slices(graph: nx.DiGraph) -> nx.DiGraph:
+    """``op(x[a:b]), op(x[b:c])`` become slices of one ``op(x[a:c])``.
+
+    The gates of a cell are slices of one pre-activation; the same elementwise op on
+    neighbouring slices (an LSTM's input and forget gates, both sigmoids; a GRU's ``r`` and
+    ``z`` pre-activations, both sums of slices of the same two products) is one call on a
+    wider slice, which halves the calls per step. Each old node keeps its id as a slice of
+    the widened one; binary ops widen when every input is sliced alike.
+    """
+    graph = graph.copy()
+    groups: dict = {}
+    for node, data in graph.nodes(data=True):
+        key = _sibling_key(graph, data)
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    for key, members in groups.items():
+        members.sort(key=lambda n: _extent(graph, graph.nodes[n]["args"][0]))
+        run = [members[0]]
+        for node in members[1:] + [None]:
+            if node is not None and _extent(graph, graph.nodes[node]["args"][0])[0] == \
+                    _extent(graph, graph.nodes[run[-1]]["args"][0])[1]:
+                run.append(node)
+                continue
+            if len(run) > 1:
+                _widen(graph, run)
+            run = [node]
+    return graph
+
+
+def _extent(graph: nx.DiGraph, node) -> tuple:
+    attrs = graph.nodes[node]["attrs"]
+    return attrs["start"], attrs["stop"]
+
+
+def _sibling_key(graph: nx.DiGraph, data: dict):
+    """Nodes with equal keys apply one op to slices of the same inputs (or None)."""
+    if data["op"] not in ELEMENTWISE or len(data["shape"]) != 1:
+        return None
+    slices = [graph.nodes[a] for a in data["args"]]
+    if any(s["op"] != "slice" or s["attrs"].get("axis", -1) != -1 or len(s["shape"]) != 1
+           for s in slices):
+        return None
+    extents = {(s["attrs"]["start"], s["attrs"]["stop"]) for s in slices}
+    if len(extents) != 1:
+        return None
+    return data["op"], tuple(s["args"][0] for s in slices), repr(sorted(data["attrs"].items()))
+
+
+def _widen(graph: nx.DiGraph, run: list) -> None:
+    first = graph.nodes[run[0]]
+    start = _extent(graph, first["args"][0])[0]
+    stop = _extent(graph, graph.nodes[run[-1]]["args"][0])[1]
+    wide_args = []
+    for port, arg in enumerate(first["args"]):
+        parent = graph.nodes[arg]["args"][0]
+        wide = fresh(graph, f"{parent}[{start}:{stop}]")
+        add_node(graph, wide, "slice", [parent], graph.nodes[arg]["type"].with_shape((stop - start,)),
+                 arg, {"start": start, "stop": stop, "axis": -1})
+        wide_args.append(wide)
+    widened = fresh(graph, f"{run[0]}/wide")
+    add_node(graph, widened, first["op"], wide_args, first["type"].with_shape((stop - start,)),
+             run[0], first["attrs"])
+    for node in run:
+        begin, end = _extent(graph, graph.nodes[node]["args"][0])
+        graph.nodes[node]["op"] = "slice"
+        graph.nodes[node]["attrs"] = {"start": begin - start, "stop": end - start, "axis": -1}
+        graph.nodes[node]["rule"] = "g placed in zeros"
+        set_args(graph, node, [widened])

@@ -51,9 +51,19 @@ class GradientFlow:
         return norms[0] / norms[-1] if norms[-1] > 0 else math.inf
 
 
+def _squares(backend, array):
+    return backend.to_host(array).astype("float64") ** 2
+
+
 def _norm(backend, array) -> float:
-    host = backend.to_host(array)
-    return float(math.sqrt(float((host.astype("float64") ** 2).sum())))
+    """The 2-norm of all of ``array``."""
+    return math.sqrt(float(_squares(backend, array).sum()))
+
+
+def _step_norms(backend, stacked) -> list:
+    """The 2-norm of each step of ``stacked``, ``(T, B, ...)``."""
+    squares = _squares(backend, stacked)
+    return [math.sqrt(float(v)) for v in squares.reshape(len(squares), -1).sum(axis=1)]
 
 
 def gradient_flow(network, inputs: dict, lengths=None) -> GradientFlow:
@@ -64,10 +74,7 @@ def gradient_flow(network, inputs: dict, lengths=None) -> GradientFlow:
     loss = float(network.backend.to_host(probe.forward(inputs, lengths)["loss"]))
     param_grads = probe.backward()
     backend, model = network.backend, network.model
-    states = {}
-    for key, prev in model.checked.states.items():
-        count = probe.steps[model.graph.nodes[prev]["time"]]
-        states[key] = [_norm(backend, probe.grad(key, step=t)) for t in range(count)]
+    states = {key: _step_norms(backend, probe.grad(key)) for key in model.checked.states}
     params = {key: (tuple(network.params[key].shape), _norm(backend, param_grads[key]))
               for key in model.checked.params}
     return GradientFlow(states, params, loss, _batch_size(model, inputs), probe.steps)

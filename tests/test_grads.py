@@ -6,6 +6,7 @@ take its final states, then restart the rest of the sequence from those states, 
 one component at a time."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,6 @@ import seqgraph as sg
 from seqgraph import SeqgraphError, cli, grads
 from seqgraph.gradcheck import random_inputs
 from seqgraph.grads import GradientFlow
-
-from pathlib import Path
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

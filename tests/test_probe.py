@@ -3,11 +3,17 @@
 The numbers are checked against a hand computation, in NumPy, of a tiny cell whose forget
 gate reads the previous output and whose cell state carries a sum over time."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import seqgraph as sg
 from seqgraph import SeqgraphError
+from seqgraph.gradcheck import random_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\
 cell Tiny(x : [X]) -> h : [H] {
@@ -182,11 +188,8 @@ def test_reading_before_running_says_what_to_call():
 
 
 def test_the_worked_example_in_the_docs_runs_and_shows_these_numbers(monkeypatch):
-    import re
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "inspection.md").read_text()
-    monkeypatch.chdir(root)
+    page = (ROOT / "docs" / "inspection.md").read_text()
+    monkeypatch.chdir(ROOT)
     namespace: dict = {}
     for block in re.findall(r"^```python\n(.*?)^```", page, re.S | re.M):
         exec(block, namespace)  # noqa: S102 - the page's own examples
@@ -202,9 +205,7 @@ def test_the_worked_example_in_the_docs_runs_and_shows_these_numbers(monkeypatch
 
 
 def test_steps_on_two_time_axes_of_different_lengths():
-    from pathlib import Path
-    from seqgraph.gradcheck import random_inputs
-    model = sg.load(Path(__file__).resolve().parents[1] / "models" / "seq2seq_attention.sg").model()
+    model = sg.load(ROOT / "models" / "seq2seq_attention.sg").model()
     probe = sg.Probe(sg.compile(model, dtype="float64", hidden=4, embed=3))
     inputs, lengths = random_inputs(probe.model, batch=2, steps={"src": 5, "tgt": 3})
     probe.forward(inputs, lengths)

@@ -1,0 +1,293 @@
+"""Fused elementwise chains as CUDA kernels: one forward and one backward kernel per
+:class:`~seqgraph.passes.fusion.Chain`, generated from the chain's formulas.
+
+A chain's formulas are written in a small expression language over ``x{k}`` (input ``k``)
+and ``g{k}`` (the cotangent of output ``k``)::
+
+    expr := number | name | expr (+ - * /) expr | -expr | expr (> < >= <= == !=) expr
+          | exp(expr) | log(expr) | tanh(expr) | max(expr, expr)
+
+It is parsed once into a small tree (:func:`parse_formula`), and that one tree is both
+
+- **translated to CUDA C** (:func:`cuda_expression`, :func:`generate_kernel`): every number
+  becomes a literal of the kernel's element type ``T`` (``float`` or ``double``), ``max`` the
+  NaN-propagating maximum NumPy computes, a comparison ``1`` or ``0`` of type ``T``, and a
+  sub-expression used more than once a ``const T`` local computed once; and
+- **evaluated with an array namespace** (:func:`evaluate`), which is how the formulas are
+  tested against the op registry without a GPU, and how a chain runs on NumPy.
+
+:class:`ChainKernel` runs one chain with either: CuPy ``ElementwiseKernel`` objects on the
+GPU, or :func:`evaluate` on any other namespace. Inputs broadcast like NumPy (a bias of shape
+``(H,)`` against a ``(B, H)`` value); every output has the broadcast shape.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+from dataclasses import dataclass
+
+from ..errors import SeqgraphError
+
+FUNCTIONS = ("exp", "log", "tanh", "max")
+BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+COMPARE = {ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!="}
+
+# The helper the generated code calls for ``max``: NaN if either side is NaN, as
+# numpy.maximum (CUDA's fmax would return the other side instead).
+PREAMBLE = """
+template <typename T> __device__ __forceinline__ T sg_max(T a, T b) {
+    return (a > b || a != a) ? a : b;
+}
+"""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a parsed formula: ``kind`` is ``num``, ``var``, ``neg``, ``bin``, ``cmp``
+    or ``call``; ``op`` the operator or function name; ``args`` the operands."""
+    kind: str
+    op: object
+    args: tuple = ()
+
+
+def parse_formula(text: str) -> Node:
+    """The tree of one formula; anything outside the formula language is a SeqgraphError."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as error:
+        raise SeqgraphError(f"fused formula does not parse: {text!r} ({error.msg})") from None
+    return _convert(tree, text)
+
+
+def _convert(tree, text: str) -> Node:
+    if isinstance(tree, ast.Constant) and isinstance(tree.value, (int, float)) \
+            and not isinstance(tree.value, bool):
+        return Node("num", tree.value)
+    if isinstance(tree, ast.Name) and tree.id[:1] in ("x", "g") and tree.id[1:].isdigit():
+        return Node("var", tree.id)
+    if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub):
+        return Node("neg", "-", (_convert(tree.operand, text),))
+    if isinstance(tree, ast.BinOp) and type(tree.op) in BINARY:
+        return Node("bin", BINARY[type(tree.op)], (_convert(tree.left, text), _convert(tree.right, text)))
+    if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in COMPARE:
+        return Node("cmp", COMPARE[type(tree.ops[0])],
+                    (_convert(tree.left, text), _convert(tree.comparators[0], text)))
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in FUNCTIONS \
+            and not tree.keywords and len(tree.args) == (2 if tree.func.id == "max" else 1):
+        return Node("call", tree.func.id, tuple(_convert(a, text) for a in tree.args))
+    raise SeqgraphError(f"fused formula {text!r} uses {ast.unparse(tree)!r}, which has no kernel form",
+                        hint="formulas may use + - * /, comparisons, exp, log, tanh and max")
+
+
+# -- evaluation with an array namespace -------------------------------------------------------
+
+
+def evaluate(formula, values: dict, xp):
+    """The value of ``formula`` (text or a parsed tree) with ``values`` bound to ``x{k}`` and
+    ``g{k}``, computed with ``xp`` (a repeated sub-expression is computed once)."""
+    tree = parse_formula(formula) if isinstance(formula, str) else formula
+    return _evaluate(tree, values, xp, {})
+
+
+def _evaluate(node: Node, values: dict, xp, memo: dict):
+    if node in memo:
+        return memo[node]
+    if node.kind == "num":
+        return node.op
+    if node.kind == "var":
+        return values[node.op]
+    args = [_evaluate(a, values, xp, memo) for a in node.args]
+    if node.kind == "neg":
+        result = xp.negative(args[0])
+    elif node.kind == "call":
+        result = xp.maximum(*args) if node.op == "max" else getattr(xp, node.op)(args[0])
+    elif node.kind == "cmp":
+        result = _COMPARE_UFUNCS[node.op](xp)(*args)
+    else:
+        result = _BINARY_UFUNCS[node.op](xp)(*args)
+    memo[node] = result
+    return result
+
+
+_BINARY_UFUNCS = {"+": lambda xp: xp.add, "-": lambda xp: xp.subtract, "*": lambda xp: xp.multiply,
+                  "/": lambda xp: xp.divide}
+_COMPARE_UFUNCS = {">": lambda xp: xp.greater, "<": lambda xp: xp.less, ">=": lambda xp: xp.greater_equal,
+                   "<=": lambda xp: xp.less_equal, "==": lambda xp: xp.equal, "!=": lambda xp: xp.not_equal}
+
+
+# -- translation to CUDA C --------------------------------------------------------------------
+
+
+def cuda_expression(node: Node, names: dict) -> str:
+    """CUDA C for ``node`` over element type ``T``; sub-trees in ``names`` are read from the
+    locals named there."""
+    if node in names:
+        return names[node]
+    if node.kind == "num":
+        return f"((T){_literal(node.op)})"
+    if node.kind == "var":
+        return node.op
+    args = [cuda_expression(a, names) for a in node.args]
+    if node.kind == "neg":
+        return f"(-{args[0]})"
+    if node.kind == "call":
+        return f"sg_max({args[0]}, {args[1]})" if node.op == "max" else f"{node.op}({args[0]})"
+    if node.kind == "cmp":
+        return f"((T)({args[0]} {node.op} {args[1]}))"
+    return f"({args[0]} {node.op} {args[1]})"
+
+
+def _literal(number) -> str:
+    if isinstance(number, int):
+        return str(number)
+    if not math.isfinite(number):
+        raise SeqgraphError(f"fused formula holds the number {number}, which has no CUDA literal")
+    return repr(float(number))
+
+
+def cuda_statements(assignments: list) -> list:
+    """Lines of CUDA C computing ``target = formula`` for every ``(target, tree)`` given; a
+    sub-expression that occurs more than once becomes a ``const T`` local, computed once."""
+    counts: dict = {}
+    for _, tree in assignments:
+        _count(tree, counts)
+    names, lines = {}, []
+    for _, tree in assignments:
+        _bind_shared(tree, counts, names, lines)
+    lines += [f"{target} = {cuda_expression(tree, names)};" for target, tree in assignments]
+    return lines
+
+
+def _count(node: Node, counts: dict) -> None:
+    counts[node] = counts.get(node, 0) + 1
+    if counts[node] == 1:
+        for arg in node.args:
+            _count(arg, counts)
+
+
+def _bind_shared(node: Node, counts: dict, names: dict, lines: list) -> None:
+    if node in names or node.kind in ("num", "var"):
+        return
+    for arg in node.args:
+        _bind_shared(arg, counts, names, lines)
+    if counts[node] > 1:
+        name = f"s{len(names)}"
+        lines.append(f"const T {name} = {cuda_expression(node, names)};")
+        names[node] = name
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """What one ``cupy.ElementwiseKernel`` is made of (also compiled alone by the tests)."""
+    name: str
+    inputs: tuple
+    outputs: tuple
+    body: str
+
+    @property
+    def in_params(self) -> str:
+        """CuPy's parameter list of the inputs (all of type ``T``)."""
+        return ", ".join(f"T {n}" for n in self.inputs)
+
+    @property
+    def out_params(self) -> str:
+        """CuPy's parameter list of the outputs (all of type ``T``)."""
+        return ", ".join(f"T {n}" for n in self.outputs)
+
+    def standalone(self, dtype: str) -> str:
+        """A complete CUDA translation unit running the body once per element of flat arrays
+        of ``dtype`` (``float32`` or ``float64``), as an ElementwiseKernel does, for checking
+        the generated code with ``nvcc`` where CuPy is absent."""
+        ctype = {"float32": "float", "float64": "double"}[dtype]
+        params = [f"const T* in_{n}" for n in self.inputs] + [f"T* out_{n}" for n in self.outputs]
+        loads = [f"        const T {n} = in_{n}[i];" for n in self.inputs]
+        refs = [f"        T& {n} = out_{n}[i];" for n in self.outputs]
+        body = ["        " + line for line in self.body.splitlines()]
+        return "\n".join([
+            f"typedef {ctype} T;", PREAMBLE,
+            f'extern "C" __global__ void {self.name}({", ".join(params)}, long long n) {{',
+            "    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;",
+            "         i += (long long)blockDim.x * gridDim.x) {",
+            *loads, *refs, *body, "    }", "}", ""])
+
+
+def generate_kernel(chain, direction: str) -> KernelSource:
+    """The kernel source of ``chain`` for ``direction`` (``forward`` or ``backward``).
+
+    Forward reads the inputs ``x0..`` and writes one output ``y{k}`` per chain output;
+    backward reads the inputs and the outputs' cotangents ``g0..`` and writes ``d{k}``, the
+    cotangent contribution of every input ``k`` that has a backward formula."""
+    if direction == "forward":
+        inputs = tuple(f"x{k}" for k in range(len(chain.inputs)))
+        targets = [(f"y{k}", chain.forward[out]) for k, out in enumerate(chain.outputs)]
+    else:
+        inputs = tuple(f"x{k}" for k in range(len(chain.inputs))) + \
+            tuple(f"g{k}" for k in range(len(chain.outputs)))
+        targets = [(f"d{k}", chain.backward[arg]) for k, arg in enumerate(chain.inputs)
+                   if arg in chain.backward]
+    assignments = [(target, parse_formula(text)) for target, text in targets]
+    body = "\n".join(cuda_statements(assignments))
+    digest = hashlib.sha1(f"{inputs}{targets}".encode()).hexdigest()[:12]
+    name = f"sg_chain_{direction}_{digest}"
+    return KernelSource(name, inputs, tuple(t for t, _ in targets), body)
+
+
+class ChainKernel:
+    """One fused chain, runnable: ``forward(*inputs)`` returns one array per chain output,
+    ``backward(*inputs, *cotangents)`` one per input with a backward formula (in
+    ``backward_inputs`` order), each at the inputs' broadcast shape.
+
+    With CuPy each direction is one generated ``ElementwiseKernel`` launch; with any other
+    namespace the same formulas are evaluated with its ufuncs."""
+
+    def __init__(self, chain, xp):
+        self.chain = chain
+        self.xp = xp
+        self.backward_inputs = [a for a in chain.inputs if a in chain.backward]
+        self.sources = {d: generate_kernel(chain, d) for d in ("forward", "backward")}
+        self._trees = {"forward": [parse_formula(chain.forward[o]) for o in chain.outputs],
+                       "backward": [parse_formula(chain.backward[a]) for a in self.backward_inputs]}
+        self._kernels = {}
+        if _is_cupy(xp):
+            self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
+                                                     preamble=PREAMBLE)
+                             for d, s in self.sources.items()}
+
+    def forward(self, *inputs, out=None) -> tuple:
+        """The chain's outputs (written into ``out``, a sequence of arrays, when given)."""
+        return self._run("forward", inputs, out)
+
+    def backward(self, *inputs_and_cotangents, out=None) -> tuple:
+        """The cotangent contributions of the inputs in ``backward_inputs``."""
+        return self._run("backward", inputs_and_cotangents, out)
+
+    def _run(self, direction: str, arrays: tuple, out) -> tuple:
+        source = self.sources[direction]
+        if len(arrays) != len(source.inputs):
+            raise TypeError(f"{source.name} takes {len(source.inputs)} arrays, got {len(arrays)}")
+        if not source.outputs:
+            return ()
+        if direction in self._kernels:
+            if out is None:
+                shape = self.xp.broadcast_shapes(*(a.shape for a in arrays))
+                dtype = self.xp.result_type(*arrays)
+                out = [self.xp.empty(shape, dtype=dtype) for _ in source.outputs]
+            self._kernels[direction](*arrays, *out)
+            return tuple(out)
+        values = dict(zip(source.inputs, arrays))
+        memo: dict = {}
+        shape = self.xp.broadcast_shapes(*(self.xp.shape(a) for a in arrays))
+        results = []
+        for k, tree in enumerate(self._trees[direction]):
+            value = self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo), shape)
+            if out is not None:
+                self.xp.copyto(out[k], value)
+                value = out[k]
+            results.append(value)
+        return tuple(results)
+
+
+def _is_cupy(xp) -> bool:
+    return getattr(xp, "__name__", "") == "cupy"

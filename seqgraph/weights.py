@@ -11,7 +11,6 @@ import json
 import os
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy
@@ -19,15 +18,19 @@ import numpy
 from .errors import SeqgraphError
 
 HEADER = "__seqgraph__"
+TEMPORARY = ".tmp"  # the suffix of atomic_write's temporary files
 
 
 def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then
+    rename it into place: a reader (or a crash, or a kill) sees the old file or the new one,
+    never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY)
     try:
         with os.fdopen(handle, "wb") as file:
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private; use the usual mode
             write(file)
             file.flush()
             os.fsync(file.fileno())
@@ -36,6 +39,38 @@ def atomic_write(path, write) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+    _sync_directory(path.parent)
+
+
+def remove_temporaries(folder) -> list:
+    """Delete the temporary files a killed :func:`atomic_write` left in ``folder``; returns
+    their names. Only call it while nothing else writes there."""
+    removed = []
+    for leftover in Path(folder).glob(f".*{TEMPORARY}"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover.name)
+    return removed
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _sync_directory(folder: Path) -> None:
+    """Flush the rename itself to disk, so a power cut cannot undo it (POSIX; elsewhere the
+    rename is as durable as the file system makes it)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def save_arrays(path, arrays: dict, header: dict) -> None:
@@ -45,23 +80,69 @@ def save_arrays(path, arrays: dict, header: dict) -> None:
     atomic_write(path, lambda file: numpy.savez(file, **payload))
 
 
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_HINT = "only plain numeric arrays are read, so a file cannot run code"
+
+
+def read_npz(path, label: str) -> dict:
+    """Every array of the ``.npz`` file at ``path``, read with ``allow_pickle=False``.
+
+    Anything else is a SeqgraphError starting with ``label`` (e.g. ``data file 'x.npz'``):
+    a missing, empty or truncated file, an ``.npy`` or a pickle, an array of Python objects
+    (refused without unpickling it: unpickling can run arbitrary code).
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except FileNotFoundError:
+        raise SeqgraphError(f"{label} does not exist") from None
+    except OSError as error:
+        raise SeqgraphError(f"cannot read {label}: {error.strerror or error}") from None
+    if not head:
+        raise SeqgraphError(f"{label} is empty")
+    if head.startswith(_NPY_MAGIC):
+        raise SeqgraphError(f"{label} is an .npy file holding one unnamed array; seqgraph needs "
+                            "named arrays", hint="save them with np.savez(path, x=x, y=y)")
+    if head[:1] == b"\x80":
+        raise SeqgraphError(f"{label} is a Python pickle; seqgraph refuses pickled data, since "
+                            "loading it can run arbitrary code", hint=_PICKLE_HINT)
+    if not head.startswith(_NPZ_MAGIC):
+        raise SeqgraphError(f"{label} is not an .npz file (it is not a zip archive)",
+                            hint="save arrays with np.savez(path, x=x, y=y)")
+    arrays = {}
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            for name in archive.files:
+                try:
+                    arrays[name] = archive[name]
+                except ValueError as error:
+                    if "allow_pickle" not in str(error):
+                        raise
+                    raise SeqgraphError(
+                        f"{label}: array '{name}' holds Python objects, which would have to be "
+                        "unpickled; seqgraph refuses pickled objects, since loading them can run "
+                        "arbitrary code", hint=_PICKLE_HINT) from None
+    except SeqgraphError:
+        raise
+    except Exception as error:  # a damaged archive: zipfile, zlib, OSError, ValueError, EOFError
+        raise SeqgraphError(f"{label} is corrupt or truncated and cannot be read ({error})") from None
+    return arrays
+
+
 def load_arrays(path) -> tuple:
     """``(arrays, header)`` from a file written by :func:`save_arrays`; objects are refused."""
     path = Path(path)
     if not path.exists():
         raise SeqgraphError(f"no such file: {path}")
-    try:
-        with numpy.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as error:
-        if "pickle" in str(error).lower() or "object" in str(error).lower():
-            raise SeqgraphError(f"{path} holds pickled Python objects, which seqgraph refuses to load",
-                                hint="only plain numeric arrays are read, so a file cannot run code") from None
-        raise SeqgraphError(f"{path} is not a readable .npz file: {error}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise SeqgraphError(f"{path} is corrupt or truncated ({error})") from None
+    arrays = read_npz(path, str(path))
     raw = arrays.pop(HEADER, None)
-    header = json.loads(bytes(raw).decode("utf-8")) if raw is not None else {}
+    try:
+        header = json.loads(bytes(raw).decode("utf-8")) if raw is not None else {}
+    except (UnicodeDecodeError, ValueError):
+        raise SeqgraphError(f"{path} is corrupt: its header is not readable JSON") from None
+    if not isinstance(header, dict):
+        raise SeqgraphError(f"{path} is corrupt: its header is not a JSON object")
     return arrays, header
 
 

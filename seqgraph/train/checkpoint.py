@@ -33,8 +33,14 @@ def save_checkpoint(path, network, optimizer, header: dict, carried: dict | None
     save_arrays(path, arrays, header)
 
 
+REQUIRED = ("model", "sizes", "epoch", "batch", "history")
+
+
 def read_checkpoint(path) -> tuple:
-    """``(arrays, header)`` of a checkpoint file, or of the newest checkpoint in a run folder."""
+    """``(arrays, header)`` of a checkpoint file, or of the newest checkpoint in a run folder.
+
+    A file that is corrupt, truncated, pickled, not a checkpoint, or lacks what a checkpoint
+    holds is a SeqgraphError naming the file and what is wrong."""
     path = Path(path)
     if path.is_dir():
         candidates = [path / name for name in (LAST, FINAL, BEST) if (path / name).exists()]
@@ -43,23 +49,55 @@ def read_checkpoint(path) -> tuple:
         path = max(candidates, key=lambda p: p.stat().st_mtime)
     arrays, header = load_arrays(path)
     if header.get("kind") != "checkpoint":
-        raise SeqgraphError(f"{path} is not a seqgraph training checkpoint")
+        raise SeqgraphError(f"{path} is not a seqgraph training checkpoint",
+                            hint="weights saved with save_params load with seqgraph.weights.load_params")
+    missing = [key for key in REQUIRED if key not in header]
+    if missing or not isinstance(header.get("sizes"), dict):
+        raise SeqgraphError(f"{path} is a damaged checkpoint: its header lacks "
+                            f"{', '.join(missing) or 'the model sizes'}")
     header["path"] = str(path)
     return arrays, header
 
 
 def restore(network, optimizer, arrays: dict, header: dict) -> dict:
-    """Load a checkpoint into ``network`` and ``optimizer``; returns the carried states."""
+    """Load a checkpoint into ``network`` and ``optimizer``; returns the carried states.
+
+    The checkpoint must come from the same model with the same sizes, hold every parameter
+    with its shape, finite, and optimiser state for the parameters only."""
     origin = header.get("path", "checkpoint")
     if header.get("model") != network.model.name or header.get("sizes") != network.model.sizes:
         raise SeqgraphError(f"{origin} was saved from model {header.get('model')} with sizes "
-                            f"{header.get('sizes')}, not {network.model.name} with {network.model.sizes}")
-    set_params(network, _section(arrays, "param/"), origin)
+                            f"{header.get('sizes')}, not {network.model.name} with {network.model.sizes}",
+                            hint="resume with the model file and --size flags the run was started with")
+    params = _section(arrays, "param/")
+    set_params(network, params, origin)
+    for key, value in params.items():
+        if not numpy.isfinite(value).all():
+            raise SeqgraphError(f"{origin}: parameter '{key}' holds NaN or infinite values",
+                                hint="this checkpoint was saved after training diverged; use an "
+                                     "earlier one")
     if optimizer is not None:
+        buffers = _section(arrays, "optim/")
+        _check_buffers(origin, buffers, network.params)
         state = {**header.get("optimizer_scalars", {}),
-                 **{k: network.backend.asarray(v) for k, v in _section(arrays, "optim/").items()}}
-        optimizer.load_state_dict(state)
+                 **{k: network.backend.asarray(v) for k, v in buffers.items()}}
+        try:
+            optimizer.load_state_dict(state)
+        except SeqgraphError as error:
+            raise SeqgraphError(f"{origin}: {error.message}", hint=error.hint) from None
     return {k: network.backend.asarray(v) for k, v in _section(arrays, "state/").items()}
+
+
+def _check_buffers(origin: str, buffers: dict, params: dict) -> None:
+    """Each optimiser buffer ``<name>/<param key>`` must match its parameter's shape."""
+    for entry, value in buffers.items():
+        key = entry.partition("/")[2]
+        if key not in params:
+            raise SeqgraphError(f"{origin}: optimiser state '{entry}' is for a parameter the model "
+                                "does not have")
+        if tuple(value.shape) != tuple(params[key].shape):
+            raise SeqgraphError(f"{origin}: optimiser state '{entry}' has shape {tuple(value.shape)}, "
+                                f"the parameter has {tuple(params[key].shape)}")
 
 
 def _section(arrays: dict, prefix: str) -> dict:

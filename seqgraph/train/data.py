@@ -31,6 +31,7 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import SeqgraphError, Source, Span, did_you_mean
+from ..weights import read_npz
 
 KINDS = ("text", "sequence", "image")
 METRICS = ("perplexity", "accuracy", "mse")
@@ -949,10 +950,6 @@ def load_text(path) -> Dataset:
     return CharCorpus(text, name=label).dataset()
 
 
-_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_MAGIC = b"\x93NUMPY"
-
-
 def load_npz(path, expected: Optional[dict] = None,
              time_axes: Optional[dict] = None) -> Dataset:
     """A dataset from an ``.npz`` file of named arrays, stored example-major.
@@ -1035,48 +1032,9 @@ def load_npz(path, expected: Optional[dict] = None,
 
 def _read_npz(path: Path) -> dict:
     """Every array in the .npz at ``path``, refusing pickles and anything not an .npz."""
-    label = str(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except FileNotFoundError:
-        raise SeqgraphError(f"data file '{label}' does not exist") from None
-    except OSError as error:
-        raise SeqgraphError(f"cannot read data file '{label}': {error.strerror or error}") from None
-    if not head:
-        raise SeqgraphError(f"data file '{label}' is empty")
-    if head.startswith(_NPY_MAGIC):
-        raise SeqgraphError(f"data file '{label}' is an .npy file holding one unnamed array; "
-                            "seqgraph needs named arrays",
-                            hint="save them with np.savez(path, x=x, y=y)")
-    if head[:1] == b"\x80":
-        raise SeqgraphError(f"data file '{label}' is a Python pickle; seqgraph refuses pickled "
-                            "data, since loading it can run arbitrary code",
-                            hint="save plain arrays with np.savez(path, x=x, y=y)")
-    if not head.startswith(_NPZ_MAGIC):
-        raise SeqgraphError(f"data file '{label}' is not an .npz file (it is not a zip archive)",
-                            hint="save arrays with np.savez(path, x=x, y=y)")
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            for name in archive.files:
-                try:
-                    arrays[name] = archive[name]
-                except ValueError as error:
-                    if "allow_pickle" not in str(error):
-                        raise
-                    raise SeqgraphError(
-                        f"data file '{label}': array '{name}' holds Python objects, which "
-                        "would have to be unpickled; seqgraph refuses pickled objects, since "
-                        "loading them can run arbitrary code",
-                        hint="store numbers: pad ragged sequences into one array and save "
-                             "their lengths beside it") from None
-    except SeqgraphError:
-        raise
-    except Exception as error:  # a damaged archive: zipfile, OSError, ValueError, EOFError
-        raise SeqgraphError(f"data file '{label}' is damaged and cannot be read: {error}") from None
+    arrays = read_npz(path, f"data file '{path}'")
     if not arrays:
-        raise SeqgraphError(f"data file '{label}' holds no arrays")
+        raise SeqgraphError(f"data file '{path}' holds no arrays")
     return arrays
 
 

@@ -23,7 +23,7 @@ from .. import faults, resources
 from ..errors import SeqgraphError
 from ..backends import get_backend
 from ..runtime import Network
-from ..weights import atomic_write
+from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
 from . import optim, report
 from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
@@ -175,6 +175,7 @@ class Trainer:
     def run(self) -> list:
         """Train until the epochs are done or early stopping says so; write the run's files."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.out_dir)  # half-written files of a run that was killed
         self._write_config()
         stale = self._epochs_without_improvement()
         try:
@@ -185,13 +186,15 @@ class Trainer:
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
                 score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+                # Both checkpoints hold the state after this epoch, so a run killed between
+                # the two writes resumes correctly from whichever is newer.
+                self.epoch, self.batch_index = self.epoch + 1, 0
                 if score < self.best or improved:
                     self.best = score
                     stale = 0
                     self._save(BEST)
                 else:
                     stale += 1
-                self.epoch, self.batch_index = self.epoch + 1, 0
                 self._save(LAST)
                 report.write_metrics(self.out_dir / "metrics.csv", self.history)
                 if self.config.sample and self.dataset.kind == "text":

@@ -2,7 +2,7 @@
 
 ::
 
-    seqgraph check MODEL.sg          parse, type/shape check, gradient check, parameter table
+    seqgraph check MODEL.sg [--crosscheck]   parse, check, gradient check, parameters; NumPy vs CuPy
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
@@ -103,13 +103,26 @@ def cmd_check(args) -> int:
     if not models and not program.ast.cells:
         raise SeqgraphError(f"{args.model_file} defines no model",
                             hint="write one: model Name(sizes) { input ... loss = ... }")
+    gpu = _crosscheck_backend() if args.crosscheck else None
     print(f"{args.model_file}: ok")
     for cell in program.ast.cells:
         print(_cell_report(cell))
+    agreed = True
     for model in models:
         print()
         print(_check_report(model))
-    return 0
+        if gpu is not None:
+            from .crosscheck import crosscheck
+            result = crosscheck(model, "numpy", gpu)
+            print(result)
+            agreed = agreed and result.difference is None
+    return 0 if agreed else 1
+
+
+def _crosscheck_backend():
+    """The CuPy backend (made before anything is printed, so a missing GPU is one error)."""
+    from .backends import get_backend
+    return get_backend("cupy")
 
 
 # --- seqgraph graph ----------------------------------------------------------------------------
@@ -251,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "and parameters")
     check.add_argument("model_file", metavar="MODEL.sg")
     check.add_argument("--model", metavar="NAME", help="check only this model")
+    check.add_argument("--crosscheck", action="store_true",
+                       help="run on NumPy and on CuPy and name the first node and time step that differ")
     check.set_defaults(handler=cmd_check)
 
     graph = commands.add_parser("graph", help="show the folded, unrolled or gradient graph")

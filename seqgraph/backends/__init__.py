@@ -11,8 +11,11 @@ from ..errors import SeqgraphError, did_you_mean
 BACKENDS = ("numpy", "cupy")
 
 
-def get_backend(name: str):
-    """The backend called ``name``: ``numpy`` or ``cupy``."""
+def get_backend(name):
+    """The backend called ``name``: ``numpy`` or ``cupy`` (a backend object is returned as it
+    is, so a caller may bring its own: one with ``name``, ``xp``, ``asarray``, ``to_host``)."""
+    if not isinstance(name, str):
+        return name
     if name == "numpy":
         from .numpy_backend import NumpyBackend
         return NumpyBackend()

@@ -130,10 +130,11 @@ def merge_shared_products(graph: nx.DiGraph) -> nx.DiGraph:
     for node, data in graph.nodes(data=True):
         if data["op"] == "matmul" and is_static(graph, data["args"][0]):
             groups.setdefault(data["args"][1], []).append(node)
+    position = {node: k for k, node in enumerate(graph.nodes)}
     for operand, products in groups.items():
         if len(products) < 2:
             continue
-        products.sort(key=str)
+        products.sort(key=position.get)
         weights = [graph.nodes[p]["args"][0] for p in products]
         rows = [graph.nodes[w]["shape"][0] for w in weights]
         first = products[0]
@@ -160,26 +161,35 @@ def widen_sibling_slices(graph: nx.DiGraph) -> nx.DiGraph:
     neighbouring slices (an LSTM's input and forget gates, both sigmoids; a GRU's ``r`` and
     ``z`` pre-activations, both sums of slices of the same two products) is one call on a
     wider slice, which halves the calls per step. Each old node keeps its id as a slice of
-    the widened one; binary ops widen when every input is sliced alike.
+    the widened one. Binary ops widen when every input is sliced alike or is a static value
+    of the sibling's own size (gate biases, joined into one static vector).
     """
     graph = graph.copy()
+    while _widen_once(graph):
+        pass  # a widened op makes its consumers siblings in turn
+    return graph
+
+
+def _widen_once(graph: nx.DiGraph) -> bool:
     groups: dict = {}
     for node, data in graph.nodes(data=True):
         key = _sibling_key(graph, data)
         if key is not None:
             groups.setdefault(key, []).append(node)
-    for key, members in groups.items():
-        members.sort(key=lambda n: _extent(graph, graph.nodes[n]["args"][0]))
+    changed = False
+    for members in groups.values():
+        members.sort(key=lambda n: _extent(graph, _sliced(graph, n)))
         run = [members[0]]
         for node in members[1:] + [None]:
-            if node is not None and _extent(graph, graph.nodes[node]["args"][0])[0] == \
-                    _extent(graph, graph.nodes[run[-1]]["args"][0])[1]:
+            if node is not None and _extent(graph, _sliced(graph, node))[0] == \
+                    _extent(graph, _sliced(graph, run[-1]))[1]:
                 run.append(node)
                 continue
             if len(run) > 1:
                 _widen(graph, run)
+                changed = True
             run = [node]
-    return graph
+    return changed
 
 
 def _extent(graph: nx.DiGraph, node) -> tuple:
@@ -191,32 +201,54 @@ def _sibling_key(graph: nx.DiGraph, data: dict):
     """Nodes with equal keys apply one op to slices of the same inputs (or None)."""
     if data["op"] not in ELEMENTWISE or len(data["shape"]) != 1:
         return None
-    slices = [graph.nodes[a] for a in data["args"]]
-    if any(s["op"] != "slice" or s["attrs"].get("axis", -1) != -1 or len(s["shape"]) != 1
-           for s in slices):
-        return None
-    extents = {(s["attrs"]["start"], s["attrs"]["stop"]) for s in slices}
+    parents, extents = [], set()
+    for arg in data["args"]:
+        source = graph.nodes[arg]
+        if _is_slice(source):
+            parents.append(source["args"][0])
+            extents.add((source["attrs"]["start"], source["attrs"]["stop"]))
+        elif is_static(graph, arg) and tuple(source["shape"]) == tuple(data["shape"]):
+            parents.append(STATIC)
+        else:
+            return None
     if len(extents) != 1:
         return None
-    return data["op"], tuple(s["args"][0] for s in slices), repr(sorted(data["attrs"].items()))
+    return data["op"], tuple(parents), repr(sorted(data["attrs"].items()))
+
+
+STATIC = "<static>"  # a port fed a different static value (a bias) in each sibling
+
+
+def _is_slice(data: dict) -> bool:
+    return data["op"] == "slice" and data["attrs"].get("axis", -1) == -1 and len(data["shape"]) == 1
+
+
+def _sliced(graph: nx.DiGraph, node):
+    """A sliced input of ``node`` (siblings are ordered and joined by its extent)."""
+    return next(a for a in graph.nodes[node]["args"] if _is_slice(graph.nodes[a]))
 
 
 def _widen(graph: nx.DiGraph, run: list) -> None:
     first = graph.nodes[run[0]]
-    start = _extent(graph, first["args"][0])[0]
-    stop = _extent(graph, graph.nodes[run[-1]]["args"][0])[1]
+    start = _extent(graph, _sliced(graph, run[0]))[0]
+    stop = _extent(graph, _sliced(graph, run[-1]))[1]
     wide_args = []
     for port, arg in enumerate(first["args"]):
-        parent = graph.nodes[arg]["args"][0]
-        wide = fresh(graph, f"{parent}[{start}:{stop}]")
-        add_node(graph, wide, "slice", [parent], graph.nodes[arg]["type"].with_shape((stop - start,)),
-                 arg, {"start": start, "stop": stop, "axis": -1})
+        vtype = graph.nodes[arg]["type"].with_shape((stop - start,))
+        if _is_slice(graph.nodes[arg]):
+            parent = graph.nodes[arg]["args"][0]
+            wide = fresh(graph, f"{parent}[{start}:{stop}]")
+            add_node(graph, wide, "slice", [parent], vtype, arg, {"start": start, "stop": stop, "axis": -1})
+        else:
+            wide = fresh(graph, f"{arg}/joined")
+            add_node(graph, wide, "concat", [graph.nodes[n]["args"][port] for n in run], vtype, arg,
+                     {"axis": -1})
         wide_args.append(wide)
     widened = fresh(graph, f"{run[0]}/wide")
     add_node(graph, widened, first["op"], wide_args, first["type"].with_shape((stop - start,)),
              run[0], first["attrs"])
     for node in run:
-        begin, end = _extent(graph, graph.nodes[node]["args"][0])
+        begin, end = _extent(graph, _sliced(graph, node))
         graph.nodes[node]["op"] = "slice"
         graph.nodes[node]["attrs"] = {"start": begin - start, "stop": end - start, "axis": -1}
         graph.nodes[node]["rule"] = "g placed in zeros"

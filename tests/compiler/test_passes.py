@@ -1,0 +1,152 @@
+"""Each graph pass alone: what it rewrites, that it is pure, that the graph stays well formed,
+and that the program after every prefix of the pipeline computes the reference's numbers."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+import seqgraph as sg
+from seqgraph.compiler import compile_program
+from seqgraph.passes import optimize, pipeline
+from seqgraph.passes.algebra import (hoist_time_parallel_terms, merge_shared_products,
+                                     split_concat_products, widen_sibling_slices)
+from seqgraph.passes.cleanup import eliminate_common_subexpressions, eliminate_dead_nodes
+from seqgraph.passes.rewrite import core_nodes, is_static
+
+from .conftest import ROOT, USER_LSTM, check_graph, compare_with_reference, language_model, wanted
+
+MODELS = sorted((ROOT / "models").glob("*.sg"))
+
+
+def _ops(graph, nodes):
+    return sorted(graph.nodes[n]["op"] for n in nodes)
+
+
+def _snapshot(graph):
+    return (sorted(graph.nodes), sorted((u, v, repr(d)) for u, v, d in graph.edges(data=True)),
+            {n: repr(d) for n, d in graph.nodes(data=True)})
+
+
+def _peephole():
+    return sg.load(ROOT / "models" / "peephole.sg").model()
+
+
+def test_split_concat_products_takes_the_input_half_out_of_the_core():
+    model = _peephole()
+    before = core_nodes(model.graph)
+    graph = eliminate_dead_nodes(split_concat_products(model.graph), wanted(model))
+    check_graph(graph)
+    product = "PeepholeLSTM_0/matmul"
+    assert graph.nodes[product]["op"] == "add"
+    parts = graph.nodes[product]["args"]
+    core = core_nodes(graph)
+    assert [p in core for p in parts] == [False, True]
+    assert graph.nodes[parts[0]]["shape"] == (256,) and graph.nodes[parts[0]]["timed"]
+    assert "PeepholeLSTM_0/concat" not in graph
+    assert len(core) == len(before)  # the concat left the core, the product's recurrent half joined it
+    weights = [graph.nodes[graph.nodes[p]["args"][0]] for p in parts]
+    assert [w["attrs"]["start"] for w in weights] == [0, 16] and [w["shape"] for w in weights] == [(256, 16), (256, 64)]
+
+
+def test_hoisting_leaves_one_add_per_step_and_adds_the_biases_once():
+    model = language_model("lstm")
+    graph = hoist_time_parallel_terms(model.graph)
+    check_graph(graph)
+    core = core_nodes(graph)
+    reads_outside = [n for n in core if graph.nodes[n]["op"] == "add"
+                     and any(a not in core for a in graph.nodes[n]["args"])]
+    assert len(reads_outside) == 1
+    (step_add,) = reads_outside
+    outside = next(a for a in graph.nodes[step_add]["args"] if a not in core)
+    assert not is_static(graph, outside)
+    biases = [n for n, d in graph.nodes(data=True) if d["op"] == "add" and is_static(graph, n)]
+    assert len(biases) == 1
+    assert sorted(graph.nodes[biases[0]]["args"]) == ["lstm_0.bias_hh", "lstm_0.bias_ih"]
+    assert sum(1 for n in core if graph.nodes[n]["op"] == "add") == \
+        sum(1 for n in core_nodes(model.graph) if model.graph.nodes[n]["op"] == "add") - 1
+
+
+def test_merge_shared_products_makes_one_product_per_operand():
+    model = language_model("GateLSTM", extra=USER_LSTM)
+    split = split_concat_products(model.graph)
+    graph = merge_shared_products(split)
+    check_graph(graph)
+    products = [n for n, d in graph.nodes(data=True) if d["op"] == "matmul" and n.startswith("GateLSTM")]
+    assert len([n for n, d in split.nodes(data=True) if d["op"] == "matmul" and n.startswith("GateLSTM")]) == 8
+    assert len(products) == 2
+    assert sorted(graph.nodes[p]["shape"] for p in products) == [(24,), (24,)]
+    stacked = graph.nodes[graph.nodes[products[0]]["args"][0]]
+    assert stacked["op"] == "concat" and stacked["attrs"]["axis"] == -2
+
+
+def test_widening_joins_neighbouring_gates():
+    lstm = optimize(language_model("lstm").graph, set(), pipeline(wanted(language_model("lstm")))[:5])
+    core = core_nodes(lstm)
+    sigmoids = [n for n in core if lstm.nodes[n]["op"] == "sigmoid"]
+    assert sorted(lstm.nodes[n]["shape"] for n in sigmoids) == [(6,), (12,)]
+    gru = language_model("gru")
+    graph = optimize(gru.graph, wanted(gru), pipeline(wanted(gru))[:5])
+    check_graph(graph)
+    sigmoids = [n for n in core_nodes(graph) if graph.nodes[n]["op"] == "sigmoid"]
+    assert [graph.nodes[n]["shape"] for n in sigmoids] == [(12,)]
+
+
+def test_common_subexpressions_become_one_node():
+    model = sg.parse("""
+    model M { input x : seq[float, 3]
+        a = tanh(x) * tanh(x)
+        b = tanh(x) * tanh(x)
+        output s = a + b }""").model()
+    graph = eliminate_common_subexpressions(model.graph, keep=wanted(model))
+    check_graph(graph)
+    assert _ops(graph, graph.nodes).count("tanh") == 1
+    assert _ops(graph, graph.nodes).count("mul") == 1
+    assert _ops(model.graph, model.graph.nodes).count("tanh") == 4
+
+
+def test_dead_nodes_go_and_leaves_stay():
+    model = sg.parse("""
+    model M { input x : seq[float, 3]  input unused : seq[float, 3]
+        wasted = exp(x)
+        output s = tanh(x) }""").model()
+    graph = eliminate_dead_nodes(model.graph, wanted(model))
+    assert "exp" not in _ops(graph, graph.nodes)
+    assert {"x", "unused"} <= set(graph.nodes)
+
+
+@pytest.mark.parametrize("rewrite", [split_concat_products, hoist_time_parallel_terms, merge_shared_products,
+                                     widen_sibling_slices, eliminate_common_subexpressions])
+def test_passes_are_pure(rewrite):
+    model = language_model("GateLSTM", extra=USER_LSTM)
+    graph = split_concat_products(model.graph) if rewrite is merge_shared_products else model.graph
+    before = copy.deepcopy(_snapshot(graph))
+    result = rewrite(graph)
+    assert _snapshot(graph) == before
+    assert result is not graph
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
+def test_every_prefix_of_the_pipeline_keeps_the_numbers(path):
+    for model in sg.load(path).models.values():
+        passes = pipeline(wanted(model))
+        net = sg.compile(model, dtype="float64", seed=5)
+        for count in range(len(passes) + 1):
+            net.program = compile_program(model.graph, model.checked, passes[:count])
+            check_graph(net.program.graph)
+            compare_with_reference(net, batch=2, steps=3)
+
+
+def test_user_cells_keep_the_numbers():
+    for cell, extra in (("GateLSTM", USER_LSTM), ("gru", ""), ("rnn_relu", "")):
+        compare_with_reference(sg.compile(language_model(cell, extra=extra), dtype="float64", seed=1))
+
+
+def test_new_nodes_keep_the_source_spans_of_what_they_replace():
+    model = _peephole()
+    graph = optimize(model.graph, wanted(model))
+    new = [n for n in graph if n not in model.graph]
+    assert len(new) == 5
+    for node in new:
+        span = graph.nodes[node]["span"]
+        assert span is not None and span.filename.endswith("peephole.sg"), node

@@ -1,0 +1,101 @@
+"""The compiled program: it does not grow with the number of steps, a step never calls back
+into the registry for the built-in and user cells, a user cell compiles like the built-in
+one, and reused buffers never leak into what a caller holds."""
+
+import numpy as np
+import pytest
+
+import seqgraph as sg
+from seqgraph.compiler import Scan
+
+from .conftest import ROOT, USER_LSTM, compare_with_reference, language_model
+
+
+def _scans(net):
+    return [item for item in net.program.schedule if isinstance(item, Scan)]
+
+
+def _run_training_step(net, steps, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {"x": rng.normal(size=(steps, batch, 5)), "y": rng.integers(0, 7, size=(steps, batch))}
+    net.forward(inputs)
+    return net.backward()
+
+
+@pytest.mark.parametrize("cell, extra", [("lstm", ""), ("gru", ""), ("GateLSTM", USER_LSTM)])
+def test_program_for_1000_steps_is_the_program_for_10(cell, extra):
+    net = sg.compile(language_model(cell, extra=extra), dtype="float32")
+    stats = []
+    for steps in (10, 1000):
+        _run_training_step(net, steps)
+        stats.append(net.program.stats())
+        stats[-1]["backward_lines"] = sum(len(s.code._backward) for s in _scans(net))
+    assert stats[0] == stats[1]
+    assert stats[0]["kernel_calls"] > 10
+
+
+@pytest.mark.parametrize("cell, extra", [("lstm", ""), ("gru", ""), ("rnn", ""), ("GateLSTM", USER_LSTM),
+                                         ("PeepholeLSTM", (ROOT / "models" / "peephole.sg").read_text()
+                                          .split("model PeepholeLM")[0])])
+def test_step_loops_are_straight_ufunc_calls(cell, extra):
+    net = sg.compile(language_model(cell, extra=extra), dtype="float64")
+    _run_training_step(net, 3)
+    for scan in _scans(net):
+        sources = [scan.code.forward_source] + [v[2] for v in scan.code._backward.values()]
+        for source in sources:
+            loop = source.split("for t in range", 1)[1]
+            assert " F" not in loop and " V" not in loop, source  # no fallback to the registry
+            assert "empty" not in loop and "zeros" not in loop
+
+
+def _loop_calls(net):
+    (scan,) = _scans(net)
+    forward = scan.code.forward_source.split("for t in range", 1)[1]
+    (backward,) = [v[2] for v in scan.code._backward.values()]
+    backward = backward.split("for t in range", 1)[1]
+    return [sum(1 for line in body.splitlines() if "(" in line) for body in (forward, backward)]
+
+
+def test_a_user_written_lstm_compiles_to_the_built_in_step_loop():
+    builtin = sg.compile(language_model("lstm"), dtype="float64")
+    user = sg.compile(language_model("GateLSTM", extra=USER_LSTM), dtype="float64")
+    for net in (builtin, user):
+        _run_training_step(net, 3)
+    forward, backward = _loop_calls(user)
+    assert forward == _loop_calls(builtin)[0]
+    assert backward <= _loop_calls(builtin)[1] + 2
+    products = [line for line in _scans(user)[0].code.forward_source.splitlines() if "dot(" in line]
+    assert len(products) == 1
+
+
+def test_held_outputs_and_gradients_are_not_overwritten_by_the_next_run():
+    model = sg.parse("model M { input x : seq[float, 3]  h = lstm(x, 4)  output h }").model()
+    net = sg.compile(model, dtype="float64")
+    rng = np.random.default_rng(3)
+    first_x, second_x = rng.normal(size=(5, 2, 3)), rng.normal(size=(5, 2, 3))
+    first = net.forward({"x": first_x})["h"]
+    kept = first.copy()
+    grads = net.backward({"h": np.ones_like(first)})
+    kept_grads = {k: v.copy() for k, v in grads.items()}
+    net.forward({"x": second_x})
+    net.backward({"h": np.ones_like(first)})
+    np.testing.assert_array_equal(first, kept)
+    for key in grads:
+        np.testing.assert_array_equal(grads[key], kept_grads[key])
+
+
+def test_float32_and_a_changing_batch_and_length_keep_the_numbers():
+    net = sg.compile(language_model("GateLSTM", extra=USER_LSTM), dtype="float64", seed=2)
+    for batch, steps in ((3, 4), (2, 6), (3, 4)):
+        compare_with_reference(net, batch=batch, steps=steps, seed=batch + steps)
+    net32 = sg.compile(language_model("lstm"), dtype="float32", seed=2)
+    reference = sg.compile(language_model("lstm"), dtype="float64", seed=2)
+    rng = np.random.default_rng(4)
+    inputs = {"x": rng.normal(size=(6, 3, 5)), "y": rng.integers(0, 7, size=(6, 3))}
+    loss32 = net32.forward(inputs)["loss"]
+    assert loss32.dtype == np.float32
+    assert float(loss32) == pytest.approx(float(reference.forward(inputs)["loss"]), rel=1e-5)
+    grads32, grads64 = net32.backward(), reference.backward()
+    for key in grads64:
+        if key != "x":
+            np.testing.assert_allclose(grads32[key], grads64[key], rtol=1e-3, atol=1e-5)

@@ -1007,6 +1007,8 @@ def load_npz(path, expected: Optional[dict] = None,
     if len(set(counts.values())) > 1:
         fail("arrays disagree on the number of examples ("
              + ", ".join(f"'{k}' has {v}" for k, v in counts.items()) + ")")
+    if 0 in counts.values():
+        fail("holds no examples (its arrays have length 0)")
     for name, array in arrays.items():
         if array.dtype.kind == "i" and array.size and array.min() < 0:
             index = np.unravel_index(int(np.argmin(array)), array.shape)
@@ -1023,6 +1025,8 @@ def load_npz(path, expected: Optional[dict] = None,
         if arrays[name].ndim < 2:
             fail(f"array '{name}' is a sequence, so it needs (examples, steps, ...) axes, "
                  f"but it has shape {arrays[name].shape}")
+        if arrays[name].shape[1] == 0:
+            fail(f"array '{name}' is a sequence of no steps (shape {arrays[name].shape})")
     lengths = _assign_lengths(where, arrays, length_arrays, time_axes)
     arrays = {k: a.astype(ID_DTYPE) if a.dtype.kind in "iu" else a for k, a in arrays.items()}
     kind = "image" if not time_axes and any(a.ndim == 4 for a in arrays.values()) else "sequence"

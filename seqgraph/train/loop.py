@@ -159,6 +159,11 @@ class Trainer:
             raise SeqgraphError(
                 f"the data ({self.dataset.name}) has no array for '{missing[0]}'", self.config.spans.get("data"),
                 f"it holds {', '.join(self.dataset.arrays)}; name the model's inputs and targets after them")
+        for name, node in model.inputs.items():
+            _check_array(self.dataset.name, name, self.dataset.arrays[name], model.graph.nodes[node])
+        if len(self.train_data) == 0:
+            raise SeqgraphError(f"the data ({self.dataset.name}) leaves no examples to train on "
+                                f"after holding out valid = {self.config.valid}", self.config.spans.get("valid"))
 
     # resuming
     def resume(self, location) -> None:
@@ -389,6 +394,28 @@ class Trainer:
                     "backend": self.net.backend.name, "dtype": self.net.dtype, **self.config.as_dict()}
         data = json.dumps(resolved, indent=2).encode("utf-8")
         atomic_write(self.out_dir / "config.json", lambda f: f.write(data))
+
+
+def _check_array(origin: str, name: str, array, node: dict) -> None:
+    """The array ``name`` of the data at ``origin`` must fit the model's input ``node``: its
+    shape, integer ids where the input takes ids, and every id below the input's bound."""
+    vtype, span = node["type"], node["span"]
+    lead = ("examples", "steps") if vtype.is_seq else ("examples",)
+    where = f"data '{origin}': array '{name}'"
+    if array.ndim != len(lead) + len(vtype.shape) or tuple(array.shape[len(lead):]) != tuple(vtype.shape):
+        layout = ", ".join(list(lead) + [str(d) for d in vtype.shape])
+        raise SeqgraphError(f"{where} has shape {tuple(array.shape)}, but the model's '{name}' is "
+                            f"{vtype}: it needs ({layout})", span)
+    if vtype.dtype != "int":
+        return
+    if array.dtype.kind not in "iu":
+        raise SeqgraphError(f"{where} holds {array.dtype} values, but the model's '{name}' is {vtype}: "
+                            "integer ids", span, f"save it with {name}.astype(np.int64)")
+    if vtype.bound is not None and array.size and array.max() >= vtype.bound:
+        index = numpy.unravel_index(int(numpy.argmax(array)), array.shape)
+        raise SeqgraphError(f"{where} holds id {array[index]} (at index {tuple(int(i) for i in index)}), "
+                            f"but the model's '{name}' is {vtype}: ids 0..{vtype.bound - 1}", span,
+                            "raise the model's size (--size NAME=...) or re-encode the data")
 
 
 def _batch_size(model, inputs) -> int:

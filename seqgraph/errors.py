@@ -120,6 +120,21 @@ class SeqgraphError(Exception):
         return "\n\n".join(d.render() for d in self.diagnostics)
 
 
+def decode_utf8(raw: bytes, filename: str, what: str) -> str:
+    """``raw`` decoded as UTF-8; bytes that are not UTF-8 are a SeqgraphError at the line and
+    column of the first bad byte (``what`` names the file in the message)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = raw[:error.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
+        source = Source(filename, raw.decode("utf-8", errors="replace"))
+        raise SeqgraphError(f"{what} is not valid UTF-8: byte 0x{raw[error.start]:02x} at offset "
+                            f"{error.start} cannot be decoded", Span(source, line, col, col + 1),
+                            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> Optional[str]:
     """A hint naming the closest known name, or listing the known ones when none is close."""
     known = sorted(set(known))

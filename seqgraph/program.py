@@ -10,7 +10,7 @@ from typing import Optional
 import networkx as nx
 
 from . import check, graph
-from .errors import Collector, SeqgraphError, did_you_mean
+from .errors import Collector, SeqgraphError, decode_utf8, did_you_mean
 from .ir import CheckedModel
 from .syntax import ast, parse_source
 
@@ -151,11 +151,9 @@ def load(path) -> Program:
     """Read, parse and check a ``.sg`` file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise SeqgraphError(f"no such file: {path}", hint="check the path") from None
-    except UnicodeDecodeError as error:
-        raise SeqgraphError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise SeqgraphError(f"cannot read {path}: {error.strerror}") from None
-    return parse(text, str(path))
+    return parse(decode_utf8(raw, str(path), f"model file {path}"), str(path))

@@ -176,7 +176,31 @@ def test_many_statements_and_arguments_are_fine():
     assert outcome(f"model M {{\n    input x : [4]\n    output y = concat({wide})\n}}\n") == "ok"
 
 
+@settings(FUZZ, max_examples=60)
+@given(st.sampled_from(sorted(CORPUS)), st.binary(min_size=1, max_size=4), st.data())
+def test_files_with_any_bytes_load_or_fail_with_a_place(tmp_path_factory, name, junk, data):
+    raw = CORPUS[name].encode("utf-8")
+    where = data.draw(st.integers(0, len(raw)), label="where")
+    path = tmp_path_factory.mktemp("fuzz") / "model.sg"
+    path.write_bytes(raw[:where] + junk + raw[where:])
+    try:
+        sg.load(path)
+    except SeqgraphError as error:
+        assert re.match(rf"^{re.escape(str(path))}:\d+:\d+: error: ", error.render()), error.render()
+
+
 # --- regressions: each input once broke the front end ------------------------------------------
+
+def test_bytes_that_are_not_utf8_are_shown_where_they_are(tmp_path):
+    """Loading once said only 'not UTF-8 text (invalid continuation byte at byte 17)'."""
+    path = tmp_path / "latin1.sg"
+    path.write_bytes("model M {\n    # caf\u00e9 au lait\n}\n".encode("latin-1"))
+    with pytest.raises(SeqgraphError) as caught:
+        sg.load(path)
+    assert caught.value.render().startswith(
+        f"{path}:2:10: error: model file {path} is not valid UTF-8: byte 0xe9 at offset 19 cannot be "
+        "decoded\n        # caf\ufffd au lait\n             ^\nhint: save the file as UTF-8")
+
 
 def test_line_numbers_count_newlines_only():
     """A form feed or U+2028 in a comment once shifted the caret line of every later error

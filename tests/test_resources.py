@@ -114,3 +114,13 @@ def test_a_memory_error_while_allocating_becomes_a_clear_error(monkeypatch):
     assert caught.value.message.startswith("out of memory running model RNNAdding (Unable to allocate "
                                            "1.00 TiB for an array); it needs ")
     assert caught.value.hint.startswith(("activations dominate", "parameters dominate"))
+
+
+def test_training_an_absurd_size_from_the_command_line_is_one_clear_error(tmp_path):
+    with pytest.raises(SeqgraphError) as caught:
+        run(MODELS / "rnn_adding.sg", out=tmp_path, sizes={"hidden": 10 ** 6}, settings=["examples = 64"],
+            **QUIET)
+    message = caught.value.message
+    assert message.startswith("model RNNAdding needs ")
+    assert "for a batch of 32 x 50 steps in float32, but only " in message
+    assert "rnn_0.weight_hh [1000000, 1000000]" in caught.value.hint

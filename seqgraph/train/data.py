@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import SeqgraphError, Source, Span, did_you_mean
+from ..errors import SeqgraphError, Span, decode_utf8, did_you_mean
 from ..weights import read_npz
 
 KINDS = ("text", "sequence", "image")
@@ -933,17 +933,7 @@ def load_text(path) -> Dataset:
         raise SeqgraphError(f"cannot read text file '{label}': {error.strerror or error}") from None
     if not raw:
         raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        before = raw[:error.start]
-        line = before.count(b"\n") + 1
-        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
-        source = Source(label, raw.decode("utf-8", errors="replace"))
-        raise SeqgraphError(
-            f"text file '{label}' is not valid UTF-8: byte 0x{raw[error.start]:02x} at offset "
-            f"{error.start} cannot be decoded", Span(source, line, col, col + 1),
-            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    text = decode_utf8(raw, label, f"text file '{label}'")
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
     if not text:
         raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")

@@ -198,3 +198,24 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_without_running_it(tmp_path
     with pytest.raises(SeqgraphError, match="is a Python pickle"):
         sample(tmp_path / "evil.npz")
     assert not marker.exists()
+
+
+def test_no_module_can_unpickle():
+    """Every numpy.load in the package passes allow_pickle=False, and nothing imports pickle."""
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "seqgraph"
+    loads = 0
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                assert not {"pickle", "cPickle", "dill", "joblib"} & set(names), path
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr == "load" and getattr(node.func.value, "id", "") in ("np", "numpy"):
+                loads += 1
+                keywords = {k.arg: k.value for k in node.keywords}
+                assert getattr(keywords.get("allow_pickle"), "value", None) is False, \
+                    f"{path.name}:{node.lineno} calls numpy.load without allow_pickle=False"
+    assert loads >= 1

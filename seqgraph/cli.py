@@ -24,6 +24,7 @@ from typing import Optional
 from . import grads, inspect
 from .errors import SeqgraphError
 from .program import Model, load
+from .weights import set_params
 
 
 def _version() -> str:
@@ -173,11 +174,22 @@ def cmd_grads(args) -> int:
                         ("--threshold-vanish", args.threshold_vanish)):
         _positive(flag, value)
     model = load(args.model_file).model(args.model)
-    network = compile_model(model, dtype="float64", seed=args.seed, **parse_sizes(args.size))
-    inputs, lengths = random_inputs(network.model, batch=args.batch, steps=args.steps, seed=args.seed)
+    sizes = parse_sizes(args.size)
+    params = None
+    if args.weights:
+        params, sizes = grads.trained_params(args.weights)
+    network = compile_model(model, dtype="float64", seed=args.seed, **sizes)
+    if params is not None:
+        set_params(network, params, args.weights)
+    use_data = args.inputs == "data" or (args.inputs is None and model.train is not None)
+    if use_data:
+        inputs, lengths = grads.data_batch(network.model, args.model_file, args.batch, args.seed)
+    else:
+        inputs, lengths = random_inputs(network.model, batch=args.batch, steps=args.steps, seed=args.seed)
     flow = grads.gradient_flow(network, inputs, lengths)
-    print(f"{args.model_file}: model {network.model.name}, random inputs and initial weights "
-          f"(seed {args.seed}), float64")
+    weights = f"weights of {args.weights}" if args.weights else f"initial weights (seed {args.seed})"
+    batch = "a batch of its training data" if use_data else f"random inputs (seed {args.seed})"
+    print(f"{args.model_file}: model {network.model.name}, {batch}, {weights}, float64")
     print(grads.format_report(flow, args.threshold_explode, args.threshold_vanish), end="")
     if flow.states:
         out = Path(args.out or f"{Path(args.model_file).stem}_grads.png")
@@ -286,7 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("model_file", metavar="MODEL.sg")
     flow.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
     flow.add_argument("--batch", type=int, metavar="B", default=8, help="examples in the batch (8)")
-    flow.add_argument("--steps", type=int, metavar="T", default=50, help="time steps (50)")
+    flow.add_argument("--steps", type=int, metavar="T", default=50,
+                      help="time steps of random inputs (50)")
+    flow.add_argument("--inputs", choices=("data", "random"), default=None,
+                      help="a batch of the train block's data (the default when there is one) "
+                           "or random inputs")
+    flow.add_argument("--weights", metavar="RUN_OR_FILE",
+                      help="trained weights: a run folder, a checkpoint, or saved parameters "
+                           "(default: freshly initialised)")
     flow.add_argument("--seed", type=int, metavar="S", default=0, help="seeds the weights and inputs (0)")
     flow.add_argument("--size", action="append", metavar="NAME=VALUE", help="a model size, e.g. hidden=64")
     flow.add_argument("--out", metavar="PNG", help="where to draw the plot (MODEL_grads.png)")

@@ -203,3 +203,40 @@ def plot(flow: GradientFlow, path, title: str = "") -> None:
     figure.savefig(buffer, format="png", dpi=100)
     pyplot.close(figure)
     atomic_write(path, lambda file: file.write(buffer.getvalue()))
+
+
+def trained_params(location) -> tuple:
+    """``(params, sizes)`` saved in a run folder, a training checkpoint, or a file written by
+    :func:`seqgraph.weights.save_params`: host arrays by key, and the model sizes they fit."""
+    from pathlib import Path
+
+    from .train.checkpoint import read_checkpoint
+    from .weights import load_arrays
+
+    if Path(location).is_file():
+        arrays, header = load_arrays(location)
+        if header.get("kind") == "params":
+            return arrays, header.get("sizes", {})
+    arrays, header = read_checkpoint(location)
+    prefix = "param/"
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, header["sizes"]
+
+
+def data_batch(model, model_path, batch: int, seed: int = 0) -> tuple:
+    """``(inputs, lengths)``: the first ``batch`` examples of the data the model's train
+    block names (for text, the first window of ``bptt`` characters of ``batch`` streams)."""
+    from pathlib import Path
+
+    from .train import data as datasets
+    from .train.config import resolve
+    from .train.loop import find_roles, load_dataset
+
+    config = resolve(model.train, {"seed": str(seed)})
+    dataset = load_dataset(config, model, Path(model_path).parent)
+    if dataset.kind == "text":
+        x, y = next(datasets.bptt_windows(dataset.arrays["ids"], batch, config.bptt))
+        roles = find_roles(model)
+        source = [name for name in model.checked.inputs if name != roles.target]
+        return {source[0]: x, roles.target: y}, None
+    arrays, lengths = next(datasets.batches(dataset, batch, shuffle=False))
+    return {name: arrays[name] for name in model.inputs}, lengths or None

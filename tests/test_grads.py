@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
+from seqgraph.weights import save_params
 from seqgraph import SeqgraphError, cli, grads
 from seqgraph.gradcheck import random_inputs
 from seqgraph.grads import GradientFlow
@@ -177,19 +178,35 @@ def test_plot_is_a_png(flow, tmp_path):
 
 def test_grads_command_prints_the_table_and_draws_the_plot(tmp_path, capsys):
     out = tmp_path / "lstm.png"
-    assert cli.main(["grads", str(MODELS / "lstm_adding.sg"), "--steps", "6", "--batch", "2",
-                     "--size", "hidden=4", "--out", str(out), "--threshold-vanish", "1e-3"]) == 0
+    assert cli.main(["grads", str(MODELS / "lstm_adding.sg"), "--steps", "6", "--batch", "2", "--inputs",
+                     "random", "--size", "hidden=4", "--out", str(out), "--threshold-vanish", "1e-3"]) == 0
     text = capsys.readouterr().out
     net = network("lstm_adding.sg", hidden=4)
     inputs, lengths = random_inputs(net.model, batch=2, steps=6, seed=0)
     expected = grads.gradient_flow(net, inputs, lengths)
-    assert text.startswith(f"{MODELS / 'lstm_adding.sg'}: model LSTMAdding, random inputs and initial "
-                           "weights (seed 0), float64\nloss ")
+    assert text.startswith(f"{MODELS / 'lstm_adding.sg'}: model LSTMAdding, random inputs (seed 0), "
+                           "initial weights (seed 0), float64\nloss ")
     assert grads.state_table(expected, vanish=1e-3) in text
     assert "lstm_0.weight_hh  [16, 4]" in text
     assert "flags (exploding above 1000 (!), vanishing below 0.001 (v)):" in text
     assert text.endswith(f"plot: {out}\n")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grads_command_reads_saved_weights_and_a_batch_of_the_models_data(tmp_path, capsys):
+    trained = network("rnn_adding.sg", hidden=5)
+    trained.params["rnn_0.weight_hh"] *= 3.0
+    save_params(trained, tmp_path / "weights.npz")
+    argv = ["grads", str(MODELS / "rnn_adding.sg"), "--weights", str(tmp_path / "weights.npz"),
+            "--batch", "3", "--out", str(tmp_path / "rnn.png")]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"a batch of its training data, weights of {tmp_path / 'weights.npz'}, float64" in text
+    inputs, lengths = grads.data_batch(trained.model, MODELS / "rnn_adding.sg", batch=3)
+    assert inputs["x"].shape == (50, 3, 2) and inputs["y"].shape == (3, 1)
+    expected = grads.gradient_flow(trained, inputs, lengths)
+    assert grads.state_table(expected) in text
+    assert "rnn_0.weight_hh  [5, 5]" in text
 
 
 def test_grads_command_without_recurrence_draws_no_plot(tmp_path, capsys, monkeypatch):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqgraph import cli
 from seqgraph.train import loop
 from seqgraph.train.data import unigram_entropy
 from seqgraph.train.run import run, sample
@@ -27,14 +28,46 @@ def test_char_lstm_beats_unigram_entropy(tmp_path):
     assert trainer.history[-1]["valid_loss"] < 0.8 * entropy
 
 
-def test_lstm_solves_adding_problem_where_rnn_does_not(tmp_path):
+@pytest.fixture(scope="module")
+def adding_runs(tmp_path_factory):
+    """An LSTM and a vanilla RNN trained alike on the adding problem: name -> (trainer, run folder)."""
     settings = ["examples = 3000", 'data = builtin("adding", length = 40)', "optimizer = adam(lr = 0.01)"]
-    lstm = run(MODELS / "lstm_adding.sg", epochs=6, out=tmp_path / "lstm", settings=settings, **QUIET)
-    rnn = run(MODELS / "rnn_adding.sg", epochs=6, out=tmp_path / "rnn", settings=settings, **QUIET)
+    runs = {}
+    for name in ("lstm", "rnn"):
+        out = tmp_path_factory.mktemp(name)
+        runs[name] = run(MODELS / f"{name}_adding.sg", epochs=6, out=out, settings=settings, **QUIET), out
+    return runs
+
+
+def test_lstm_solves_adding_problem_where_rnn_does_not(adding_runs):
+    lstm, rnn = adding_runs["lstm"][0], adding_runs["rnn"][0]
     print(f"adding problem, length 40, validation MSE: LSTM {lstm.history[-1]['valid_loss']:.4f}, "
           f"RNN {rnn.history[-1]['valid_loss']:.4f} (predicting the mean scores about 0.167)")
     assert lstm.history[-1]["valid_loss"] < 0.02
     assert rnn.history[-1]["valid_loss"] > 0.1
+
+
+def _first_over_last(report: str, column: int) -> float:
+    row = next(line for line in report.splitlines() if line.startswith("first/last"))
+    return float(row.split()[1 + column])
+
+
+def test_trained_lstm_keeps_its_gradient_through_time_where_rnn_loses_it(adding_runs, tmp_path, capsys):
+    """seqgraph grads on the shipped examples, with their trained weights and a batch of their
+    data: the RNN's ||dL/dh_t|| vanishes with distance from the loss, the LSTM's cell state
+    keeps its gradient over all 50 steps."""
+    ratios = {}
+    for name in ("lstm", "rnn"):
+        plot = tmp_path / f"{name}.png"
+        argv = ["grads", str(MODELS / f"{name}_adding.sg"), "--weights", str(adding_runs[name][1]),
+                "--out", str(plot)]
+        assert cli.main(argv) == 0
+        report = capsys.readouterr().out
+        assert "a batch of its training data" in report and plot.exists()
+        ratios[name] = _first_over_last(report, 1 if name == "lstm" else 0)  # lstm_0.c, rnn_0.h
+    print(f"||dL/ds_0|| / ||dL/ds_49|| after training: LSTM cell {ratios['lstm']:.2e}, RNN {ratios['rnn']:.2e}")
+    assert ratios["lstm"] > 0.05
+    assert ratios["rnn"] < 1e-3
 
 
 def test_seq2seq_reverses_with_high_token_accuracy(tmp_path):

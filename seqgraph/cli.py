@@ -7,6 +7,7 @@
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
+    seqgraph bench MODEL.sg [--batch B] [--steps T] [--size NAME=VALUE] [--dtype D] [--repeat N]
 
 A user's mistake (in the model, the data or the command) is a :class:`SeqgraphError`: it is
 printed to stderr with its place and a caret, and the exit status is 1. Success is 0.
@@ -240,6 +241,25 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# --- seqgraph bench ---------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    """Time compiling, a forward pass and a training step of one model at one shape."""
+    from .bench import format_result, measure
+
+    for flag, value in (("--batch", args.batch), ("--steps", args.steps), ("--repeat", args.repeat)):
+        _positive(flag, value)
+    model = load(args.model_file).model(args.model)
+    sizes = parse_sizes(args.size)
+    if sizes:
+        model = model.with_sizes(**sizes)
+    result = measure(model, batch=args.batch, steps=args.steps, dtype=args.dtype, repeat=args.repeat,
+                     backend=args.backend, seed=args.seed)
+    print(f"{args.model_file}: ", end="")
+    print(format_result(result), end="")
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--threshold-vanish", type=float, metavar="Y", default=grads.VANISH,
                       help="flag gradient norms below Y as vanishing (%(default)g)")
     flow.set_defaults(handler=cmd_grads)
+
+    bench = commands.add_parser("bench", help="time compiling, a forward pass and a training step; "
+                                              "GFLOP/s and peak memory")
+    bench.add_argument("model_file", metavar="MODEL.sg")
+    bench.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    bench.add_argument("--batch", type=int, metavar="B", default=32, help="examples in the batch (32)")
+    bench.add_argument("--steps", type=int, metavar="T", default=64, help="time steps (64)")
+    bench.add_argument("--size", action="append", metavar="NAME=VALUE", help="a model size, e.g. hidden=256")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    bench.add_argument("--repeat", type=int, metavar="N", default=20, help="timed runs after warm-up (20)")
+    bench.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    bench.add_argument("--seed", type=int, metavar="S", default=0)
+    bench.set_defaults(handler=cmd_bench)
 
     sample = commands.add_parser("sample", help="generate from a trained model")
     sample.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")

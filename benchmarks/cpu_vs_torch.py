@@ -1,0 +1,474 @@
+"""seqgraph against PyTorch on the CPU: one training step of a recurrent language model.
+
+The step: forward over all steps, a dense projection to 65 classes and the mean
+cross-entropy at every step, backward through time, an SGD update. Batch 32, 64 steps, 64
+inputs per step, hidden 128, 256 and 512 (float32). Contestants, timed in one run with the
+order alternating from round to round:
+
+- LSTM: seqgraph's built-in ``lstm``, ``torch.nn.LSTM``, and an eager PyTorch loop over a
+  hand-written LSTM cell;
+- GRU: seqgraph's ``gru``, ``torch.nn.GRU``, an eager loop over a hand-written GRU cell;
+- user cells: seqgraph's built-in ``lstm`` beside the peephole LSTM of ``models/peephole.sg``
+  and the gate-by-gate LSTM of ``benchmarks/user_lstm.sg`` (and an eager PyTorch loop over
+  the peephole cell).
+
+It writes ``docs/benchmarks.md``. PyTorch is needed only here: ``pip install 'seqgraph[bench]'``.
+
+    python benchmarks/cpu_vs_torch.py [--threads 2] [--rounds 15] [--sizes 128,256,512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BATCH, STEPS, INPUTS, CLASSES, LR = 32, 64, 64, 65, 0.01
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_threads(count: int) -> None:
+    """Both libraries read these when they load, so this runs before either is imported."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(count)
+
+
+# --- the contestants ------------------------------------------------------------------------
+
+def seqgraph_source(cell: str, hidden: int) -> str:
+    """The model: ``cell`` over float inputs, a dense layer and the cross-entropy."""
+    cells = {"PeepholeLSTM": (ROOT / "models" / "peephole.sg").read_text().split("model PeepholeLM")[0],
+             "GateLSTM": (HERE / "user_lstm.sg").read_text()}
+    return cells.get(cell, "") + f"""
+model Bench(hidden = {hidden}) {{
+    input  x : seq[float, {INPUTS}]
+    target y : seq[int, {CLASSES}]
+    h = {cell}(x, hidden)
+    loss = cross_entropy(dense(h, {CLASSES}), y)
+}}
+"""
+
+
+def seqgraph_step(cell: str, hidden: int, data):
+    """A training step of seqgraph's compiled program (and its compile time in seconds)."""
+    import seqgraph as sg
+    from seqgraph.bench import training_step
+    from seqgraph.compiler import compile_program
+
+    model = sg.parse(seqgraph_source(cell, hidden)).model()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        compile_program(model.graph, model.checked)
+        times.append(time.perf_counter() - start)
+    net = sg.compile(model, dtype="float32", seed=0)
+    x, y = data
+    inputs = {"x": x, "y": y}
+    return (lambda: training_step(net, inputs, lr=LR)), statistics.median(times), net
+
+
+def torch_module_step(kind: str, hidden: int, data):
+    """A training step of ``torch.nn.LSTM`` or ``torch.nn.GRU``."""
+    import torch
+
+    torch.manual_seed(0)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](INPUTS, hidden)
+    head = torch.nn.Linear(hidden, CLASSES)
+    return _torch_training(lambda x: layer(x)[0], [*layer.parameters(), *head.parameters()], head, data)
+
+
+def torch_cell_step(kind: str, hidden: int, data):
+    """A training step of an eager PyTorch loop over a hand-written cell."""
+    import torch
+
+    torch.manual_seed(0)
+    gates = {"lstm": 4, "gru": 3, "peephole": 4}[kind]
+    scale = hidden ** -0.5
+    w_ih = torch.nn.Parameter(scale * torch.randn(gates * hidden, INPUTS))
+    w_hh = torch.nn.Parameter(scale * torch.randn(gates * hidden, hidden))
+    b_ih = torch.nn.Parameter(torch.zeros(gates * hidden))
+    b_hh = torch.nn.Parameter(torch.zeros(gates * hidden))
+    peep = torch.nn.Parameter(scale * torch.randn(3, hidden))
+    head = torch.nn.Linear(hidden, CLASSES)
+    cell = {"lstm": _lstm_cell, "gru": _gru_cell, "peephole": _peephole_cell}[kind]
+
+    def run(x):
+        h = x.new_zeros(x.shape[1], hidden)
+        c = x.new_zeros(x.shape[1], hidden)
+        outputs = []
+        for t in range(x.shape[0]):
+            h, c = cell(x[t], h, c, w_ih, w_hh, b_ih, b_hh, peep)
+            outputs.append(h)
+        return torch.stack(outputs)
+
+    return _torch_training(run, [w_ih, w_hh, b_ih, b_hh, peep, *head.parameters()], head, data)
+
+
+def _lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, peep):
+    import torch
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _gru_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, peep):
+    import torch
+    xr, xz, xn = (x @ w_ih.T + b_ih).chunk(3, 1)
+    hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, 1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h, c
+
+
+def _peephole_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, peep):
+    import torch
+    zi, zf, zg, zo = (x @ w_ih.T + h @ w_hh.T + b_ih).chunk(4, 1)
+    i = torch.sigmoid(zi + peep[0] * c)
+    f = torch.sigmoid(zf + peep[1] * c)
+    c = f * c + i * torch.tanh(zg)
+    return torch.sigmoid(zo + peep[2] * c) * torch.tanh(c), c
+
+
+def _torch_training(run, params, head, data):
+    import torch
+
+    optimizer = torch.optim.SGD(params, lr=LR)
+    x, y = (torch.from_numpy(a) for a in data)
+    flat_y = y.reshape(-1)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = head(run(x))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, CLASSES), flat_y)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+CONTESTANTS = {
+    "lstm": [("seqgraph lstm", lambda h, d: seqgraph_step("lstm", h, d)),
+             ("torch nn.LSTM", lambda h, d: torch_module_step("lstm", h, d)),
+             ("torch eager LSTM cell", lambda h, d: torch_cell_step("lstm", h, d))],
+    "gru": [("seqgraph gru", lambda h, d: seqgraph_step("gru", h, d)),
+            ("torch nn.GRU", lambda h, d: torch_module_step("gru", h, d)),
+            ("torch eager GRU cell", lambda h, d: torch_cell_step("gru", h, d))],
+    "cells": [("seqgraph lstm", lambda h, d: seqgraph_step("lstm", h, d)),
+              ("seqgraph PeepholeLSTM", lambda h, d: seqgraph_step("PeepholeLSTM", h, d)),
+              ("seqgraph GateLSTM", lambda h, d: seqgraph_step("GateLSTM", h, d)),
+              ("torch eager peephole cell", lambda h, d: torch_cell_step("peephole", h, d))],
+}
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def busy_jiffies() -> int:
+    """CPU time all processes on the machine have used, in clock ticks (from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields[:8]) - idle
+
+
+def own_jiffies() -> float:
+    times = os.times()
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Round:
+    """One round: a time per contestant, the 1-minute load average before it, and the share
+    of the machine's CPUs that other processes used while it ran."""
+    times: dict
+    load: float
+    others: float
+
+
+@dataclass
+class Config:
+    """One table row: a kind of model at one hidden size."""
+    kind: str
+    hidden: int
+    rounds: list = field(default_factory=list)
+    compile_s: dict = field(default_factory=dict)
+    peak_mib: dict = field(default_factory=dict)
+    flops: float = 0.0
+
+    def kept(self, limit: float) -> list:
+        """The rounds taken while other processes used at most ``limit`` of the CPUs."""
+        return [r for r in self.rounds if r.others <= limit]
+
+    def median(self, name: str, limit: float) -> float:
+        """The median time of one contestant over the kept rounds (all rounds if none kept)."""
+        rounds = self.kept(limit) or self.rounds
+        return statistics.median(r.times[name] for r in rounds)
+
+
+def measure_config(kind: str, hidden: int, args) -> Config:
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    data = (rng.normal(size=(STEPS, BATCH, INPUTS)).astype("float32"),
+            rng.integers(0, CLASSES, size=(STEPS, BATCH)))
+    config = Config(kind, hidden)
+    steps = {}
+    for name, make in CONTESTANTS[kind]:
+        made = make(hidden, data)
+        if name.startswith("seqgraph"):
+            step, config.compile_s[name], net = made
+            if not config.flops:
+                from seqgraph.bench import product_flops
+                config.flops = 3 * product_flops(net.program.graph, BATCH, STEPS)
+        else:
+            step = made
+        steps[name] = step
+        for _ in range(args.warmup):
+            step()
+    names = list(steps)
+    deadline = time.monotonic() + args.budget
+    while True:
+        order = names if len(config.rounds) % 2 == 0 else names[::-1]
+        load = os.getloadavg()[0]
+        start_busy, start_own, start = busy_jiffies(), own_jiffies(), time.perf_counter()
+        times = {}
+        for name in order:
+            begin = time.perf_counter()
+            steps[name]()
+            times[name] = time.perf_counter() - begin
+        wall = time.perf_counter() - start
+        ticks = wall * os.sysconf("SC_CLK_TCK") * os.cpu_count()
+        others = max(0.0, (busy_jiffies() - start_busy) - (own_jiffies() - start_own)) / ticks
+        config.rounds.append(Round(times, load, others))
+        kept = len(config.kept(args.max_others))
+        if kept >= args.rounds or (time.monotonic() > deadline and len(config.rounds) >= args.rounds):
+            break
+        if config.rounds[-1].others > args.max_others:
+            time.sleep(1.0)  # let the other work pass, then redo the round
+    for name, _ in CONTESTANTS[kind]:
+        config.peak_mib[name] = peak_in_subprocess(kind, hidden, name, args.threads)
+    return config
+
+
+def peak_in_subprocess(kind: str, hidden: int, name: str, threads: int) -> float:
+    """Peak resident memory of two training steps beyond what setting up held, measured in a
+    fresh process (the kernel's high-water mark, reset just before the steps)."""
+    command = [sys.executable, __file__, "--threads", str(threads), "--probe", kind, str(hidden), name]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def probe(kind: str, hidden: int, name: str) -> None:
+    """Print the peak memory of two training steps of one contestant, in MiB."""
+    import gc
+
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    data = (rng.normal(size=(STEPS, BATCH, INPUTS)).astype("float32"),
+            rng.integers(0, CLASSES, size=(STEPS, BATCH)))
+    made = dict(CONTESTANTS[kind])[name](hidden, data)
+    step = made[0] if isinstance(made, tuple) else made
+    gc.collect()
+    held = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    step()
+    step()
+    print((_status_kib("VmHWM") - held) / 1024)
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def matmul_peak(repeats: int = 5) -> dict:
+    """The float32 matrix-product rate (GFLOP/s, best of ``repeats``) of NumPy's BLAS and of
+    PyTorch, on 2048 x 2048 matrices."""
+    import numpy
+    import torch
+
+    n = 2048
+    a = numpy.random.default_rng(0).random((n, n), dtype=numpy.float32)
+    rates = {}
+    for name, product in (("numpy", lambda: a @ a),
+                          ("torch", lambda t=torch.from_numpy(a): t @ t)):
+        product()
+        best = min(_seconds(product) for _ in range(repeats))
+        rates[name] = 2 * n ** 3 / best / 1e9
+    return rates
+
+
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+# --- the report -----------------------------------------------------------------------------
+
+def machine() -> dict:
+    """The CPU, core count, BLAS and versions, for the report."""
+    import numpy
+    import torch
+
+    import seqgraph
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    torch_blas = "MKL" if torch.backends.mkl.is_available() else "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
+            "torch": torch.__version__, "torch_blas": torch_blas, "seqgraph": seqgraph.__version__
+            if hasattr(seqgraph, "__version__") else "checkout"}
+
+
+def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elapsed: float) -> str:
+    limit = args.max_others
+    lines = ["# Benchmarks: seqgraph against PyTorch on the CPU", "",
+             "Written by `python benchmarks/cpu_vs_torch.py` (do not edit by hand; rerun it).", "",
+             "One **training step** of a one-layer recurrent language model: forward over all 64 steps, "
+             "a dense projection to 65 classes and the mean cross-entropy at every step, backward "
+             "through time, an SGD update. Batch 32, 64 inputs per step, float32. Times are medians "
+             "over rounds; in each round every contestant runs once, and the order alternates "
+             "from round to round.", "",
+             "## The machine", "",
+             f"- CPU: {info['cpu']}, {info['cores']} cores",
+             f"- threads: {args.threads} for both (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, "
+             f"`MKL_NUM_THREADS` and `torch.set_num_threads`)",
+             f"- seqgraph on NumPy {info['numpy']} with {info['blas']}; PyTorch {info['torch']} "
+             f"({info['torch_blas']}); Python {info['python']}",
+             f"- float32 2048x2048 matrix-product peak measured in this run: NumPy "
+             f"{peaks['numpy']:.0f} GFLOP/s, PyTorch {peaks['torch']:.0f} GFLOP/s. *% of peak* "
+             f"below is the step's matrix-product work divided by its time, over NumPy's peak.",
+             f"- the machine is shared. Before each round the 1-minute load average is read, and "
+             f"while it runs the share of all CPUs used by *other* processes (from /proc/stat, "
+             f"less this process's own CPU time). Rounds where others used more than "
+             f"{limit:.0%} were dropped and redone; the tables give the load beside each figure.",
+             f"- the whole run took {elapsed:.0f} s.", ""]
+    verdicts = []
+    for kind, title, reference in (("lstm", "LSTM", "torch nn.LSTM"), ("gru", "GRU", "torch nn.GRU")):
+        rows = [c for c in configs if c.kind == kind]
+        if not rows:
+            continue
+        names = [n for n, _ in CONTESTANTS[kind]]
+        ours = names[0]
+        lines += [f"## {title}", "",
+                  "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
+                  f" | seqgraph / {reference.split()[1]} | seqgraph GFLOP/s (% of peak) | compile (ms) "
+                  f"| peak memory seqgraph / torch (MiB) | load (1-min) | others' CPU share | rounds kept |",
+                  "|" + "---|" * (len(names) + 8)]
+        for c in rows:
+            times = {n: c.median(n, limit) for n in names}
+            ratio = times[ours] / times[reference]
+            rate = c.flops / times[ours] / 1e9
+            kept = c.kept(limit) or c.rounds
+            loads = [r.load for r in kept]
+            others = [r.others for r in kept]
+            lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
+                         f" | {ratio:.2f} | {rate:.1f} ({rate / peaks['numpy']:.0%}) | "
+                         f"{c.compile_s[ours] * 1e3:.0f} | {c.peak_mib[ours]:.1f} / {c.peak_mib[reference]:.1f} | "
+                         f"{min(loads):.2f}-{max(loads):.2f} | {statistics.median(others):.0%} | "
+                         f"{len(c.kept(limit))} of {len(c.rounds)} |")
+            verdicts.append((f"{title} at hidden {c.hidden}: seqgraph {times[ours] * 1e3:.1f} ms vs "
+                             f"{reference} {times[reference] * 1e3:.1f} ms", ratio <= 1.0,
+                             f"{(1 - ratio):+.0%} time saved" if ratio <= 1 else f"{ratio:.2f}x slower"))
+            verdicts.append((f"{title} at hidden {c.hidden}: peak memory {c.peak_mib[ours]:.1f} MiB vs "
+                             f"{c.peak_mib[reference]:.1f} MiB", c.peak_mib[ours] < c.peak_mib[reference], ""))
+        lines.append("")
+    rows = [c for c in configs if c.kind == "cells"]
+    if rows:
+        names = [n for n, _ in CONTESTANTS["cells"]]
+        lines += ["## User-written cells against the built-in lstm", "",
+                  "`PeepholeLSTM` is the cell of `models/peephole.sg`; `GateLSTM` is the LSTM restated "
+                  "gate by gate over `concat(x, h[t-1])` in `benchmarks/user_lstm.sg`. Both go "
+                  "through the same passes as the built-in cell (which is itself a `.sg` cell).", "",
+                  "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
+                  " | Peephole / lstm | GateLSTM / lstm | compile lstm / Peephole / GateLSTM (ms) "
+                  "| peak memory (MiB) | load (1-min) | others' CPU share | rounds kept |",
+                  "|" + "---|" * (len(names) + 8)]
+        for c in rows:
+            times = {n: c.median(n, limit) for n in names}
+            base = times[names[0]]
+            kept = c.kept(limit) or c.rounds
+            loads = [r.load for r in kept]
+            lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
+                         f" | {times[names[1]] / base:.2f} | {times[names[2]] / base:.2f} | " +
+                         " / ".join(f"{c.compile_s[n] * 1e3:.0f}" for n in names[:3]) + " | " +
+                         " / ".join(f"{c.peak_mib[n]:.1f}" for n in names) +
+                         f" | {min(loads):.2f}-{max(loads):.2f} | "
+                         f"{statistics.median(r.others for r in kept):.0%} | {len(c.kept(limit))} of {len(c.rounds)} |")
+            for n in names[1:3]:
+                ratio = times[n] / base
+                verdicts.append((f"{n.split()[1]} at hidden {c.hidden}: {ratio:.2f}x the built-in lstm",
+                                 ratio <= 1.15, ""))
+        lines.append("")
+    lines += ["## Targets", "", "Aim: seqgraph's step at least as fast as PyTorch's module (20% faster "
+              "is the goal), user cells within 15% of the built-in lstm, lower peak memory.", ""]
+    for text, met, note in verdicts:
+        lines.append(f"- {'met' if met else '**not met**'}: {text}" + (f" ({note})" if note else ""))
+    lines += ["", "## How it is measured", "",
+              "- seqgraph: `seqgraph.compile(model, dtype='float32')`, then per step "
+              "`forward`, `backward`, `params -= lr * grads` (`seqgraph.bench.training_step`). "
+              "Compile time is `compile_program` (graph passes and code generation), median of 3.",
+              "- PyTorch: the module (or the eager loop), `nn.Linear`, `F.cross_entropy`, "
+              "`torch.optim.SGD`, `zero_grad(set_to_none=True)`; the input does not require a "
+              "gradient (seqgraph computes the input's gradient too: its API returns it).",
+              "- GFLOP/s counts the matrix products only (2 flops per multiply-add, three "
+              "products per forward product in a training step).",
+              "- Peak memory: a fresh process per contestant sets up the model and data, resets the "
+              "kernel's resident-memory high-water mark, runs two training steps, and reports "
+              "the high-water mark less the memory held before the steps.",
+              f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant.", ""]
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15, help="rounds kept per row (15)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--kinds", default="lstm,gru,cells")
+    parser.add_argument("--max-others", type=float, default=0.25,
+                        help="drop a round when other processes used more than this share of the CPUs")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds per row after which rounds are kept whatever the load")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--probe", nargs=3, metavar=("KIND", "HIDDEN", "NAME"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    limit_threads(args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
+    if args.probe:
+        probe(args.probe[0], int(args.probe[1]), args.probe[2])
+        return 0
+    start = time.perf_counter()
+    peaks = matmul_peak()
+    configs = []
+    for kind in args.kinds.split(","):
+        for hidden in (int(h) for h in args.sizes.split(",")):
+            config = measure_config(kind, hidden, args)
+            configs.append(config)
+            print(f"{kind} {hidden}: " + ", ".join(
+                f"{n} {config.median(n, args.max_others) * 1e3:.1f} ms" for n, _ in CONTESTANTS[kind]),
+                flush=True)
+    peaks_after = matmul_peak()
+    peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}
+    text = write_report(Path(args.out), configs, peaks, machine(), args, time.perf_counter() - start)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -102,7 +102,9 @@ _unary("log", lambda xp, x: xp.log(x), lambda xp, x, y: 1 / x, "g / x",
 register(Op(
     "const",
     shape=lambda value=0.0, dtype="float32": (),
-    forward=lambda xp, value=0.0, dtype="float32": xp.asarray(value, dtype=dtype),
+    # a fill on the device, not a copy from the host: a captured CUDA graph replays a copy
+    # from host memory that is long gone (see seqgraph.backends.capture)
+    forward=lambda xp, value=0.0, dtype="float32": xp.full((), value, dtype=dtype),
     vjp=lambda xp, g, out, **attrs: (),
     rule="none",
     doc="A 0-d array holding the float attribute ``value`` in ``dtype``; it has no inputs.",

@@ -31,7 +31,7 @@ def _valid_count(xp, mask, entries: int, like):
     """How many of ``entries`` entries are valid, as a 0-d array of ``like``'s dtype (at least
     1, so an all-padding batch gives 0 rather than NaN)."""
     if mask is None:
-        return xp.asarray(entries, dtype=like.dtype)
+        return xp.full((), entries, dtype=like.dtype)
     per_step = entries // mask.size
     return xp.maximum(mask.sum(), 1).astype(like.dtype) * per_step
 

@@ -156,7 +156,7 @@ register(Op(
 def _masked_for_max(xp, x, lengths):
     """x with padded steps set to -inf, so they never win a max."""
     valid = expand_right(time_mask(xp, lengths, x.shape[0]), x.ndim)
-    return xp.where(valid, x, xp.asarray(-xp.inf, dtype=x.dtype))
+    return xp.where(valid, x, xp.full((), -xp.inf, dtype=x.dtype))
 
 
 def _forward_max_over_time(xp, x, lengths):
@@ -227,7 +227,7 @@ def _attention_weights(xp, query, memory, lengths):
     valid = time_mask(xp, lengths, memory.shape[0]).T  # (B, Tm)
     mem = zero_where_not(xp, valid, xp.transpose(memory, (1, 0, 2)))
     scores = (query[..., None, :] @ xp.transpose(mem, (0, 2, 1)))[..., 0, :]
-    scores = xp.where(valid, scores, xp.asarray(-xp.inf, dtype=scores.dtype))
+    scores = xp.where(valid, scores, xp.full((), -xp.inf, dtype=scores.dtype))
     e = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))
     return mem, valid, e / xp.sum(e, axis=-1, keepdims=True)
 

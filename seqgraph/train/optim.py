@@ -165,7 +165,7 @@ class SGD(Optimizer):
         g = self.decayed(p, g)
         if momentum:
             b = self.buffer("momentum_buffer", key, p)
-            if t == 1:
+            if isinstance(t, int) and t == 1:
                 b[...] = g
             else:
                 b *= momentum
@@ -214,8 +214,8 @@ class Adam(Optimizer):
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * (g * g)
-        step_size = lr / (1 - beta1 ** t)
-        denom = self.xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
+        step_size = _as_scalar(lr / (1 - beta1 ** t), p)
+        denom = self.xp.sqrt(v) / _as_scalar(_sqrt(self.xp, 1 - beta2 ** t), p) + eps
         p -= step_size * (m / denom)
 
 
@@ -269,6 +269,19 @@ class RMSprop(Optimizer):
 
 
 OPTIMIZERS: dict = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+
+
+# A step count ``t`` is a Python int, or (in a step captured as a CUDA graph, see
+# seqgraph.backends.capture) a 0-d device array the graph itself advances, which is never the
+# first step. Numbers computed from it then stay on the device, in the parameter's dtype, as
+# the Python float would have been rounded to.
+
+def _sqrt(xp, x):
+    return math.sqrt(x) if isinstance(x, float) else xp.sqrt(x)
+
+
+def _as_scalar(x, p):
+    return x if type(x) is float else x.astype(p.dtype)
 
 
 def make_optimizer(name: str, span: Optional[Span] = None, xp=None, **kwargs) -> Optimizer:
@@ -347,13 +360,30 @@ def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
     arrays = [g for g in grads.values() if g is not None]
     if not arrays:
         return 0.0
-    total = sum(xp.sum(g * g, dtype=xp.float64) for g in arrays)
-    norm = float(xp.sqrt(total))
+    norm = float(_global_norm(xp, arrays))
     scale = max_norm / (norm + 1e-6)
     if scale < 1.0:
         for g in arrays:
             g *= g.dtype.type(scale)
     return norm
+
+
+def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):
+    """:func:`clip_grad_norm` without leaving the device: no number is read back, so a CUDA
+    graph can capture it. Every gradient is multiplied by ``min(1, max_norm / (norm + 1e-6))``
+    (by exactly 1 when within the bound, so the numbers are those of :func:`clip_grad_norm`).
+    Returns the norm as a 0-d array."""
+    arrays = [g for g in grads.values() if g is not None]
+    norm = _global_norm(xp, arrays)
+    scale = xp.minimum(max_norm / (norm + 1e-6), 1.0)
+    for g in arrays:
+        g *= scale.astype(g.dtype)
+    return norm
+
+
+def _global_norm(xp, arrays: list):
+    """``sqrt(sum of g * g over every array)``, accumulated in float64, as a 0-d array."""
+    return xp.sqrt(sum(xp.sum(g * g, dtype=xp.float64) for g in arrays))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""A whole training step captured once as a CUDA graph and replayed.
+
+A compiled step (forward scan, backward scan, time-parallel ops, clipping, the optimiser
+update) is thousands of small kernel launches, each costing microseconds of Python and
+driver time. With static shapes the launches are the same every step, so they are recorded
+once into a CUDA graph and replayed with one launch. What makes that sound:
+
+- **static buffers**: each step's batch is staged (validated, copied to the device, padded
+  with zeros, dropout masks drawn) *outside* the graph, then copied into the same device
+  buffers every time; the graph reads them from there;
+- **no host syncs inside**: nothing in the step reads a number back (a host read inside a
+  capture is an error), and nothing copies from host memory (a replay would read it again
+  long after). Losses, the finiteness of the gradients and the norm come back after the
+  replay, once per step. Gradient clipping stays on the device
+  (:func:`~seqgraph.train.optim.clip_grad_norm_on_device`); the optimiser's step count is a
+  device scalar the graph advances itself; a non-finite step restores the parameters and
+  optimiser state inside the graph, as the plain loop skips it;
+- **one graph per shape signature** (batch, steps per time axis, dtype and the optimiser's
+  hyperparameters, so a new learning rate records afresh), each with its own memory pool that
+  nothing else allocates from, so a replay's temporaries land where the recording put them.
+  The first call of a signature runs plainly (it compiles kernels and fills caches, which a
+  capture must not do); the second records and launches; later ones replay.
+
+When recording fails (a driver without capture, an op that synchronises), the signature
+falls back to plain execution for good, and :attr:`StepCapture.reasons` says why. Past
+:attr:`StepCapture.limit` signatures (data whose lengths vary a lot) steps run plainly.
+
+The recorder is passed in, so the decision logic and the whole training step are tested on
+NumPy with a stand-in recorder; :class:`CudaGraphRecorder` is the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..compiler import Scan
+from ..runtime import prepare_feed
+from ..train import optim
+
+
+class CudaGraphRecorder:
+    """Records a function into a CUDA graph on a stream of its own (CuPy)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.stream = xp.cuda.Stream(non_blocking=True)
+
+    def scope(self):
+        """The context all of a step's work (staging, plain runs, launches) runs in."""
+        return self.stream
+
+    def capture(self, body):
+        """``body()`` recorded, not run, into a graph; its memory comes from a private pool."""
+        pool = self.xp.cuda.MemoryPool()
+        with self.xp.cuda.using_allocator(pool.malloc):
+            self.stream.begin_capture()
+            try:
+                body()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.stream.end_capture()
+                raise
+            graph = self.stream.end_capture()
+        return _Recorded(graph, pool, self.stream)
+
+
+@dataclass
+class _Recorded:
+    graph: object
+    pool: object  # kept alive with the graph: the replays use its memory
+    stream: object
+
+    def launch(self):
+        self.graph.launch(self.stream)
+
+
+@dataclass
+class StepCapture:
+    """Per shape signature: run plainly once, then record, then replay (module docstring)."""
+    recorder: object
+    limit: int = 8
+    graphs: dict = field(default_factory=dict)
+    seen: set = field(default_factory=set)
+    reasons: dict = field(default_factory=dict)
+
+    def run(self, signature, body, plain) -> str:
+        """Do one step: ``plain()`` runs it uncaptured, ``body()`` is the capturable form.
+        Returns how it ran: ``plain``, ``recorded`` or ``replayed``."""
+        if signature in self.graphs:
+            self.graphs[signature].launch()
+            return "replayed"
+        if signature not in self.seen or signature in self.reasons:
+            self.seen.add(signature)
+            plain()
+            return "plain"
+        if len(self.graphs) >= self.limit:
+            self.reasons[signature] = f"more than {self.limit} shapes already captured"
+            plain()
+            return "plain"
+        try:
+            graph = self.recorder.capture(body)
+        except Exception as error:  # the driver's or CuPy's reason, kept for the user
+            self.reasons[signature] = f"{type(error).__name__}: {error}"
+            plain()
+            return "plain"
+        self.graphs[signature] = graph
+        graph.launch()
+        return "recorded"
+
+
+class TrainingStep:
+    """One training step of ``net`` with ``optimizer`` (and gradient clipping at ``clip``),
+    captured as a CUDA graph where it can be: ``step(inputs, lengths, state)`` returns the
+    loss as a Python float, or None when the loss or a gradient was not finite (the step is
+    then skipped: parameters and optimiser state are left as they were).
+
+    Parameters and optimiser state must be updated in place between steps; an array that is
+    replaced (a loaded checkpoint) makes a new signature, so it is recorded afresh."""
+
+    def __init__(self, net, optimizer, clip: Optional[float] = None, recorder=None):
+        self.net, self.optimizer, self.clip = net, optimizer, clip
+        xp = net.backend.xp
+        self.xp = xp
+        self.capture = StepCapture(recorder if recorder is not None else CudaGraphRecorder(xp))
+        self.feeds: dict = {}
+        self.outputs: dict = {}
+        self.alive: dict = {}
+        self.counts = {key: xp.zeros((), dtype="float64") for key in net.params}
+        self.synced: dict = {}  # the step counts self.counts were last set to
+        self.held: list = []  # ids of the arrays the graphs update in place
+        self.last = None  # how the latest step ran
+
+    def step(self, inputs: dict, lengths=None, state: Optional[dict] = None) -> Optional[float]:
+        """Train on one batch; the loss, or None for a skipped (non-finite) step."""
+        net = self.net
+        with self.capture.recorder.scope():
+            fresh = prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state, True, net.rng)
+            signature = self._signature(fresh)
+            feed = self.feeds.setdefault(signature, fresh)
+            if feed is not fresh:
+                _copy_feed(self.xp, fresh, feed)
+            self._sync_counts()
+            self._forget_if_replaced()
+            self.last = self.capture.run(signature, lambda: self._captured(signature, feed),
+                                         lambda: self._plain(signature, feed))
+            loss, finite = self.outputs[signature]
+            loss, finite = float(net.backend.to_host(loss)), bool(net.backend.to_host(finite))
+        if finite and self.last != "plain":
+            for key in self.counts:
+                self.optimizer.steps[key] = self.synced[key] = self.synced[key] + 1
+        return loss if finite else None
+
+    def _signature(self, feed) -> tuple:
+        shapes = tuple(sorted((str(node), tuple(a.shape)) for node, a in {**feed.arrays, **feed.masks}.items()))
+        return shapes, self.net.dtype, tuple(sorted(self.optimizer.hyper.items())), self.clip
+
+    def _forget_if_replaced(self) -> None:
+        """Drop every graph when a parameter or optimiser state array is no longer the one
+        the graphs write into (a loaded checkpoint, the optimiser's first buffers)."""
+        held = [id(a) for a in list(self.net.params.values()) + _state_arrays(self.optimizer)]
+        if held != self.held:
+            self.capture.graphs.clear()
+            self.alive.clear()
+            self.held = held
+
+    def _sync_counts(self) -> None:
+        """Set the device step counts to the optimiser's (plain steps advance only those);
+        a fill outside any recording, so its number is not frozen into a graph."""
+        for key, count in self.counts.items():
+            steps = self.optimizer.steps.get(key, 0)
+            if self.synced.get(key) != steps:
+                count.fill(steps)
+                self.synced[key] = steps
+
+    def _gradients(self, feed):
+        """Forward and backward from ``feed``; the loss, the parameter gradients, and whether
+        all of them are finite (a 0-d device array)."""
+        net, xp = self.net, self.xp
+        run = net.program.forward(xp, feed, net.params, net.dtype)
+        net._run = run
+        net.final_states = {key: run.env[node] for key, node in net.model.checked.final_states.items()}
+        loss = run.env[net.model.outputs["loss"]]
+        seeds = {net.model.outputs["loss"]: xp.ones((), dtype=net.dtype)}
+        grads = net.collect_grads(net.program.backward(xp, run, seeds), net.model.checked.params)
+        grads = {k: g for k, g in grads.items() if k in net.params}
+        if self.clip:
+            optim.clip_grad_norm_on_device(xp, grads, self.clip)
+        finite = xp.isfinite(loss)
+        for g in grads.values():
+            finite = finite & xp.all(xp.isfinite(g))
+        return loss, grads, finite
+
+    def _plain(self, signature, feed) -> None:
+        """The step as the training loop runs it, with the optimiser's own step counts."""
+        loss, grads, finite = self._gradients(feed)
+        self.outputs[signature] = (loss, finite)
+        if bool(self.net.backend.to_host(finite)):
+            self.optimizer.step(self.net.params, grads)
+
+    def _captured(self, signature, feed) -> None:
+        """The step with nothing read back: the step counts live on the device and advance
+        only on a finite step; a non-finite one puts parameters and optimiser state back."""
+        xp, optimizer, params = self.xp, self.optimizer, self.net.params
+        loss, grads, finite = self._gradients(feed)
+        self.outputs[signature] = (loss, finite)
+        kept = [(a, a.copy()) for a in list(params.values()) + _state_arrays(optimizer)]
+        for key, g in grads.items():
+            self.counts[key] += finite
+            optimizer.update(key, params[key], g, self.counts[key])
+        skipped = xp.logical_not(finite)
+        for array, copy in kept:
+            xp.copyto(array, copy, where=skipped)
+        # the scans' reusable buffers are replaced when another shape runs; the graph keeps
+        # writing into these, so they must outlive that
+        self.alive[signature] = [dict(item.cache) for item in self.net.program.schedule
+                                 if isinstance(item, Scan)]
+
+
+def _state_arrays(optimizer) -> list:
+    return [a for per_key in optimizer.state.values() for a in per_key.values()]
+
+
+def _copy_feed(xp, source, target) -> None:
+    """This batch's arrays into the static buffers a recorded graph reads."""
+    for node, array in source.arrays.items():
+        xp.copyto(target.arrays[node], array)
+    for node, array in source.masks.items():
+        xp.copyto(target.masks[node], array)

@@ -28,6 +28,8 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+import numpy
+
 from ..errors import SeqgraphError
 
 FUNCTIONS = ("exp", "log", "tanh", "max")
@@ -269,16 +271,15 @@ class ChainKernel:
             raise TypeError(f"{source.name} takes {len(source.inputs)} arrays, got {len(arrays)}")
         if not source.outputs:
             return ()
+        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in arrays))
         if direction in self._kernels:
             if out is None:
-                shape = self.xp.broadcast_shapes(*(a.shape for a in arrays))
                 dtype = self.xp.result_type(*arrays)
                 out = [self.xp.empty(shape, dtype=dtype) for _ in source.outputs]
             self._kernels[direction](*arrays, *out)
             return tuple(out)
         values = dict(zip(source.inputs, arrays))
         memo: dict = {}
-        shape = self.xp.broadcast_shapes(*(self.xp.shape(a) for a in arrays))
         results = []
         for k, tree in enumerate(self._trees[direction]):
             value = self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo), shape)

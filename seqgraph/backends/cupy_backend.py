@@ -1,4 +1,15 @@
-"""The CuPy backend: arrays live on an NVIDIA GPU. Imported only when asked for."""
+"""The CuPy backend: arrays live on an NVIDIA GPU. Imported only when asked for.
+
+Parameters, activations, gradients and optimiser state stay on the device for a whole
+training run; each batch is copied in once, and only scalars (the loss, a norm, a
+finiteness flag) and checkpoints (:meth:`CupyBackend.to_host`) come back. Two things make it
+fast, both built from the compiled program rather than written per layer:
+
+- :meth:`CupyBackend.chain_kernel`: a fused elementwise chain as one generated kernel
+  forward and one backward (:mod:`.cuda_kernels`);
+- :meth:`CupyBackend.recorder`: a whole training step recorded as a CUDA graph and
+  replayed (:mod:`.capture`).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +17,20 @@ import numpy
 
 from ..errors import SeqgraphError
 
+INSTALL_HINT = ("pip install 'seqgraph[gpu]' for CUDA 12, 'seqgraph[gpu-cuda11]' for CUDA 11, "
+                "'seqgraph[gpu-cuda13]' for CUDA 13 (nvidia-smi shows the CUDA version)")
+
 
 def _import_cupy():
     try:
         import cupy
     except ImportError:
-        raise SeqgraphError("the cupy backend needs CuPy, which is not installed",
-                            hint="pip install 'seqgraph[gpu]' (CUDA 12) or 'seqgraph[gpu-cuda11]'") from None
+        raise SeqgraphError("the cupy backend needs CuPy, which is not installed", hint=INSTALL_HINT) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CuPy raises its own runtime errors when no driver is present
-        raise SeqgraphError(f"the cupy backend found no usable CUDA GPU ({error})",
+        reason = " ".join(str(error).split())
+        raise SeqgraphError(f"the cupy backend found no usable CUDA GPU ({reason})",
                             hint="use --backend numpy on this machine") from None
     if count == 0:
         raise SeqgraphError("the cupy backend found no CUDA GPU", hint="use --backend numpy on this machine")
@@ -37,10 +51,26 @@ class CupyBackend:
 
     def to_host(self, array):
         """A NumPy array with the same values, copied from the device."""
-        if isinstance(array, numpy.ndarray):
-            return array
+        if isinstance(array, (numpy.ndarray, numpy.generic, int, float)):
+            return numpy.asarray(array)
         return self.xp.asnumpy(array)
 
     def synchronize(self) -> None:
         """Wait for the device to finish queued work."""
         self.xp.cuda.get_current_stream().synchronize()
+
+    def device_name(self) -> str:
+        """The GPU's name, as the driver reports it."""
+        properties = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        name = properties["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def chain_kernel(self, chain):
+        """One fused elementwise chain as generated CUDA kernels (see :mod:`.cuda_kernels`)."""
+        from .cuda_kernels import ChainKernel
+        return ChainKernel(chain, self.xp)
+
+    def recorder(self):
+        """A CUDA graph recorder on a stream of its own (see :mod:`.capture`)."""
+        from .capture import CudaGraphRecorder
+        return CudaGraphRecorder(self.xp)

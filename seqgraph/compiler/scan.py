@@ -381,14 +381,14 @@ class ScanCode:
             r = layout.root[node]
             if r != node:
                 line = f"g{self.index[node]} = g{self.index[r]}" + _span(layout.region[node])
-                (per_step if r in layout.full or layout.region[node] else prelude).append(line)
+                (per_step if r in layout.full else prelude).append(line)
         prelude = _order_bindings(prelude)
         per_step = _order_bindings(per_step)
         fetch = [f"x_{_ident(a)} = X_{_ident(a)}[t]" for _, (kind, a) in self.external().items()
                  if kind == "seq" and self.arg_name(a) in " ".join(" ".join(c) for c, *_ in emitted)]
         for node in self.order:
             if node in reads_fwd:
-                fetch += self._fetch_chain(node)
+                fetch += [line for line in self._fetch_chain(node) if line not in fetch]
         init = self._init_lines(layout)
         zeros = self._uncovered_lines(layout)
         body = []

@@ -9,11 +9,10 @@ the examples are derived from the test's name, so a run in CI is reproducible.
 """
 
 import re
-import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seqgraph as sg
@@ -27,7 +26,7 @@ FILENAME = "fuzz.sg"
 LOCATED = re.compile(rf"^{re.escape(FILENAME)}:\d+:\d+: error: ", re.M)
 
 _LAYOUT = {ord("\n"): None, ord("\t"): None}
-FUZZ = settings(max_examples=60, deadline=2000, derandomize=True, database=None,
+FUZZ = settings(max_examples=150, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # Pieces a mutation splices in: the language's own words and symbols, absurd numbers, and
@@ -139,7 +138,7 @@ def test_absurd_sizes_are_checked_with_a_place(name, data):
     outcome(text)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=300)
 @given(st.text(st.characters(codec=None, blacklist_categories=()), max_size=300)
        | st.text("model cell train input target{}()[]:=,+-*/@#\"\n xyt0123.", max_size=200))
 def test_random_text_parses_or_fails_with_a_place(text):

@@ -279,6 +279,10 @@ class Network:
         for per-step nodes)."""
         if self._run is None:
             raise SeqgraphError("call forward() first")
+        if node not in self._run.env:
+            raise SeqgraphError(f"the compiled program does not keep the value of '{node}'",
+                                hint="values inside a recurrence live for one step only unless "
+                                     "something reads them later; net.reference() keeps every value")
         return self._run.env[node]
 
     def first_nonfinite(self):

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,8 +23,8 @@ from typing import Optional
 import numpy
 
 from .. import faults, resources
-from ..errors import SeqgraphError
 from ..backends import get_backend
+from ..errors import SeqgraphError
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
@@ -239,12 +242,13 @@ class Trainer:
         bar.update(self.batch_index)
         for index in range(self.batch_index, len(batches)):
             inputs, lengths, weight, tokens = batches[index]
-            loss = self._step(inputs, lengths, index)
-            if loss is not None:
-                total, count = total + loss * weight, count + weight
-            units += tokens
-            self.batch_index = index + 1
-            self._partial = (total, count, units)
+            with holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
+                loss = self._step(inputs, lengths, index)
+                if loss is not None:
+                    total, count = total + loss * weight, count + weight
+                units += tokens
+                self.batch_index = index + 1
+                self._partial = (total, count, units)
             bar.update(1)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}",
                             rate=f"{units / max(time.perf_counter() - started, 1e-9):.0f}/s")
@@ -394,6 +398,24 @@ class Trainer:
                     "backend": self.net.backend.name, "dtype": self.net.dtype, **self.config.as_dict()}
         data = json.dumps(resolved, indent=2).encode("utf-8")
         atomic_write(self.out_dir / "config.json", lambda f: f.write(data))
+
+
+@contextmanager
+def holding_interrupts():
+    """Run the block to its end even if Ctrl-C comes, then raise the KeyboardInterrupt: the
+    parameters, the optimiser and the batch count all move on together or not at all.
+    (Outside the main thread, where signal handlers cannot be set, the block just runs.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _check_array(origin: str, name: str, array, node: dict) -> None:

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from seqgraph import SeqgraphError
 from seqgraph.train.checkpoint import read_checkpoint
+from seqgraph.train.loop import holding_interrupts
 from seqgraph.train.run import run, sample
 from seqgraph.weights import HEADER, atomic_write, load_arrays, remove_temporaries
 
@@ -46,6 +48,21 @@ def test_remove_temporaries_deletes_only_atomic_write_leftovers(tmp_path):
     (tmp_path / "notes.tmp").write_bytes(b"kept too")
     assert remove_temporaries(tmp_path) == [".last.npz.abc123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz", "notes.tmp"]
+
+
+def test_ctrl_c_during_a_step_lets_the_step_finish_first():
+    """SIGINT inside the block is held until the block ends, then raised; afterwards Ctrl-C
+    interrupts at once again."""
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with holding_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            finished.append("the rest of the step")
+    assert finished == ["the rest of the step"]
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+        finished.append("not reached")
+    assert len(finished) == 1
 
 
 def _check_run_folder(folder: Path) -> list:

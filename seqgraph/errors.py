@@ -79,10 +79,10 @@ class Diagnostic:
 
 
 def printable(text: str) -> str:
-    """``text`` with every character a terminal would not show as itself (controls, NUL,
-    bidirectional overrides, lone surrogates) replaced by U+FFFD, one for one, so carets
-    stay aligned and a message can always be printed."""
-    return "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in text)
+    """``text`` with every character a terminal would not show as itself (controls other
+    than tab and newline, NUL, bidirectional overrides, lone surrogates) replaced by U+FFFD,
+    one for one, so carets stay aligned and a message can always be printed."""
+    return "".join(c if c.isprintable() or c in "\t\n" else "\ufffd" for c in text)
 
 
 class SeqgraphError(Exception):

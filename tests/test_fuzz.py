@@ -241,6 +241,11 @@ def test_odd_characters_are_named_and_never_echoed_raw(char, described):
     assert f"    y = a{shown}b\n" in rendered
 
 
+def test_messages_keep_their_line_breaks_but_not_terminal_escapes():
+    rendered = SeqgraphError("first line\nsecond \x1b[31mred\x1b[0m", hint="a\tb").render()
+    assert rendered == "error: first line\nsecond \ufffd[31mred\ufffd[0m\nhint: a\tb"
+
+
 def test_a_size_too_large_for_any_array_is_refused_where_it_is_written():
     """10**5000 once passed the checker, and printing the model then raised ValueError."""
     rendered = outcome("model M(H = 99999999999999999999) {\n    input x : [H]\n}\n")

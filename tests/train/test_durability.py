@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,13 @@ def test_ctrl_c_during_a_step_lets_the_step_finish_first():
     assert len(finished) == 1
 
 
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.005)
+
+
 def _check_run_folder(folder: Path) -> list:
     """Every checkpoint, metrics.csv and config.json in ``folder`` reads; the checkpoints'
     epochs are returned."""
@@ -83,31 +91,38 @@ def _check_run_folder(folder: Path) -> list:
 
 
 def test_a_run_killed_at_random_moments_resumes_every_time(tmp_path):
-    """SIGKILL at seeded random moments (before, during and between epochs and file writes);
-    after each kill every file left is readable and the run resumes from it, and the last
-    resume finishes with every epoch in its history exactly once."""
-    out, epochs = tmp_path / "run", 400  # a few ms each: kills land at every stage of the run
+    """SIGKILL at seeded random moments: once during start-up, then each time a little after
+    the run has saved progress (between or inside file writes). After each kill every file
+    left is readable and the run resumes from it; the last resume finishes with every epoch
+    in its history exactly once."""
+    out, epochs = tmp_path / "run", 300  # a few ms each, so kills land at every stage of a run
     command = [sys.executable, "-m", "seqgraph", "run", str(MODELS / "rnn_adding.sg"), "--out", str(out),
                "--quiet", "--epochs", str(epochs), "--size", "hidden=8"]
     for setting in SMALL:
         command += ["--set", setting]
     moments = random.Random(8)
-    resumed = 0
-    for _ in range(5):
+    last, resumed, killed = out / "last.npz", 0, 0
+    for attempt in range(5):
+        saved = last.stat().st_mtime_ns if last.exists() else None
         resume = ["--resume"] if any((out / name).exists() for name in CHECKPOINTS) else []
         process = subprocess.Popen(command + resume, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
-        try:
-            _, errors = process.communicate(timeout=moments.uniform(1.0, 2.5))
-            assert process.returncode == 0, errors.decode()
-        except subprocess.TimeoutExpired:
+        if attempt == 0:  # somewhere in start-up or the first epochs
+            time.sleep(moments.uniform(0.2, 1.5))
+        else:  # once this run has saved progress, a moment later: between or inside writes
+            _wait_until(lambda: process.poll() is not None or
+                        (last.exists() and last.stat().st_mtime_ns != saved))
+            time.sleep(moments.uniform(0.0, 0.3))
+        if process.poll() is None:
             process.kill()
-            process.communicate()
+            killed += 1
+        _, errors = process.communicate()
+        assert process.returncode in (0, -signal.SIGKILL), errors.decode()
         resumed += bool(resume)
         _check_run_folder(out)
     finished = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, timeout=120)
     assert finished.returncode == 0, finished.stderr.decode()
-    assert resumed >= 2
+    assert resumed >= 3 and killed >= 3
     history = read_checkpoint(out / "final.npz")[1]["history"]
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
     assert max(_check_run_folder(out)) == epochs

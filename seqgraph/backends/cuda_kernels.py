@@ -12,7 +12,8 @@ It is parsed once into a small tree (:func:`parse_formula`), and that one tree i
 - **translated to CUDA C** (:func:`cuda_expression`, :func:`generate_kernel`): every number
   becomes a literal of the kernel's element type ``T`` (``float`` or ``double``), ``max`` the
   NaN-propagating maximum NumPy computes, a comparison ``1`` or ``0`` of type ``T``, and a
-  sub-expression used more than once a ``const T`` local computed once; and
+  sub-expression used more than once a ``const T`` local computed once (every output is
+  computed before any is stored, so an output may share its buffer with an input); and
 - **evaluated with an array namespace** (:func:`evaluate`), which is how the formulas are
   tested against the op registry without a GPU, and how a chain runs on NumPy.
 
@@ -151,15 +152,21 @@ def _literal(number) -> str:
 
 def cuda_statements(assignments: list) -> list:
     """Lines of CUDA C computing ``target = formula`` for every ``(target, tree)`` given; a
-    sub-expression that occurs more than once becomes a ``const T`` local, computed once."""
+    sub-expression that occurs more than once becomes a ``const T`` local, computed once.
+
+    With several targets every value is computed before any is stored: CuPy binds inputs
+    by reference, and an output may share its buffer with an input."""
     counts: dict = {}
     for _, tree in assignments:
         _count(tree, counts)
     names, lines = {}, []
     for _, tree in assignments:
         _bind_shared(tree, counts, names, lines)
-    lines += [f"{target} = {cuda_expression(tree, names)};" for target, tree in assignments]
-    return lines
+    if len(assignments) == 1:
+        (target, tree), = assignments
+        return lines + [f"{target} = {cuda_expression(tree, names)};"]
+    lines += [f"const T r{k} = {cuda_expression(tree, names)};" for k, (_, tree) in enumerate(assignments)]
+    return lines + [f"{target} = r{k};" for k, (target, _) in enumerate(assignments)]
 
 
 def _count(node: Node, counts: dict) -> None:
@@ -255,7 +262,7 @@ class ChainKernel:
         if _is_cupy(xp):
             self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
                                                      preamble=PREAMBLE)
-                             for d, s in self.sources.items()}
+                             for d, s in self.sources.items() if s.outputs}
 
     def forward(self, *inputs, out=None) -> tuple:
         """The chain's outputs (written into ``out``, a sequence of arrays, when given)."""

@@ -66,6 +66,9 @@ class Program:
         self.graph = graph
         self.wanted = wanted
         self.needs_grad = needs_grad
+        # run fused chains as generated kernels: None means where the namespace can compile
+        # them (CuPy); on NumPy the in-place ufunc lines are faster
+        self.fuse_chains = None
 
     def stats(self) -> dict:
         """Counts that show what running costs: kernel calls in the schedule (a scan's
@@ -132,8 +135,10 @@ class Program:
         for weight in code.transposed():
             # a contiguous copy: a per-step product with a transposed view runs far slower
             arrays["wt_" + _ident(weight)] = xp.ascontiguousarray(env[weight].T)
-        function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype), code.forward_code,
-                                         code.forward_buffers, code.forward_functions(xp, run.dtype))
+        compiled, buffers, chains = code.fused_forward() if self._fuses(xp) else \
+            (code.forward_code, code.forward_buffers, ())
+        function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled,
+                                         buffers, code.forward_functions(xp, run.dtype, chains))
         _call(xp, function, steps, {**arrays, **scratch})
         for node in code.order:
             i = code.index[node]
@@ -149,6 +154,9 @@ class Program:
             if node in code.views and node in code.kept:
                 attrs = code.data[node]["attrs"]
                 env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
+
+    def _fuses(self, xp) -> bool:
+        return self.fuse_chains if self.fuse_chains is not None else hasattr(xp, "ElementwiseKernel")
 
     def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions: dict):
         """The generated function for ``key`` with its scratch buffers, made once per key."""

@@ -28,12 +28,13 @@ Where each value lives:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import networkx as nx
 
 from ..autodiff import differentiable
+from ..backends.cuda_kernels import ChainKernel
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
@@ -85,6 +86,8 @@ class ScanCode:
         self.forward_source, self.forward_buffers = self._forward_source()
         self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
         self._backward = {}
+        self._fused = None
+        self._chain_kernels = {}
 
     # -- what is where ------------------------------------------------------------------
 
@@ -155,7 +158,10 @@ class ScanCode:
 
     # -- forward -------------------------------------------------------------------------
 
-    def _forward_source(self):
+    def _forward_source(self, fused=()):
+        """The forward loop's source and scratch buffers; each chain in ``fused`` runs as one
+        call ``F<i>(inputs..., out=(outputs...))`` at its last node ``i``."""
+        member = {node: chain for chain in fused for node in chain.nodes}
         stored = self.kept | self.views | set(self.masks)
         per_step, body, lifetimes, keys, in_place = [], [], {}, {}, set()
         per_step += [f"x_{_ident(a)} = X_{_ident(a)}[t]" for k, (kind, a) in self.external().items()
@@ -174,11 +180,15 @@ class ScanCode:
                     parent = data["args"][0]
                     (per_step if parent in self.kept else body).append(self._fetch(node)[0])
                 continue
+            chain = member.get(node)
             if node not in stored:
-                lifetimes[node] = (i, None)
+                lifetimes[node] = (self.index[chain.nodes[-1]] if chain else i, None)
                 keys[node] = (tuple(data["shape"]), data["dtype"])
-            body += self._forward_lines(node)
-        reads = self._last_reads()
+            if chain is None:
+                body += self._forward_lines(node)
+            elif node == chain.nodes[-1]:
+                body.append(self._chain_call(chain))
+        reads = self._last_reads(member)
         lifetimes = {n: (first, reads.get(n, first)) for n, (first, _) in lifetimes.items()}
         for node in self.order:
             data = self.data[node]
@@ -219,25 +229,75 @@ class ScanCode:
             return [f"dot({ins[1]}, wt_{_ident(data['args'][0])}, v{i})"]
         return [f"copyto(v{i}, F{i}({', '.join(ins)}))"]
 
-    def _last_reads(self) -> dict:
+    def _last_reads(self, member=None) -> dict:
+        """The step-order index of each value's last read (a fused chain reads its inputs at
+        its last node, ``member`` mapping the chains' nodes to them)."""
+        member = member or {}
         reads = {}
         for node in self.order:
             if self.data[node]["op"] == PREV:
                 continue
+            at = self.index[member[node].nodes[-1]] if node in member else self.index[node]
             for arg in self.data[node]["args"]:
                 while arg in self.views:
                     arg = self.data[arg]["args"][0]
                 if arg in self.members:
-                    reads[arg] = max(reads.get(arg, -1), self.index[node])
+                    reads[arg] = max(reads.get(arg, -1), at)
         return reads
 
-    def forward_functions(self, xp, dtype) -> dict:
-        """The callables generated forward code uses for ops without an in-place kernel."""
+    # -- the forward loop with fused chains (a backend with generated kernels) -----------
+
+    def fused_forward(self):
+        """``(code, buffers, chains)`` of the forward loop that runs each fusible chain as one
+        generated kernel (:meth:`fusible_chains`), made once."""
+        if self._fused is None:
+            chains = self.fusible_chains()
+            source, buffers = self._forward_source(chains)
+            self._fused = (compile(source, f"<scan {self.order[0]} fused forward>", "exec"), buffers, chains)
+        return self._fused
+
+    def fusible_chains(self) -> list:
+        """The chains of more than one op, of one shape throughout, whose values nothing
+        outside reads before the chain's last node; each returned with the outputs its kernel
+        must write: what is read outside it, and what a later step or backward keeps."""
+        found = []
+        for chain in self.chains:
+            inside = set(chain.nodes)
+            last = self.index[chain.nodes[-1]]
+            readers = {n: self._readers(n) - inside for n in chain.nodes}
+            if (len(chain.nodes) < 2 or len({tuple(self.data[n]["shape"]) for n in chain.nodes}) > 1
+                    or any(self.index[r] < last for rs in readers.values() for r in rs)):
+                continue
+            outputs = [n for n in chain.nodes if n in chain.outputs or n in self.kept or readers[n]]
+            found.append(replace(chain, outputs=outputs, forward={n: chain.values[n] for n in outputs},
+                                 backward={}))
+        return found
+
+    def _readers(self, node) -> set:
+        """The core nodes that read ``node``'s value in the same step (through views)."""
+        found = set()
+        for consumer, _ in self.consumers[node]:
+            found |= self._readers(consumer) if consumer in self.views else {consumer}
+        return found
+
+    def _chain_call(self, chain) -> str:
+        ins = ", ".join(self.arg_name(a) for a in chain.inputs)
+        outs = "".join(f"v{self.index[n]}, " for n in chain.outputs)
+        return f"F{self.index[chain.nodes[-1]]}({ins}, out=({outs}))"
+
+    def forward_functions(self, xp, dtype, fused=()) -> dict:
+        """The callables generated forward code uses for ops without an in-place kernel, and
+        for each chain in ``fused`` its generated kernel (made once per namespace)."""
         found = {}
         for node in self.order:
             if self._generic_forward(node):
                 op, attrs = REGISTRY[self.data[node]["op"]], self.data[node]["attrs"]
                 found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
+        for chain in fused:
+            name = f"F{self.index[chain.nodes[-1]]}"
+            if (xp, name) not in self._chain_kernels:
+                self._chain_kernels[(xp, name)] = ChainKernel(chain, xp).forward
+            found[name] = self._chain_kernels[(xp, name)]
         return found
 
     # -- backward ------------------------------------------------------------------------

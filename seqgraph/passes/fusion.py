@@ -20,12 +20,15 @@ from ..compiler.kernels import KERNELS
 @dataclass
 class Chain:
     """A fused elementwise chain. Formulas name input ``k`` ``x{k}`` and the cotangent of
-    output ``k`` ``g{k}``; ``backward`` formulas recompute inner values from the inputs."""
+    output ``k`` ``g{k}``; ``backward`` formulas recompute inner values from the inputs.
+    ``values`` holds the formula of every node of the chain (a kernel may write inner
+    values too, where a backward pass keeps them)."""
     nodes: list
     inputs: list
     outputs: list
     forward: dict = field(default_factory=dict)
     backward: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
 
 
 def fuse_elementwise(graph: nx.DiGraph, order: list) -> list:
@@ -64,7 +67,8 @@ def describe_chain(graph: nx.DiGraph, nodes: list) -> Chain:
     for node in nodes:
         data = graph.nodes[node]
         formula[node] = KERNELS[data["op"]].formula.format(*(f"({formula[a]})" for a in data["args"]))
-    chain = Chain(nodes, inputs, outputs, {out: formula[out] for out in outputs})
+    chain = Chain(nodes, inputs, outputs, {out: formula[out] for out in outputs},
+                  values={node: formula[node] for node in nodes})
     chain.backward = _backward_formulas(graph, chain, formula)
     return chain
 

@@ -13,6 +13,7 @@ from seqgraph.autodiff import differentiable
 from seqgraph.backends.cuda_kernels import (ChainKernel, cuda_statements, evaluate, generate_kernel,
                                             parse_formula)
 from seqgraph.compiler import Scan
+from seqgraph.gradcheck import random_inputs
 from seqgraph.ops import REGISTRY, unbroadcast
 
 from .conftest import MODELS
@@ -171,3 +172,37 @@ def test_every_generated_kernel_compiles_with_nvcc(tmp_path, dtype):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(tmp_path.glob("*.ptx"))) == len(units)
+
+
+@pytest.mark.parametrize("path, name", [pytest.param(p, n, id=f"{p.stem}:{n}") for p in MODELS
+                                        for n in sg.load(p).models])
+def test_the_forward_loop_with_fused_chains_computes_the_same_numbers(path, name):
+    # on NumPy a fused chain evaluates its formulas: the same ufuncs in the same order
+    model = sg.load(path).models[name]
+    plain = sg.compile(model, dtype="float64", seed=1)
+    fused = sg.compile(model, dtype="float64", seed=1)
+    fused.program.fuse_chains = True
+    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=2)
+    expected, got = plain.forward(inputs, lengths), fused.forward(inputs, lengths)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-13, atol=1e-14, err_msg=key)
+    expected, got = plain.backward(), fused.backward()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-14, err_msg=key)
+    for code in [item.code for item in fused.program.schedule if isinstance(item, Scan)]:
+        chains = code.fused_forward()[2]
+        source = code._forward_source(chains)[0]
+        assert chains and all(f"F{code.index[c.nodes[-1]]}(" in source for c in chains)
+
+
+def test_a_fused_chain_writes_every_value_backward_keeps():
+    model = sg.load(MODELS[[p.stem for p in MODELS].index("lstm_adding")]).model()
+    code = next(item.code for item in sg.compile(model).program.schedule if isinstance(item, Scan))
+    (chain,) = code.fusible_chains()
+    assert set(chain.outputs) == {n for n in chain.nodes if n in code.kept}
+    assert len(chain.outputs) == 5 and len(chain.nodes) == 7  # the cell update: two inner values stay in registers
+
+
+def test_with_several_outputs_every_value_is_computed_before_any_is_stored():
+    lines = cuda_statements([("y0", parse_formula("x0 + 1")), ("y1", parse_formula("x0 * x1"))])
+    assert lines == ["const T r0 = (x0 + ((T)1));", "const T r1 = (x0 * x1);", "y0 = r0;", "y1 = r1;"]

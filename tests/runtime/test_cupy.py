@@ -141,3 +141,20 @@ def test_a_gpu_run_resumes_and_samples_on_the_cpu(tmp_path):
                   resume=str(tmp_path), **quiet)
     assert len(resumed.history) == 2 and np.isfinite(resumed.history[-1]["train_loss"])
     assert sample(tmp_path, length=10, prime="a").startswith("a")
+
+
+@needs_gpu
+@pytest.mark.parametrize("path, name", example_models())
+def test_fused_and_unfused_forward_loops_agree_on_the_gpu(path, name):
+    model = sg.load(path).models[name]
+    nets = [sg.compile(model, backend="cupy", dtype="float64", seed=2) for _ in range(2)]
+    nets[1].program.fuse_chains = False
+    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=6)
+    outs = [net.forward(inputs, lengths) for net in nets]
+    for key in outs[0]:
+        np.testing.assert_allclose(nets[0].backend.to_host(outs[0][key]), nets[1].backend.to_host(outs[1][key]),
+                                   rtol=1e-12, atol=1e-13, err_msg=key)
+    grads = [net.backward() for net in nets]
+    for key in grads[0]:
+        np.testing.assert_allclose(nets[0].backend.to_host(grads[0][key]), nets[1].backend.to_host(grads[1][key]),
+                                   rtol=1e-11, atol=1e-13, err_msg=key)

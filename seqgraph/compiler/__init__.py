@@ -24,7 +24,7 @@ from ..autodiff import accumulate, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
 from .. import passes
-from .kernels import UFUNCS
+from .kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
 
 FEED_OPS = ("input", "lengths", "state_init")
@@ -37,6 +37,7 @@ class Step:
     data: dict
     kind: str  # leaf | op | identity | shift
     wanted: tuple = ()
+    overwrites: object = None  # an input whose array this op may write its result into
 
 
 @dataclass
@@ -108,7 +109,12 @@ class Program:
         if item.kind == "shift":
             state, initial = (env[a] for a in data["args"])
             return _shift(xp, state, initial)
-        return REGISTRY[op].forward(xp, *[env[a] for a in data["args"]], **data["attrs"])
+        inputs = [env[a] for a in data["args"]]
+        if item.overwrites is not None:
+            target = env[item.overwrites]
+            if _fits(xp, target, inputs):
+                return getattr(xp, IN_PLACE[op])(*inputs, out=target)
+        return REGISTRY[op].forward(xp, *inputs, **data["attrs"])
 
     def _scan_forward(self, xp, scan: Scan, run: Run):
         code, env, feed = scan.code, run.env, run.feed
@@ -319,11 +325,11 @@ def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
             schedule.append(_make_scan(graph, members, needs_grad, wanted))
         else:
             (node,) = members
-            schedule.append(_make_step(graph, node, needs_grad))
+            schedule.append(_make_step(graph, node, needs_grad, wanted))
     return Program(schedule, graph, wanted, needs_grad)
 
 
-def _make_step(graph: nx.DiGraph, node, needs_grad: set) -> Step:
+def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     data = graph.nodes[node]
     op = data["op"]
     if op in FEED_OPS or op in ("param", "const", "dropout_mask"):
@@ -334,7 +340,45 @@ def _make_step(graph: nx.DiGraph, node, needs_grad: set) -> Step:
         return Step(node, data, "shift")
     wanted = tuple(arg in needs_grad and differentiable(graph, node, port)
                    for port, arg in enumerate(data["args"]))
-    return Step(node, data, "op", wanted)
+    return Step(node, data, "op", wanted, _overwritable_input(graph, node, keep))
+
+
+# Time-parallel elementwise ops that may run in place, as the ufunc that does it, and the ops
+# whose result is always a new array of their own (never a view of another value).
+IN_PLACE = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
+            "exp": "exp", "tanh": "tanh"}
+FRESH = {"matmul", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
+
+
+def _overwritable_input(graph: nx.DiGraph, node, keep: set):
+    """An input of an elementwise ``node`` that dies there and that no gradient reads, so the
+    op can write its (same-sized) result over it instead of allocating: the bias added to a
+    time-parallel product is added in place."""
+    data = graph.nodes[node]
+    op = data["op"]
+    if op not in IN_PLACE:
+        return None
+    arity = len(data["args"])
+    read_here = {r for port in range(arity) for r in needs(op, port, arity) if r != "out"}
+    for port, arg in enumerate(data["args"]):
+        source = graph.nodes[arg]
+        producer_reads = {r for p in range(len(source["args"]))
+                          for r in needs(source["op"], p, len(source["args"]))}
+        if (source["op"] in FRESH and arg not in keep and port not in read_here
+                and "out" not in producer_reads and list(graph.successors(arg)) == [node]
+                and data["args"].count(arg) == 1 and not _recurrent(graph, arg)):
+            return arg
+    return None
+
+
+def _recurrent(graph: nx.DiGraph, node) -> bool:
+    return any(nx.has_path(graph, s, node) for s in graph.successors(node))
+
+
+def _fits(xp, target, inputs) -> bool:
+    """Whether ``target`` can hold the result of a broadcasting op on ``inputs``."""
+    shape = xp.broadcast_shapes(*(x.shape for x in inputs))
+    return tuple(shape) == target.shape and all(x.dtype == target.dtype for x in inputs)
 
 
 def _make_scan(graph: nx.DiGraph, members: set, needs_grad: set, wanted: set) -> Scan:

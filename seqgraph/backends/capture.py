@@ -136,7 +136,13 @@ class TrainingStep:
         """Train on one batch; the loss, or None for a skipped (non-finite) step."""
         net = self.net
         with self.capture.recorder.scope():
-            fresh = prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state, True, net.rng)
+            return self.step_feed(prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state,
+                                               True, net.rng))
+
+    def step_feed(self, fresh) -> Optional[float]:
+        """Train on a batch already staged on the device (a :class:`~seqgraph.runtime.Feed`)."""
+        net = self.net
+        with self.capture.recorder.scope():
             signature = self._signature(fresh)
             feed = self.feeds.setdefault(signature, fresh)
             if feed is not fresh:

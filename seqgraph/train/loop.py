@@ -256,7 +256,8 @@ class Trainer:
         seconds = time.perf_counter() - started
         self._partial = None
         valid_loss, metric_value = self._evaluate()
-        return {"epoch": self.epoch + 1, "train_loss": total / max(count, 1), "valid_loss": valid_loss,
+        train_loss = total / count if count else math.nan  # nan, not 0, when every step was skipped
+        return {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
                 "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
                 "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
 

@@ -112,6 +112,15 @@ def test_skip_nonfinite_skips_the_step_with_a_warning_and_trains_on(tmp_path):
     assert header["epoch"] == 2
 
 
+def test_an_epoch_whose_steps_were_all_skipped_has_no_training_loss(tmp_path):
+    """Not 0.0, which would look like a perfect epoch (and be saved as the best)."""
+    dataset = datasets.builtin("adding", n=16, seed=0, length=6)
+    dataset.arrays["x"][:, 2, 0] = np.nan
+    trainer = _trainer(tmp_path, dataset, "skip_nonfinite = 1")
+    assert np.isnan(trainer.run()[0]["train_loss"])
+    assert not (tmp_path / "best.npz").exists()
+
+
 def test_an_update_that_overflows_stops_even_when_skipping(tmp_path):
     """1e39 is inf in float32, so the first update makes weights infinite; skipping cannot
     help (the step is done), so training stops before anything is saved."""

@@ -23,6 +23,7 @@ import networkx as nx
 from ..autodiff import accumulate, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
+from ..ops.linalg import index_along
 from .. import passes
 from .kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
@@ -180,6 +181,7 @@ class Program:
     def backward(self, xp, run: Run, seeds: dict) -> dict:
         """Cotangents of every node on a path from the seeds, by node id."""
         grads = {node: value for node, value in seeds.items()}
+        self._owned = {}
         for item in reversed(self.schedule):
             if isinstance(item, Scan):
                 self._scan_backward(xp, item, run, grads)
@@ -197,12 +199,27 @@ class Program:
             contributions = (_unshift(xp, g), g[0])
         elif not any(item.wanted):
             return
+        elif data["op"] == "slice" and args[0] in self.needs_grad:
+            self._place(xp, grads, args[0], env[args[0]], g, data["attrs"])
+            return
         else:
             contributions = REGISTRY[data["op"]].partial_vjp(
                 xp, g, env[item.node], *[env[a] for a in args], wanted=item.wanted, **data["attrs"])
         for arg, part in zip(args, contributions):
             if part is not None and arg in self.needs_grad:
                 grads[arg] = accumulate(grads.get(arg), part)
+
+    def _place(self, xp, grads: dict, parent, value, g, attrs: dict) -> None:
+        """Add a slice's cotangent into its input's, in place: the slices of one projection (a
+        GRU's gates) share one gradient buffer instead of a zero-filled copy each."""
+        total = grads.get(parent)
+        if total is None or id(total) not in self._owned:
+            placed = xp.zeros(value.shape, dtype=g.dtype)
+            if total is not None:
+                placed += total
+            total = grads[parent] = placed
+            self._owned[id(total)] = total  # held, so the id is not reused during this pass
+        total[index_along(attrs.get("axis", -1), slice(attrs["start"], attrs["stop"]))] += g
 
     def _scan_backward(self, xp, scan: Scan, run: Run, grads: dict):
         code, env = scan.code, run.env

@@ -24,6 +24,7 @@ import numpy
 
 from .. import faults, resources
 from ..backends import get_backend
+from ..backends.capture import TrainingStep
 from ..errors import SeqgraphError
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
@@ -120,6 +121,9 @@ class Trainer:
         self.base_lr = self.optimizer.lr
         self.schedule = optim.make_schedule(config.schedule.name, span=config.schedule.span,
                                             **config.schedule.kwargs)
+        # on the GPU a step is recorded once as a CUDA graph and replayed (the same numbers)
+        self.captured = TrainingStep(self.net, self.optimizer, config.clip or None) \
+            if self.net.backend.name == "cupy" else None
         self.history: list = []
         self.best = math.inf
         self.epoch, self.batch_index = 0, 0
@@ -274,6 +278,8 @@ class Trainer:
         net = self.net
         net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         state = self.carried if self.dataset.kind == "text" else None
+        if self.captured is not None:
+            return self._captured_step(inputs, lengths, state)
         loss = float(net.backend.to_host(net.forward(inputs, lengths, state=state or None, training=True)["loss"]))
         if not math.isfinite(loss):
             return self._nonfinite(f"the loss became {loss}")
@@ -286,10 +292,24 @@ class Trainer:
         if self.dataset.kind == "text":  # a skipped window does not pass its state on
             self.carried = dict(net.final_states)
         self.optimizer.step(net.params, grads)
-        broken = faults.nonfinite_parameter(net)
+        self._check_update()
+        return loss
+
+    def _captured_step(self, inputs, lengths, state) -> Optional[float]:
+        """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
+        finite has already been undone on the device."""
+        loss = self.captured.step(inputs, lengths, state or None)
+        if loss is None:
+            return self._nonfinite("the loss or a gradient became NaN or infinite")
+        if self.dataset.kind == "text":
+            self.carried = dict(self.net.final_states)
+        self._check_update()
+        return loss
+
+    def _check_update(self) -> None:
+        broken = faults.nonfinite_parameter(self.net)
         if broken is not None:  # the update itself overflowed: nothing to skip back to
             raise self._fault_error("an update made a parameter NaN or infinite", broken, skippable=False)
-        return loss
 
     def _nonfinite(self, what: str) -> None:
         """Skip the step (``skip_nonfinite = 1``) or stop, naming where it went wrong."""

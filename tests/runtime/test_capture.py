@@ -166,3 +166,32 @@ def test_clipping_on_the_device_scales_as_the_host_version_does():
         assert float(device_norm) == norm
         for key in grads:
             assert np.array_equal(grads[key], copies[key])
+
+
+def _trainer(tmp_path, file, sizes, settings, captured):
+    from seqgraph.train.config import resolve
+    from seqgraph.train.loop import Trainer, load_dataset
+    model = sg.load(MODELS / file).model().with_sizes(**sizes)
+    config = resolve(model.train, dict(s.split(" = ", 1) for s in settings))
+    dataset = load_dataset(config, model, MODELS)
+    trainer = Trainer(model, config, tmp_path, dataset, echo=lambda *a: None, show_progress=False)
+    if captured:
+        trainer.captured = TrainingStep(trainer.net, trainer.optimizer, config.clip or None,
+                                        recorder=FakeRecorder())
+    return trainer
+
+
+@pytest.mark.parametrize("file, sizes, settings", [
+    ("char_lstm.sg", {"hidden": 8}, ["epochs = 2", "steps = 4", "valid = 0.01", "examples = 5000", "sample = 0"]),
+    ("rnn_adding.sg", {"hidden": 8}, ["epochs = 2", "examples = 200", "batch = 50", "clip = 0.5"]),
+])
+def test_the_training_loop_with_captured_steps_gives_the_losses_of_plain_steps(tmp_path, file, sizes, settings):
+    plain = _trainer(tmp_path / "plain", file, sizes, settings, captured=False)
+    captured = _trainer(tmp_path / "captured", file, sizes, settings, captured=True)
+    expected, got = plain.run(), captured.run()
+    recorder = captured.captured.capture.recorder
+    assert recorder.recorded >= 1 and recorder.launches > recorder.recorded  # some steps were replays
+    for column in ("train_loss", "valid_loss"):
+        np.testing.assert_allclose([row[column] for row in got], [row[column] for row in expected], rtol=1e-5)
+    for key in plain.net.params:
+        np.testing.assert_allclose(captured.net.params[key], plain.net.params[key], rtol=1e-4, atol=1e-6)

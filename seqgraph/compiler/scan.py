@@ -82,6 +82,11 @@ class ScanCode:
                       and n not in self.prev_of}
         self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
         self.kept = self._kept(wanted)
+        # a slice the backward loop reads whose input is not kept gets its own copy over time,
+        # so a GRU keeps the H columns it reads rather than the whole 3H pre-activation
+        self.copied = {n for n in self.kept & self.views if self.data[n]["args"][0] not in self.kept}
+        self.views -= self.copied
+        self.sliced = self.views | self.copied  # slices whose cotangent is a view of their input's
         self.exposed = self._exposed(wanted)
         self.forward_source, self.forward_buffers = self._forward_source()
         self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
@@ -108,10 +113,7 @@ class ScanCode:
                     continue
                 for read in needs(data["op"], port, len(data["args"])):
                     kept.add(node if read == "out" else data["args"][read])
-        kept &= self.members
-        for node in sorted(kept & self.views, key=self.index.get, reverse=True):
-            kept.add(self.data[node]["args"][0])
-        return kept - set(self.masks)
+        return (kept & self.members) - set(self.masks)
 
     def _exposed(self, wanted: set) -> set:
         """Nodes whose buffer a caller may hold: wanted, or shown through an identity."""
@@ -216,7 +218,7 @@ class ScanCode:
 
     def _generic_forward(self, node) -> bool:
         data = self.data[node]
-        return (data["op"] not in KERNELS and data["op"] != PREV and node not in self.views
+        return (data["op"] not in KERNELS and data["op"] != PREV and node not in self.sliced
                 and node not in self.masks and not self._matmul(node))
 
     def _forward_lines(self, node) -> list:
@@ -227,6 +229,8 @@ class ScanCode:
             return KERNELS[data["op"]].forward(f"v{i}", ins)
         if self._matmul(node):
             return [f"dot({ins[1]}, wt_{_ident(data['args'][0])}, v{i})"]
+        if node in self.copied:
+            return [f"copyto(v{i}, {ins[0]}{_region(data)})"]
         return [f"copyto(v{i}, F{i}({', '.join(ins)}))"]
 
     def _last_reads(self, member=None) -> dict:
@@ -347,27 +351,47 @@ class ScanCode:
             parts = contributions[node]
             if node not in inits and len(parts) == 1:
                 consumer, port = parts[0]
-                if consumer in self.views and self._slices_alias(self.data[consumer]["args"][0], active, inits):
+                if consumer in self.sliced and self._slices_alias(self.data[consumer]["args"][0], active, inits):
                     continue
                 if ((self.data[consumer]["op"], port) in PASS_THROUGH
                         and tuple(self.data[consumer]["shape"]) == tuple(self.data[node]["shape"])):
                     root[node], region[node] = root[consumer], region[consumer]
         for node in reversed(self.order):
-            if node in self.views and node in active:
+            if node in self.sliced and node in active:
                 parent = self.data[node]["args"][0]
                 if self._slices_alias(parent, active, inits):
                     start, stop = self.data[node]["attrs"]["start"], self.data[node]["attrs"]["stop"]
                     offset = region[parent][0] if region[parent] else 0
                     root[node], region[node] = root[parent], (offset + start, offset + stop)
+        for node in self.order:
+            self._share_with_slice(node, active, inits, contributions, root, region)
         full = {root[n] for n in deferred}
         return Layout(active, root, region, full, deferred, inits, contributions)
+
+    def _share_with_slice(self, node, active: set, inits: dict, contributions: dict, root: dict,
+                          region: dict) -> None:
+        """An add whose whole cotangent passes to a slice that is the slice's only one (a GRU's
+        ``x_rz + h_rz``) keeps it in that slice's place, in its input's cotangent, instead of
+        a buffer of its own that would be copied there."""
+        data = self.data[node]
+        if node not in active or node in inits or root[node] != node or region[node] is not None:
+            return
+        for port, arg in enumerate(data["args"]):
+            if (arg in active and arg in self.sliced and region.get(arg) is not None
+                    and (data["op"], port) in PASS_THROUGH and contributions[arg] == [(node, port)]
+                    and tuple(self.data[arg]["shape"]) == tuple(data["shape"])):
+                start = region[arg][0]
+                for member in [m for m in root if root[m] == node]:
+                    inner = region[member] or (0, region[arg][1] - start)
+                    root[member], region[member] = root[arg], (start + inner[0], start + inner[1])
+                return
 
     def _slices_alias(self, parent, active: set, inits: dict) -> bool:
         """Whether the cotangents of parent's slices are views of parent's cotangent."""
         if parent not in active or parent in inits or parent in self.prev_of:
             return False
         users = self.consumers[parent]
-        if not users or any(c not in self.views or self.data[c]["attrs"].get("axis", -1) != -1
+        if not users or any(c not in self.sliced or self.data[c]["attrs"].get("axis", -1) != -1
                             for c, _ in users):
             return False
         spans = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"]) for c, _ in users)
@@ -398,7 +422,7 @@ class ScanCode:
                     continue
                 if layout.root[arg] == layout.root[node] and layout.region[arg] == layout.region[node]:
                     continue
-                if node in self.views and layout.root[node] == layout.root[arg]:
+                if node in self.sliced and layout.root[node] == layout.root[arg]:
                     continue
                 mode = "add" if arg in layout.inits or written.get(arg) else "set"
                 written[arg] = True
@@ -510,7 +534,7 @@ class ScanCode:
         for parent in self.order:
             if parent not in layout.active:
                 continue
-            slices = [c for c, _ in self.consumers[parent] if c in self.views]
+            slices = [c for c, _ in self.consumers[parent] if c in self.sliced]
             if not slices or not self._slices_alias(parent, layout.active, layout.inits):
                 continue
             covered = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"])

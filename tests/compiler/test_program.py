@@ -99,3 +99,16 @@ def test_float32_and_a_changing_batch_and_length_keep_the_numbers():
     for key in grads64:
         if key != "x":
             np.testing.assert_allclose(grads32[key], grads64[key], rtol=1e-3, atol=1e-5)
+
+
+def test_a_gru_keeps_only_what_its_backward_reads():
+    net = sg.compile(language_model("gru", hidden=6), dtype="float64", seed=3)
+    _run_training_step(net, 4)
+    (scan,) = _scans(net)
+    code = scan.code
+    kept_widths = sorted(code.data[n]["shape"][-1] for n in code.kept
+                         if n not in code.state_of and n not in code.views)
+    assert kept_widths == [6, 6, 6, 6, 12]  # h, tanh(n), 1 - z, the copied h_n columns, [r; z]
+    (layout,) = [v[0] for v in code._backward.values()]
+    assert sorted(code.data[r]["shape"][-1] for r in layout.full) == [6, 18]
+    compare_with_reference(net)

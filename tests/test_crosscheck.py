@@ -110,3 +110,10 @@ def test_crosscheck_without_cupy_is_a_one_line_error(capsys):
     assert captured.out == ""
     assert captured.err.strip().startswith("error: the cupy backend needs CuPy")
     assert len(captured.err.strip().splitlines()) <= 2  # the message and its hint
+
+
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.sg")), ids=lambda p: p.stem)
+def test_every_example_model_crosschecks_clean_against_a_second_numpy(path):
+    for model in sg.load(path).models.values():
+        result = crosscheck(model, "numpy", NumpyBackend(), steps=3)
+        assert result.difference is None and result.values > 0

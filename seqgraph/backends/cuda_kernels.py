@@ -278,15 +278,15 @@ class ChainKernel:
             raise TypeError(f"{source.name} takes {len(source.inputs)} arrays, got {len(arrays)}")
         if not source.outputs:
             return ()
-        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in arrays))
         if direction in self._kernels:
             if out is None:
-                dtype = self.xp.result_type(*arrays)
+                shape, dtype = _broadcast_shape(arrays), self.xp.result_type(*arrays)
                 out = [self.xp.empty(shape, dtype=dtype) for _ in source.outputs]
             self._kernels[direction](*arrays, *out)
             return tuple(out)
         values = dict(zip(source.inputs, arrays))
         memo: dict = {}
+        shape = _broadcast_shape(arrays)
         results = []
         for k, tree in enumerate(self._trees[direction]):
             value = self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo), shape)
@@ -295,6 +295,10 @@ class ChainKernel:
                 value = out[k]
             results.append(value)
         return tuple(results)
+
+
+def _broadcast_shape(arrays) -> tuple:
+    return numpy.broadcast_shapes(*(numpy.shape(a) for a in arrays))
 
 
 def _is_cupy(xp) -> bool:

@@ -1,14 +1,12 @@
 """The CuPy backend: arrays live on an NVIDIA GPU. Imported only when asked for.
 
 Parameters, activations, gradients and optimiser state stay on the device for a whole
-training run; each batch is copied in once, and only scalars (the loss, a norm, a
-finiteness flag) and checkpoints (:meth:`CupyBackend.to_host`) come back. Two things make it
-fast, both built from the compiled program rather than written per layer:
-
-- :meth:`CupyBackend.chain_kernel`: a fused elementwise chain as one generated kernel
-  forward and one backward (:mod:`.cuda_kernels`);
-- :meth:`CupyBackend.recorder`: a whole training step recorded as a CUDA graph and
-  replayed (:mod:`.capture`).
+training run; each batch is copied in once, and only scalars (the loss, a finiteness flag)
+and checkpoints (:meth:`CupyBackend.to_host`) come back. Two things make it fast, both built
+from the compiled program rather than written per layer: each fused elementwise chain runs
+as one generated kernel (:mod:`.cuda_kernels`, chosen by the compiler where the namespace
+has ``ElementwiseKernel``), and a training step is recorded once as a CUDA graph and
+replayed (:mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -64,13 +62,3 @@ class CupyBackend:
         properties = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
         name = properties["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-
-    def chain_kernel(self, chain):
-        """One fused elementwise chain as generated CUDA kernels (see :mod:`.cuda_kernels`)."""
-        from .cuda_kernels import ChainKernel
-        return ChainKernel(chain, self.xp)
-
-    def recorder(self):
-        """A CUDA graph recorder on a stream of its own (see :mod:`.capture`)."""
-        from .capture import CudaGraphRecorder
-        return CudaGraphRecorder(self.xp)

@@ -51,3 +51,19 @@ def eliminate_dead_nodes(graph: nx.DiGraph, wanted) -> nx.DiGraph:
     live = wanted.union(*(nx.ancestors(graph, n) for n in wanted)) if wanted else set()
     live |= {n for n, d in graph.nodes(data=True) if not d["args"]}
     return graph.subgraph(live).copy()
+
+
+def eliminate_whole_slices(graph: nx.DiGraph, keep=()) -> nx.DiGraph:
+    """``x[0:n]`` of an ``x`` with ``n`` entries on that axis is ``x`` itself: its readers read
+    ``x`` (widening makes such slices when every gate is widened into one)."""
+    graph = graph.copy()
+    for node in list(graph.nodes):
+        data = graph.nodes[node]
+        if data["op"] != "slice" or node in keep:
+            continue
+        (source,) = data["args"]
+        axis = data["attrs"].get("axis", -1)
+        if data["attrs"]["start"] == 0 and data["attrs"]["stop"] == graph.nodes[source]["shape"][axis]:
+            replace_uses(graph, node, source)
+            graph.remove_node(node)
+    return graph

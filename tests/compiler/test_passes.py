@@ -11,7 +11,8 @@ from seqgraph.compiler import compile_program
 from seqgraph.passes import optimize, pipeline
 from seqgraph.passes.algebra import (hoist_time_parallel_terms, merge_shared_products,
                                      split_concat_products, widen_sibling_slices)
-from seqgraph.passes.cleanup import eliminate_common_subexpressions, eliminate_dead_nodes
+from seqgraph.passes.cleanup import (eliminate_common_subexpressions, eliminate_dead_nodes,
+                                     eliminate_whole_slices)
 from seqgraph.passes.rewrite import core_nodes, is_static
 
 from .conftest import ROOT, USER_LSTM, check_graph, compare_with_reference, language_model, wanted
@@ -92,6 +93,20 @@ def test_widening_joins_neighbouring_gates():
     assert [graph.nodes[n]["shape"] for n in sigmoids] == [(12,)]
 
 
+def test_whole_slices_go_after_every_gate_is_widened():
+    model = language_model("GateLSTM", extra=USER_LSTM)
+    widened = optimize(model.graph, wanted(model), pipeline(wanted(model))[:5])
+    whole = [n for n, d in widened.nodes(data=True) if d["op"] == "slice" and d["attrs"]["start"] == 0
+             and d["attrs"]["stop"] == widened.nodes[d["args"][0]]["shape"][-1]]
+    assert len(whole) >= 2
+    graph = eliminate_whole_slices(widened)
+    check_graph(graph)
+    assert not any(n in graph for n in whole)
+    assert all(graph.nodes[n]["op"] != "slice" or graph.nodes[n]["attrs"]["stop"] -
+               graph.nodes[n]["attrs"]["start"] < graph.nodes[graph.nodes[n]["args"][0]]["shape"][-1]
+               for n in graph)
+
+
 def test_common_subexpressions_become_one_node():
     model = sg.parse("""
     model M { input x : seq[float, 3]
@@ -116,7 +131,8 @@ def test_dead_nodes_go_and_leaves_stay():
 
 
 @pytest.mark.parametrize("rewrite", [split_concat_products, hoist_time_parallel_terms, merge_shared_products,
-                                     widen_sibling_slices, eliminate_common_subexpressions])
+                                     widen_sibling_slices, eliminate_whole_slices,
+                                     eliminate_common_subexpressions])
 def test_passes_are_pure(rewrite):
     model = language_model("GateLSTM", extra=USER_LSTM)
     graph = split_concat_products(model.graph) if rewrite is merge_shared_products else model.graph

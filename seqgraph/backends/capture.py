@@ -18,8 +18,9 @@ once into a CUDA graph and replayed with one launch. What makes that sound:
 - **one graph per shape signature** (batch, steps per time axis, dtype and the optimiser's
   hyperparameters, so a new learning rate records afresh), each with its own memory pool that
   nothing else allocates from, so a replay's temporaries land where the recording put them.
-  The first call of a signature runs plainly (it compiles kernels and fills caches, which a
-  capture must not do); the second records and launches; later ones replay.
+  The first call of a signature runs the capturable step without recording it (that
+  compiles its kernels and fills caches, which a recording must not do); the second records
+  and launches; later ones replay.
 
 When recording fails (a driver without capture, an op that synchronises), the signature
 falls back to plain execution for good, and :attr:`StepCapture.reasons` says why. Past
@@ -78,7 +79,8 @@ class _Recorded:
 
 @dataclass
 class StepCapture:
-    """Per shape signature: run plainly once, then record, then replay (module docstring)."""
+    """Per shape signature: run the capturable step once unrecorded, then record it, then
+    replay it (module docstring)."""
     recorder: object
     limit: int = 8
     graphs: dict = field(default_factory=dict)
@@ -86,15 +88,18 @@ class StepCapture:
     reasons: dict = field(default_factory=dict)
 
     def run(self, signature, body, plain) -> str:
-        """Do one step: ``plain()`` runs it uncaptured, ``body()`` is the capturable form.
-        Returns how it ran: ``plain``, ``recorded`` or ``replayed``."""
+        """Do one step: ``body()`` is the capturable form, ``plain()`` the fallback. Returns
+        how it ran: ``warm-up`` (body, unrecorded), ``recorded``, ``replayed`` or ``plain``."""
         if signature in self.graphs:
             self.graphs[signature].launch()
             return "replayed"
-        if signature not in self.seen or signature in self.reasons:
-            self.seen.add(signature)
+        if signature in self.reasons:
             plain()
             return "plain"
+        if signature not in self.seen:
+            self.seen.add(signature)
+            body()
+            return "warm-up"
         if len(self.graphs) >= self.limit:
             self.reasons[signature] = f"more than {self.limit} shapes already captured"
             plain()
@@ -122,7 +127,7 @@ class TrainingStep:
     def __init__(self, net, optimizer, clip: Optional[float] = None, recorder=None):
         self.net, self.optimizer, self.clip = net, optimizer, clip
         xp = net.backend.xp
-        self.xp = xp
+        self.xp = optimizer.xp = xp
         self.capture = StepCapture(recorder if recorder is not None else CudaGraphRecorder(xp))
         self.feeds: dict = {}
         self.outputs: dict = {}
@@ -151,7 +156,7 @@ class TrainingStep:
             self._forget_if_replaced()
             self.last = self.capture.run(signature, lambda: self._captured(signature, feed),
                                          lambda: self._plain(signature, feed))
-            loss, finite = self.outputs[signature]
+            loss, finite, net._run, net.final_states = self.outputs[signature]
             loss, finite = float(net.backend.to_host(loss)), bool(net.backend.to_host(finite))
         if finite and self.last != "plain":
             for key in self.counts:
@@ -181,12 +186,11 @@ class TrainingStep:
                 self.synced[key] = steps
 
     def _gradients(self, feed):
-        """Forward and backward from ``feed``; the loss, the parameter gradients, and whether
-        all of them are finite (a 0-d device array)."""
+        """Forward and backward from ``feed``: ``(loss, finite, run, final states)`` (finite:
+        a 0-d device array saying whether the loss and every gradient are), and the
+        parameter gradients."""
         net, xp = self.net, self.xp
         run = net.program.forward(xp, feed, net.params, net.dtype)
-        net._run = run
-        net.final_states = {key: run.env[node] for key, node in net.model.checked.final_states.items()}
         loss = run.env[net.model.outputs["loss"]]
         seeds = {net.model.outputs["loss"]: xp.ones((), dtype=net.dtype)}
         grads = net.collect_grads(net.program.backward(xp, run, seeds), net.model.checked.params)
@@ -196,21 +200,22 @@ class TrainingStep:
         finite = xp.isfinite(loss)
         for g in grads.values():
             finite = finite & xp.all(xp.isfinite(g))
-        return loss, grads, finite
+        # what the step leaves for the caller (a replay refreshes these same arrays)
+        states = {key: run.env[node] for key, node in net.model.checked.final_states.items()}
+        return (loss, finite, run, states), grads
 
     def _plain(self, signature, feed) -> None:
         """The step as the training loop runs it, with the optimiser's own step counts."""
-        loss, grads, finite = self._gradients(feed)
-        self.outputs[signature] = (loss, finite)
-        if bool(self.net.backend.to_host(finite)):
+        self.outputs[signature], grads = self._gradients(feed)
+        if bool(self.net.backend.to_host(self.outputs[signature][1])):
             self.optimizer.step(self.net.params, grads)
 
     def _captured(self, signature, feed) -> None:
         """The step with nothing read back: the step counts live on the device and advance
         only on a finite step; a non-finite one puts parameters and optimiser state back."""
         xp, optimizer, params = self.xp, self.optimizer, self.net.params
-        loss, grads, finite = self._gradients(feed)
-        self.outputs[signature] = (loss, finite)
+        self.outputs[signature], grads = self._gradients(feed)
+        finite = self.outputs[signature][1]
         kept = [(a, a.copy()) for a in list(params.values()) + _state_arrays(optimizer)]
         for key, g in grads.items():
             self.counts[key] += finite

@@ -272,9 +272,10 @@ OPTIMIZERS: dict = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
 
 
 # A step count ``t`` is a Python int, or (in a step captured as a CUDA graph, see
-# seqgraph.backends.capture) a 0-d device array the graph itself advances, which is never the
-# first step. Numbers computed from it then stay on the device, in the parameter's dtype, as
-# the Python float would have been rounded to.
+# seqgraph.backends.capture) a 0-d device array the graph itself advances. Numbers computed
+# from it then stay on the device, in the parameter's dtype, as the Python float would have
+# been rounded to. SGD's first step with such a count takes the general branch, which gives
+# the same numbers: the momentum buffer starts at zero.
 
 def _sqrt(xp, x):
     return math.sqrt(x) if isinstance(x, float) else xp.sqrt(x)

@@ -51,9 +51,9 @@ def test_a_signature_runs_plainly_then_is_recorded_then_replayed():
     recorder = FakeRecorder()
     capture = StepCapture(recorder)
     calls, (body, plain) = _counting()
-    assert [capture.run("a", body, plain) for _ in range(4)] == ["plain", "recorded", "replayed", "replayed"]
-    assert calls == {"plain": 1, "body": 3} and recorder.recorded == 1
-    assert capture.run("b", body, plain) == "plain" and capture.run("b", body, plain) == "recorded"
+    assert [capture.run("a", body, plain) for _ in range(4)] == ["warm-up", "recorded", "replayed", "replayed"]
+    assert calls == {"plain": 0, "body": 4} and recorder.recorded == 1
+    assert capture.run("b", body, plain) == "warm-up" and capture.run("b", body, plain) == "recorded"
     assert capture.run("a", body, plain) == "replayed" and recorder.recorded == 2
 
 
@@ -61,8 +61,8 @@ def test_a_failed_recording_falls_back_for_good_and_says_why():
     recorder = FakeRecorder(fail="operation not permitted when stream is capturing")
     capture = StepCapture(recorder)
     calls, (body, plain) = _counting()
-    assert [capture.run("a", body, plain) for _ in range(4)] == ["plain"] * 4
-    assert calls == {"plain": 4, "body": 0}
+    assert [capture.run("a", body, plain) for _ in range(4)] == ["warm-up"] + ["plain"] * 3
+    assert calls == {"plain": 3, "body": 1}
     assert capture.reasons == {"a": "RuntimeError: operation not permitted when stream is capturing"}
 
 
@@ -111,7 +111,7 @@ def test_captured_steps_compute_what_plain_steps_compute(name, kwargs):
     for inputs, lengths in batches:
         losses.append(step.step(inputs, lengths))
         how.append(step.last)
-    assert how == ["plain", "recorded", "replayed", "replayed", "replayed"]
+    assert how == ["warm-up", "recorded", "replayed", "replayed", "replayed"]
     np.testing.assert_allclose(losses, expected, rtol=1e-13)
     for key in net.params:
         np.testing.assert_allclose(net2.params[key], net.params[key], rtol=1e-12, atol=1e-14, err_msg=key)
@@ -146,10 +146,10 @@ def test_a_new_learning_rate_or_shape_is_recorded_afresh_and_counts_stay_in_step
     for _ in range(3):
         step.step(inputs, lengths)
     optimizer.lr = 0.01
-    assert [step.step(inputs, lengths) is not None and step.last for _ in range(2)] == ["plain", "recorded"]
+    assert [step.step(inputs, lengths) is not None and step.last for _ in range(2)] == ["warm-up", "recorded"]
     longer, longer_lengths = random_inputs(net.model, batch=3, steps=7, seed=9)
     step.step(longer, longer_lengths)
-    assert step.last == "plain" and recorder.recorded == 2
+    assert step.last == "warm-up" and recorder.recorded == 2
     step.step(inputs, lengths)
     assert step.last == "replayed"
     assert optimizer.steps == {key: 7 for key in net.params}

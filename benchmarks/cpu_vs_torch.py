@@ -306,6 +306,27 @@ def matmul_peak(repeats: int = 5) -> dict:
     return rates
 
 
+def step_product_rates(sizes, repeats: int = 200) -> dict:
+    """The float32 rate (GFLOP/s) of one step's recurrent product, ``(32, H) @ (H, 4H)``, in
+    NumPy's BLAS and in PyTorch: the product a recurrent layer cannot batch over time."""
+    import numpy
+    import torch
+
+    rng = numpy.random.default_rng(0)
+    rates = {}
+    for hidden in sizes:
+        h = rng.random((BATCH, hidden), dtype=numpy.float32)
+        w = rng.random((hidden, 4 * hidden), dtype=numpy.float32)
+        out = numpy.empty((BATCH, 4 * hidden), dtype=numpy.float32)
+        th, tw, tout = (torch.from_numpy(a) for a in (h, w, out))
+        for name, product in (("numpy", lambda: numpy.dot(h, w, out)),
+                              ("torch", lambda: torch.mm(th, tw, out=tout))):
+            product()
+            best = min(_seconds(product) for _ in range(repeats))
+            rates[name, hidden] = 2 * BATCH * hidden * 4 * hidden / best / 1e9
+    return rates
+
+
 def _seconds(run) -> float:
     start = time.perf_counter()
     run()
@@ -331,7 +352,8 @@ def machine() -> dict:
             if hasattr(seqgraph, "__version__") else "checkout"}
 
 
-def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elapsed: float) -> str:
+def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elapsed: float,
+                 step_rates: dict) -> str:
     limit = args.max_others
     lines = ["# Benchmarks: seqgraph against PyTorch on the CPU", "",
              "Written by `python benchmarks/cpu_vs_torch.py` (do not edit by hand; rerun it).", "",
@@ -349,6 +371,10 @@ def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elaps
              f"- float32 2048x2048 matrix-product peak measured in this run: NumPy "
              f"{peaks['numpy']:.0f} GFLOP/s, PyTorch {peaks['torch']:.0f} GFLOP/s. *% of peak* "
              f"below is the step's matrix-product work divided by its time, over NumPy's peak.",
+             "- the one product per step that no compiler can batch over time, `(32, H) @ (H, 4H)`, "
+             "runs at (best of 200, GFLOP/s) " + ", ".join(
+                 f"H={h}: NumPy {step_rates['numpy', h]:.0f}, PyTorch {step_rates['torch', h]:.0f}"
+                 for h in sorted({h for _, h in step_rates})) + ".",
              f"- the machine is shared. Before each round the 1-minute load average is read, and "
              f"while it runs the share of all CPUs used by *other* processes (from /proc/stat, "
              f"less this process's own CPU time). Rounds where others used more than "
@@ -465,7 +491,9 @@ def main(argv=None) -> int:
                 flush=True)
     peaks_after = matmul_peak()
     peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}
-    text = write_report(Path(args.out), configs, peaks, machine(), args, time.perf_counter() - start)
+    step_rates = step_product_rates(sorted({c.hidden for c in configs}))
+    text = write_report(Path(args.out), configs, peaks, machine(), args, time.perf_counter() - start,
+                        step_rates)
     print(text)
     return 0
 

@@ -40,7 +40,7 @@ COMPARE = {ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<=", ast.Eq: "==",
 # The helper the generated code calls for ``max``: NaN if either side is NaN, as
 # numpy.maximum (CUDA's fmax would return the other side instead).
 PREAMBLE = """
-template <typename T> __device__ __forceinline__ T sg_max(T a, T b) {
+template <typename V> __device__ __forceinline__ V sg_max(V a, V b) {
     return (a > b || a != a) ? a : b;
 }
 """

@@ -145,7 +145,8 @@ def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict
             continue
         shape = (batch,) + tuple(data["shape"])
         if data["key"] in state:
-            value = backend.asarray(backend.to_host(state[data["key"]]).astype(dtype))
+            # no trip through the host: a state carried from the last window is on the device
+            value = backend.asarray(state[data["key"]], dtype=dtype)
             if tuple(value.shape) != shape:
                 raise SeqgraphError(f"state '{data['key']}' must have shape {shape}, got {tuple(value.shape)}")
         else:
@@ -303,15 +304,24 @@ class Network:
             raise SeqgraphError(f"no output '{unknown[0]}' to seed", hint=did_you_mean(unknown[0], self.model.outputs))
         return {n: self.backend.asarray(v, self.dtype) for n, v in cotangents.items()}
 
-    def backward(self, cotangents: Optional[dict] = None) -> dict:
+    def backward(self, cotangents: Optional[dict] = None, wrt=None) -> dict:
         """Gradients of the loss (or a vector-Jacobian product seeded at named outputs) with
-        respect to every parameter key and every float input name."""
+        respect to every parameter key and every float input name, or only to the names in
+        ``wrt`` (a training step wants the parameters' alone, and skips the rest's work)."""
         if self._run is None:
             raise SeqgraphError("call forward() before backward()")
         seeds = self.seeds(cotangents)
+        names = _wrt_nodes(self.model, self.model.graph)
+        if wrt is not None:
+            unknown = [name for name in wrt if name not in names]
+            if unknown:
+                raise SeqgraphError(f"no parameter or float input '{unknown[0]}' to differentiate by",
+                                    hint=did_you_mean(unknown[0], names))
+            names = {name: names[name] for name in wrt}
         grads = self.program.backward(self.backend.xp, self._run,
-                                      {self.model.outputs[n]: v for n, v in seeds.items()})
-        return self.collect_grads(grads, _wrt_nodes(self.model, self.model.graph))
+                                      {self.model.outputs[n]: v for n, v in seeds.items()},
+                                      None if wrt is None else set(names.values()))
+        return self.collect_grads(grads, names)
 
     def collect_grads(self, grads: dict, wrt: dict) -> dict:
         """Gradients by parameter key and input name (zeros where nothing flows)."""

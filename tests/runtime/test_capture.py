@@ -195,3 +195,64 @@ def test_the_training_loop_with_captured_steps_gives_the_losses_of_plain_steps(t
         np.testing.assert_allclose([row[column] for row in got], [row[column] for row in expected], rtol=1e-5)
     for key in plain.net.params:
         np.testing.assert_allclose(captured.net.params[key], plain.net.params[key], rtol=1e-4, atol=1e-6)
+
+
+class _FakeCuda:
+    """The parts of ``cupy.cuda`` the recorder uses, keeping a log of the calls."""
+
+    def __init__(self):
+        self.log = []
+        cuda = self
+
+        class Stream:
+            def __init__(self, non_blocking=False):
+                cuda.log.append(("stream", non_blocking))
+
+            def begin_capture(self):
+                cuda.log.append("begin")
+
+            def end_capture(self):
+                cuda.log.append("end")
+                return _LoggedGraph(cuda)
+
+        class MemoryPool:
+            def malloc(self, size):
+                raise AssertionError("not called here")
+
+        @contextlib.contextmanager
+        def using_allocator(allocator):
+            cuda.log.append("private pool")
+            try:
+                yield
+            finally:
+                cuda.log.append("default pool")
+
+        self.Stream, self.MemoryPool, self.using_allocator = Stream, MemoryPool, using_allocator
+
+
+class _LoggedGraph:
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def launch(self, stream):
+        self.cuda.log.append("launch")
+
+
+def test_the_cuda_recorder_records_in_a_private_pool_and_ends_a_failed_recording():
+    from types import SimpleNamespace
+    from seqgraph.backends.capture import CudaGraphRecorder
+    cuda = _FakeCuda()
+    recorder = CudaGraphRecorder(SimpleNamespace(cuda=cuda))
+    graph = recorder.capture(lambda: cuda.log.append("body"))
+    graph.launch()
+    assert cuda.log == [("stream", True), "private pool", "begin", "body", "end", "default pool", "launch"]
+    cuda.log.clear()
+
+    def synchronising():
+        raise RuntimeError("cudaErrorStreamCaptureUnsupported")
+    capture = StepCapture(recorder)
+    calls, (body, plain) = _counting()
+    assert capture.run("a", body, plain) == "warm-up"
+    assert capture.run("a", synchronising, plain) == "plain"
+    assert cuda.log == ["private pool", "begin", "end", "default pool"]
+    assert capture.reasons["a"] == "RuntimeError: cudaErrorStreamCaptureUnsupported"

@@ -85,7 +85,7 @@ def sgd_update(network, grads: dict, lr: float) -> None:
 def training_step(network, inputs: dict, lengths=None, lr: float = 0.01) -> None:
     """One training step: forward, backward through time, SGD update."""
     network.forward(inputs, lengths, training=True)
-    sgd_update(network, network.backward(), lr)
+    sgd_update(network, network.backward(wrt=list(network.params)), lr)
 
 
 def bench_inputs(network, batch: int, steps: int, seed: int = 0):

@@ -67,7 +67,8 @@ class Program:
         self.schedule = schedule
         self.graph = graph
         self.wanted = wanted
-        self.needs_grad = needs_grad
+        self.needs_grad = frozenset(needs_grad)
+        self._needs = {}
         # run fused chains as generated kernels: None means where the namespace can compile
         # them (CuPy); on NumPy the in-place ufunc lines are faster
         self.fuse_chains = None
@@ -178,18 +179,27 @@ class Program:
         return scan.cache[key]
 
     # backward
-    def backward(self, xp, run: Run, seeds: dict) -> dict:
-        """Cotangents of every node on a path from the seeds, by node id."""
+    def backward(self, xp, run: Run, seeds: dict, wrt=None) -> dict:
+        """Cotangents of every node on a path from the seeds to ``wrt`` (leaf nodes; default
+        every parameter and float input), by node id."""
+        needs = self.needs_grad if wrt is None else self._needs_for(frozenset(wrt))
         grads = {node: value for node, value in seeds.items()}
         self._owned = {}
         for item in reversed(self.schedule):
             if isinstance(item, Scan):
-                self._scan_backward(xp, item, run, grads)
+                self._scan_backward(xp, item, run, grads, needs)
             elif item.kind != "leaf" and grads.get(item.node) is not None:
-                self._step_backward(xp, item, run, grads)
+                self._step_backward(xp, item, run, grads, needs)
         return grads
 
-    def _step_backward(self, xp, item: Step, run: Run, grads: dict):
+    def _needs_for(self, wrt: frozenset) -> frozenset:
+        """The nodes a gradient flows through on its way to the leaves ``wrt``."""
+        if wrt not in self._needs:
+            reach = set(wrt).union(*(nx.descendants(self.graph, n) for n in wrt if n in self.graph))
+            self._needs[wrt] = self.needs_grad & reach
+        return self._needs[wrt]
+
+    def _step_backward(self, xp, item: Step, run: Run, grads: dict, needs: frozenset):
         data, env = item.data, run.env
         g = grads[item.node]
         args = data["args"]
@@ -197,16 +207,17 @@ class Program:
             contributions = (g,)
         elif item.kind == "shift":
             contributions = (_unshift(xp, g), g[0])
-        elif not any(item.wanted):
+        elif not any(w and a in needs for w, a in zip(item.wanted, args)):
             return
-        elif data["op"] == "slice" and args[0] in self.needs_grad:
+        elif data["op"] == "slice":
             self._place(xp, grads, args[0], env[args[0]], g, data["attrs"])
             return
         else:
+            wanted = tuple(w and a in needs for w, a in zip(item.wanted, args))
             contributions = REGISTRY[data["op"]].partial_vjp(
-                xp, g, env[item.node], *[env[a] for a in args], wanted=item.wanted, **data["attrs"])
+                xp, g, env[item.node], *[env[a] for a in args], wanted=wanted, **data["attrs"])
         for arg, part in zip(args, contributions):
-            if part is not None and arg in self.needs_grad:
+            if part is not None and arg in needs:
                 grads[arg] = accumulate(grads.get(arg), part)
 
     def _place(self, xp, grads: dict, parent, value, g, attrs: dict) -> None:
@@ -221,11 +232,11 @@ class Program:
             self._owned[id(total)] = total  # held, so the id is not reused during this pass
         total[index_along(attrs.get("axis", -1), slice(attrs["start"], attrs["stop"]))] += g
 
-    def _scan_backward(self, xp, scan: Scan, run: Run, grads: dict):
+    def _scan_backward(self, xp, scan: Scan, run: Run, grads: dict, needs: frozenset):
         code, env = scan.code, run.env
         outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
-        seeded = frozenset(n for n in outside if n in self.needs_grad)
-        layout, compiled, _, buffers = code.backward_code(seeded)
+        seeded = frozenset(n for n in outside if n in needs)
+        layout, compiled, _, buffers = code.backward_code(seeded, needs)
         if not layout.active:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
@@ -248,12 +259,12 @@ class Program:
                 arrays[f"O{i}"] = outside[node]
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
-        function, scratch = self._loaded(xp, scan, ("backward", batch, run.dtype, seeded), compiled,
+        function, scratch = self._loaded(xp, scan, ("backward", batch, run.dtype, seeded, needs), compiled,
                                          buffers, code.backward_functions(xp, layout))
         _call(xp, function, steps, {**arrays, **scratch})
         for prev, state in code.state_of.items():
             initial = code.data[prev]["args"][1]
-            if prev in layout.active and initial in self.needs_grad:
+            if prev in layout.active and initial in needs:
                 grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
         for node, ports in layout.deferred.items():
             self._deferred(xp, code, layout, node, ports, arrays, env, grads)

@@ -306,16 +306,18 @@ class ScanCode:
 
     # -- backward ------------------------------------------------------------------------
 
-    def layout(self, seeded: frozenset) -> Layout:
+    def layout(self, seeded: frozenset, needs_grad: frozenset = None) -> Layout:
         """Which nodes get a cotangent, and where each one lives, given the nodes that
-        receive cotangents from outside the core (``seeded``)."""
+        receive cotangents from outside the core (``seeded``) and those a wanted gradient
+        flows through (``needs_grad``, default all)."""
         graph = self.graph
-        active = {n for n in seeded if n in self.needs_grad}
+        needs_grad = self.needs_grad if needs_grad is None else needs_grad
+        active = {n for n in seeded if n in needs_grad}
         changed = True
         while changed:
             changed = False
             for node in reversed(self.order):
-                if node in active or node not in self.needs_grad:
+                if node in active or node not in needs_grad:
                     continue
                 carried = node in self.prev_of and self.prev_of[node] in active
                 used = any(c in active and differentiable(graph, c, k) for c, k in self.consumers[node])
@@ -338,7 +340,7 @@ class ScanCode:
             if node not in active or data["op"] == PREV:
                 continue
             ports = [k for k, a in enumerate(data["args"]) if a not in self.members
-                     and a in self.needs_grad and differentiable(graph, node, k)]
+                     and a in needs_grad and differentiable(graph, node, k)]
             if ports:
                 deferred[node] = ports
         root, region = {}, {}
@@ -397,14 +399,16 @@ class ScanCode:
         spans = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"]) for c, _ in users)
         return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
-    def backward_code(self, seeded: frozenset):
-        """``(layout, code, source, buffers)`` of the backward loop for ``seeded``, made once."""
-        if seeded not in self._backward:
-            layout = self.layout(seeded)
+    def backward_code(self, seeded: frozenset, needs_grad: frozenset = None):
+        """``(layout, code, source, buffers)`` of the backward loop for ``seeded`` (and the
+        nodes gradients flow through, ``needs_grad``, default all), made once."""
+        key = (seeded, needs_grad)
+        if key not in self._backward:
+            layout = self.layout(seeded, needs_grad)
             source, buffers = self._backward_source(layout)
             code = compile(source, f"<scan {self.order[0]} backward>", "exec")
-            self._backward[seeded] = (layout, code, source, buffers)
-        return self._backward[seeded]
+            self._backward[key] = (layout, code, source, buffers)
+        return self._backward[key]
 
     def _g(self, layout: Layout, node) -> str:
         return f"g{self.index[node]}"

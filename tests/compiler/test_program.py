@@ -112,3 +112,20 @@ def test_a_gru_keeps_only_what_its_backward_reads():
     (layout,) = [v[0] for v in code._backward.values()]
     assert sorted(code.data[r]["shape"][-1] for r in layout.full) == [6, 18]
     compare_with_reference(net)
+
+
+def test_backward_for_some_names_only_matches_the_full_backward():
+    net = sg.compile(language_model("GateLSTM", extra=USER_LSTM), dtype="float64", seed=6)
+    rng = np.random.default_rng(7)
+    inputs = {"x": rng.normal(size=(4, 3, 5)), "y": rng.integers(0, 7, size=(4, 3))}
+    net.forward(inputs)
+    full = {k: v.copy() for k, v in net.backward().items()}
+    params = net.backward(wrt=list(net.params))
+    assert set(params) == set(net.params) and "x" not in params
+    for key, value in params.items():
+        np.testing.assert_allclose(value, full[key], rtol=0, atol=1e-13, err_msg=key)
+    only_x = net.backward(wrt=["x"])
+    assert set(only_x) == {"x"}
+    np.testing.assert_allclose(only_x["x"], full["x"], rtol=0, atol=1e-13)
+    with pytest.raises(sg.SeqgraphError, match="no parameter or float input 'dense_9.weight'"):
+        net.backward(wrt=["dense_9.weight"])

@@ -417,4 +417,4 @@ def _make_scan(graph: nx.DiGraph, members: set, needs_grad: set, wanted: set) ->
     return Scan(code.time, code)
 
 
-__all__ = ["Program", "Run", "Scan", "Step", "compile_program", "_ident"]
+__all__ = ["Program", "Run", "Scan", "Step", "compile_program"]

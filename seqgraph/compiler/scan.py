@@ -410,9 +410,6 @@ class ScanCode:
             self._backward[key] = (layout, code, source, buffers)
         return self._backward[key]
 
-    def _g(self, layout: Layout, node) -> str:
-        return f"g{self.index[node]}"
-
     def _backward_source(self, layout: Layout):
         lines, reads_fwd = [], set()
         written = {}

@@ -121,8 +121,8 @@ class TrainingStep:
     loss as a Python float, or None when the loss or a gradient was not finite (the step is
     then skipped: parameters and optimiser state are left as they were).
 
-    Parameters and optimiser state must be updated in place between steps; an array that is
-    replaced (a loaded checkpoint) makes a new signature, so it is recorded afresh."""
+    Parameters and optimiser state are updated in place; when one of their arrays is
+    replaced (a loaded checkpoint), every recorded graph is dropped and recorded afresh."""
 
     def __init__(self, net, optimizer, clip: Optional[float] = None, recorder=None):
         self.net, self.optimizer, self.clip = net, optimizer, clip

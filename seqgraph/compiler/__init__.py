@@ -23,7 +23,9 @@ import networkx as nx
 from ..autodiff import accumulate, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
+from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
+from ..ops.registry import ShapeError
 from .. import passes
 from .kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
@@ -405,7 +407,12 @@ def _recurrent(graph: nx.DiGraph, node) -> bool:
 
 def _fits(xp, target, inputs) -> bool:
     """Whether ``target`` can hold the result of a broadcasting op on ``inputs``."""
-    shape = xp.broadcast_shapes(*(x.shape for x in inputs))
+    shape = ()
+    for x in inputs:
+        try:
+            shape = broadcast_shapes(shape, x.shape)
+        except ShapeError:
+            return False
     return tuple(shape) == target.shape and all(x.dtype == target.dtype for x in inputs)
 
 

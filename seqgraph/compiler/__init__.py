@@ -260,7 +260,9 @@ class Program:
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
         for name, (kind, arg) in code.external().items():
-            arrays[name] = env[arg]
+            # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
+            value = env[arg]
+            arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         function, scratch = self._loaded(xp, scan, ("backward", batch, run.dtype, seeded, needs), compiled,
                                          buffers, code.backward_functions(xp, layout))
         _call(xp, function, steps, {**arrays, **scratch})

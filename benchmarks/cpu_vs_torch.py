@@ -14,19 +14,21 @@ order alternating from round to round:
 
 It writes ``docs/benchmarks.md``. PyTorch is needed only here: ``pip install 'seqgraph[bench]'``.
 
-    python benchmarks/cpu_vs_torch.py [--threads 2] [--rounds 15] [--sizes 128,256,512]
+    python benchmarks/cpu_vs_torch.py [--threads 2,1] [--rounds 12] [--sizes 128,256,512]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -369,8 +371,109 @@ def machine() -> dict:
             if hasattr(seqgraph, "__version__") else "checkout"}
 
 
-def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elapsed: float,
-                 step_rates: dict, compile_times: dict) -> str:
+@dataclass
+class Result:
+    """Everything one thread setting measured (one child process)."""
+    threads: int
+    configs: list
+    peaks: dict
+    step_rates: dict
+    elapsed: float
+
+    def to_json(self) -> str:
+        return json.dumps({"threads": self.threads, "peaks": self.peaks, "elapsed": self.elapsed,
+                           "step_rates": {f"{k[0]}/{k[1]}": v for k, v in self.step_rates.items()},
+                           "configs": [asdict(c) for c in self.configs]})
+
+    @staticmethod
+    def from_json(text: str) -> "Result":
+        data = json.loads(text)
+        configs = [Config(c["kind"], c["hidden"], [Round(**r) for r in c["rounds"]], c["compile_s"],
+                          c["peak_mib"], c["flops"]) for c in data["configs"]]
+        rates = {(k.split("/")[0], int(k.split("/")[1])): v for k, v in data["step_rates"].items()}
+        return Result(data["threads"], configs, data["peaks"], rates, data["elapsed"])
+
+
+def measure_all(args) -> Result:
+    """Every row at the thread limit this process was started with."""
+    start = time.perf_counter()
+    peaks = matmul_peak()
+    configs = []
+    for kind in args.kinds.split(","):
+        for hidden in (int(h) for h in args.sizes.split(",")):
+            config = measure_config(kind, hidden, args)
+            configs.append(config)
+            print(f"{args.threads} threads, {kind} {hidden}: " + ", ".join(
+                f"{n} {config.median(n, args.max_others) * 1e3:.1f} ms" for n, _ in CONTESTANTS[kind]),
+                file=sys.stderr, flush=True)
+    after = matmul_peak()
+    peaks = {k: max(peaks[k], after[k]) for k in peaks}
+    rates = step_product_rates(sorted({c.hidden for c in configs}))
+    return Result(int(args.threads), configs, peaks, rates, time.perf_counter() - start)
+
+
+def _kept_stats(config: Config, limit: float) -> str:
+    kept = config.kept(limit) or config.rounds
+    loads = [r.load for r in kept]
+    return (f"{min(loads):.2f}-{max(loads):.2f} | {statistics.median(r.others for r in kept):.0%} | "
+            f"{len(config.kept(limit))} of {len(config.rounds)}")
+
+
+def _module_tables(result: Result, limit: float, verdicts: list) -> list:
+    lines = []
+    for kind, title, reference in (("lstm", "LSTM", "torch nn.LSTM"), ("gru", "GRU", "torch nn.GRU")):
+        rows = [c for c in result.configs if c.kind == kind]
+        if not rows:
+            continue
+        names = [n for n, _ in CONTESTANTS[kind]]
+        ours = names[0]
+        lines += [f"### {title}", "",
+                  "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
+                  f" | seqgraph / {reference.split()[1]} | seqgraph GFLOP/s (% of peak) | compile (ms) "
+                  f"| peak memory seqgraph / torch (MiB) | load (1-min) | others' CPU share | rounds kept |",
+                  "|" + "---|" * (len(names) + 8)]
+        for c in rows:
+            times = {n: c.median(n, limit) for n in names}
+            ratio = times[ours] / times[reference]
+            rate = c.flops / times[ours] / 1e9
+            lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
+                         f" | {ratio:.2f} | {rate:.1f} ({rate / result.peaks['numpy']:.0%}) | "
+                         f"{c.compile_s[ours] * 1e3:.0f} | {c.peak_mib[ours]:.1f} / {c.peak_mib[reference]:.1f} | "
+                         f"{_kept_stats(c, limit)} |")
+            verdicts.append((f"{title} at hidden {c.hidden}: seqgraph {times[ours] * 1e3:.1f} ms vs "
+                             f"{reference} {times[reference] * 1e3:.1f} ms", ratio <= 1.0,
+                             f"{1 - ratio:.0%} less time" if ratio <= 1 else f"{ratio:.2f}x its time"))
+            verdicts.append((f"{title} at hidden {c.hidden}: peak memory {c.peak_mib[ours]:.1f} MiB vs "
+                             f"{c.peak_mib[reference]:.1f} MiB", c.peak_mib[ours] < c.peak_mib[reference], ""))
+        lines.append("")
+    return lines
+
+
+def _cell_table(result: Result, limit: float, verdicts: list) -> list:
+    rows = [c for c in result.configs if c.kind == "cells"]
+    if not rows:
+        return []
+    names = [n for n, _ in CONTESTANTS["cells"]]
+    lines = ["### User-written cells against the built-in lstm", "",
+             "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
+             " | Peephole / lstm | GateLSTM / lstm | compile lstm / Peephole / GateLSTM (ms) "
+             "| peak memory (MiB) | load (1-min) | others' CPU share | rounds kept |",
+             "|" + "---|" * (len(names) + 8)]
+    for c in rows:
+        times = {n: c.median(n, limit) for n in names}
+        base = times[names[0]]
+        lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
+                     f" | {times[names[1]] / base:.2f} | {times[names[2]] / base:.2f} | " +
+                     " / ".join(f"{c.compile_s[n] * 1e3:.0f}" for n in names[:3]) + " | " +
+                     " / ".join(f"{c.peak_mib[n]:.1f}" for n in names) + f" | {_kept_stats(c, limit)} |")
+        for n in names[1:3]:
+            ratio = times[n] / base
+            verdicts.append((f"{n.split()[1]} at hidden {c.hidden}: {ratio:.2f}x the built-in lstm's time",
+                             ratio <= 1.15, ""))
+    return lines + [""]
+
+
+def write_report(path: Path, results: list, info: dict, args, elapsed: float, compile_times: dict) -> str:
     limit = args.max_others
     lines = ["# Benchmarks: seqgraph against PyTorch on the CPU", "",
              "Written by `python benchmarks/cpu_vs_torch.py` (do not edit by hand; rerun it).", "",
@@ -381,93 +484,48 @@ def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elaps
              "from round to round.", "",
              "## The machine", "",
              f"- CPU: {info['cpu']}, {info['cores']} cores",
-             f"- threads: {args.threads} for both (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, "
-             f"`MKL_NUM_THREADS` and `torch.set_num_threads`)",
              f"- seqgraph on NumPy {info['numpy']} with {info['blas']}; PyTorch {info['torch']} "
              f"({info['torch_blas']}); Python {info['python']}",
-             f"- float32 2048x2048 matrix-product peak measured in this run: NumPy "
-             f"{peaks['numpy']:.0f} GFLOP/s, PyTorch {peaks['torch']:.0f} GFLOP/s. *% of peak* "
-             f"below is the step's matrix-product work divided by its time, over NumPy's peak.",
-             "- the one product per step that no compiler can batch over time, `(32, H) @ (H, 4H)`, "
-             "runs at (best of 200, GFLOP/s) " + ", ".join(
-                 f"H={h}: NumPy {step_rates['numpy', h]:.0f}, PyTorch {step_rates['torch', h]:.0f}"
-                 for h in sorted({h for _, h in step_rates})) + ".",
-             f"- the machine is shared. Before each round the 1-minute load average is read, and "
-             f"while it runs the share of all CPUs used by *other* processes (from /proc/stat, "
-             f"less this process's own CPU time). Rounds where others used more than "
-             f"{limit:.0%} were dropped and redone; the tables give the load beside each figure.",
+             "- threads: the same limit for both (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, "
+             "`MKL_NUM_THREADS` and `torch.set_num_threads`), each limit measured in its own "
+             "process: " + ", ".join(str(r.threads) for r in results) + ".",
+             "- the machine is shared with other work. Before each round the 1-minute load "
+             "average is read, and while it runs the share of all CPUs used by *other* "
+             f"processes (from /proc/stat, less this process's own CPU time). Rounds where others "
+             f"used more than {limit:.0%} were dropped and redone (up to {args.budget:.0f} s per "
+             "row, after which all rounds count, as the `rounds kept` column shows); the tables "
+             "give the load beside each figure.",
              f"- the whole run took {elapsed:.0f} s.", ""]
-    verdicts = []
-    for kind, title, reference in (("lstm", "LSTM", "torch nn.LSTM"), ("gru", "GRU", "torch nn.GRU")):
-        rows = [c for c in configs if c.kind == kind]
-        if not rows:
-            continue
-        names = [n for n, _ in CONTESTANTS[kind]]
-        ours = names[0]
-        lines += [f"## {title}", "",
-                  "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
-                  f" | seqgraph / {reference.split()[1]} | seqgraph GFLOP/s (% of peak) | compile (ms) "
-                  f"| peak memory seqgraph / torch (MiB) | load (1-min) | others' CPU share | rounds kept |",
-                  "|" + "---|" * (len(names) + 8)]
-        for c in rows:
-            times = {n: c.median(n, limit) for n in names}
-            ratio = times[ours] / times[reference]
-            rate = c.flops / times[ours] / 1e9
-            kept = c.kept(limit) or c.rounds
-            loads = [r.load for r in kept]
-            others = [r.others for r in kept]
-            lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
-                         f" | {ratio:.2f} | {rate:.1f} ({rate / peaks['numpy']:.0%}) | "
-                         f"{c.compile_s[ours] * 1e3:.0f} | {c.peak_mib[ours]:.1f} / {c.peak_mib[reference]:.1f} | "
-                         f"{min(loads):.2f}-{max(loads):.2f} | {statistics.median(others):.0%} | "
-                         f"{len(c.kept(limit))} of {len(c.rounds)} |")
-            verdicts.append((f"{title} at hidden {c.hidden}: seqgraph {times[ours] * 1e3:.1f} ms vs "
-                             f"{reference} {times[reference] * 1e3:.1f} ms", ratio <= 1.0,
-                             f"{(1 - ratio):+.0%} time saved" if ratio <= 1 else f"{ratio:.2f}x slower"))
-            verdicts.append((f"{title} at hidden {c.hidden}: peak memory {c.peak_mib[ours]:.1f} MiB vs "
-                             f"{c.peak_mib[reference]:.1f} MiB", c.peak_mib[ours] < c.peak_mib[reference], ""))
-        lines.append("")
-    rows = [c for c in configs if c.kind == "cells"]
-    if rows:
-        names = [n for n, _ in CONTESTANTS["cells"]]
-        lines += ["## User-written cells against the built-in lstm", "",
-                  "`PeepholeLSTM` is the cell of `models/peephole.sg`; `GateLSTM` is the LSTM restated "
-                  "gate by gate over `concat(x, h[t-1])` in `benchmarks/user_lstm.sg`. Both go "
-                  "through the same passes as the built-in cell (which is itself a `.sg` cell).", "",
-                  "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
-                  " | Peephole / lstm | GateLSTM / lstm | compile lstm / Peephole / GateLSTM (ms) "
-                  "| peak memory (MiB) | load (1-min) | others' CPU share | rounds kept |",
-                  "|" + "---|" * (len(names) + 8)]
-        for c in rows:
-            times = {n: c.median(n, limit) for n in names}
-            base = times[names[0]]
-            kept = c.kept(limit) or c.rounds
-            loads = [r.load for r in kept]
-            lines.append(f"| {c.hidden} | " + " | ".join(f"{times[n] * 1e3:.1f}" for n in names) +
-                         f" | {times[names[1]] / base:.2f} | {times[names[2]] / base:.2f} | " +
-                         " / ".join(f"{c.compile_s[n] * 1e3:.0f}" for n in names[:3]) + " | " +
-                         " / ".join(f"{c.peak_mib[n]:.1f}" for n in names) +
-                         f" | {min(loads):.2f}-{max(loads):.2f} | "
-                         f"{statistics.median(r.others for r in kept):.0%} | {len(c.kept(limit))} of {len(c.rounds)} |")
-            for n in names[1:3]:
-                ratio = times[n] / base
-                verdicts.append((f"{n.split()[1]} at hidden {c.hidden}: {ratio:.2f}x the built-in lstm",
-                                 ratio <= 1.15, ""))
-        lines.append("")
+    verdict_sections = []
+    for result in results:
+        verdicts = []
+        rates = result.step_rates
+        lines += [f"## {result.threads} thread{'s' if result.threads > 1 else ''}", "",
+                  f"Float32 2048x2048 matrix-product peak in this run: NumPy {result.peaks['numpy']:.0f} "
+                  f"GFLOP/s, PyTorch {result.peaks['torch']:.0f} GFLOP/s (*% of peak* is the step's "
+                  "matrix-product work over its time, over NumPy's peak). The one product per step "
+                  "no compiler can batch over time, `(32, H) @ (H, 4H)`, runs at (GFLOP/s, best of "
+                  "200) " + ", ".join(f"H={h}: NumPy {rates['numpy', h]:.0f}, PyTorch {rates['torch', h]:.0f}"
+                                      for h in sorted({h for _, h in rates})) + ".", ""]
+        lines += _module_tables(result, limit, verdicts)
+        lines += _cell_table(result, limit, verdicts)
+        verdict_sections.append((result.threads, verdicts))
     lines += ["## Compile time of the example models", "",
               "Graph passes and code generation (`compile_program`), median of 3. It does not "
               "depend on the number of steps: the program is made from the folded graph "
               "(`tests/compiler/test_program.py` checks that 10 and 1000 steps give the same "
               "program).", "", "| model | compile (ms) |", "|---|---|"]
     lines += [f"| {name} | {seconds * 1e3:.0f} |" for name, seconds in compile_times.items()]
-    lines += [""]
     slowest = max(compile_times.values())
-    verdicts.append((f"compile time of every example model under 0.5 s (slowest {slowest * 1e3:.0f} ms)",
-                     slowest < 0.5, ""))
-    lines += ["## Targets", "", "Aim: seqgraph's step at least as fast as PyTorch's module (20% faster "
-              "is the goal), user cells within 15% of the built-in lstm, lower peak memory.", ""]
-    for text, met, note in verdicts:
-        lines.append(f"- {'met' if met else '**not met**'}: {text}" + (f" ({note})" if note else ""))
+    lines += ["", "## Targets", "", "Aim: seqgraph's step at least as fast as PyTorch's module (20% "
+              "less time is the goal), user cells within 15% of the built-in lstm, lower peak memory, "
+              "compile time under half a second.", "",
+              f"- {'met' if slowest < 0.5 else '**not met**'}: compile time of every example model "
+              f"under 0.5 s (slowest {slowest * 1e3:.0f} ms)"]
+    for threads, verdicts in verdict_sections:
+        lines += ["", f"With {threads} thread{'s' if threads > 1 else ''}:", ""]
+        for text, met, note in verdicts:
+            lines.append(f"- {'met' if met else '**not met**'}: {text}" + (f" ({note})" if note else ""))
     lines += ["", "## How it is measured", "",
               "- seqgraph: `seqgraph.compile(model, dtype='float32')`, then per step "
               "`forward`, `backward`, `params -= lr * grads` (`seqgraph.bench.training_step`). "
@@ -489,40 +547,42 @@ def write_report(path: Path, configs: list, peaks: dict, info: dict, args, elaps
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2,1",
+                        help="thread limits to measure, each in its own process (2,1)")
     parser.add_argument("--rounds", type=int, default=12, help="rounds kept per row (12)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--kinds", default="lstm,gru,cells")
     parser.add_argument("--max-others", type=float, default=0.25,
                         help="drop a round when other processes used more than this share of the CPUs")
-    parser.add_argument("--budget", type=float, default=35.0,
+    parser.add_argument("--budget", type=float, default=30.0,
                         help="seconds per row after which rounds are kept whatever the load")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "HIDDEN", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    limit_threads(args.threads)
-    import torch
-    torch.set_num_threads(args.threads)
-    if args.probe:
-        probe(args.probe[0], int(args.probe[1]), args.probe[2])
+    counts = [int(n) for n in str(args.threads).split(",")]
+    if args.json or args.probe:
+        (args.threads,) = counts
+        limit_threads(args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
+        if args.probe:
+            probe(args.probe[0], int(args.probe[1]), args.probe[2])
+        else:
+            Path(args.json).write_text(measure_all(args).to_json())
         return 0
     start = time.perf_counter()
-    peaks = matmul_peak()
-    configs = []
-    for kind in args.kinds.split(","):
-        for hidden in (int(h) for h in args.sizes.split(",")):
-            config = measure_config(kind, hidden, args)
-            configs.append(config)
-            print(f"{kind} {hidden}: " + ", ".join(
-                f"{n} {config.median(n, args.max_others) * 1e3:.1f} ms" for n, _ in CONTESTANTS[kind]),
-                flush=True)
-    peaks_after = matmul_peak()
-    peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}
-    step_rates = step_product_rates(sorted({c.hidden for c in configs}))
-    compile_times = example_compile_times()
-    text = write_report(Path(args.out), configs, peaks, machine(), args, time.perf_counter() - start,
-                        step_rates, compile_times)
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for count in counts:
+            out = Path(folder) / f"{count}.json"
+            child = [a for a in (argv if argv is not None else sys.argv[1:])]
+            command = [sys.executable, __file__, *child, "--threads", str(count), "--json", str(out)]
+            subprocess.run(command, check=True)
+            results.append(Result.from_json(out.read_text()))
+    text = write_report(Path(args.out), results, machine(), args, time.perf_counter() - start,
+                        example_compile_times())
     print(text)
     return 0
 

@@ -64,15 +64,10 @@ def product_flops(graph, batch: int, steps: int) -> float:
         if data["op"] != "matmul":
             continue
         vtype = data["type"]
-        rows = data["shape"][-1]
-        inner = data["shape"][-1] and _inner_size(graph, data)
+        rows, inner = graph.nodes[data["args"][0]]["shape"]
         count = (batch if vtype.batched else 1) * (steps if vtype.timed or vtype.is_seq else 1)
         total += 2.0 * rows * inner * count
     return total
-
-
-def _inner_size(graph, data) -> int:
-    return graph.nodes[data["args"][0]]["shape"][-1]
 
 
 def sgd_update(network, grads: dict, lr: float) -> None:

@@ -240,8 +240,10 @@ def measure_config(kind: str, hidden: int, args) -> Config:
         start_busy, start_own, start = busy_jiffies(), own_jiffies(), time.perf_counter()
         times = {}
         for name in order:
-            # the other library's idle threads spin for a while after its step; let them stop
-            time.sleep(args.pause)
+            # the other library's idle threads spin for a while after its step: rest until they
+            # stop, then one untimed step, so each is timed as in its own loop, step after step
+            time.sleep(args.rest)
+            steps[name]()
             begin = time.perf_counter()
             steps[name]()
             times[name] = time.perf_counter() - begin
@@ -497,10 +499,12 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
              f"used more than {limit:.0%} were dropped and redone (up to {args.budget:.0f} s per "
              "row, after which all rounds count, as the `rounds kept` column shows); the tables "
              "give the load beside each figure.",
-             f"- each timed step starts after {args.pause:g} s of rest: after a step, a "
-             "library's idle threads keep spinning for a while, and the next contestant would "
-             "pay for it (measured here with 2 threads: seqgraph's LSTM step at hidden 128 took "
-             "1.3x as long right after PyTorch's, PyTorch's 1.8x as long right after seqgraph's).",
+             f"- each timed step comes after {args.rest:g} s of rest and one untimed step of the "
+             "same contestant, so each library is timed as in its own training loop: after a "
+             "step a library's idle threads keep spinning for a while (OpenBLAS's for about "
+             "0.1 s), and the next contestant would pay for it. Measured here with 2 threads "
+             "and no rest, seqgraph's LSTM step at hidden 128 took 1.3x as long right after "
+             "PyTorch's, and PyTorch's about 2x as long right after seqgraph's.",
              f"- the whole run took {elapsed:.0f} s.", ""]
     verdict_sections = []
     for result in results:
@@ -555,16 +559,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="2,1",
                         help="thread limits to measure, each in its own process (2,1)")
-    parser.add_argument("--rounds", type=int, default=12, help="rounds kept per row (12)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds kept per row (9)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--kinds", default="lstm,gru,cells")
     parser.add_argument("--max-others", type=float, default=0.25,
                         help="drop a round when other processes used more than this share of the CPUs")
-    parser.add_argument("--budget", type=float, default=30.0,
+    parser.add_argument("--budget", type=float, default=25.0,
                         help="seconds per row after which rounds are kept whatever the load")
-    parser.add_argument("--pause", type=float, default=0.25,
-                        help="seconds of rest before each timed step (0.25)")
+    parser.add_argument("--rest", type=float, default=0.2,
+                        help="seconds of rest before each contestant's steps (0.2)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "HIDDEN", "NAME"), help=argparse.SUPPRESS)

@@ -277,7 +277,8 @@ class Network:
 
     def value(self, node: str):
         """The value of folded-graph node ``node`` in the last forward run (whole sequences
-        for per-step nodes)."""
+        for per-step nodes). After ``backward()`` a value no gradient rule reads may hold that
+        pass's scratch work instead: ask before calling it."""
         if self._run is None:
             raise SeqgraphError("call forward() first")
         if node not in self._run.env:

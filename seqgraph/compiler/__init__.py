@@ -71,6 +71,7 @@ class Program:
         self.wanted = wanted
         self.needs_grad = frozenset(needs_grad)
         self._needs = {}
+        self.spent = _spent_after_forward(graph, wanted)
         # run fused chains as generated kernels: None means where the namespace can compile
         # them (CuPy); on NumPy the in-place ufunc lines are faster
         self.fuse_chains = None
@@ -227,7 +228,11 @@ class Program:
         GRU's gates) share one gradient buffer instead of a zero-filled copy each."""
         total = grads.get(parent)
         if total is None or id(total) not in self._owned:
-            placed = xp.zeros(value.shape, dtype=g.dtype)
+            if parent in self.spent and value.dtype == g.dtype:
+                placed = value  # nothing reads this value any more: its array holds the gradient
+                placed.fill(0)
+            else:
+                placed = xp.zeros(value.shape, dtype=g.dtype)
             if total is not None:
                 placed += total
             total = grads[parent] = placed
@@ -401,6 +406,33 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
                 and data["args"].count(arg) == 1 and not _recurrent(graph, arg)):
             return arg
     return None
+
+
+def _spent_after_forward(graph: nx.DiGraph, keep: set) -> frozenset:
+    """Time-parallel values whose arrays are free once the forward pass is over: a new array of
+    their own that no gradient rule reads, read only through slices whose readers' rules do
+    not read them either. The backward pass adds the slices' gradients into such an array (a
+    GRU's input projection holds its own gradient) instead of a new one."""
+    spent = set()
+    for node, data in graph.nodes(data=True):
+        users = list(graph.successors(node))
+        if (data["op"] not in FRESH or node in keep or not users or _recurrent(graph, node)
+                or _reads(graph, node, node)):
+            continue
+        if all(graph.nodes[s]["op"] == "slice" and s not in keep and
+               not any(_reads(graph, r, s) for r in graph.successors(s)) for s in users):
+            spent.add(node)
+    return frozenset(spent)
+
+
+def _reads(graph: nx.DiGraph, reader, value) -> bool:
+    """Whether ``reader``'s gradient rule reads ``value`` (its output, or one of its inputs)."""
+    data = graph.nodes[reader]
+    arity = len(data["args"])
+    read = {r for port in range(arity) for r in needs(data["op"], port, arity)}
+    if reader == value:
+        return "out" in read
+    return any(data["args"][index] == value for index in read if index != "out")
 
 
 def _recurrent(graph: nx.DiGraph, node) -> bool:

@@ -129,3 +129,17 @@ def test_backward_for_some_names_only_matches_the_full_backward():
     np.testing.assert_allclose(only_x["x"], full["x"], rtol=0, atol=1e-13)
     with pytest.raises(sg.SeqgraphError, match="no parameter or float input 'dense_9.weight'"):
         net.backward(wrt=["dense_9.weight"])
+
+
+def test_a_spent_input_projection_holds_its_own_gradient():
+    net = sg.compile(language_model("gru", hidden=6), dtype="float64", seed=8)
+    assert net.program.spent == {"gru_0/add"}  # W_ih x + b_ih, read only through gate slices
+    assert not sg.compile(language_model("lstm"), dtype="float64").program.spent
+    rng = np.random.default_rng(9)
+    inputs = {"x": rng.normal(size=(5, 2, 5)), "y": rng.integers(0, 7, size=(5, 2))}
+    net.forward(inputs)
+    projection = net.value("gru_0/add")
+    before = projection.copy()
+    grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
+    assert grads["gru_0/add"] is projection and not np.array_equal(projection, before)
+    compare_with_reference(net)

@@ -255,6 +255,7 @@ class Network:
         self.program = compile_program(model.graph, model.checked)
         self._rng = None
         self._run = None
+        self._overwritten = frozenset()
         self.final_states: dict = {}
 
     @property
@@ -272,15 +273,20 @@ class Network:
         feed = prepare_feed(self.model, self.backend, self.dtype, inputs, lengths, state, training,
                             self.rng if training else None)
         self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
+        self._overwritten = frozenset()
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
         return {name: self._run.env[node] for name, node in self.model.outputs.items()}
 
     def value(self, node: str):
         """The value of folded-graph node ``node`` in the last forward run (whole sequences
-        for per-step nodes). After ``backward()`` a value no gradient rule reads may hold that
-        pass's scratch work instead: ask before calling it."""
+        for per-step nodes). ``backward()`` reuses the buffers of values no gradient rule
+        reads; asking for one of those afterwards is an error rather than a wrong answer."""
         if self._run is None:
             raise SeqgraphError("call forward() first")
+        if node in self._overwritten:
+            raise SeqgraphError(f"backward() reused the buffer of '{node}' for its gradient",
+                                hint="read the value between forward() and backward(), or use "
+                                     "net.reference() (or sg.Probe), which keeps every value")
         if node not in self._run.env:
             raise SeqgraphError(f"the compiled program does not keep the value of '{node}'",
                                 hint="values inside a recurrence live for one step only unless "
@@ -322,6 +328,7 @@ class Network:
         grads = self.program.backward(self.backend.xp, self._run,
                                       {self.model.outputs[n]: v for n, v in seeds.items()},
                                       None if wrt is None else set(names.values()))
+        self._overwritten = self.program.spent
         return self.collect_grads(grads, names)
 
     def collect_grads(self, grads: dict, wrt: dict) -> dict:

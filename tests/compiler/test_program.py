@@ -143,3 +143,15 @@ def test_a_spent_input_projection_holds_its_own_gradient():
     grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
     assert grads["gru_0/add"] is projection and not np.array_equal(projection, before)
     compare_with_reference(net)
+
+
+def test_reading_a_value_whose_buffer_backward_reused_is_an_error():
+    net = sg.compile(language_model("gru", hidden=6), dtype="float64", seed=8)
+    rng = np.random.default_rng(9)
+    net.forward({"x": rng.normal(size=(5, 2, 5)), "y": rng.integers(0, 7, size=(5, 2))})
+    before = net.value("gru_0/add").copy()
+    net.backward()
+    with pytest.raises(sg.SeqgraphError, match="backward\\(\\) reused the buffer of 'gru_0/add'"):
+        net.value("gru_0/add")
+    net.forward({"x": rng.normal(size=(5, 2, 5)), "y": rng.integers(0, 7, size=(5, 2))})
+    assert net.value("gru_0/add").shape == before.shape

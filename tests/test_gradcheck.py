@@ -9,7 +9,6 @@ import pytest
 import seqgraph as sg
 from seqgraph import cli
 from seqgraph.gradcheck import quick_report
-from seqgraph.compiler.kernels import KERNELS
 from seqgraph.ops import REGISTRY
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -17,20 +16,18 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 @pytest.fixture
 def broken_tanh(monkeypatch):
-    """tanh with the gradient rule g * (1 - y) instead of g * (1 - y^2), in every form the op
-    has: the registry's vjp (used by the reference executor) and the compiler's in-place
-    kernel (used by the generated step loops)."""
+    """tanh with the gradient rule g * (1 - y) instead of g * (1 - y^2), in both forms the op
+    has: its vjp (the reference executor's) and its kernel (the compiled step loops')."""
     tanh = REGISTRY["tanh"]
-    monkeypatch.setitem(REGISTRY, "tanh", dataclasses.replace(
-        tanh, vjp=lambda xp, g, out, x: (g * (1 - out),)))
-    kernel = KERNELS["tanh"]
 
     def wrong(dst, mode, g, out, ins, tmp):
         lines = [f"subtract(1.0, {out}, {tmp})", f"multiply({g}, {tmp}, {tmp})"]
         return lines + [f"copyto({dst}, {tmp})" if mode == "set" else f"add({dst}, {tmp}, {dst})"]
 
-    monkeypatch.setitem(KERNELS, "tanh", dataclasses.replace(
-        kernel, gradients={0: wrong}, gradient_formulas={0: "{g} * (1 - {out})"}))
+    kernel = dataclasses.replace(tanh.kernel, gradients={0: wrong},
+                                 gradient_formulas={0: "{g} * (1 - {out})"})
+    monkeypatch.setitem(REGISTRY, "tanh", dataclasses.replace(
+        tanh, vjp=lambda xp, g, out, x: (g * (1 - out),), kernel=kernel))
 
 
 def test_the_report_gives_the_worst_relative_error_of_a_sound_model():

@@ -27,7 +27,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from .kernels import UFUNCS, needs
+from ..ops.kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
 
 FEED_OPS = ("input", "lengths", "state_init")

@@ -39,7 +39,7 @@ from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import fuse_elementwise
-from .kernels import KERNELS, needs
+from ..ops.kernels import KERNELS, needs
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 

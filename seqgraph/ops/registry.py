@@ -20,6 +20,10 @@ backend):
   per input; it computes only the wanted gradients and returns ``None`` for the rest.
   Callers go through :meth:`Op.partial_vjp`, which serves every op alike (the compiler
   uses it to leave weight gradients out of the per-step loop and do them once after it).
+- **kernel** (elementwise ops only): the same forward and gradient restated for the
+  compiler's step loops, as in-place ufunc calls and as formulas a GPU backend fuses into
+  one kernel (a :class:`seqgraph.ops.kernels.Kernel`, checked against forward and vjp by
+  the tests). An op without one runs its forward and vjp in the loops as they are.
 - **rule** is a short label of the gradient rule shown in graph views: ``distribute`` (add),
   ``route`` (max), ``switch`` (mul), or a formula.
 """
@@ -58,6 +62,7 @@ class Op:
     random: bool = False
     attrs: tuple = field(default=())
     selective: bool = False
+    kernel: Optional[object] = None
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ops.elementwise import broadcast_shapes
-from ..compiler.kernels import KERNELS as ELEMENTWISE
+from ..ops.kernels import KERNELS as ELEMENTWISE
 from .rewrite import add_node, core_nodes, fresh, is_static, set_args
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..autodiff import differentiable
-from ..compiler.kernels import KERNELS
+from ..ops.kernels import KERNELS
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seqgraph.compiler.kernels import KERNELS, UFUNCS
+from seqgraph.ops.kernels import KERNELS, UFUNCS
 from seqgraph.ops import REGISTRY
 
 SHAPE = (3, 4)

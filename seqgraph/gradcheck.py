@@ -172,3 +172,21 @@ def quick_report(model, batch: int = 2, steps: int = 3, tolerance: float = 1e-6)
     culprit = result.culprit or "no single node (the rules agree locally; look at the graph wiring)"
     return False, (f"gradient check (float64, {where}): FAILED, relative error {result.worst_error:.1e} "
                    f"for {result.worst_name}; first node whose gradient disagrees: {culprit}")
+
+
+def reference_differences(network, inputs: dict, lengths=None) -> dict:
+    """How far the compiled ``network`` is from the reference executor on one batch: name ->
+    the largest absolute difference, for every output and every gradient of the loss
+    (``inf`` where one side lacks a gradient the other has)."""
+    to_host = network.backend.to_host
+    compiled = {**network.forward(inputs, lengths), **network.backward()}
+    reference = network.reference()
+    expected = {**reference.forward(inputs, lengths), **reference.backward()}
+    differences = {}
+    for name in set(compiled) | set(expected):
+        if name not in compiled or name not in expected:
+            differences[name] = float("inf")
+            continue
+        gap = numpy.abs(to_host(compiled[name]) - to_host(expected[name]))
+        differences[name] = float(gap.max()) if gap.size else 0.0
+    return differences

@@ -62,31 +62,6 @@ def outcome(text: str) -> str:
     return "ok"
 
 
-def mutate(text: str, data) -> str:
-    """Apply a few random edits (each drawn from ``data``) to ``text``."""
-    for _ in range(data.draw(st.integers(1, 4), label="edits")):
-        kind = data.draw(st.sampled_from(["insert", "delete", "truncate", "swap", "odd", "number"]))
-        where = data.draw(st.integers(0, len(text)), label="where")
-        if kind == "insert":
-            text = text[:where] + data.draw(st.sampled_from(TOKENS)) + text[where:]
-        elif kind == "delete":
-            text = text[:where] + text[where + data.draw(st.integers(1, 12)):]
-        elif kind == "truncate":
-            text = text[:where]
-        elif kind == "swap":
-            lines = text.split("\n")
-            i = data.draw(st.integers(0, len(lines) - 1))
-            j = data.draw(st.integers(0, len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-            text = "\n".join(lines)
-        elif kind == "odd":
-            text = text[:where] + data.draw(st.sampled_from(ODD_TEXT)) + text[where:]
-        else:
-            text = re.sub(r"\b\d+\b", lambda m: data.draw(st.sampled_from(
-                ["0", "-3", "1", str(10 ** 30), "99999999999", "4294967297"])), text, count=1)
-    return text
-
-
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 ABSURD = ["0", "-3", "1", str(10 ** 30), "9223372036854775808", "4294967297", "99999999999"]
 

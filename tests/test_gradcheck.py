@@ -8,7 +8,7 @@ import pytest
 
 import seqgraph as sg
 from seqgraph import cli
-from seqgraph.gradcheck import quick_report
+from seqgraph.gradcheck import quick_report, random_inputs, reference_differences
 from seqgraph.ops import REGISTRY
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -56,3 +56,16 @@ def test_check_fails_with_exit_1_when_a_gradient_disagrees(broken_tanh, capsys):
 def test_check_prints_the_gradient_line(capsys):
     assert cli.main(["check", str(MODELS / "gru_tagger.sg")]) == 0
     assert "gradient check (float64, batch 2, 3 steps): worst relative error" in capsys.readouterr().out
+
+
+def test_reference_differences_are_zero_for_sound_kernels_and_show_a_wrong_one(monkeypatch):
+    model = sg.load(MODELS / "rnn_adding.sg").model()
+    inputs, lengths = random_inputs(model, batch=2, steps=3, ragged=True)
+    sound = reference_differences(sg.compile(model, dtype="float64"), inputs, lengths)
+    assert set(sound) >= {"loss", "pred", "rnn_0.weight_hh"} and max(sound.values()) < 1e-12
+    tanh = REGISTRY["tanh"]
+    off = dataclasses.replace(tanh.kernel, forward=lambda out, ins: [
+        f"tanh({ins[0]}, {out})", f"multiply({out}, 1.001, {out})"])
+    monkeypatch.setitem(REGISTRY, "tanh", dataclasses.replace(tanh, kernel=off))
+    wrong = reference_differences(sg.compile(model, dtype="float64"), inputs, lengths)
+    assert wrong["loss"] > 1e-6 and wrong["rnn_0.weight_hh"] > 1e-6

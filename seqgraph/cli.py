@@ -262,6 +262,19 @@ def cmd_bench(args) -> int:
 
 # --- the parser ----------------------------------------------------------------------------------
 
+def _model_command(commands, name: str, help: str, handler, sizes: bool = True):
+    """A subcommand that reads one model of a file: MODEL.sg, --model and (unless told
+    otherwise) --size NAME=VALUE."""
+    command = commands.add_parser(name, help=help)
+    command.add_argument("model_file", metavar="MODEL.sg")
+    command.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    if sizes:
+        command.add_argument("--size", action="append", metavar="NAME=VALUE",
+                             help="override a model size: --size hidden=256")
+    command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``seqgraph`` command."""
     parser = argparse.ArgumentParser(
@@ -271,9 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    run = commands.add_parser("run", help="train a model as its train block says, then sample")
-    run.add_argument("model_file", metavar="MODEL.sg")
-    run.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    run = _model_command(commands, "run", "train a model as its train block says, then sample", cmd_run)
     run.add_argument("--data", metavar="PATH", help="a text file or .npz instead of the train block's data")
     run.add_argument("--epochs", type=int, metavar="N")
     run.add_argument("--batch", type=int, metavar="B", help="examples (or text windows) per step")
@@ -287,22 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a run (default: the last checkpoint in --out)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help='override a train setting, written as in the train block: --set "clip = 1.0"')
-    run.add_argument("--size", action="append", metavar="NAME=VALUE",
-                     help="override a model size: --size hidden=256")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.set_defaults(handler=cmd_run)
 
-    check = commands.add_parser("check", help="parse and check a model; print its inputs, outputs "
-                                              "and parameters")
-    check.add_argument("model_file", metavar="MODEL.sg")
-    check.add_argument("--model", metavar="NAME", help="check only this model")
+    check = _model_command(commands, "check", "parse and check a model; print its inputs, outputs "
+                                               "and parameters", cmd_check, sizes=False)
     check.add_argument("--crosscheck", action="store_true",
                        help="run on NumPy and on CuPy and name the first node and time step that differ")
-    check.set_defaults(handler=cmd_check)
 
-    graph = commands.add_parser("graph", help="show the folded, unrolled or gradient graph")
-    graph.add_argument("model_file", metavar="MODEL.sg")
-    graph.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    graph = _model_command(commands, "graph", "show the folded, unrolled or gradient graph", cmd_graph,
+                           sizes=False)
     graph.add_argument("--unroll", type=int, metavar="T", help="unroll over T time steps")
     graph.add_argument("--grad", action="store_true",
                        help="draw the backward (gradient) graph beside the forward one")
@@ -311,12 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="text (default), dot, or svg/png drawn by Graphviz")
     graph.add_argument("-o", "--output", metavar="FILE",
                        help="write here instead of stdout (its suffix picks the format)")
-    graph.set_defaults(handler=cmd_graph)
 
-    flow = commands.add_parser("grads", help="gradient norms through time: ||dL/dh_t|| per state and "
-                                             "step, per parameter, as a table and a plot")
-    flow.add_argument("model_file", metavar="MODEL.sg")
-    flow.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    flow = _model_command(commands, "grads", "gradient norms through time: ||dL/dh_t|| per state and "
+                                             "step, per parameter, as a table and a plot", cmd_grads)
     flow.add_argument("--batch", type=int, metavar="B", default=8, help="examples in the batch (8)")
     flow.add_argument("--steps", type=int, metavar="T", default=50,
                       help="time steps of random inputs (50)")
@@ -327,26 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="trained weights: a run folder, a checkpoint, or saved parameters "
                            "(default: freshly initialised)")
     flow.add_argument("--seed", type=int, metavar="S", default=0, help="seeds the weights and inputs (0)")
-    flow.add_argument("--size", action="append", metavar="NAME=VALUE", help="a model size, e.g. hidden=64")
     flow.add_argument("--out", metavar="PNG", help="where to draw the plot (MODEL_grads.png)")
     flow.add_argument("--threshold-explode", type=float, metavar="X", default=grads.EXPLODE,
                       help="flag gradient norms above X as exploding (%(default)g)")
     flow.add_argument("--threshold-vanish", type=float, metavar="Y", default=grads.VANISH,
                       help="flag gradient norms below Y as vanishing (%(default)g)")
-    flow.set_defaults(handler=cmd_grads)
 
-    bench = commands.add_parser("bench", help="time compiling, a forward pass and a training step; "
-                                              "GFLOP/s and peak memory")
-    bench.add_argument("model_file", metavar="MODEL.sg")
-    bench.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    bench = _model_command(commands, "bench", "time compiling, a forward pass and a training step; "
+                                              "GFLOP/s and peak memory", cmd_bench)
     bench.add_argument("--batch", type=int, metavar="B", default=32, help="examples in the batch (32)")
     bench.add_argument("--steps", type=int, metavar="T", default=64, help="time steps (64)")
-    bench.add_argument("--size", action="append", metavar="NAME=VALUE", help="a model size, e.g. hidden=256")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     bench.add_argument("--repeat", type=int, metavar="N", default=20, help="timed runs after warm-up (20)")
     bench.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     bench.add_argument("--seed", type=int, metavar="S", default=0)
-    bench.set_defaults(handler=cmd_bench)
 
     sample = commands.add_parser("sample", help="generate from a trained model")
     sample.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")

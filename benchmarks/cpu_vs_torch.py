@@ -571,8 +571,27 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
               "the high-water mark less the memory held before the steps.",
               f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant.", ""]
     text = "\n".join(lines)
-    path.write_text(text)
+    write_section(path, text, CPU_MARKERS)
     return text
+
+
+CPU_MARKERS = ("<!-- cpu_vs_torch.py: start -->", "<!-- cpu_vs_torch.py: end -->")
+
+
+def write_section(path: Path, text: str, markers: tuple) -> None:
+    """Put ``text`` between the two ``markers`` in ``path``, leaving the rest of the file
+    alone (each benchmark script owns its own section of docs/benchmarks.md); appended when
+    the markers are not there yet."""
+    start, end = markers
+    section = f"{start}\n{text.strip()}\n{end}\n"
+    old = path.read_text() if path.exists() else ""
+    if start in old and end in old:
+        before, rest = old.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        new = before + section + ("\n" + after if after else "")
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + section
+    path.write_text(new)
 
 
 def main(argv=None) -> int:

@@ -34,10 +34,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from cpu_vs_torch import CLASSES, INPUTS, LR, STEPS, _gru_cell, _lstm_cell, seqgraph_source  # noqa: E402
+from cpu_vs_torch import (CLASSES, INPUTS, LR, STEPS, _gru_cell, _lstm_cell, seqgraph_source,  # noqa: E402
+                          write_section)
 
 BATCHES, HIDDEN = (32, 128), (256, 1024)
-START, END = "<!-- gpu_vs_torch.py: start -->", "<!-- gpu_vs_torch.py: end -->"
+MARKERS = ("<!-- gpu_vs_torch.py: start -->", "<!-- gpu_vs_torch.py: end -->")
 NAMES = ("seqgraph captured", "seqgraph uncaptured", "torch cuDNN", "torch eager cell")
 
 
@@ -173,7 +174,7 @@ def table(kind: str, rows: list) -> list:
 
 
 def section(results: dict, device: str, versions: str, rounds: int, block: int, elapsed: float) -> str:
-    lines = [START, "## seqgraph against PyTorch on a GPU", "",
+    lines = ["## seqgraph against PyTorch on a GPU", "",
              "Written by `python benchmarks/gpu_vs_torch.py` (do not edit by hand; rerun it).", "",
              f"One training step of a one-layer recurrent language model (64 steps, 64 inputs per step, "
              f"a dense layer to 65 classes, cross-entropy, SGD), float32, on "
@@ -187,19 +188,7 @@ def section(results: dict, device: str, versions: str, rounds: int, block: int, 
                     for b, h, r in rows if r["how"] != "replayed"})
     if notes:
         lines += ["Steps that could not be captured:", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(lines + [END]) + "\n"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between the markers in ``path`` (appended when they are not there yet)."""
-    old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        before, rest = old.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        new = before + text + after
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + text
-    path.write_text(new)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -229,7 +218,7 @@ def main(argv=None) -> int:
     device = get_backend("cupy").device_name()
     versions = f"CuPy {cupy.__version__}, PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}"
     write_section(Path(args.out), section(results, device, versions, args.rounds, args.block,
-                                          time.perf_counter() - started))
+                                          time.perf_counter() - started), MARKERS)
     print(f"wrote {args.out}")
     return 0
 

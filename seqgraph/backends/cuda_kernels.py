@@ -227,15 +227,14 @@ def generate_kernel(chain, direction: str) -> KernelSource:
 
     Forward reads the inputs ``x0..`` and writes one output ``y{k}`` per chain output;
     backward reads the inputs and the outputs' cotangents ``g0..`` and writes ``d{k}``, the
-    cotangent contribution of every input ``k`` that has a backward formula."""
+    cotangent of the ``k``-th target of ``chain.backward`` (an input, or a node of the chain)."""
     if direction == "forward":
         inputs = tuple(f"x{k}" for k in range(len(chain.inputs)))
-        targets = [(f"y{k}", chain.forward[out]) for k, out in enumerate(chain.outputs)]
+        targets = [(f"y{k}", text) for k, text in enumerate(chain.forward.values())]
     else:
         inputs = tuple(f"x{k}" for k in range(len(chain.inputs))) + \
             tuple(f"g{k}" for k in range(len(chain.outputs)))
-        targets = [(f"d{k}", chain.backward[arg]) for k, arg in enumerate(chain.inputs)
-                   if arg in chain.backward]
+        targets = [(f"d{k}", text) for k, text in enumerate(chain.backward.values())]
     assignments = [(target, parse_formula(text)) for target, text in targets]
     body = "\n".join(cuda_statements(assignments))
     digest = hashlib.sha1(f"{inputs}{targets}".encode()).hexdigest()[:12]
@@ -245,19 +244,20 @@ def generate_kernel(chain, direction: str) -> KernelSource:
 
 class ChainKernel:
     """One fused chain, runnable: ``forward(*inputs)`` returns one array per chain output,
-    ``backward(*inputs, *cotangents)`` one per input with a backward formula (in
-    ``backward_inputs`` order), each at the inputs' broadcast shape.
+    ``backward(*inputs, *cotangents)`` one per target of a backward formula (in
+    ``backward_targets`` order), each at the inputs' broadcast shape.
 
     With CuPy each direction is one generated ``ElementwiseKernel`` launch; with any other
-    namespace the same formulas are evaluated with its ufuncs."""
+    namespace the same formulas are evaluated with its ufuncs. Either way every result is
+    computed before any is stored, so an output buffer may be one of the inputs."""
 
     def __init__(self, chain, xp):
         self.chain = chain
         self.xp = xp
-        self.backward_inputs = [a for a in chain.inputs if a in chain.backward]
+        self.backward_targets = list(chain.backward)
         self.sources = {d: generate_kernel(chain, d) for d in ("forward", "backward")}
-        self._trees = {"forward": [parse_formula(chain.forward[o]) for o in chain.outputs],
-                       "backward": [parse_formula(chain.backward[a]) for a in self.backward_inputs]}
+        self._trees = {"forward": [parse_formula(text) for text in chain.forward.values()],
+                       "backward": [parse_formula(chain.backward[a]) for a in self.backward_targets]}
         self._kernels = {}
         if _is_cupy(xp):
             self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
@@ -269,7 +269,7 @@ class ChainKernel:
         return self._run("forward", inputs, out)
 
     def backward(self, *inputs_and_cotangents, out=None) -> tuple:
-        """The cotangent contributions of the inputs in ``backward_inputs``."""
+        """The cotangents of the targets in ``backward_targets``."""
         return self._run("backward", inputs_and_cotangents, out)
 
     def _run(self, direction: str, arrays: tuple, out) -> tuple:
@@ -287,14 +287,16 @@ class ChainKernel:
         values = dict(zip(source.inputs, arrays))
         memo: dict = {}
         shape = _broadcast_shape(arrays)
-        results = []
-        for k, tree in enumerate(self._trees[direction]):
-            value = self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo), shape)
-            if out is not None:
-                self.xp.copyto(out[k], value)
-                value = out[k]
-            results.append(value)
-        return tuple(results)
+        # a formula that is one variable would hand back that input itself, which a store
+        # into an output buffer sharing its memory would change
+        results = [self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo) if tree.kind != "var"
+                                        else self.xp.copy(values[tree.op]), shape)
+                   for tree in self._trees[direction]]
+        if out is None:
+            return tuple(results)
+        for buffer, value in zip(out, results):
+            self.xp.copyto(buffer, value)
+        return tuple(out)
 
 
 def _broadcast_shape(arrays) -> tuple:

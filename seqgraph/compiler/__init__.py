@@ -243,7 +243,7 @@ class Program:
         code, env = scan.code, run.env
         outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
         seeded = frozenset(n for n in outside if n in needs)
-        layout, compiled, _, buffers = code.backward_code(seeded, needs)
+        layout, compiled, _, buffers, chains = code.backward_code(seeded, needs, self._fuses(xp))
         if not layout.active:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
@@ -268,8 +268,9 @@ class Program:
             # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
             value = env[arg]
             arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
-        function, scratch = self._loaded(xp, scan, ("backward", batch, run.dtype, seeded, needs), compiled,
-                                         buffers, code.backward_functions(xp, layout))
+        key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
+        function, scratch = self._loaded(xp, scan, key, compiled, buffers,
+                                         code.backward_functions(xp, layout, chains))
         _call(xp, function, steps, {**arrays, **scratch})
         for prev, state in code.state_of.items():
             initial = code.data[prev]["args"][1]

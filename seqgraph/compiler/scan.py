@@ -38,7 +38,7 @@ from ..backends.cuda_kernels import ChainKernel
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
-from ..passes.fusion import fuse_elementwise
+from ..passes.fusion import backward_chain, fuse_elementwise
 from ..ops.kernels import KERNELS, needs
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
@@ -399,23 +399,34 @@ class ScanCode:
         spans = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"]) for c, _ in users)
         return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
-    def backward_code(self, seeded: frozenset, needs_grad: frozenset = None):
-        """``(layout, code, source, buffers)`` of the backward loop for ``seeded`` (and the
-        nodes gradients flow through, ``needs_grad``, default all), made once."""
-        key = (seeded, needs_grad)
+    def backward_code(self, seeded: frozenset, needs_grad: frozenset = None, fused: bool = False):
+        """``(layout, code, source, buffers, chains)`` of the backward loop for ``seeded`` (and
+        the nodes gradients flow through, ``needs_grad``, default all), made once; ``fused``:
+        each chain of :meth:`fused_backward_chains` (in ``chains``) runs as one call."""
+        key = (seeded, needs_grad, fused)
         if key not in self._backward:
             layout = self.layout(seeded, needs_grad)
-            source, buffers = self._backward_source(layout)
-            code = compile(source, f"<scan {self.order[0]} backward>", "exec")
-            self._backward[key] = (layout, code, source, buffers)
+            chains = self.fused_backward_chains(layout) if fused else []
+            source, buffers = self._backward_source(layout, chains)
+            code = compile(source, f"<scan {self.order[0]} {'fused ' if fused else ''}backward>", "exec")
+            self._backward[key] = (layout, code, source, buffers, [chain for chain, _ in chains])
         return self._backward[key]
 
-    def _backward_source(self, layout: Layout):
+    def _backward_source(self, layout: Layout, fused=()):
+        """The backward loop's source and scratch buffers; each ``(chain, at)`` in ``fused``
+        runs as one call ``F<i>(inputs..., cotangents..., out=(targets...))`` before the
+        gradient lines of the node at index ``at`` (after all of them when ``at`` is -1)."""
         lines, reads_fwd = [], set()
         written = {}
         emitted = []  # (lines, writes, reads) of scratch roots
-        for node in reversed(self.order):
-            if node not in layout.active or node in self.state_of:
+        inside = {node for chain, _ in fused for node in chain.nodes}
+        for node in [*reversed(self.order), None]:
+            for chain, at in fused:
+                if at == (self.index[node] if node is not None else -1):
+                    code, writes = self._chain_backward_lines(layout, chain, written)
+                    reads_fwd |= {a for a in chain.inputs if a in self.members}
+                    emitted.append((code, writes, {layout.root[o] for o in chain.outputs}, chain, None))
+            if node is None or node not in layout.active or node in self.state_of or node in inside:
                 continue
             data = self.data[node]
             for port, arg in enumerate(data["args"]):
@@ -484,6 +495,70 @@ class ScanCode:
                            reverse=True)
         return source, buffers
 
+    def fused_backward_chains(self, layout: Layout) -> list:
+        """``(chain, at)`` for each fusible chain whose backward can run as one call in the
+        backward loop of ``layout`` (see :meth:`_backward_chain`)."""
+        found, chains = [], self.fusible_chains()
+        fusible = {node for chain in chains for node in chain.nodes}
+        for chain in chains:
+            fused = self._backward_chain(layout, chain, fusible)
+            if fused is not None:
+                found.append(fused)
+        return found
+
+    def _backward_chain(self, layout: Layout, chain, fusible: set):
+        """``chain`` as one backward call, and the index of the node before whose gradient
+        lines it runs, or None where that is not well-defined.
+
+        The call reads the cotangents its nodes get from outside it (``outputs``), complete
+        once every consumer outside it has written them; it writes the whole cotangent of
+        every active core input (before any input's own lines read it) and of every node
+        whose cotangent rows a deferred weight gradient reads after the loop. A consumer in
+        another chain (in ``fusible``) would write its part at that chain's call: not fused."""
+        inside = set(chain.nodes)
+        if not inside <= layout.active:
+            return None
+        outputs = [n for n in chain.nodes if n in layout.inits
+                   or any(c not in inside for c, _ in layout.contributions[n])]
+        consumers = [self.index[c] for n in outputs for c, _ in layout.contributions[n] if c not in inside]
+        inputs = [a for a in chain.inputs if a in self.members and a in layout.active]
+        shape = tuple(self.data[chain.nodes[0]]["shape"])
+        at = max((self.index[a] for a in inputs), default=-1)
+        if (not outputs or any(tuple(self.data[a]["shape"]) != shape for a in inputs)
+                or any(i <= at or self.order[i] in fusible for i in consumers)):
+            return None
+        targets, places = [], set()
+        for node in inputs + [n for n in chain.nodes if n in layout.deferred]:
+            if (layout.root[node], layout.region[node]) not in places or node in inputs:
+                targets.append(node)
+                places.add((layout.root[node], layout.region[node]))
+        stored = {n for n in chain.inputs + chain.nodes if n not in self.members or self._stored(n)}
+        fused = backward_chain(self.graph, chain, outputs, targets, stored)
+        return (fused, at) if fused is not None and fused.backward else None
+
+    def _stored(self, node) -> bool:
+        """Whether the backward loop can read node's forward value at every step."""
+        if node in self.views:
+            return self._stored(self.data[node]["args"][0])
+        return node in self.kept or node in self.masks
+
+    def _chain_backward_lines(self, layout: Layout, chain, written: dict):
+        """The lines of one fused chain's backward call (a target that already holds a
+        contribution gets the call's result added), and the roots it writes."""
+        i = self.index[chain.nodes[-1]]
+        ins = [self.arg_name(a) for a in chain.inputs] + [f"g{self.index[o]}" for o in chain.outputs]
+        outs, adds = [], []
+        for target in chain.backward:
+            j = self.index[target]
+            if target not in chain.nodes and (target in layout.inits or written.get(target)):
+                outs.append(f"tmp_{j}_{i}_chain")
+                adds.append(f"add(g{j}, tmp_{j}_{i}_chain, g{j})")
+            else:
+                outs.append(f"g{j}")
+            written[target] = True
+        call = f"F{i}({', '.join(ins)}, out=({''.join(o + ', ' for o in outs)}))"
+        return [call] + adds, {layout.root[t] for t in chain.backward}
+
     def _fetch_chain(self, node) -> list:
         lines = []
         if node in self.views:
@@ -548,9 +623,16 @@ class ScanCode:
                 continue
         return lines
 
-    def backward_functions(self, xp, layout: Layout) -> dict:
-        """The callables backward code uses for gradients without an in-place kernel."""
+    def backward_functions(self, xp, layout: Layout, fused=()) -> dict:
+        """The callables backward code uses for gradients without an in-place kernel, and for
+        each chain in ``fused`` its generated backward kernel (made once per namespace)."""
         found = {}
+        for chain in fused:
+            name = f"F{self.index[chain.nodes[-1]]}"
+            key = (xp, name, tuple(chain.outputs), tuple(chain.backward))
+            if key not in self._chain_kernels:
+                self._chain_kernels[key] = ChainKernel(chain, xp).backward
+            found[name] = self._chain_kernels[key]
         for node in layout.active:
             data = self.data[node]
             if data["op"] == PREV:

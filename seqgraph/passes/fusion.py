@@ -9,7 +9,8 @@ in-place ufunc calls into preallocated buffers, one op after another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -63,19 +64,56 @@ def describe_chain(graph: nx.DiGraph, nodes: list) -> Chain:
                 inputs.append(arg)
     outputs = [n for n in nodes if any(s not in inside for s in graph.successors(n))
                or not any(True for _ in graph.successors(n))]
-    formula = {arg: f"x{k}" for k, arg in enumerate(inputs)}
-    for node in nodes:
-        data = graph.nodes[node]
-        formula[node] = KERNELS[data["op"]].formula.format(*(f"({formula[a]})" for a in data["args"]))
+    formula = _node_formulas(graph, nodes, {arg: f"x{k}" for k, arg in enumerate(inputs)})
     chain = Chain(nodes, inputs, outputs, {out: formula[out] for out in outputs},
                   values={node: formula[node] for node in nodes})
     chain.backward = _backward_formulas(graph, chain, formula)
     return chain
 
 
+def _node_formulas(graph: nx.DiGraph, nodes: list, formula: dict) -> dict:
+    """``formula`` completed with the formula of every node of ``nodes`` it lacks."""
+    for node in nodes:
+        if node not in formula:
+            data = graph.nodes[node]
+            formula[node] = KERNELS[data["op"]].formula.format(*(f"({formula[a]})" for a in data["args"]))
+    return formula
+
+
+def backward_chain(graph: nx.DiGraph, chain: Chain, outputs: list, targets: list, stored: set):
+    """``chain`` as one backward pass runs it, or None where its formulas would need a value
+    that is not stored.
+
+    ``g{k}`` is the cotangent that ``outputs[k]`` gets from outside the chain; ``backward``
+    holds the whole cotangent of each of ``targets`` (inputs, or nodes of the chain) that has
+    one, in ``targets`` order. Its formulas read only values in ``stored``: its ``inputs``
+    are those they read, inputs of the chain or nodes of it (any other inner value they
+    need is recomputed from these)."""
+    readable = [n for n in chain.inputs + chain.nodes if n in stored]
+    formula = {n: f"a{k}" for k, n in enumerate(readable)}
+    formula |= {arg: "u" for arg in chain.inputs if arg not in stored}  # "u": a value not at hand
+    cotangent = _cotangents(graph, chain.nodes, outputs, _node_formulas(graph, chain.nodes, formula))
+    texts = {t: " + ".join(cotangent[t]) for t in targets if cotangent.get(t)}
+    joined = " ".join(texts.values())
+    if re.search(r"\bu\b", joined):
+        return None
+    read = sorted({int(k) for k in re.findall(r"\ba(\d+)\b", joined)})
+    number = {f"a{k}": f"x{j}" for j, k in enumerate(read)}
+    texts = {t: re.sub(r"\ba\d+\b", lambda m: number[m.group(0)], text) for t, text in texts.items()}
+    return replace(chain, inputs=[readable[k] for k in read], outputs=list(outputs), forward={},
+                   backward=texts)
+
+
 def _backward_formulas(graph: nx.DiGraph, chain: Chain, formula: dict) -> dict:
-    cotangent = {out: [f"g{k}"] for k, out in enumerate(chain.outputs)}
-    for node in reversed(chain.nodes):
+    cotangent = _cotangents(graph, chain.nodes, chain.outputs, formula)
+    return {arg: " + ".join(cotangent[arg]) for arg in chain.inputs if cotangent.get(arg)}
+
+
+def _cotangents(graph: nx.DiGraph, nodes: list, outputs: list, formula: dict) -> dict:
+    """The terms of the cotangent of every node and input of a chain, given ``g{k}`` at
+    ``outputs[k]``."""
+    cotangent = {out: [f"g{k}"] for k, out in enumerate(outputs)}
+    for node in reversed(nodes):
         data = graph.nodes[node]
         terms = cotangent.get(node)
         if not terms:
@@ -88,4 +126,4 @@ def _backward_formulas(graph: nx.DiGraph, chain: Chain, formula: dict) -> dict:
             values = [f"({formula[a]})" for a in data["args"]]
             cotangent.setdefault(arg, []).append(
                 "(" + rule.format(*values, g=g, out=f"({formula[node]})") + ")")
-    return {arg: " + ".join(cotangent[arg]) for arg in chain.inputs if cotangent.get(arg)}
+    return cotangent

@@ -110,7 +110,7 @@ def test_chain_kernel_on_numpy_writes_into_given_buffers(graph, code, chain):
         assert result is buffer
         np.testing.assert_allclose(buffer, expected[node], rtol=1e-12, atol=1e-12)
     grads = kernel.backward(*inputs, *[np.ones_like(o) for o in out])
-    assert len(grads) == len(kernel.backward_inputs) == len(chain.backward)
+    assert len(grads) == len(kernel.backward_targets) == len(chain.backward)
 
 
 def test_translation_of_each_construct():

@@ -132,11 +132,6 @@ class Size:
         return out
 
 
-def is_concrete(value: SizeLike) -> bool:
-    """True when ``value`` is a plain integer."""
-    return isinstance(value, int)
-
-
 def subst(value: SizeLike, env: Mapping[str, SizeLike]) -> SizeLike:
     """Substitute symbols in a size (ints pass through)."""
     return value.subst(env) if isinstance(value, Size) else value

@@ -169,6 +169,7 @@ def cmd_grads(args) -> int:
     """Backpropagate one random batch through time; print and plot the gradient norms."""
     from .gradcheck import random_inputs
     from .runtime import compile_model
+    from .train.checkpoint import read_params
 
     for flag, value in (("--batch", args.batch), ("--steps", args.steps),
                         ("--threshold-explode", args.threshold_explode),
@@ -178,7 +179,7 @@ def cmd_grads(args) -> int:
     sizes = parse_sizes(args.size)
     params = None
     if args.weights:
-        params, sizes = grads.trained_params(args.weights)
+        params, sizes = read_params(args.weights)
     network = compile_model(model, dtype="float64", seed=args.seed, **sizes)
     if params is not None:
         set_params(network, params, args.weights)

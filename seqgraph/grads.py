@@ -205,38 +205,17 @@ def plot(flow: GradientFlow, path, title: str = "") -> None:
     atomic_write(path, lambda file: file.write(buffer.getvalue()))
 
 
-def trained_params(location) -> tuple:
-    """``(params, sizes)`` saved in a run folder, a training checkpoint, or a file written by
-    :func:`seqgraph.weights.save_params`: host arrays by key, and the model sizes they fit."""
-    from pathlib import Path
-
-    from .train.checkpoint import read_checkpoint
-    from .weights import load_arrays
-
-    if Path(location).is_file():
-        arrays, header = load_arrays(location)
-        if header.get("kind") == "params":
-            return arrays, header.get("sizes", {})
-    arrays, header = read_checkpoint(location)
-    prefix = "param/"
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, header["sizes"]
-
-
 def data_batch(model, model_path, batch: int, seed: int = 0) -> tuple:
     """``(inputs, lengths)``: the first ``batch`` examples of the data the model's train
-    block names (for text, the first window of ``bptt`` characters of ``batch`` streams)."""
+    block names (for text, the first window of ``bptt`` characters of ``batch`` streams),
+    checked against the model as training checks them."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from .train import data as datasets
     from .train.config import resolve
-    from .train.loop import find_roles, load_dataset
+    from .train.loop import data_roles, load_dataset, model_batches
 
-    config = resolve(model.train, {"seed": str(seed)})
+    config = replace(resolve(model.train, {"seed": str(seed)}), batch=batch)
     dataset = load_dataset(config, model, Path(model_path).parent)
-    if dataset.kind == "text":
-        x, y = next(datasets.bptt_windows(dataset.arrays["ids"], batch, config.bptt))
-        roles = find_roles(model)
-        source = [name for name in model.checked.inputs if name != roles.target]
-        return {source[0]: x, roles.target: y}, None
-    arrays, lengths = next(datasets.batches(dataset, batch, shuffle=False))
-    return {name: arrays[name] for name in model.inputs}, lengths or None
+    inputs, lengths, _, _ = next(model_batches(model, data_roles(model, dataset, config), dataset, config))
+    return inputs, lengths

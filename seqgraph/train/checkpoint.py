@@ -59,6 +59,17 @@ def read_checkpoint(path) -> tuple:
     return arrays, header
 
 
+def read_params(location) -> tuple:
+    """``(params, sizes)`` from a run folder, a training checkpoint, or a file written by
+    :func:`seqgraph.weights.save_params`: host arrays by key, and the model sizes they fit."""
+    if Path(location).is_file():
+        arrays, header = load_arrays(location)
+        if header.get("kind") == "params":
+            return arrays, header.get("sizes", {})
+    arrays, header = read_checkpoint(location)
+    return _section(arrays, "param/"), header["sizes"]
+
+
 def restore(network, optimizer, arrays: dict, header: dict) -> dict:
     """Load a checkpoint into ``network`` and ``optimizer``; returns the carried states.
 

@@ -92,6 +92,46 @@ def _find_file(spec: str, base_dir: Optional[Path]) -> Path:
     return path
 
 
+def data_roles(model, dataset: datasets.Dataset, config: TrainConfig) -> Roles:
+    """The model's :class:`Roles` for this data, after checking the data fits the model: text
+    needs one ``seq[int, vocab]`` input and a target; arrays need one array per input and
+    target, of the declared shape, dtype and id range."""
+    roles = find_roles(model)
+    if dataset.kind == "text":
+        text_inputs = [n for n, node in model.checked.inputs.items()
+                       if model.graph.nodes[node]["type"].is_seq and model.graph.nodes[node]["dtype"] == "int"]
+        if len(text_inputs) != 1 or roles.target is None:
+            raise SeqgraphError(f"text data needs a model with one input seq[int, vocab] and a "
+                                f"target seq[int, vocab]; {model.name} has inputs "
+                                f"{', '.join(model.inputs)}", model.ast.span)
+        roles.input = text_inputs[0]
+        return roles
+    missing = [n for n in model.inputs if n not in dataset.arrays]
+    if missing:
+        raise SeqgraphError(
+            f"the data ({dataset.name}) has no array for '{missing[0]}'", config.spans.get("data"),
+            f"it holds {', '.join(dataset.arrays)}; name the model's inputs and targets after them")
+    for name, node in model.inputs.items():
+        _check_array(dataset.name, name, dataset.arrays[name], model.graph.nodes[node])
+    return roles
+
+
+def model_batches(model, roles: Roles, data: datasets.Dataset, config: TrainConfig, rng=None):
+    """``(inputs, lengths, loss weight, tokens)`` for each batch of ``data``: bptt windows of
+    text, else padded batches of the arrays (shuffled by ``rng`` when one is given)."""
+    if data.kind == "text":
+        ids = data.arrays["ids"]
+        batch = min(config.batch, max(1, len(ids) // (config.bptt + 1)))
+        for x, y in datasets.bptt_windows(ids, batch, config.bptt):
+            yield {roles.input: x, roles.target: y}, None, x.size, x.size
+        return
+    for arrays, lengths in datasets.batches(data, config.batch, rng, shuffle=rng is not None):
+        inputs = {name: arrays[name] for name in model.inputs}
+        size = len(next(iter(lengths.values()))) if lengths else _batch_size(model, inputs)
+        tokens = int(sum(l.sum() for l in lengths.values())) if lengths else size
+        yield inputs, lengths or None, size, tokens
+
+
 class Trainer:
     """Trains one network on one dataset; ``run()`` returns the history, a dict per epoch."""
 
@@ -111,8 +151,7 @@ class Trainer:
                                             config.memory or None)
         self.net = Network(model, backend=backend, dtype=dtype, seed=config.seed)
         self.xp = self.net.backend.xp
-        self.roles = find_roles(model)
-        self._check_names(model)
+        self.roles = data_roles(model, dataset, config)
         options = dict(config.optimizer.kwargs)
         if config.weight_decay:
             options.setdefault("weight_decay", config.weight_decay)
@@ -151,28 +190,6 @@ class Trainer:
             steps = max((data.arrays[name].shape[1] for name in data.time_axes), default=1)
         return resources.estimate(model, batch, steps, dtype)
 
-    def _check_names(self, model):
-        if self.dataset.kind == "text":
-            text_inputs = [n for n, node in model.checked.inputs.items()
-                           if model.graph.nodes[node]["type"].is_seq and model.graph.nodes[node]["dtype"] == "int"]
-            if len(text_inputs) != 1 or self.roles.target is None:
-                raise SeqgraphError(f"text data needs a model with one input seq[int, vocab] and a "
-                                    f"target seq[int, vocab]; {model.name} has inputs "
-                                    f"{', '.join(model.inputs)}", model.ast.span)
-            self.roles.input = text_inputs[0]
-            return
-        missing = [n for n in model.inputs if n not in self.dataset.arrays]
-        if missing:
-            raise SeqgraphError(
-                f"the data ({self.dataset.name}) has no array for '{missing[0]}'", self.config.spans.get("data"),
-                f"it holds {', '.join(self.dataset.arrays)}; name the model's inputs and targets after them")
-        for name, node in model.inputs.items():
-            _check_array(self.dataset.name, name, self.dataset.arrays[name], model.graph.nodes[node])
-        if len(self.train_data) == 0:
-            raise SeqgraphError(f"the data ({self.dataset.name}) leaves no examples to train on "
-                                f"after holding out valid = {self.config.valid}", self.config.spans.get("valid"))
-
-    # resuming
     def resume(self, location) -> None:
         """Continue from the checkpoint in a run folder (or a checkpoint file)."""
         arrays, header = read_checkpoint(location)
@@ -332,19 +349,8 @@ class Trainer:
 
     # batches: (inputs, lengths, loss weight, tokens)
     def _batches(self, data, train: bool):
-        config = self.config
-        if self.dataset.kind == "text":
-            ids = data.arrays["ids"]
-            batch = min(config.batch, max(1, len(ids) // (config.bptt + 1)))
-            for x, y in datasets.bptt_windows(ids, batch, config.bptt):
-                yield {self.roles.input: x, self.roles.target: y}, None, x.size, x.size
-            return
-        rng = numpy.random.default_rng([config.seed, self.epoch, 11]) if train else None
-        for arrays, lengths in datasets.batches(data, config.batch, rng, shuffle=train):
-            inputs = {name: arrays[name] for name in self.net.model.inputs}
-            size = len(next(iter(lengths.values()))) if lengths else _batch_size(self.net.model, inputs)
-            tokens = int(sum(l.sum() for l in lengths.values())) if lengths else size
-            yield inputs, lengths or None, size, tokens
+        rng = numpy.random.default_rng([self.config.seed, self.epoch, 11]) if train else None
+        return model_batches(self.net.model, self.roles, data, self.config, rng)
 
     # validation
     def _metric_name(self) -> Optional[str]:

@@ -41,20 +41,22 @@ CASES = {**{name: example_source(name) for name in EXAMPLES},
          **{name: _recurrent_source(body) for name, body in RECURRENT.items()}}
 
 
+def _compiled_case(name: str, seed: int) -> tuple:
+    """The trainable model of case ``name`` compiled in float64, and a ragged random batch."""
+    model = _trainable(CASES[name])
+    net = sg.compile(model, dtype="float64", seed=seed)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=seed)
+    return net, inputs, lengths
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gradient_check(name):
-    model = _trainable(CASES[name])
-    net = sg.compile(model, dtype="float64", seed=4)
-    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=2)
-    result = check_model(net, inputs, lengths)
+    result = check_model(*_compiled_case(name, seed=4))
     assert result.worst_error < 1e-7, (result.worst_name, result.worst_error, result.culprit)
     assert len(result.errors) >= 1
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_compiled_matches_reference(name):
-    model = _trainable(CASES[name])
-    net = sg.compile(model, dtype="float64", seed=6)
-    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=3)
-    differences = reference_differences(net, inputs, lengths)
+    differences = reference_differences(*_compiled_case(name, seed=6))
     assert "loss" in differences and max(differences.values()) < 1e-12, differences

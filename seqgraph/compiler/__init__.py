@@ -144,8 +144,7 @@ class Program:
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
         for weight in code.transposed():
-            # a contiguous copy: a per-step product with a transposed view runs far slower
-            arrays["wt_" + _ident(weight)] = xp.ascontiguousarray(env[weight].T)
+            arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch)
         compiled, buffers, chains = code.fused_forward() if self._fuses(xp) else \
             (code.forward_code, code.forward_buffers, ())
         function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled,
@@ -264,10 +263,13 @@ class Program:
                 arrays[f"G{i}"] = _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
+        packed = code.product_weights()
         for name, (kind, arg) in code.external().items():
-            # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
             value = env[arg]
-            arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
+            if arg in packed:
+                arrays[name] = _step_operand(xp, value, batch)
+            else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
+                arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
         function, scratch = self._loaded(xp, scan, key, compiled, buffers,
                                          code.backward_functions(xp, layout, chains))
@@ -312,6 +314,13 @@ def _buffer(xp, store: dict, name: str, shape: tuple, dtype):
     if name not in store:
         store[name] = xp.empty(shape, dtype=dtype)
     return store[name]
+
+
+def _step_operand(xp, weight, rows: int):
+    """A weight that every step multiplies ``rows`` rows by: packed once where the namespace
+    can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower)."""
+    pack = getattr(xp, "pack", None)
+    return pack(weight, rows) if pack is not None else xp.ascontiguousarray(weight)
 
 
 def _shares(xp, value, buffers) -> bool:

@@ -212,6 +212,14 @@ class ScanCode:
         """The weights the forward loop multiplies by (it is handed each one transposed)."""
         return sorted({self.data[n]["args"][0] for n in self.order if self._matmul(n)}, key=str)
 
+    def product_weights(self) -> set:
+        """The weights the loops use only as products' left operands: the backward loop may
+        have them packed for its products (see :mod:`seqgraph.backends.mkl`)."""
+        weights = set(self.transposed())
+        return {w for w in weights
+                if all(self._matmul(c) and self.data[c]["args"][0] == w and self.data[c]["args"][1] != w
+                       for c in self.graph.successors(w) if c in self.members)}
+
     def _matmul(self, node) -> bool:
         data = self.data[node]
         return data["op"] == "matmul" and self.source(data["args"][0]) == "static"

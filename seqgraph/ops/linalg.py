@@ -46,19 +46,19 @@ def _vjp_matmul(xp, g, out, w, x, wanted=(True, True)):
     # One product over every leading axis at once: the weight gradient summed over batch and
     # time is a single (m, N) @ (N, n) matmul.
     m, n = w.shape
-    gw = g.reshape(-1, m).T @ x.reshape(-1, n) if wanted[0] else None
-    return gw, (_flat_product(g, w) if wanted[1] else None)
+    gw = xp.matmul(g.reshape(-1, m).T, x.reshape(-1, n)) if wanted[0] else None
+    return gw, (_flat_product(xp, g, w) if wanted[1] else None)
 
 
-def _flat_product(x, w):
+def _flat_product(xp, x, w):
     """``x @ w`` for x with any leading axes, as one 2-D product: a stacked (T, B, n) operand
     would otherwise run as T small products."""
-    return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[-1],))
+    return xp.matmul(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[-1],))
 
 
 register(Op(
     "matmul", shape=_shape_matmul,
-    forward=lambda xp, w, x: _flat_product(x, w.T),
+    forward=lambda xp, w, x: _flat_product(xp, x, w.T),
     vjp=_vjp_matmul,
     rule="gW = sum g x^T, gx = W^T g",
     doc="W x for each example: W is an [m, n] parameter, x is (..., n) with any leading axes, "

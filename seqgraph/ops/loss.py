@@ -9,7 +9,6 @@ Neither the target nor the lengths get a gradient.
 from __future__ import annotations
 
 from ..sizes import format_shape
-from .reduce import stable_log_softmax
 from .registry import Op, ShapeError, register, unbroadcast
 from .sequence import check_lengths, time_mask, zero_where_not
 
@@ -49,27 +48,32 @@ def _shape_cross_entropy(logits, target, *lengths):
 
 
 def _cross_entropy_parts(xp, logits, target, lengths):
-    """The per-entry terms: log-probabilities (..., V), class ids, mask, valid count."""
+    """The per-entry terms: logits less their row maxima (..., V), class ids, mask, valid
+    count. A row's log-probabilities are these less the log of their exps' sum."""
     mask = _mask(xp, lengths, logits.shape[0])
     if mask is not None:
         logits = zero_where_not(xp, mask, logits)
         target = zero_where_not(xp, mask, target)
-    logp = stable_log_softmax(xp, logits)
-    return logp, target, mask, _valid_count(xp, mask, target.size, logits)
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    return shifted, target, mask, _valid_count(xp, mask, target.size, logits)
 
 
 def _forward_cross_entropy(xp, logits, target, lengths=None):
-    logp, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
-    nll = -xp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
+    # -log p[target] = log sum exp - shifted[target]: the full log-softmax is never formed
+    nll = xp.log(xp.sum(xp.exp(shifted), axis=-1)) - xp.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]
     if mask is not None:
         nll = zero_where_not(xp, mask, nll)
     return xp.asarray(nll.sum() / count, dtype=logits.dtype)
 
 
 def _vjp_cross_entropy(xp, g, out, logits, target, lengths=None):
-    logp, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
-    onehot = xp.arange(logits.shape[-1]) == target[..., None]
-    grad = (xp.exp(logp) - onehot) * (g / count)
+    shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
+    scale = g / count
+    grad = xp.exp(shifted, out=shifted)
+    grad *= scale / xp.sum(grad, axis=-1, keepdims=True)  # softmax * g / count
+    rows = grad.reshape(-1, grad.shape[-1])
+    rows[xp.arange(rows.shape[0]), target.reshape(-1)] -= scale  # less the one-hot target
     if mask is not None:
         grad = zero_where_not(xp, mask, grad)
     return (grad, None) + ((None,) if lengths is not None else ())

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy
 
 from ..errors import SeqgraphError
+from . import native
 
 FUNCTIONS = ("exp", "log", "tanh", "max")
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -123,20 +124,22 @@ _COMPARE_UFUNCS = {">": lambda xp: xp.greater, "<": lambda xp: xp.less, ">=": la
 # -- translation to CUDA C --------------------------------------------------------------------
 
 
-def cuda_expression(node: Node, names: dict) -> str:
-    """CUDA C for ``node`` over element type ``T``; sub-trees in ``names`` are read from the
-    locals named there."""
+def cuda_expression(node: Node, names: dict, functions: dict = None) -> str:
+    """CUDA C (or C) for ``node`` over element type ``T``; sub-trees in ``names`` are read
+    from the locals named there; ``functions`` renames functions (``max`` is ``sg_max``,
+    others keep their names unless renamed: C's float ``exp`` is ``expf``)."""
     if node in names:
         return names[node]
     if node.kind == "num":
         return f"((T){_literal(node.op)})"
     if node.kind == "var":
         return node.op
-    args = [cuda_expression(a, names) for a in node.args]
+    args = [cuda_expression(a, names, functions) for a in node.args]
     if node.kind == "neg":
         return f"(-{args[0]})"
     if node.kind == "call":
-        return f"sg_max({args[0]}, {args[1]})" if node.op == "max" else f"{node.op}({args[0]})"
+        name = (functions or {}).get(node.op, "sg_max" if node.op == "max" else node.op)
+        return f"{name}({', '.join(args)})"
     if node.kind == "cmp":
         return f"((T)({args[0]} {node.op} {args[1]}))"
     return f"({args[0]} {node.op} {args[1]})"
@@ -150,7 +153,7 @@ def _literal(number) -> str:
     return repr(float(number))
 
 
-def cuda_statements(assignments: list) -> list:
+def cuda_statements(assignments: list, functions: dict = None) -> list:
     """Lines of CUDA C computing ``target = formula`` for every ``(target, tree)`` given; a
     sub-expression that occurs more than once becomes a ``const T`` local, computed once.
 
@@ -161,11 +164,12 @@ def cuda_statements(assignments: list) -> list:
         _count(tree, counts)
     names, lines = {}, []
     for _, tree in assignments:
-        _bind_shared(tree, counts, names, lines)
+        _bind_shared(tree, counts, names, lines, functions)
     if len(assignments) == 1:
         (target, tree), = assignments
-        return lines + [f"{target} = {cuda_expression(tree, names)};"]
-    lines += [f"const T r{k} = {cuda_expression(tree, names)};" for k, (_, tree) in enumerate(assignments)]
+        return lines + [f"{target} = {cuda_expression(tree, names, functions)};"]
+    lines += [f"const T r{k} = {cuda_expression(tree, names, functions)};"
+              for k, (_, tree) in enumerate(assignments)]
     return lines + [f"{target} = r{k};" for k, (target, _) in enumerate(assignments)]
 
 
@@ -176,14 +180,14 @@ def _count(node: Node, counts: dict) -> None:
             _count(arg, counts)
 
 
-def _bind_shared(node: Node, counts: dict, names: dict, lines: list) -> None:
+def _bind_shared(node: Node, counts: dict, names: dict, lines: list, functions: dict = None) -> None:
     if node in names or node.kind in ("num", "var"):
         return
     for arg in node.args:
-        _bind_shared(arg, counts, names, lines)
+        _bind_shared(arg, counts, names, lines, functions)
     if counts[node] > 1:
         name = f"s{len(names)}"
-        lines.append(f"const T {name} = {cuda_expression(node, names)};")
+        lines.append(f"const T {name} = {cuda_expression(node, names, functions)};")
         names[node] = name
 
 
@@ -222,8 +226,9 @@ class KernelSource:
             *loads, *refs, *body, "    }", "}", ""])
 
 
-def generate_kernel(chain, direction: str) -> KernelSource:
-    """The kernel source of ``chain`` for ``direction`` (``forward`` or ``backward``).
+def generate_kernel(chain, direction: str, functions: dict = None) -> KernelSource:
+    """The kernel source of ``chain`` for ``direction`` (``forward`` or ``backward``);
+    ``functions`` renames functions in the body (see :func:`cuda_expression`).
 
     Forward reads the inputs ``x0..`` and writes one output ``y{k}`` per chain output;
     backward reads the inputs and the outputs' cotangents ``g0..`` and writes ``d{k}``, the
@@ -236,7 +241,7 @@ def generate_kernel(chain, direction: str) -> KernelSource:
             tuple(f"g{k}" for k in range(len(chain.outputs)))
         targets = [(f"d{k}", text) for k, text in enumerate(chain.backward.values())]
     assignments = [(target, parse_formula(text)) for target, text in targets]
-    body = "\n".join(cuda_statements(assignments))
+    body = "\n".join(cuda_statements(assignments, functions))
     digest = hashlib.sha1(f"{inputs}{targets}".encode()).hexdigest()[:12]
     name = f"sg_chain_{direction}_{digest}"
     return KernelSource(name, inputs, tuple(t for t, _ in targets), body)
@@ -258,11 +263,13 @@ class ChainKernel:
         self.sources = {d: generate_kernel(chain, d) for d in ("forward", "backward")}
         self._trees = {"forward": [parse_formula(text) for text in chain.forward.values()],
                        "backward": [parse_formula(chain.backward[a]) for a in self.backward_targets]}
-        self._kernels = {}
+        self._kernels, self._native = {}, {}
         if _is_cupy(xp):
             self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
                                                      preamble=PREAMBLE)
                              for d, s in self.sources.items() if s.outputs}
+        elif native.usable(xp):
+            self._native = native.chain_kernels(chain)
 
     def forward(self, *inputs, out=None) -> tuple:
         """The chain's outputs (written into ``out``, a sequence of arrays, when given)."""
@@ -278,6 +285,8 @@ class ChainKernel:
             raise TypeError(f"{source.name} takes {len(source.inputs)} arrays, got {len(arrays)}")
         if not source.outputs:
             return ()
+        if direction in self._native and self._native[direction].run(arrays, out):
+            return tuple(out)
         if direction in self._kernels:
             if out is None:
                 shape, dtype = _broadcast_shape(arrays), self.xp.result_type(*arrays)

@@ -25,10 +25,11 @@ from functools import lru_cache
 
 import numpy
 
+
+_BUFFER_START = ctypes.c_char.from_buffer
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
 _INT, _FLOAT, _DOUBLE, _POINTER, _SIZE = (ctypes.c_int, ctypes.c_float, ctypes.c_double,
                                           ctypes.c_void_p, ctypes.c_size_t)
-_BUFFER_ADDRESS = ctypes.c_char.from_buffer
 _ALIGN = 64
 
 
@@ -133,8 +134,8 @@ class Products:
         elif not _writable_rows(out, (rows, cols), a.dtype) or numpy.may_share_memory(out, a) \
                 or numpy.may_share_memory(out, b):
             return None
-        routines.gemm(_ROW_MAJOR, left[0], right[0], rows, cols, inner, 1.0, _address(a), left[1],
-                      _address(b), right[1], 0.0, _address(out), out.strides[0] // out.itemsize)
+        routines.gemm(_ROW_MAJOR, left[0], right[0], rows, cols, inner, 1.0, address(a), left[1],
+                      address(b), right[1], 0.0, address(out), out.strides[0] // out.itemsize)
         return out
 
 
@@ -151,7 +152,7 @@ class Packed:
         self._buffer = numpy.empty(size + _ALIGN, dtype=numpy.uint8)
         self._pointer = -(-self._buffer.ctypes.data // _ALIGN) * _ALIGN  # MKL's kernels want 64-byte rows
         routines.pack(_ROW_MAJOR, _B_MATRIX, layout[0], rows, self.cols, self.inner, 1.0,
-                      _address(weight), layout[1], self._pointer)
+                      address(weight), layout[1], self._pointer)
 
     @property
     def shape(self) -> tuple:
@@ -172,7 +173,7 @@ class Packed:
             raise ValueError(f"cannot write a ({self.rows}, {self.cols}) {self.dtype} product "
                              f"into {out.shape} {out.dtype} with strides {out.strides}")
         self._routines.compute(_ROW_MAJOR, layout[0], _PACKED, self.rows, self.cols, self.inner,
-                               _address(a), layout[1], self._pointer, self.cols, 0.0, _address(out),
+                               address(a), layout[1], self._pointer, self.cols, 0.0, address(out),
                                out.strides[0] // out.itemsize)
         return out
 
@@ -196,8 +197,12 @@ def _writable_rows(out, shape: tuple, dtype) -> bool:
             and out.strides[0] % out.itemsize == 0 and out.strides[0] >= shape[1] * out.itemsize)
 
 
-def _address(array) -> int:
-    try:  # far cheaper than array.ctypes.data, for the contiguous writable arrays of a step loop
-        return ctypes.addressof(_BUFFER_ADDRESS(array))
-    except (TypeError, ValueError):
-        return array.ctypes.data
+
+
+def address(array) -> int:
+    """The address of ``array``'s first element (a contiguous writable array's is read far
+    more cheaply through the buffer protocol than through ``array.ctypes``)."""
+    flags = array.flags
+    if flags.c_contiguous and flags.writeable:
+        return ctypes.addressof(_BUFFER_START(array))
+    return array.ctypes.data

@@ -27,6 +27,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
+from ..backends import native
 from ..ops.kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
 
@@ -72,8 +73,8 @@ class Program:
         self.needs_grad = frozenset(needs_grad)
         self._needs = {}
         self.spent = _spent_after_forward(graph, wanted)
-        # run fused chains as generated kernels: None means where the namespace can compile
-        # them (CuPy); on NumPy the in-place ufunc lines are faster
+        # run fused chains as generated kernels: None means where they can be compiled (CuPy,
+        # or native loops on NumPy with a C compiler); elsewhere the in-place ufunc lines
         self.fuse_chains = None
 
     def stats(self) -> dict:
@@ -166,7 +167,9 @@ class Program:
                 env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
 
     def _fuses(self, xp) -> bool:
-        return self.fuse_chains if self.fuse_chains is not None else hasattr(xp, "ElementwiseKernel")
+        if self.fuse_chains is not None:
+            return self.fuse_chains
+        return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
 
     def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions: dict):
         """The generated function for ``key`` with its scratch buffers, made once per key."""

@@ -269,21 +269,28 @@ class ScanCode:
         return self._fused
 
     def fusible_chains(self) -> list:
-        """The chains of more than one op, of one shape throughout, whose values nothing
-        outside reads before the chain's last node; each returned with the outputs its kernel
-        must write: what is read outside it, and what a later step or backward keeps."""
+        """The chains of more than one op (or of one op whose in-place form is several calls),
+        of one shape throughout, whose values nothing outside reads before the chain's last
+        node; each returned with the outputs its kernel must write: what is read outside it,
+        and what a later step or backward keeps."""
         found = []
         for chain in self.chains:
             inside = set(chain.nodes)
             last = self.index[chain.nodes[-1]]
             readers = {n: self._readers(n) - inside for n in chain.nodes}
-            if (len(chain.nodes) < 2 or len({tuple(self.data[n]["shape"]) for n in chain.nodes}) > 1
+            if ((len(chain.nodes) < 2 and not self._several_calls(chain.nodes[0]))
+                    or len({tuple(self.data[n]["shape"]) for n in chain.nodes}) > 1
                     or any(self.index[r] < last for rs in readers.values() for r in rs)):
                 continue
             outputs = [n for n in chain.nodes if n in chain.outputs or n in self.kept or readers[n]]
             found.append(replace(chain, outputs=outputs, forward={n: chain.values[n] for n in outputs},
                                  backward={}))
         return found
+
+    def _several_calls(self, node) -> bool:
+        """Whether ``node``'s in-place kernel is more than one call (a sigmoid's is four)."""
+        data = self.data[node]
+        return data["op"] in KERNELS and len(KERNELS[data["op"]].forward("v", ["x"] * len(data["args"]))) > 1
 
     def _readers(self, node) -> set:
         """The core nodes that read ``node``'s value in the same step (through views)."""

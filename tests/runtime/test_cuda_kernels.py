@@ -198,7 +198,8 @@ def test_the_forward_loop_with_fused_chains_computes_the_same_numbers(path, name
 def test_a_fused_chain_writes_every_value_backward_keeps():
     model = sg.load(MODELS[[p.stem for p in MODELS].index("lstm_adding")]).model()
     code = next(item.code for item in sg.compile(model).program.schedule if isinstance(item, Scan))
-    (chain,) = code.fusible_chains()
+    gates, chain = code.fusible_chains()  # the sigmoid over i and f (four calls as ufuncs), the cell update
+    assert [code.data[n]["op"] for n in gates.nodes] == ["sigmoid"] and gates.outputs == gates.nodes
     assert set(chain.outputs) == {n for n in chain.nodes if n in code.kept}
     assert len(chain.outputs) == 5 and len(chain.nodes) == 7  # the cell update: two inner values stay in registers
 

@@ -1,12 +1,14 @@
 """The backward step loop with fused chains: each fusible chain's backward runs as one call of
-its generated kernel. Run on NumPy (the kernel evaluates the chain's formulas with NumPy
-ufuncs), it gives the unfused program's outputs and gradients for every example model and
-every recurrent layer option (float64)."""
+its generated kernel. Run on NumPy, as native loops compiled from the chain's formulas or
+(without a C compiler) as the formulas evaluated with NumPy ufuncs, it gives the unfused
+program's outputs and gradients for every example model and every recurrent layer option
+(float64)."""
 
 import numpy as np
 import pytest
 
 import seqgraph as sg
+from seqgraph.backends import native
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 
@@ -46,10 +48,15 @@ def _scans(net) -> list:
     return [item.code for item in net.program.schedule if isinstance(item, Scan)]
 
 
+@pytest.mark.parametrize("native_loops", [pytest.param(True, id="native"), pytest.param(False, id="ufuncs")])
 @pytest.mark.parametrize("make", MODELS_AND_LAYERS)
-def test_the_backward_loop_with_fused_chains_computes_the_same_numbers(make):
+def test_the_backward_loop_with_fused_chains_computes_the_same_numbers(make, native_loops, monkeypatch):
+    if native_loops and native.compiler() is None:
+        pytest.skip("no C compiler for native loops")
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1" if native_loops else "0")
     model = make()
     plain = sg.compile(model, dtype="float64", seed=1)
+    plain.program.fuse_chains = False
     fused = sg.compile(model, dtype="float64", seed=1)
     fused.program.fuse_chains = True
     inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=2)
@@ -65,7 +72,9 @@ def test_the_backward_loop_with_fused_chains_computes_the_same_numbers(make):
             assert all(source.count(f"F{code.index[c.nodes[-1]]}(") == 1 for c in chains)
 
 
-def test_the_default_numpy_backward_loop_calls_no_chain_kernel():
+@pytest.mark.parametrize("native_loops", [True, False])
+def test_numpy_runs_chain_kernels_exactly_when_it_can_compile_them(native_loops, monkeypatch):
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1" if native_loops else "0")
     model = sg.load(MODELS[[p.stem for p in MODELS].index("lstm_adding")]).model()
     net = sg.compile(model, dtype="float64")
     inputs, lengths = random_inputs(model, batch=2, steps=3, seed=2)
@@ -73,7 +82,11 @@ def test_the_default_numpy_backward_loop_calls_no_chain_kernel():
     net.backward()
     (code,) = _scans(net)
     ((*_, source, _, chains),) = code._backward.values()
-    assert chains == [] and "F" not in source
+    if native_loops and native.compiler() is not None:
+        loop = source.split("for t in range", 1)[1]
+        assert len(chains) == 2 and loop.count(" F") == 2  # the gate sigmoid and the cell update
+    else:
+        assert chains == [] and "F" not in source
 
 
 def test_a_chain_adds_to_a_cotangent_another_consumer_already_wrote():

@@ -1,0 +1,148 @@
+"""Native loops for fused chains: every call the example models make gives what the chain's
+formulas give evaluated with NumPy, and arrays the loops cannot read as laid out are refused
+before anything is written."""
+
+import numpy as np
+import pytest
+
+import seqgraph as sg
+from seqgraph.backends import cuda_kernels, native
+from seqgraph.compiler import Scan
+from seqgraph.gradcheck import random_inputs
+
+from .conftest import MODELS
+
+pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C compiler for native loops")
+
+
+def _record_calls(monkeypatch):
+    """Every native call made from now on: (kernel, inputs, outputs as written)."""
+    calls = []
+    run = native.NativeKernel.run
+
+    def recording(self, arrays, out):
+        before = [np.array(a) for a in arrays]  # an output may be one of the inputs
+        done = run(self, arrays, out)
+        if done:
+            calls.append((self, before, [np.array(o) for o in out]))
+        return done
+
+    monkeypatch.setattr(native.NativeKernel, "run", recording)
+    return calls
+
+
+def _chain_kernels(net) -> dict:
+    """NativeKernel -> (the formulas it was made from, the names of what it reads), for
+    every chain kernel ``net`` made."""
+    found = {}
+    for item in net.program.schedule:
+        if isinstance(item, Scan):
+            for kernel in item.code._chain_kernels.values():
+                chain_kernel = kernel.__self__
+                for direction, made in chain_kernel._native.items():
+                    found[made] = (chain_kernel._trees[direction], chain_kernel.sources[direction].inputs)
+    return found
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-13), ("float32", 2e-6)])
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_every_native_call_of_an_example_equals_its_formulas(path, dtype, tolerance, monkeypatch):
+    calls = _record_calls(monkeypatch)
+    checked = 0
+    for model in sg.load(path).models.values():
+        net = sg.compile(model, dtype=dtype, seed=1)
+        inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=2)
+        inputs = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+        net.forward(inputs, lengths)
+        if model.checked.loss is not None:
+            net.backward()
+        formulas = _chain_kernels(net)
+        for kernel, arrays, written in calls:
+            trees, names = formulas[kernel]
+            values = dict(zip(names, arrays, strict=True))
+            for tree, got in zip(trees, written, strict=True):
+                expected = np.broadcast_to(cuda_kernels.evaluate(tree, values, np), got.shape)
+                np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+                checked += 1
+        calls.clear()
+    if path.stem in ("char_lstm", "gru_tagger", "peephole"):
+        assert checked > 0
+
+
+CELL = """
+cell Cell(x : [X]) -> h : [H] {
+    param W : [H, H]
+    param U : [H, X]
+    param p : [H]
+    state h : [H] = 0
+    h = tanh(W @ h[t-1] + U @ x) * sigmoid(p * h[t-1])
+}
+model M() {
+    input x : seq[float, 3]
+    target y : seq[float, 4]
+    loss = mse(Cell(x, 4), y)
+}
+"""
+
+
+def _forward_kernel():
+    net = sg.compile(sg.parse(CELL).model(), dtype="float64")
+    code = next(item.code for item in net.program.schedule if isinstance(item, Scan))
+    chain = max(code.fusible_chains(), key=lambda c: len(c.nodes))
+    kernel = cuda_kernels.ChainKernel(chain, np)
+    return kernel, len(chain.inputs), len(chain.outputs)
+
+
+def test_arrays_the_loops_cannot_read_are_refused_untouched():
+    kernel, inputs, outputs = _forward_kernel()
+    run = kernel._native["forward"].run
+    rng = np.random.default_rng(0)
+    good = [rng.normal(size=(5, 4)) for _ in range(inputs)]
+    out = [np.zeros((5, 4)) for _ in range(outputs)]
+    assert run(good, out)
+    expected = [o.copy() for o in out]
+    np.testing.assert_allclose(kernel.forward(*good), expected, rtol=1e-13)
+    fresh = [np.full((5, 4), 7.0) for _ in range(outputs)]
+    refused = {
+        "a float32 input": [good[0].astype(np.float32)] + good[1:],
+        "a stack": [np.stack([good[0]] * 2)] + good[1:],
+        "a column broadcast": [good[0][:, :1]] + good[1:],
+        "a strided column": [np.repeat(good[0], 2, axis=1)[:, ::2]] + good[1:],
+        "a list": [good[0].tolist()] + good[1:],
+        "a subclass": [good[0].view(np.matrix)] + good[1:],
+    }
+    for why, arrays in refused.items():
+        assert not run(arrays, fresh), why
+    read_only = [o.copy() for o in fresh]
+    read_only[0].flags.writeable = False
+    assert not run(good, read_only)
+    assert not run(good, [np.zeros((5, 5))] + fresh[1:])
+    assert all((o == 7.0).all() for o in fresh)
+    # what the loops can read: a row repeated for every row, and rows of a wider array
+    wide = np.zeros((5, 9))
+    wide[:, 2:6] = good[0]
+    assert run([wide[:, 2:6]] + good[1:], fresh)
+    np.testing.assert_allclose(fresh, expected, rtol=1e-13)
+    assert run([good[0][:1]] + good[1:], fresh) and run([good[0][0]] + good[1:], fresh)
+    np.testing.assert_allclose(fresh[0], kernel.forward(*([np.broadcast_to(good[0][0], (5, 4))] + good[1:]))[0],
+                               rtol=1e-13)
+
+
+def test_turned_off_the_formulas_run_as_numpy_calls(monkeypatch):
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
+    kernel, _, _ = _forward_kernel()
+    assert kernel._native == {} and not native.usable(np)
+
+
+def test_a_library_is_built_once_and_then_found_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQGRAPH_CACHE", str(tmp_path))
+    native._cache_folder.cache_clear()
+    try:
+        first = native._build(native.PREAMBLE + "int sg_one(void) { return 1; }\n", native.compiler())
+        assert first.parent == tmp_path / "native" and first.exists()
+        stamp = first.stat().st_mtime_ns
+        again = native._build(native.PREAMBLE + "int sg_one(void) { return 1; }\n", native.compiler())
+        assert again == first and again.stat().st_mtime_ns == stamp
+        assert [p.name for p in (tmp_path / "native").iterdir()] == [first.name]  # no work folders left
+    finally:
+        native._cache_folder.cache_clear()

@@ -20,6 +20,7 @@ It writes ``docs/benchmarks.md``. PyTorch is needed only here: ``pip install 'se
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -280,12 +281,29 @@ def probe(kind: str, hidden: int, name: str) -> None:
             rng.integers(0, CLASSES, size=(STEPS, BATCH)))
     made = dict(CONTESTANTS[kind])[name](hidden, data)
     step = made[0] if isinstance(made, tuple) else made
+    warm_up_libraries()
     gc.collect()
     held = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     step()
     step()
     print((_status_kib("VmHWM") - held) / 1024)
+
+
+def warm_up_libraries() -> None:
+    """One small product in each library, so that loading their code and starting their
+    thread pools is not counted as a training step's memory (both are loaded in any process
+    that trains; the model's own arrays are not made here)."""
+    import numpy
+    import torch
+
+    from seqgraph.backends.numpy_backend import NumpyBackend
+    xp = NumpyBackend().xp
+    small = numpy.ones((BATCH, 64), dtype=numpy.float32)
+    xp.matmul(small, small.T)
+    if hasattr(xp, "pack"):
+        xp.dot(small, xp.pack(small.T, BATCH), numpy.empty((BATCH, BATCH), dtype=numpy.float32))
+    torch.ones(BATCH, 64) @ torch.ones(64, BATCH)
 
 
 def _status_kib(key: str) -> int:
@@ -296,15 +314,18 @@ def _status_kib(key: str) -> int:
 
 
 def matmul_peak(repeats: int = 5) -> dict:
-    """The float32 matrix-product rate (GFLOP/s, best of ``repeats``) of NumPy's BLAS and of
-    PyTorch, on 2048 x 2048 matrices."""
+    """The float32 matrix-product rate (GFLOP/s, best of ``repeats``) of seqgraph's products
+    (NumPy's BLAS, or MKL where installed) and of PyTorch, on 2048 x 2048 matrices."""
     import numpy
     import torch
+
+    from seqgraph.backends.numpy_backend import NumpyBackend
+    xp = NumpyBackend().xp
 
     n = 2048
     a = numpy.random.default_rng(0).random((n, n), dtype=numpy.float32)
     rates = {}
-    for name, product in (("numpy", lambda: a @ a),
+    for name, product in (("numpy", lambda: xp.matmul(a, a)),
                           ("torch", lambda t=torch.from_numpy(a): t @ t)):
         product()
         best = min(_seconds(product) for _ in range(repeats))
@@ -331,9 +352,14 @@ def example_compile_times() -> dict:
 
 def step_product_rates(sizes, repeats: int = 200) -> dict:
     """The float32 rate (GFLOP/s) of one step's recurrent product, ``(32, H) @ (H, 4H)``, in
-    NumPy's BLAS and in PyTorch: the product a recurrent layer cannot batch over time."""
+    NumPy's BLAS, in seqgraph's step loop (packed by MKL where it is installed) and in
+    PyTorch: the product a recurrent layer cannot batch over time."""
     import numpy
     import torch
+
+    from seqgraph.backends.numpy_backend import NumpyBackend
+    xp = NumpyBackend().xp
+    pack = getattr(xp, "pack", lambda weight, rows: numpy.ascontiguousarray(weight))
 
     rng = numpy.random.default_rng(0)
     rates = {}
@@ -343,6 +369,7 @@ def step_product_rates(sizes, repeats: int = 200) -> dict:
         out = numpy.empty((BATCH, 4 * hidden), dtype=numpy.float32)
         th, tw, tout = (torch.from_numpy(a) for a in (h, w, out))
         for name, product in (("numpy", lambda: numpy.dot(h, w, out)),
+                              ("seqgraph", lambda packed=pack(w, BATCH): xp.dot(h, packed, out)),
                               ("torch", lambda: torch.mm(th, tw, out=tout))):
             product()
             best = min(_seconds(product) for _ in range(repeats))
@@ -369,7 +396,11 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor())
     blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
     torch_blas = "MKL" if torch.backends.mkl.is_available() else "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    from seqgraph.backends.numpy_backend import NumpyBackend
+    products = NumpyBackend().products
+    if products == "MKL":
+        products = f"MKL {importlib.metadata.version('mkl')}, recurrent weights packed once per pass"
+    return {"products": products, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
             "torch": torch.__version__, "torch_blas": torch_blas, "seqgraph": seqgraph.__version__
             if hasattr(seqgraph, "__version__") else "checkout"}
@@ -507,7 +538,8 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
              "from round to round.", "",
              "## The machine", "",
              f"- CPU: {info['cpu']}, {info['cores']} cores",
-             f"- seqgraph on NumPy {info['numpy']} with {info['blas']}; PyTorch {info['torch']} "
+             f"- seqgraph on NumPy {info['numpy']} with {info['blas']}, matrix products by "
+             f"{info['products']}; PyTorch {info['torch']} "
              f"({info['torch_blas']}); Python {info['python']}",
              "- threads: the same limit for both (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, "
              "`MKL_NUM_THREADS` and `torch.set_num_threads`), each limit measured in its own "
@@ -530,11 +562,13 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
         verdicts = []
         rates = result.step_rates
         lines += [f"## {result.threads} thread{'s' if result.threads > 1 else ''}", "",
-                  f"Float32 2048x2048 matrix-product peak in this run: NumPy {result.peaks['numpy']:.0f} "
-                  f"GFLOP/s, PyTorch {result.peaks['torch']:.0f} GFLOP/s (*% of peak* is the step's "
-                  "matrix-product work over its time, over NumPy's peak). The one product per step "
+                  f"Float32 2048x2048 matrix-product peak in this run: seqgraph's products "
+                  f"{result.peaks['numpy']:.0f} GFLOP/s, PyTorch {result.peaks['torch']:.0f} GFLOP/s "
+                  "(*% of peak* is the step's matrix-product work over its time, over seqgraph's "
+                  "peak). The one product per step "
                   "no compiler can batch over time, `(32, H) @ (H, 4H)`, runs at (GFLOP/s, best of "
-                  "200) " + ", ".join(f"H={h}: NumPy {rates['numpy', h]:.0f}, PyTorch {rates['torch', h]:.0f}"
+                  "200) " + ", ".join(f"H={h}: NumPy {rates['numpy', h]:.0f}, seqgraph's step loop "
+                                      f"{rates['seqgraph', h]:.0f}, PyTorch {rates['torch', h]:.0f}"
                                       for h in sorted({h for _, h in rates})) + ".", ""]
         lines += _module_tables(result, limit, verdicts)
         lines += _cell_table(result, limit, verdicts)
@@ -566,9 +600,11 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
               "`backward(wrt=params)`.",
               "- GFLOP/s counts the matrix products only (2 flops per multiply-add, three "
               "products per forward product in a training step).",
-              "- Peak memory: a fresh process per contestant sets up the model and data, resets the "
-              "kernel's resident-memory high-water mark, runs two training steps, and reports "
-              "the high-water mark less the memory held before the steps.",
+              "- Peak memory: a fresh process per contestant sets up the model and data, runs one "
+              "small product in each library (so that loading their code and starting their "
+              "threads is not counted), resets the kernel's resident-memory high-water mark, runs "
+              "two training steps, and reports the high-water mark less the memory held before "
+              "the steps.",
               f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant.", ""]
     text = "\n".join(lines)
     write_section(path, text, CPU_MARKERS)
@@ -609,10 +645,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rest", type=float, default=0.2,
                         help="seconds of rest before each contestant's steps (0.2)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--results", metavar="DIR",
+                        help="keep each thread limit's measurements here as THREADS.json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the measurements in --results, measuring nothing")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "HIDDEN", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     counts = [int(n) for n in str(args.threads).split(",")]
+    if args.report_only and not args.results:
+        parser.error("--report-only needs --results DIR")
     if args.json or args.probe:
         (args.threads,) = counts
         limit_threads(args.threads)
@@ -624,16 +666,17 @@ def main(argv=None) -> int:
             Path(args.json).write_text(measure_all(args).to_json())
         return 0
     start = time.perf_counter()
-    results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for count in counts:
-            out = Path(folder) / f"{count}.json"
-            child = [a for a in (argv if argv is not None else sys.argv[1:])]
-            command = [sys.executable, __file__, *child, "--threads", str(count), "--json", str(out)]
-            subprocess.run(command, check=True)
-            results.append(Result.from_json(out.read_text()))
-    text = write_report(Path(args.out), results, machine(), args, time.perf_counter() - start,
-                        example_compile_times())
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(args.results or scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not args.report_only:
+            for count in counts:
+                child = [a for a in (argv if argv is not None else sys.argv[1:])]
+                subprocess.run([sys.executable, __file__, *child, "--threads", str(count), "--json",
+                                str(folder / f"{count}.json")], check=True)
+        results = [Result.from_json((folder / f"{count}.json").read_text()) for count in counts]
+    elapsed = sum(r.elapsed for r in results) if args.report_only else time.perf_counter() - start
+    text = write_report(Path(args.out), results, machine(), args, elapsed, example_compile_times())
     print(text)
     return 0
 

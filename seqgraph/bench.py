@@ -50,6 +50,7 @@ class BenchResult:
     train: Timing
     forward_flops: float
     peak_bytes: int
+    products: str = "NumPy"
 
     def gflops(self, timing: Timing, training: bool) -> float:
         """Matrix-product GFLOP/s achieved at ``timing``'s median."""
@@ -135,7 +136,8 @@ def measure(model, batch: int = 32, steps: int = 64, dtype: str = "float32", rep
         train = _timed(lambda: training_step(network, inputs, lengths), repeat, warmup, synchronize)
         peak = peak_memory(lambda: training_step(network, inputs, lengths))
     flops = product_flops(network.program.graph, batch, steps)
-    return BenchResult(model.name, batch, steps, dtype, compile_s, forward, train, flops, peak)
+    products = getattr(network.backend, "products", network.backend.name)
+    return BenchResult(model.name, batch, steps, dtype, compile_s, forward, train, flops, peak, products)
 
 
 def threads_note() -> str:
@@ -143,6 +145,10 @@ def threads_note() -> str:
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     given = [f"{name}={os.environ[name]}" for name in names if name in os.environ]
     return ", ".join(given) if given else "not limited (set OPENBLAS_NUM_THREADS to limit)"
+
+
+PRODUCTS = {"MKL": "MKL (recurrent weights packed once per pass)", "NumPy": "NumPy's BLAS",
+            "cupy": "CuPy (cuBLAS)"}
 
 
 def format_result(result: BenchResult) -> str:
@@ -159,6 +165,7 @@ def format_result(result: BenchResult) -> str:
         lines.append(row("training step", result.train, True))
     lines += [f"  {'peak memory':<14}{result.peak_bytes / 2 ** 20:9.2f} MiB (arrays held at once during "
               f"one {'training step' if result.train.runs[0] == result.train.runs[0] else 'forward'})",
-              f"  matrix products: {result.forward_flops / 1e9:.3f} GFLOP per forward pass",
+              f"  matrix products: {result.forward_flops / 1e9:.3f} GFLOP per forward pass, run by "
+              f"{PRODUCTS.get(result.products, result.products)}",
               f"  threads: {threads_note()}; load average {os.getloadavg()[0]:.2f}"]
     return "\n".join(lines) + "\n"

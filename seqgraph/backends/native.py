@@ -70,21 +70,21 @@ void sg_set_types(const void* ndarray, const void* f32, const void* f64) {
 }
 #define SG_WRITEABLE 0x0400
 
-/* an input: (rows, cols), or one row (1, cols) or (cols,) read for every row */
+/* an input: (rows, cols), or one row (1, cols) or (cols,) read for every row; 2 for a
+   single value (), which the caller spreads over a row of its own */
 static int sg_input(const sg_array* a, long rows, long cols, int type, const char** data, long* step) {
     const long item = type ? 8 : 4;
     if (a->type != sg_ndarray || a->descr != sg_descr[type]) return 0;
+    *data = a->data;
+    *step = 0;
+    if (a->nd == 0) return 2;
     if (a->nd == 2) {
         if (a->dims[1] != cols || (a->dims[0] != rows && a->dims[0] != 1)) return 0;
         if ((cols > 1 && a->strides[1] != item) || a->strides[0] % item) return 0;
         *step = a->dims[0] == 1 ? 0 : a->strides[0] / item;
-    } else if (a->nd == 1) {
-        if (a->dims[0] != cols || (cols > 1 && a->strides[0] != item)) return 0;
-        *step = 0;
-    } else {
+    } else if (a->nd != 1 || a->dims[0] != cols || (cols > 1 && a->strides[0] != item)) {
         return 0;
     }
-    *data = a->data;
     return 1;
 }
 
@@ -175,7 +175,10 @@ def c_function(source, dtype: str) -> str:
     ctype = C_TYPES[dtype]
     names = list(source.inputs) + list(source.outputs)
     checks = [f"    const {ctype}* p_{n}; long s_{n};\n"
-              f"    if (!sg_input({n}, rows, cols, {TYPE_INDEX[dtype]}, (const char**)&p_{n}, &s_{n})) return 0;"
+              f"    const int k_{n} = sg_input({n}, rows, cols, {TYPE_INDEX[dtype]}, (const char**)&p_{n}, &s_{n});\n"
+              f"    if (!k_{n}) return 0;\n"
+              f"    {ctype} row_{n}[k_{n} == 2 ? cols : 1];\n"
+              f"    if (k_{n} == 2) {{ for (long j = 0; j < cols; j++) row_{n}[j] = *p_{n}; p_{n} = row_{n}; }}"
               for n in source.inputs]
     checks += [f"    {ctype}* p_{n}; long s_{n};\n"
                f"    if (!sg_output({n}, rows, cols, {TYPE_INDEX[dtype]}, (char**)&p_{n}, &s_{n})) return 0;"

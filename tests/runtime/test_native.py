@@ -123,6 +123,9 @@ def test_arrays_the_loops_cannot_read_are_refused_untouched():
     wide[:, 2:6] = good[0]
     assert run([wide[:, 2:6]] + good[1:], fresh)
     np.testing.assert_allclose(fresh, expected, rtol=1e-13)
+    assert run([np.array(good[0][1, 2])] + good[1:], fresh)  # one value, for every element
+    np.testing.assert_allclose(fresh[0], kernel.forward(*([np.full((5, 4), good[0][1, 2])] + good[1:]))[0],
+                               rtol=1e-13)
     assert run([good[0][:1]] + good[1:], fresh) and run([good[0][0]] + good[1:], fresh)
     np.testing.assert_allclose(fresh[0], kernel.forward(*([np.broadcast_to(good[0][0], (5, 4))] + good[1:]))[0],
                                rtol=1e-13)

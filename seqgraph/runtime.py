@@ -128,6 +128,8 @@ def _lengths(checked, steps: dict, batch: int, lengths, backend) -> dict:
 
 
 def _zero_padding(xp, array, lengths):
+    if lengths.size == 0 or int(lengths.min()) >= array.shape[0]:
+        return array  # nothing is padding
     valid = xp.arange(array.shape[0])[:, None] < lengths[None, :]
     valid = valid.reshape(valid.shape + (1,) * (array.ndim - 2))
     return xp.where(valid, array, xp.zeros((), dtype=array.dtype))

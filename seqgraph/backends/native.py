@@ -241,6 +241,15 @@ def _load(path: Path):
     return ctypes.CDLL(str(path))
 
 
+@lru_cache(maxsize=None)
+def op_loops(text: str):
+    """The loaded library of an op's own native loops, C source ``text`` (compiled after the
+    preamble); None where native loops are not usable. Made once per process."""
+    if not wanted() or compiler() is None:
+        return None
+    return _library(PREAMBLE + text)
+
+
 def _library(text: str):
     """The loaded library of kernel source ``text``, told NumPy's array and dtype objects."""
     library = _load(_build(text, compiler()))

@@ -8,6 +8,11 @@ Neither the target nor the lengths get a gradient.
 
 from __future__ import annotations
 
+import ctypes
+
+import numpy
+
+from ..backends import native
 from ..sizes import format_shape
 from .registry import Op, ShapeError, register, unbroadcast
 from .sequence import check_lengths, time_mask, zero_where_not
@@ -58,7 +63,84 @@ def _cross_entropy_parts(xp, logits, target, lengths):
     return shifted, target, mask, _valid_count(xp, mask, target.size, logits)
 
 
+# Cross-entropy row by row as native loops (seqgraph.backends.native), used on NumPy for
+# contiguous float logits without lengths: per row one pass for the max, one for the sum of
+# exps, then the target's term; the vjp writes softmax * scale, less scale at the target.
+# NumPy's version (below) makes several passes over short rows, each its own call.
+def _row_loops(ctype: str, exp: str, log: str) -> str:
+    # a NaN or inf in the row makes exp(row - top) NaN below, as in NumPy's version
+    maximum = f"""
+        {ctype} top = row[0];
+        #pragma omp simd reduction(max:top)
+        for (long j = 1; j < classes; j++) top = row[j] > top ? row[j] : top;"""
+    return f"""
+void sg_ce_forward_{ctype}(long rows, long classes, const {ctype}* x, const long* target, {ctype}* nll) {{
+    for (long r = 0; r < rows; r++) {{
+        const {ctype}* row = x + r * classes;{maximum}
+        {ctype} total = 0;
+        #pragma omp simd reduction(+:total)
+        for (long j = 0; j < classes; j++) total += {exp}(row[j] - top);
+        nll[r] = {log}(total) + top - row[target[r]];
+    }}
+}}
+void sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
+                            {ctype} scale, {ctype}* grad) {{
+    for (long r = 0; r < rows; r++) {{
+        const {ctype}* row = x + r * classes;
+        {ctype}* out = grad + r * classes;{maximum}
+        {ctype} total = 0;
+        #pragma omp simd reduction(+:total)
+        for (long j = 0; j < classes; j++) {{ out[j] = {exp}(row[j] - top); total += out[j]; }}
+        const {ctype} factor = scale / total;
+        #pragma omp simd
+        for (long j = 0; j < classes; j++) out[j] *= factor;
+        out[target[r]] -= scale;
+    }}
+}}
+"""
+
+
+CROSS_ENTROPY_LOOPS = _row_loops("float", "expf", "logf") + _row_loops("double", "exp", "log")
+
+
+def _native_rows(xp, logits, target, lengths):
+    """``(loops, C type, flat logits, flat targets)`` when the native loops can take these
+    arrays, else None (then NumPy computes)."""
+    ctype = {"float32": "float", "float64": "double"}.get(str(getattr(logits, "dtype", "")))
+    if lengths is not None or ctype is None or not native.usable(xp) or logits.ndim < 1 \
+            or 0 in logits.shape or not logits.flags.c_contiguous:
+        return None
+    loops = native.op_loops(CROSS_ENTROPY_LOOPS)
+    flat_target = xp.ascontiguousarray(target, dtype=xp.int64).reshape(-1)
+    classes = logits.shape[-1]
+    if loops is None or flat_target.min() < 0 or flat_target.max() >= classes:
+        return None  # an id outside the classes: NumPy's indexing reports it
+    return loops, ctype, logits.reshape(-1, classes), flat_target
+
+
+def _native_forward(rows, dtype):
+    loops, ctype, flat, flat_target = rows
+    nll = numpy.empty(flat.shape[0], dtype=dtype)
+    getattr(loops, f"sg_ce_forward_{ctype}")(
+        ctypes.c_long(flat.shape[0]), ctypes.c_long(flat.shape[1]), ctypes.c_void_p(flat.ctypes.data),
+        ctypes.c_void_p(flat_target.ctypes.data), ctypes.c_void_p(nll.ctypes.data))
+    return nll
+
+
+def _native_backward(rows, scale, shape, dtype):
+    loops, ctype, flat, flat_target = rows
+    grad = numpy.empty(shape, dtype=dtype)
+    number = ctypes.c_float if ctype == "float" else ctypes.c_double
+    getattr(loops, f"sg_ce_backward_{ctype}")(
+        ctypes.c_long(flat.shape[0]), ctypes.c_long(flat.shape[1]), ctypes.c_void_p(flat.ctypes.data),
+        ctypes.c_void_p(flat_target.ctypes.data), number(float(scale)), ctypes.c_void_p(grad.ctypes.data))
+    return grad
+
+
 def _forward_cross_entropy(xp, logits, target, lengths=None):
+    rows = _native_rows(xp, logits, target, lengths)
+    if rows is not None:
+        return xp.asarray(_native_forward(rows, logits.dtype).sum() / target.size, dtype=logits.dtype)
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
     # -log p[target] = log sum exp - shifted[target]: the full log-softmax is never formed
     nll = xp.log(xp.sum(xp.exp(shifted), axis=-1)) - xp.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]
@@ -68,6 +150,10 @@ def _forward_cross_entropy(xp, logits, target, lengths=None):
 
 
 def _vjp_cross_entropy(xp, g, out, logits, target, lengths=None):
+    rows = _native_rows(xp, logits, target, lengths)
+    if rows is not None:
+        scale = g / xp.asarray(target.size, dtype=logits.dtype)
+        return (_native_backward(rows, scale, logits.shape, logits.dtype), None)
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
     scale = g / count
     grad = xp.exp(shifted, out=shifted)

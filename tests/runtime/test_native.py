@@ -149,3 +149,32 @@ def test_a_library_is_built_once_and_then_found_in_the_cache(tmp_path, monkeypat
         assert [p.name for p in (tmp_path / "native").iterdir()] == [first.name]  # no work folders left
     finally:
         native._cache_folder.cache_clear()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-13), (np.float32, 1e-6)])
+def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, monkeypatch):
+    from seqgraph.ops import REGISTRY, loss
+    op = REGISTRY["cross_entropy"]
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(6, 4, 11)) * 5).astype(dtype)
+    target = rng.integers(0, 11, size=(6, 4))
+    assert loss._native_rows(np, logits, target, None) is not None
+    got = op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0]
+    with_nan = logits.copy()
+    with_nan[2, 1, 5] = np.nan
+    nan_loss = op.forward(np, with_nan, target)
+    nan_grad = op.vjp(np, dtype(1), None, with_nan, target)[0]
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
+    assert loss._native_rows(np, logits, target, None) is None
+    expected = op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0]
+    for a, b in zip(got, expected):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+    assert np.isnan(nan_loss) and np.isnan(nan_grad[2, 1]).all() and not np.isnan(nan_grad[0]).any()
+    monkeypatch.delenv("SEQGRAPH_NATIVE")
+    strided = np.repeat(logits, 2, axis=-1)[..., ::2]
+    outside = target.copy()
+    outside[0, 0] = 11
+    assert loss._native_rows(np, strided, target, None) is None  # not contiguous: NumPy's rows
+    assert loss._native_rows(np, logits, outside, None) is None  # NumPy's indexing reports the id
+    assert loss._native_rows(np, logits, target, np.array([6, 6, 6, 6])) is None  # lengths: masked

@@ -9,8 +9,7 @@ Neither the target nor the lengths get a gradient.
 from __future__ import annotations
 
 import ctypes
-
-import numpy
+from dataclasses import dataclass
 
 from ..backends import native
 from ..sizes import format_shape
@@ -64,30 +63,38 @@ def _cross_entropy_parts(xp, logits, target, lengths):
 
 
 # Cross-entropy row by row as native loops (seqgraph.backends.native), used on NumPy for
-# contiguous float logits without lengths: per row one pass for the max, one for the sum of
-# exps, then the target's term; the vjp writes softmax * scale, less scale at the target.
+# contiguous float logits: per row one pass for the max, one for the sum of exps, then the
+# target's term; the vjp writes softmax * scale, less scale at the target. A padding row
+# (its step at or past its sequence's length) is never read: its term and gradient are 0.
 # NumPy's version (below) makes several passes over short rows, each its own call.
 def _row_loops(ctype: str, exp: str, log: str) -> str:
     # a NaN or inf in the row makes exp(row - top) NaN below, as in NumPy's version
+    start = f"""
+    for (long r = 0; r < rows; r++) {{
+        const long example = r / inner;
+        const int padding = lengths && example / batch >= lengths[example % batch];
+        const {ctype}* row = x + r * classes;"""
     maximum = f"""
         {ctype} top = row[0];
         #pragma omp simd reduction(max:top)
         for (long j = 1; j < classes; j++) top = row[j] > top ? row[j] : top;"""
     return f"""
-void sg_ce_forward_{ctype}(long rows, long classes, const {ctype}* x, const long* target, {ctype}* nll) {{
-    for (long r = 0; r < rows; r++) {{
-        const {ctype}* row = x + r * classes;{maximum}
+int sg_ce_forward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
+                          const long* lengths, long batch, long inner, {ctype}* nll) {{{start}
+        if (padding) {{ nll[r] = 0; continue; }}
+        if (target[r] < 0 || target[r] >= classes) return 0;{maximum}
         {ctype} total = 0;
         #pragma omp simd reduction(+:total)
         for (long j = 0; j < classes; j++) total += {exp}(row[j] - top);
         nll[r] = {log}(total) + top - row[target[r]];
     }}
+    return 1;
 }}
-void sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
-                            {ctype} scale, {ctype}* grad) {{
-    for (long r = 0; r < rows; r++) {{
-        const {ctype}* row = x + r * classes;
-        {ctype}* out = grad + r * classes;{maximum}
+int sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
+                           const long* lengths, long batch, long inner, {ctype} scale, {ctype}* grad) {{{start}
+        {ctype}* out = grad + r * classes;
+        if (padding) {{ for (long j = 0; j < classes; j++) out[j] = 0; continue; }}
+        if (target[r] < 0 || target[r] >= classes) return 0;{maximum}
         {ctype} total = 0;
         #pragma omp simd reduction(+:total)
         for (long j = 0; j < classes; j++) {{ out[j] = {exp}(row[j] - top); total += out[j]; }}
@@ -96,6 +103,7 @@ void sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const lon
         for (long j = 0; j < classes; j++) out[j] *= factor;
         out[target[r]] -= scale;
     }}
+    return 1;
 }}
 """
 
@@ -103,44 +111,58 @@ void sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const lon
 CROSS_ENTROPY_LOOPS = _row_loops("float", "expf", "logf") + _row_loops("double", "exp", "log")
 
 
+@dataclass
+class _NativeRows:
+    """What the native loops read: the library, the C type, logits as rows, their class ids,
+    the lengths (or None), the batch, rows per example, and the count the mean divides by."""
+    loops: object
+    ctype: str
+    logits: object
+    target: object
+    lengths: object
+    batch: int
+    inner: int
+    count: object
+
+    def call(self, direction: str, *extra) -> bool:
+        """Run ``sg_ce_<direction>`` over every row (``extra`` ends its arguments); False
+        when a row's class id is outside the classes."""
+        pointer = ctypes.c_void_p
+        return 1 == getattr(self.loops, f"sg_ce_{direction}_{self.ctype}")(
+            ctypes.c_long(self.logits.shape[0]), ctypes.c_long(self.logits.shape[1]),
+            pointer(self.logits.ctypes.data), pointer(self.target.ctypes.data),
+            pointer(None if self.lengths is None else self.lengths.ctypes.data),
+            ctypes.c_long(self.batch), ctypes.c_long(self.inner), *extra)
+
+
 def _native_rows(xp, logits, target, lengths):
-    """``(loops, C type, flat logits, flat targets)`` when the native loops can take these
-    arrays, else None (then NumPy computes)."""
+    """The native loops' view of these arrays, or None when they cannot take them (then
+    NumPy computes)."""
     ctype = {"float32": "float", "float64": "double"}.get(str(getattr(logits, "dtype", "")))
-    if lengths is not None or ctype is None or not native.usable(xp) or logits.ndim < 1 \
+    if ctype is None or not native.usable(xp) or logits.ndim < (1 if lengths is None else 3) \
             or 0 in logits.shape or not logits.flags.c_contiguous:
         return None
     loops = native.op_loops(CROSS_ENTROPY_LOOPS)
+    if loops is None:
+        return None
     flat_target = xp.ascontiguousarray(target, dtype=xp.int64).reshape(-1)
     classes = logits.shape[-1]
-    if loops is None or flat_target.min() < 0 or flat_target.max() >= classes:
-        return None  # an id outside the classes: NumPy's indexing reports it
-    return loops, ctype, logits.reshape(-1, classes), flat_target
-
-
-def _native_forward(rows, dtype):
-    loops, ctype, flat, flat_target = rows
-    nll = numpy.empty(flat.shape[0], dtype=dtype)
-    getattr(loops, f"sg_ce_forward_{ctype}")(
-        ctypes.c_long(flat.shape[0]), ctypes.c_long(flat.shape[1]), ctypes.c_void_p(flat.ctypes.data),
-        ctypes.c_void_p(flat_target.ctypes.data), ctypes.c_void_p(nll.ctypes.data))
-    return nll
-
-
-def _native_backward(rows, scale, shape, dtype):
-    loops, ctype, flat, flat_target = rows
-    grad = numpy.empty(shape, dtype=dtype)
-    number = ctypes.c_float if ctype == "float" else ctypes.c_double
-    getattr(loops, f"sg_ce_backward_{ctype}")(
-        ctypes.c_long(flat.shape[0]), ctypes.c_long(flat.shape[1]), ctypes.c_void_p(flat.ctypes.data),
-        ctypes.c_void_p(flat_target.ctypes.data), number(float(scale)), ctypes.c_void_p(grad.ctypes.data))
-    return grad
+    count = _valid_count(xp, _mask(xp, lengths, logits.shape[0]), target.size, logits)
+    if lengths is None:
+        return _NativeRows(loops, ctype, logits.reshape(-1, classes), flat_target, None, 1, 1, count)
+    batch = logits.shape[1]
+    return _NativeRows(loops, ctype, logits.reshape(-1, classes), flat_target,
+                       xp.ascontiguousarray(lengths, dtype=xp.int64), batch,
+                       flat_target.size // (logits.shape[0] * batch), count)
 
 
 def _forward_cross_entropy(xp, logits, target, lengths=None):
     rows = _native_rows(xp, logits, target, lengths)
     if rows is not None:
-        return xp.asarray(_native_forward(rows, logits.dtype).sum() / target.size, dtype=logits.dtype)
+        nll = xp.empty(rows.logits.shape[0], dtype=logits.dtype)
+        if rows.call("forward", ctypes.c_void_p(nll.ctypes.data)):
+            return xp.asarray(nll.sum() / rows.count, dtype=logits.dtype)
+        # a class id outside the classes: NumPy's indexing below reports it
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
     # -log p[target] = log sum exp - shifted[target]: the full log-softmax is never formed
     nll = xp.log(xp.sum(xp.exp(shifted), axis=-1)) - xp.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]
@@ -152,8 +174,10 @@ def _forward_cross_entropy(xp, logits, target, lengths=None):
 def _vjp_cross_entropy(xp, g, out, logits, target, lengths=None):
     rows = _native_rows(xp, logits, target, lengths)
     if rows is not None:
-        scale = g / xp.asarray(target.size, dtype=logits.dtype)
-        return (_native_backward(rows, scale, logits.shape, logits.dtype), None)
+        grad = xp.empty(logits.shape, dtype=logits.dtype)
+        number = ctypes.c_float if rows.ctype == "float" else ctypes.c_double
+        if rows.call("backward", number(float(g / rows.count)), ctypes.c_void_p(grad.ctypes.data)):
+            return (grad, None) + ((None,) if lengths is not None else ())
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
     scale = g / count
     grad = xp.exp(shifted, out=shifted)

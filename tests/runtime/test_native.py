@@ -159,14 +159,21 @@ def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, monkeypatch):
     logits = (rng.normal(size=(6, 4, 11)) * 5).astype(dtype)
     target = rng.integers(0, 11, size=(6, 4))
     assert loss._native_rows(np, logits, target, None) is not None
-    got = op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0]
+    lengths = np.array([6, 3, 0, 5])  # padding rows, inf in one of them, are never read
+    padded = logits.copy()
+    padded[4, 1] = np.inf
+    assert loss._native_rows(np, padded, target, lengths) is not None
+    got = (op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0],
+           op.forward(np, padded, target, lengths), op.vjp(np, dtype(0.7), None, padded, target, lengths)[0])
     with_nan = logits.copy()
     with_nan[2, 1, 5] = np.nan
     nan_loss = op.forward(np, with_nan, target)
     nan_grad = op.vjp(np, dtype(1), None, with_nan, target)[0]
     monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
     assert loss._native_rows(np, logits, target, None) is None
-    expected = op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0]
+    expected = (op.forward(np, logits, target), op.vjp(np, dtype(0.7), None, logits, target)[0],
+                op.forward(np, padded, target, lengths), op.vjp(np, dtype(0.7), None, padded, target, lengths)[0])
+    assert (got[3][4, 1] == 0).all() and (got[3][:, 2] == 0).all()
     for a, b in zip(got, expected):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
@@ -176,5 +183,5 @@ def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, monkeypatch):
     outside = target.copy()
     outside[0, 0] = 11
     assert loss._native_rows(np, strided, target, None) is None  # not contiguous: NumPy's rows
-    assert loss._native_rows(np, logits, outside, None) is None  # NumPy's indexing reports the id
-    assert loss._native_rows(np, logits, target, np.array([6, 6, 6, 6])) is None  # lengths: masked
+    with pytest.raises(IndexError):  # the loops stop at it, and NumPy's indexing reports it
+        op.forward(np, logits, outside)

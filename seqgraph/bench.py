@@ -62,7 +62,7 @@ def product_flops(graph, batch: int, steps: int) -> float:
     """Flops of every matrix product in a folded ``graph`` for one forward pass."""
     total = 0.0
     for _, data in graph.nodes(data=True):
-        if data["op"] != "matmul":
+        if data["op"] not in ("matmul", "affine"):
             continue
         vtype = data["type"]
         rows, inner = graph.nodes[data["args"][0]]["shape"]

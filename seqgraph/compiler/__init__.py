@@ -397,7 +397,7 @@ def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
 # whose result is always a new array of their own (never a view of another value).
 IN_PLACE = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
             "exp": "exp", "tanh": "tanh"}
-FRESH = {"matmul", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
+FRESH = {"matmul", "affine", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
 
 
 def _overwritable_input(graph: nx.DiGraph, node, keep: set):

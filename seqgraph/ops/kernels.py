@@ -114,6 +114,8 @@ def needs(op: str, port: int, arity: int) -> tuple:
         return KERNELS[op].needs[port]
     if op == "matmul":
         return (1 - port,)
+    if op == "affine":  # (W, b, x): W's gradient reads x, x's reads W, b's reads neither
+        return {0: (2,), 1: (), 2: (0,)}[port]
     if op == "slice":
         return ()
     return ("out",) + tuple(range(arity))

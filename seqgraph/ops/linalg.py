@@ -1,4 +1,4 @@
-"""Linear algebra and shape plumbing: matmul, concat, slice, reshape, transpose, flatten.
+"""Linear algebra and shape plumbing: matmul, affine, concat, slice, reshape, transpose, flatten.
 
 Axis attributes are negative integers counted from the last axis, so they name the same
 feature axis however many leading (batch, time) axes a runtime array carries.
@@ -64,6 +64,66 @@ register(Op(
     doc="W x for each example: W is an [m, n] parameter, x is (..., n) with any leading axes, "
         "the result (..., m) is x @ W.T.",
     arity=2, selective=True,
+))
+
+
+# --- affine -----------------------------------------------------------------------------
+# ``W x + b`` as one op (the compiler makes it from a product and a bias added over all
+# steps). Where W has more rows than columns the bias rides in the product: x gets a column
+# of ones and W the bias as a column, so no pass over the (..., m) result adds it, and the
+# bias gradient is the last column of the weight gradient's product, not a sum of its own.
+
+
+def _shape_affine(w, b, x):
+    out = _shape_matmul(w, x)
+    if tuple(b) != (w[0],):
+        raise ShapeError(f"b must be [{w[0]}] for W {format_shape(w)}, got {format_shape(b)}", arg=1)
+    return out
+
+
+def _bias_rides(w) -> bool:
+    rows, columns = w.shape
+    return rows > columns
+
+
+def _with_ones(xp, x):
+    """``x`` as rows (N, n) with a column of ones appended."""
+    flat = x.reshape(-1, x.shape[-1])
+    out = xp.empty((flat.shape[0], flat.shape[1] + 1), dtype=x.dtype)
+    out[:, :-1] = flat
+    out[:, -1] = 1
+    return out
+
+
+def _forward_affine(xp, w, b, x):
+    if _bias_rides(w):
+        product = xp.matmul(_with_ones(xp, x), xp.concatenate([w, b[:, None]], axis=1).T)
+    else:
+        product = xp.matmul(x.reshape(-1, x.shape[-1]), w.T)
+        product += b
+    return product.reshape(x.shape[:-1] + (w.shape[0],))
+
+
+def _vjp_affine(xp, g, out, w, b, x, wanted=(True, True, True)):
+    rows, columns = w.shape
+    flat_g = g.reshape(-1, rows)
+    gw = gb = None
+    if wanted[0] and _bias_rides(w):
+        both = xp.matmul(flat_g.T, _with_ones(xp, x))
+        gw, gb = xp.ascontiguousarray(both[:, :columns]), xp.ascontiguousarray(both[:, columns])
+    elif wanted[0]:
+        gw = xp.matmul(flat_g.T, x.reshape(-1, columns))
+    if wanted[1] and gb is None:
+        gb = flat_g.sum(axis=0)
+    return gw, gb if wanted[1] else None, _flat_product(xp, g, w) if wanted[2] else None
+
+
+register(Op(
+    "affine", shape=_shape_affine, forward=_forward_affine, vjp=_vjp_affine,
+    rule="gW = sum g x^T, gb = sum g, gx = W^T g",
+    doc="W x + b for each example, one product: W is an [m, n] parameter, b an [m] one, x is "
+        "(..., n). Made by the compiler from a product and its bias over all steps.",
+    arity=3, selective=True,
 ))
 
 

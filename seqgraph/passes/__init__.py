@@ -12,8 +12,8 @@ from functools import partial
 
 import networkx as nx
 
-from .algebra import (hoist_time_parallel_terms, merge_shared_products, split_concat_products,
-                      widen_sibling_slices)
+from .algebra import (fold_biases_into_products, hoist_time_parallel_terms, merge_shared_products,
+                      split_concat_products, widen_sibling_slices)
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_nodes, eliminate_whole_slices
 
 
@@ -25,6 +25,7 @@ def pipeline(wanted) -> list:
         hoist_time_parallel_terms,
         merge_shared_products,
         widen_sibling_slices,
+        fold_biases_into_products,
         partial(eliminate_whole_slices, keep=wanted),
         partial(eliminate_common_subexpressions, keep=wanted),
         partial(eliminate_dead_nodes, wanted=wanted),

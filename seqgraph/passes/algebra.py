@@ -117,6 +117,46 @@ def _hoistable(graph: nx.DiGraph, node, core: set):
     return None
 
 
+def fold_biases_into_products(graph: nx.DiGraph) -> nx.DiGraph:
+    """``W @ x + b`` outside the recurrent core becomes one ``affine(W, b, x)``.
+
+    After hoisting, an LSTM's input projection is a product over all steps plus the summed
+    biases: a second pass over a ``(T, B, 4H)`` array to add them, and a third in the
+    backward pass to sum the bias gradient. As one op the bias rides in the product (see
+    ``affine`` in :mod:`seqgraph.ops.linalg`), and its gradient in the weight gradient's.
+    """
+    graph = graph.copy()
+    core = core_nodes(graph)
+    for node in list(graph.nodes):
+        found = _affine_parts(graph, node, core)
+        if found is None:
+            continue
+        product, bias = found
+        weight, operand = graph.nodes[product]["args"]
+        graph.nodes[node]["op"] = "affine"
+        graph.nodes[node]["attrs"] = {}
+        set_args(graph, node, [weight, bias, operand])
+        graph.remove_node(product)
+    return graph
+
+
+def _affine_parts(graph: nx.DiGraph, node, core: set):
+    """``(product, bias)`` when ``node = product + bias`` outside the core, ``product`` is a
+    static weight times a value used only here, and ``bias`` a static vector of its rows."""
+    data = graph.nodes[node]
+    if data["op"] != "add" or node in core:
+        return None
+    for product, bias in (data["args"], data["args"][::-1]):
+        pdata = graph.nodes[product]
+        if pdata["op"] != "matmul" or product == bias or list(graph.successors(product)) != [node]:
+            continue
+        weight = pdata["args"][0]
+        if (is_static(graph, weight) and is_static(graph, bias) and tuple(pdata["shape"]) == tuple(data["shape"])
+                and tuple(graph.nodes[bias]["shape"]) == (graph.nodes[weight]["shape"][0],)):
+            return product, bias
+    return None
+
+
 def merge_shared_products(graph: nx.DiGraph) -> nx.DiGraph:
     """``W_1 @ z, ..., W_k @ z`` become one ``[W_1; ...; W_k] @ z`` and slices of it.
 

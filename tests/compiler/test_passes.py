@@ -9,8 +9,8 @@ import pytest
 import seqgraph as sg
 from seqgraph.compiler import compile_program
 from seqgraph.passes import optimize, pipeline
-from seqgraph.passes.algebra import (hoist_time_parallel_terms, merge_shared_products,
-                                     split_concat_products, widen_sibling_slices)
+from seqgraph.passes.algebra import (fold_biases_into_products, hoist_time_parallel_terms,
+                                     merge_shared_products, split_concat_products, widen_sibling_slices)
 from seqgraph.passes.cleanup import (eliminate_common_subexpressions, eliminate_dead_nodes,
                                      eliminate_whole_slices)
 from seqgraph.passes.rewrite import core_nodes, is_static
@@ -66,6 +66,21 @@ def test_hoisting_leaves_one_add_per_step_and_adds_the_biases_once():
     assert sorted(graph.nodes[biases[0]]["args"]) == ["lstm_0.bias_hh", "lstm_0.bias_ih"]
     assert sum(1 for n in core if graph.nodes[n]["op"] == "add") == \
         sum(1 for n in core_nodes(model.graph) if model.graph.nodes[n]["op"] == "add") - 1
+
+
+def test_the_input_projection_and_its_biases_become_one_affine_op():
+    model = language_model("lstm")
+    graph = fold_biases_into_products(hoist_time_parallel_terms(model.graph))
+    check_graph(graph)
+    core = core_nodes(graph)
+    affine = {n: graph.nodes[n] for n in graph if graph.nodes[n]["op"] == "affine"}
+    assert len(affine) == 2 and not set(affine) & core  # the input projection and the output layer
+    weights = sorted(d["args"][0] for d in affine.values())
+    assert weights == ["dense_0.weight", "lstm_0.weight_ih"]
+    projection = next(d for d in affine.values() if d["args"][0] == "lstm_0.weight_ih")
+    assert graph.nodes[projection["args"][1]]["op"] == "add" and is_static(graph, projection["args"][1])
+    assert sum(1 for n in core if graph.nodes[n]["op"] == "matmul") == 1  # the recurrent product stays
+    assert not any(graph.nodes[n]["op"] == "matmul" and n not in core for n in graph)
 
 
 def test_merge_shared_products_makes_one_product_per_operand():
@@ -131,7 +146,7 @@ def test_dead_nodes_go_and_leaves_stay():
 
 
 @pytest.mark.parametrize("rewrite", [split_concat_products, hoist_time_parallel_terms, merge_shared_products,
-                                     widen_sibling_slices, eliminate_whole_slices,
+                                     widen_sibling_slices, fold_biases_into_products, eliminate_whole_slices,
                                      eliminate_common_subexpressions])
 def test_passes_are_pure(rewrite):
     model = language_model("GateLSTM", extra=USER_LSTM)
@@ -162,7 +177,7 @@ def test_new_nodes_keep_the_source_spans_of_what_they_replace():
     model = _peephole()
     graph = optimize(model.graph, wanted(model))
     new = [n for n in graph if n not in model.graph]
-    assert len(new) == 5
+    assert len(new) == 4  # weight halves, the recurrent half's product, the grouped bias
     for node in new:
         span = graph.nodes[node]["span"]
         assert span is not None and span.filename.endswith("peephole.sg"), node

@@ -73,6 +73,10 @@ CASES = {
         Case([normal(7, 5), normal(2, 5)], [(7, 5), (5,)], (2,)),
         Case([normal(7, 5), normal(T, 2, 5)], [(7, 5), (5,)], (T, 2)),
     ],
+    "affine": [
+        Case([normal(7, 5), normal(7), normal(2, 5)], [(7, 5), (7,), (5,)], (2,)),       # the bias rides
+        Case([normal(3, 5), normal(3), normal(T, 2, 5)], [(3, 5), (3,), (5,)], (T, 2)),  # added after
+    ],
     "concat": [
         Case([normal(2, 3), normal(2, 5), normal(2, 7)], [(3,), (5,), (7,)], (2,)),
         Case([normal(2, 3, 5), normal(2, 4, 5)], [(3, 5), (4, 5)], (2,), {"axis": -2}),

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -163,6 +164,8 @@ def chain_kernels(chain) -> dict:
     text = PREAMBLE + "".join(c_function(source, dtype)
                               for per_type in sources.values() for dtype, source in per_type.items())
     library = _library(text)
+    if library is None:
+        return {}
     return {direction: NativeKernel({numpy.dtype(dtype): _bind(library, source, dtype)
                                      for dtype, source in per_type.items()})
             for direction, per_type in sources.items()}
@@ -251,8 +254,16 @@ def op_loops(text: str):
 
 
 def _library(text: str):
-    """The loaded library of kernel source ``text``, told NumPy's array and dtype objects."""
-    library = _load(_build(text, compiler()))
+    """The loaded library of kernel source ``text``, told NumPy's array and dtype objects;
+    None (with a warning) if it does not build or load, and then NumPy does the work."""
+    try:
+        library = _load(_build(text, compiler()))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        first = detail.decode(errors="replace").strip().splitlines()[:1]
+        warnings.warn(f"seqgraph: a native loop did not build ({first[0] if first else error}); "
+                      "NumPy runs it instead", RuntimeWarning, stacklevel=2)
+        return None
     library.sg_set_types.argtypes = [ctypes.c_void_p] * 3
     library.sg_set_types(id(numpy.ndarray), id(numpy.dtype(numpy.float32)), id(numpy.dtype(numpy.float64)))
     return library

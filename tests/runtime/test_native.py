@@ -185,3 +185,19 @@ def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, monkeypatch):
     assert loss._native_rows(np, strided, target, None) is None  # not contiguous: NumPy's rows
     with pytest.raises(IndexError):  # the loops stop at it, and NumPy's indexing reports it
         op.forward(np, logits, outside)
+
+
+def test_a_loop_that_does_not_build_warns_and_numpy_runs_the_chain(monkeypatch):
+    def failing(text, cc):
+        raise native.subprocess.CalledProcessError(1, [cc], stderr=b"kernel.c:3: error: no luck\n")
+    monkeypatch.setattr(native, "_build", failing)
+    with pytest.warns(RuntimeWarning, match="did not build .kernel.c:3: error: no luck.; NumPy runs it"):
+        kernel, inputs, outputs = _forward_kernel()
+    assert kernel._native == {}
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(5, 4)) for _ in range(inputs)]
+    out = [np.zeros((5, 4)) for _ in range(outputs)]
+    kernel.forward(*arrays, out=out)
+    expected = [cuda_kernels.evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
+                for t in kernel._trees["forward"]]
+    np.testing.assert_allclose(out, np.broadcast_arrays(*expected, out[0])[:-1], rtol=1e-13)

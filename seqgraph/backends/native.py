@@ -173,8 +173,8 @@ def chain_kernels(chain) -> dict:
 
 def c_function(source, dtype: str) -> str:
     """One C function running ``source``'s body over every element of the arrays it is
-    handed (NumPy array objects, read in place: see ``ARRAYS``); it returns 0, having
-    written nothing, when they are not laid out as its loop reads them."""
+    handed (NumPy array objects, read in place: see ``sg_array`` in the preamble); it
+    returns 0, having written nothing, when they are not laid out as its loop reads them."""
     ctype = C_TYPES[dtype]
     names = list(source.inputs) + list(source.outputs)
     checks = [f"    const {ctype}* p_{n}; long s_{n};\n"

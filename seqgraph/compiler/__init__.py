@@ -149,7 +149,7 @@ class Program:
         compiled, buffers, chains = code.fused_forward() if self._fuses(xp) else \
             (code.forward_code, code.forward_buffers, ())
         function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled,
-                                         buffers, code.forward_functions(xp, run.dtype, chains))
+                                         buffers, lambda: code.forward_functions(xp, run.dtype, chains))
         _call(xp, function, steps, {**arrays, **scratch})
         for node in code.order:
             i = code.index[node]
@@ -171,8 +171,9 @@ class Program:
             return self.fuse_chains
         return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
 
-    def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions: dict):
-        """The generated function for ``key`` with its scratch buffers, made once per key."""
+    def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions):
+        """The generated function for ``key`` with its scratch buffers and the callables
+        ``functions()`` gives it, made once per key."""
         if key not in scan.cache:
             namespace = {name: getattr(xp, name) for name in UFUNCS}
             exec(compiled, namespace)
@@ -180,7 +181,7 @@ class Program:
             batch, dtype = key[1], key[2]
             scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
                        for name, (shape, _) in buffers.items()}
-            scan.cache[key] = (function, {**scratch, **functions})
+            scan.cache[key] = (function, {**scratch, **functions()})
         return scan.cache[key]
 
     # backward
@@ -275,7 +276,7 @@ class Program:
                 arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
         function, scratch = self._loaded(xp, scan, key, compiled, buffers,
-                                         code.backward_functions(xp, layout, chains))
+                                         lambda: code.backward_functions(xp, layout, chains))
         _call(xp, function, steps, {**arrays, **scratch})
         for prev, state in code.state_of.items():
             initial = code.data[prev]["args"][1]

@@ -516,12 +516,12 @@ READING = [
     "two loops backward. `nn.LSTM` runs one product and one fused oneDNN kernel per step. The "
     "products that can be batched over time (input projections, output layer, every weight "
     "gradient) run as single large products.",
-    "- Where the LSTM still loses, at hidden 128 and 256: the elementwise work is bound by "
-    "memory traffic (the gate values kept for the backward pass are written and read once "
-    "each, as in PyTorch), which PyTorch spreads over both threads and seqgraph's loops run "
-    "on one; and the work outside the loop that does not grow with hidden (the output "
-    "layer's cross-entropy over 65 classes, bias sums over all steps) is a larger share "
-    "there. At 512 the per-step products dominate and both run them at MKL's rate.",
+    "- Where the LSTM still loses, at hidden 128 and 256: per step, beside the product, the "
+    "elementwise loops are bound by memory traffic (the gate values kept for the backward "
+    "pass are written once and read once), which PyTorch spreads over both threads while "
+    "seqgraph's loops run on one; seqgraph also keeps tanh(c) where PyTorch recomputes it, "
+    "and pays a Python call per loop and per product (four forward, five backward). At 512 "
+    "the per-step products dominate and both run them at MKL's rate.",
     "- PyTorch's GRU is less tuned than its LSTM on the CPU, which is where seqgraph's GRU, "
     "compiled from the same kind of `.sg` cell, draws level or ahead.",
     "- The eager PyTorch loop over the same cell is what a new cell gets without a compiler; "

@@ -302,9 +302,11 @@ class Trainer:
             return self._nonfinite(f"the loss became {loss}")
         grads = net.backward()
         grads = {k: v for k, v in grads.items() if k in net.params}
-        if self.config.clip:
-            optim.clip_grad_norm(self.xp, grads, self.config.clip)
-        if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
+        if self.config.clip:  # the global norm is finite exactly when every gradient is
+            finite = math.isfinite(optim.clip_grad_norm(self.xp, grads, self.config.clip))
+        else:
+            finite = all(bool(self.xp.isfinite(g).all()) for g in grads.values())
+        if not finite:
             return self._nonfinite("a gradient became NaN or infinite")
         if self.dataset.kind == "text":  # a skipped window does not pass its state on
             self.carried = dict(net.final_states)

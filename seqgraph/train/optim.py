@@ -363,7 +363,7 @@ def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
         return 0.0
     norm = float(_global_norm(xp, arrays))
     scale = max_norm / (norm + 1e-6)
-    if scale < 1.0:
+    if scale < 1.0 and math.isfinite(norm):  # a non-finite gradient is left for the caller to see
         for g in arrays:
             g *= g.dtype.type(scale)
     return norm
@@ -383,8 +383,9 @@ def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):
 
 
 def _global_norm(xp, arrays: list):
-    """``sqrt(sum of g * g over every array)``, accumulated in float64, as a 0-d array."""
-    return xp.sqrt(sum(xp.sum(g * g, dtype=xp.float64) for g in arrays))
+    """``sqrt(sum of g * g over every array)``, squared and summed in float64 (a float32
+    gradient above about 1e19 would square to inf), as a 0-d array."""
+    return xp.sqrt(sum(xp.sum(xp.square(g, dtype=xp.float64)) for g in arrays))
 
 
 # --------------------------------------------------------------------------------------------

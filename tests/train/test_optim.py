@@ -168,6 +168,16 @@ def test_clip_grad_norm_scales_to_the_max_norm():
         clip_grad_norm(np, grads, 0.0)
 
 
+def test_clip_grad_norm_of_huge_float32_gradients_is_finite_and_scales_them():
+    grads = {"a": np.array([3e20, 0.0], dtype=np.float32), "b": np.array([4e20], dtype=np.float32)}
+    assert clip_grad_norm(np, grads, max_norm=1.0) == pytest.approx(5e20, rel=1e-6)
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0], rtol=1e-5)  # not zeroed by an inf norm
+    np.testing.assert_allclose(grads["b"], [0.8], rtol=1e-5)
+    broken = {"a": np.array([np.inf, 1.0], dtype=np.float32)}
+    assert clip_grad_norm(np, broken, 1.0) == np.inf
+    assert broken["a"][0] == np.inf and broken["a"][1] == 1.0  # left as it was, for the caller
+
+
 def test_schedules():
     assert [constant().lr_at(e, 0.1) for e in range(3)] == [0.1, 0.1, 0.1]
     assert [step_decay(every=2, gamma=0.5).lr_at(e, 1.0) for e in range(5)] == [1, 1, 0.5, 0.5, 0.25]

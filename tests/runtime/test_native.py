@@ -15,6 +15,12 @@ from .conftest import MODELS
 pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C compiler for native loops")
 
 
+@pytest.fixture(autouse=True)
+def native_loops_on(monkeypatch):
+    """These tests are about the native loops, whatever SEQGRAPH_NATIVE says outside."""
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
+
+
 def _record_calls(monkeypatch):
     """Every native call made from now on: (kernel, inputs, outputs as written)."""
     calls = []

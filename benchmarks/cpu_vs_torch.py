@@ -512,7 +512,7 @@ READING = [
     "## Reading the numbers", "",
     "- How a step runs: each recurrent step is one matrix product (by MKL, the weight packed "
     "once per pass, where MKL is installed) and one native loop per fused elementwise chain "
-    "(where a C compiler is found): for the LSTM one add and two loops forward, two adds and "
+    "(where a C compiler is found): for the LSTM one add and two loops forward, an add, a copy and "
     "two loops backward. `nn.LSTM` runs one product and one fused oneDNN kernel per step. The "
     "products that can be batched over time (input projections, output layer, every weight "
     "gradient) run as single large products.",

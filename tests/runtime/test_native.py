@@ -207,3 +207,28 @@ def test_a_loop_that_does_not_build_warns_and_numpy_runs_the_chain(monkeypatch):
     expected = [cuda_kernels.evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
                 for t in kernel._trees["forward"]]
     np.testing.assert_allclose(out, np.broadcast_arrays(*expected, out[0])[:-1], rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-13), (np.float32, 1e-6)])
+def test_a_weight_broadcast_over_steps_gets_its_gradient_in_one_native_pass(dtype, tolerance, monkeypatch):
+    from seqgraph.ops import REGISTRY, elementwise
+    mul = REGISTRY["mul"]
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=7).astype(dtype)
+    state = rng.normal(size=(5, 3, 7)).astype(dtype)
+    wide = rng.normal(size=(5, 3, 20)).astype(dtype)
+    cotangents = {"contiguous": rng.normal(size=(5, 3, 7)).astype(dtype),
+                  "a column slice": wide[..., 4:11],            # as a gate's cotangent is
+                  "repeated rows": np.broadcast_to(wide[0, 0, :7], (5, 3, 7))}
+    exact = {why: (g.astype(np.float64) * state).sum(axis=(0, 1)) for why, g in cotangents.items()}
+    assert elementwise._row_dots(np, cotangents["a column slice"], state, (7,)) is not None
+    for why, g in cotangents.items():
+        got_weight, got_state = mul.vjp(np, g, None, weight, state)
+        assert got_weight.dtype == dtype and got_weight.shape == (7,)
+        np.testing.assert_allclose(got_weight, exact[why], rtol=tolerance, atol=tolerance, err_msg=why)
+        np.testing.assert_allclose(got_state, g * weight, rtol=tolerance, err_msg=why)
+    assert elementwise._row_dots(np, wide[::-1, :, :7], state, (7,)) is None  # backwards rows: NumPy
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
+    assert elementwise._row_dots(np, cotangents["contiguous"], state, (7,)) is None
+    np.testing.assert_allclose(mul.vjp(np, cotangents["contiguous"], None, weight, state)[0],
+                               exact["contiguous"], rtol=tolerance, atol=tolerance)

@@ -88,6 +88,10 @@ class ScanCode:
         self.views -= self.copied
         self.sliced = self.views | self.copied  # slices whose cotangent is a view of their input's
         self.exposed = self._exposed(wanted)
+        # what every pass hands the loops, found once: a pass must not walk the graph
+        self._external = self._find_external()
+        self._transposed = self._find_transposed()
+        self._product_weights = self._find_product_weights()
         self.forward_source, self.forward_buffers = self._forward_source()
         self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
         self._backward = {}
@@ -148,6 +152,18 @@ class ScanCode:
 
     def external(self) -> dict:
         """Inputs from outside the core: generated name → (kind, node)."""
+        return self._external
+
+    def transposed(self) -> list:
+        """The weights the forward loop multiplies by (it is handed each one transposed)."""
+        return self._transposed
+
+    def product_weights(self) -> set:
+        """The weights the loops use only as products' left operands: the backward loop may
+        have them packed for its products (see :mod:`seqgraph.backends.mkl`)."""
+        return self._product_weights
+
+    def _find_external(self) -> dict:
         found = {}
         for node in self.order:
             if self.data[node]["op"] == PREV:
@@ -208,15 +224,11 @@ class ScanCode:
         source = _function("scan_forward", prelude + view_lines, per_step + body)
         return source, buffers
 
-    def transposed(self) -> list:
-        """The weights the forward loop multiplies by (it is handed each one transposed)."""
+    def _find_transposed(self) -> list:
         return sorted({self.data[n]["args"][0] for n in self.order if self._matmul(n)}, key=str)
 
-    def product_weights(self) -> set:
-        """The weights the loops use only as products' left operands: the backward loop may
-        have them packed for its products (see :mod:`seqgraph.backends.mkl`)."""
-        weights = set(self.transposed())
-        return {w for w in weights
+    def _find_product_weights(self) -> set:
+        return {w for w in self._transposed
                 if all(self._matmul(c) and self.data[c]["args"][0] == w and self.data[c]["args"][1] != w
                        for c in self.graph.successors(w) if c in self.members)}
 

@@ -93,7 +93,7 @@ def _row_dots(xp, g, other, shape):
     """``sum(g * other)`` over g's leading axes down to ``shape``, natively, or None."""
     shape = tuple(shape)
     lead = g.ndim - len(shape)
-    ctype = {"float32": "float", "float64": "double"}.get(str(g.dtype))
+    ctype = native.C_TYPES.get(str(g.dtype))
     if (ctype is None or lead < 1 or not shape or g.shape[lead:] != shape or other.shape != g.shape
             or other.dtype != g.dtype or 0 in g.shape or not native.usable(xp)):
         return None

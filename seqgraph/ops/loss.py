@@ -138,7 +138,7 @@ class _NativeRows:
 def _native_rows(xp, logits, target, lengths):
     """The native loops' view of these arrays, or None when they cannot take them (then
     NumPy computes)."""
-    ctype = {"float32": "float", "float64": "double"}.get(str(getattr(logits, "dtype", "")))
+    ctype = native.C_TYPES.get(str(getattr(logits, "dtype", "")))
     if ctype is None or not native.usable(xp) or logits.ndim < (1 if lengths is None else 3) \
             or 0 in logits.shape or not logits.flags.c_contiguous:
         return None

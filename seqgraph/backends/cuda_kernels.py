@@ -279,6 +279,12 @@ class ChainKernel:
         """The cotangents of the targets in ``backward_targets``."""
         return self._run("backward", inputs_and_cotangents, out)
 
+    def native_rows(self, direction: str, dtype):
+        """The address of ``direction``'s native ``_rows`` loop for ``dtype`` (see
+        :func:`native.c_function`), or None where it has none."""
+        kernel = self._native.get(direction)
+        return kernel.rows.get(numpy.dtype(dtype)) if kernel is not None else None
+
     def _run(self, direction: str, arrays: tuple, out) -> tuple:
         source = self.sources[direction]
         if len(arrays) != len(source.inputs):

@@ -113,10 +113,16 @@ class Products:
         """``weight`` (k, n), packed for many products ``(rows, k) @ weight``; a plain
         contiguous copy where MKL cannot take it."""
         routines = self._routines.get(weight.dtype)
-        layout = _layout(weight) if weight.ndim == 2 else None
+        layout = matrix_layout(weight) if weight.ndim == 2 else None
         if routines is None or layout is None or rows < 1 or 0 in weight.shape:
             return numpy.ascontiguousarray(weight)
         return Packed(routines, weight, layout, rows)
+
+    def routine_addresses(self, dtype) -> tuple:
+        """The addresses of MKL's ``cblas_?gemm_compute`` (packed right operand) and
+        ``cblas_?gemm`` for ``dtype``, for native code to call."""
+        routines = self._routines[numpy.dtype(dtype)]
+        return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (routines.compute, routines.gemm))
 
     def _gemm(self, a, b, out):
         """``a @ b`` into ``out`` (made when None) by MKL, or None when MKL cannot take them."""
@@ -125,7 +131,7 @@ class Products:
         routines = self._routines.get(a.dtype)
         if routines is None or 0 in a.shape or 0 in b.shape:
             return None
-        left, right = _layout(a), _layout(b)
+        left, right = matrix_layout(a), matrix_layout(b)
         if left is None or right is None:
             return None
         rows, inner, cols = a.shape[0], a.shape[1], b.shape[1]
@@ -159,12 +165,17 @@ class Packed:
         """The shape of the weight that was packed."""
         return (self.inner, self.cols)
 
+    @property
+    def address(self) -> int:
+        """Where the packed weight starts, for native code to hand MKL."""
+        return self._pointer
+
     def product(self, a, out=None):
         """``a @ weight`` into ``out`` (made when None)."""
         if a.shape != (self.rows, self.inner) or a.dtype != self.dtype:
             raise ValueError(f"packed for ({self.rows}, {self.inner}) {self.dtype} operands, "
                              f"got {a.shape} {a.dtype}")
-        layout = _layout(a)
+        layout = matrix_layout(a)
         if layout is None:
             a, layout = numpy.ascontiguousarray(a), (_NO_TRANS, self.inner)
         if out is None:
@@ -178,7 +189,7 @@ class Packed:
         return out
 
 
-def _layout(matrix):
+def matrix_layout(matrix):
     """``(transpose flag, leading dimension)`` of a row-major view of ``matrix``, or None when
     its strides are not those of a (possibly transposed) matrix with unit steps along a row."""
     item = matrix.itemsize

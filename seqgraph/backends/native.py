@@ -167,14 +167,19 @@ def chain_kernels(chain) -> dict:
     if library is None:
         return {}
     return {direction: NativeKernel({numpy.dtype(dtype): _bind(library, source, dtype)
+                                     for dtype, source in per_type.items()},
+                                    {numpy.dtype(dtype): _address(library, f"{source.name}_{dtype}_rows")
                                      for dtype, source in per_type.items()})
             for direction, per_type in sources.items()}
 
 
 def c_function(source, dtype: str) -> str:
-    """One C function running ``source``'s body over every element of the arrays it is
-    handed (NumPy array objects, read in place: see ``sg_array`` in the preamble); it
-    returns 0, having written nothing, when they are not laid out as its loop reads them."""
+    """Two C functions running ``source``'s body over every element of the arrays they are
+    handed. ``<name>_<dtype>`` takes NumPy array objects, read in place (see ``sg_array`` in
+    the preamble), and returns 0, having written nothing, when they are not laid out as its
+    loop reads them. ``<name>_<dtype>_rows`` takes what that one finds: the rows and columns,
+    each array's first element and its step between rows in elements (0: one row read for
+    every row), inputs then outputs; a native step loop calls it directly."""
     ctype = C_TYPES[dtype]
     names = list(source.inputs) + list(source.outputs)
     checks = [f"    const {ctype}* p_{n}; long s_{n};\n"
@@ -187,27 +192,39 @@ def c_function(source, dtype: str) -> str:
                f"    if (!sg_output({n}, rows, cols, {TYPE_INDEX[dtype]}, (char**)&p_{n}, &s_{n})) return 0;"
                for n in source.outputs]
     first = source.outputs[0]
+    unpack = [f"    {'const ' if k < len(source.inputs) else ''}T* p_{n} = ({'const ' if k < len(source.inputs) else ''}T*)data[{k}];"
+              f" const long s_{n} = step[{k}];" for k, n in enumerate(names)]
     loads = [f"            const T {n} = p_{n}[r * s_{n} + j];" for n in source.inputs]
     declares = [f"            T {n};" for n in source.outputs]
     stores = [f"            p_{n}[r * s_{n} + j] = {n};" for n in source.outputs]
     body = ["            " + line for line in source.body.splitlines()]
+    name = f"{source.name}_{dtype}"
     return "\n".join([
-        f"int {source.name}_{dtype}({', '.join(f'const sg_array* {n}' for n in names)}) {{",
+        f"int {name}_rows(long rows, long cols, char* const* data, const long* step) {{",
         f"    typedef {ctype} T;",
-        f"    if ({first}->nd != 2) return 0;",
-        f"    const long rows = {first}->dims[0], cols = {first}->dims[1];",
-        *checks,
+        *unpack,
         "    for (long r = 0; r < rows; r++) {",
         "        #pragma omp simd",
         "        for (long j = 0; j < cols; j++) {",
-        *loads, *declares, *body, *stores, "        }", "    }", "    return 1;", "}", ""])
+        *loads, *declares, *body, *stores, "        }", "    }", "    return 1;", "}", "",
+        f"int {name}({', '.join(f'const sg_array* {n}' for n in names)}) {{",
+        f"    if ({first}->nd != 2) return 0;",
+        f"    const long rows = {first}->dims[0], cols = {first}->dims[1];",
+        *checks,
+        f"    char* const data[] = {{{', '.join(f'(char*)p_{n}' for n in names)}}};",
+        f"    const long step[] = {{{', '.join(f's_{n}' for n in names)}}};",
+        f"    return {name}_rows(rows, cols, data, step);",
+        "}", ""])
 
 
 class NativeKernel:
-    """One direction of a chain as native loops, one per float type."""
+    """One direction of a chain as native loops, one per float type: ``functions`` take
+    array objects, ``rows`` holds the address of each one's ``_rows`` entry (see
+    :func:`c_function`), for native step loops to call."""
 
-    def __init__(self, functions: dict):
+    def __init__(self, functions: dict, rows: dict):
         self.functions = functions
+        self.rows = rows
 
     def run(self, arrays, out) -> bool:
         """Compute into ``out``; False (nothing written) when the arrays are not laid out as
@@ -221,6 +238,11 @@ def _bind(library, source, dtype: str):
     function.argtypes = [ctypes.py_object] * (len(source.inputs) + len(source.outputs))
     function.restype = ctypes.c_int
     return function
+
+
+def _address(library, name: str) -> int:
+    """The address of C function ``name`` in ``library``."""
+    return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
 
 
 def _build(text: str, cc: str) -> Path:

@@ -27,7 +27,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native
+from ..backends import native, native_loop
 from ..ops.kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
 
@@ -54,6 +54,15 @@ class Scan:
 
 
 @dataclass
+class Loaded:
+    """A scan loop ready to run: the generated Python ``function``, the ``scratch`` buffers
+    and callables it is handed, and its ``native`` loop (None where there is none)."""
+    function: object
+    scratch: dict
+    native: object = None
+
+
+@dataclass
 class Run:
     """What one forward pass leaves for the backward pass."""
     env: dict
@@ -76,6 +85,9 @@ class Program:
         # run fused chains as generated kernels: None means where they can be compiled (CuPy,
         # or native loops on NumPy with a C compiler); elsewhere the in-place ufunc lines
         self.fuse_chains = None
+        # run a scan's whole loop as one native call where every line of it can be
+        # (:mod:`seqgraph.backends.native_loop`); False keeps the Python loops
+        self.native_loops = True
 
     def stats(self) -> dict:
         """Counts that show what running costs: kernel calls in the schedule (a scan's
@@ -146,11 +158,11 @@ class Program:
             arrays[name] = env[arg]
         for weight in code.transposed():
             arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch)
-        compiled, buffers, chains = code.fused_forward() if self._fuses(xp) else \
-            (code.forward_code, code.forward_buffers, ())
-        function, scratch = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled,
-                                         buffers, lambda: code.forward_functions(xp, run.dtype, chains))
-        _call(xp, function, steps, {**arrays, **scratch})
+        compiled, buffers, chains, source = code.fused_forward() if self._fuses(xp) else \
+            (code.forward_code, code.forward_buffers, (), code.forward_source)
+        loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, source,
+                              buffers, lambda: code.forward_functions(xp, run.dtype, chains))
+        _call(xp, loaded, steps, arrays)
         for node in code.order:
             i = code.index[node]
             if node in code.prev_of:
@@ -171,9 +183,10 @@ class Program:
             return self.fuse_chains
         return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
 
-    def _loaded(self, xp, scan: Scan, key, compiled, buffers: dict, functions):
-        """The generated function for ``key`` with its scratch buffers and the callables
-        ``functions()`` gives it, made once per key."""
+    def _loaded(self, xp, scan: Scan, key, compiled, source: str, buffers: dict, functions):
+        """The generated function for ``key`` (and its native loop, where the namespace has
+        one: see :mod:`seqgraph.backends.native_loop`) with its scratch buffers and the
+        callables ``functions()`` gives it, made once per key."""
         if key not in scan.cache:
             namespace = {name: getattr(xp, name) for name in UFUNCS}
             exec(compiled, namespace)
@@ -181,7 +194,8 @@ class Program:
             batch, dtype = key[1], key[2]
             scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
                        for name, (shape, _) in buffers.items()}
-            scan.cache[key] = (function, {**scratch, **functions()})
+            loop = native_loop.compile_loop(source, xp) if self.native_loops else None
+            scan.cache[key] = Loaded(function, {**scratch, **functions()}, loop)
         return scan.cache[key]
 
     # backward
@@ -246,7 +260,7 @@ class Program:
         code, env = scan.code, run.env
         outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
         seeded = frozenset(n for n in outside if n in needs)
-        layout, compiled, _, buffers, chains = code.backward_code(seeded, needs, self._fuses(xp))
+        layout, compiled, source, buffers, chains = code.backward_code(seeded, needs, self._fuses(xp))
         if not layout.active:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
@@ -275,9 +289,9 @@ class Program:
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
                 arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
-        function, scratch = self._loaded(xp, scan, key, compiled, buffers,
-                                         lambda: code.backward_functions(xp, layout, chains))
-        _call(xp, function, steps, {**arrays, **scratch})
+        loaded = self._loaded(xp, scan, key, compiled, source, buffers,
+                              lambda: code.backward_functions(xp, layout, chains))
+        _call(xp, loaded, steps, arrays)
         for prev, state in code.state_of.items():
             initial = code.data[prev]["args"][1]
             if prev in layout.active and initial in needs:
@@ -332,7 +346,13 @@ def _shares(xp, value, buffers) -> bool:
     return overlap is not None and any(overlap(value, b) for b in buffers)
 
 
-def _call(xp, function, steps: int, arrays: dict):
+def _call(xp, loaded: "Loaded", steps: int, arrays: dict):
+    """Run a loaded loop over ``steps`` on ``arrays`` and its own scratch: natively where it
+    has a native loop that takes them, else the generated Python."""
+    arrays = {**arrays, **loaded.scratch}
+    if loaded.native is not None and loaded.native.run(steps, arrays):
+        return
+    function = loaded.function
     names = function.__code__.co_varnames[1:function.__code__.co_argcount]
     errstate = getattr(xp, "errstate", None)
     if errstate is None:

@@ -272,12 +272,13 @@ class ScanCode:
     # -- the forward loop with fused chains (a backend with generated kernels) -----------
 
     def fused_forward(self):
-        """``(code, buffers, chains)`` of the forward loop that runs each fusible chain as one
-        generated kernel (:meth:`fusible_chains`), made once."""
+        """``(code, buffers, chains, source)`` of the forward loop that runs each fusible chain
+        as one generated kernel (:meth:`fusible_chains`), made once."""
         if self._fused is None:
             chains = self.fusible_chains()
             source, buffers = self._forward_source(chains)
-            self._fused = (compile(source, f"<scan {self.order[0]} fused forward>", "exec"), buffers, chains)
+            self._fused = (compile(source, f"<scan {self.order[0]} fused forward>", "exec"), buffers, chains,
+                           source)
         return self._fused
 
     def fusible_chains(self) -> list:

@@ -1,0 +1,481 @@
+"""A scan's generated step loop run as one native call.
+
+The compiler writes each recurrent core's forward and backward loops as Python
+(:mod:`seqgraph.compiler.scan`): per step a few calls, a matrix product, an add or a copy, the
+fused chains' native loops. At the sizes recurrent cells run at, the Python and ctypes cost
+of each call is a good part of the work itself (about 3 us a call beside a 30 us product and
+5 us chains). Where every line of a loop is one it knows, this module translates the loop
+once into a **tape**: instructions over **blocks**, each block a 2-D ``(rows, columns)`` part
+of one of the loop's arrays whose address moves by a fixed number of bytes from step to step
+(``S[t + 1]``, ``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
+runs every step: products through MKL (packed weights or plain GEMM), adds, copies, zero
+fills and the chains' own ``_rows`` loops, the same code the Python loop calls.
+
+What it does not know (another ufunc, a generic op's callable, a constant operand, an array
+not laid out in rows) leaves the loop to Python: :meth:`NativeLoop.run` says False before it
+has run anything, and the caller runs the Python function on the same arrays.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+from dataclasses import dataclass
+
+import numpy
+
+from . import native
+from .mkl import Packed, Products, address, matrix_layout
+
+# instruction codes, shared with the C runner below
+PRODUCT_PACKED, PRODUCT, ADD, SUBTRACT, MULTIPLY, COPY, ZERO, CHAIN = range(1, 9)
+ELEMENTWISE = {"add": ADD, "subtract": SUBTRACT, "multiply": MULTIPLY}
+SPREAD = -1  # the column count of a single value, spread over a row where it is read
+
+RUNNER = """
+typedef struct { char* at; long step; long rows; long cols; long row; } sg_block;
+#define SG_AT(b, t) ((b)->at + (t) * (b)->step)
+#define SG_ROW(b) ((b)->rows == 1 ? 0 : (b)->row)
+#define SG_LEAD(b) ((b)->rows == 1 ? (b)->cols : (b)->row)
+typedef int (*sg_rows_loop)(long, long, char* const*, const long*);
+
+"""
+
+RUNNER_TYPED = """
+typedef void (*sg_compute_{T})(int, int, int, int, int, int, const {T}*, int, const void*, int, {T}, {T}*, int);
+typedef void (*sg_gemm_{T})(int, int, int, int, int, int, {T}, const {T}*, int, const {T}*, int, {T}, {T}*, int);
+
+static void sg_binary_{T}(long op, const sg_block* a, const sg_block* b, const sg_block* o, long t) {{
+    const long rows = o->rows, cols = o->cols, ra = SG_ROW(a), rb = SG_ROW(b), ro = o->row;
+    const {T}* pa = (const {T}*)SG_AT(a, t);
+    const {T}* pb = (const {T}*)SG_AT(b, t);
+    {T}* po = ({T}*)SG_AT(o, t);
+    for (long r = 0; r < rows; r++) {{
+        const {T}* x = pa + r * ra; const {T}* y = pb + r * rb; {T}* z = po + r * ro;
+        if (op == {ADD}) {{
+            #pragma omp simd
+            for (long j = 0; j < cols; j++) z[j] = x[j] + y[j];
+        }} else if (op == {SUBTRACT}) {{
+            #pragma omp simd
+            for (long j = 0; j < cols; j++) z[j] = x[j] - y[j];
+        }} else {{
+            #pragma omp simd
+            for (long j = 0; j < cols; j++) z[j] = x[j] * y[j];
+        }}
+    }}
+}}
+
+static void sg_copy_{T}(const sg_block* d, const sg_block* s, long t) {{
+    const long rs = SG_ROW(s);
+    const {T}* ps = (const {T}*)SG_AT(s, t);
+    {T}* pd = ({T}*)SG_AT(d, t);
+    for (long r = 0; r < d->rows; r++)
+        for (long j = 0; j < d->cols; j++) pd[r * d->row + j] = ps[r * rs + j];
+}}
+
+static void sg_zero_{T}(const sg_block* d, long t) {{
+    {T}* pd = ({T}*)SG_AT(d, t);
+    for (long r = 0; r < d->rows; r++)
+        for (long j = 0; j < d->cols; j++) pd[r * d->row + j] = 0;
+}}
+
+static void sg_steps_{T}(const long* code, long length, const sg_block* b, void* const* slot, long t) {{
+    for (long pc = 0; pc < length;) {{
+        const long* at = code + pc;
+        switch (at[0]) {{
+        case {PRODUCT_PACKED}: {{
+            const sg_block* a = b + at[1]; const sg_block* o = b + at[2];
+            ((sg_compute_{T})slot[0])(101, 111, 151, o->rows, o->cols, a->cols, (const {T}*)SG_AT(a, t),
+                                      SG_LEAD(a), slot[at[3]], o->cols, ({T})at[4], ({T}*)SG_AT(o, t), SG_LEAD(o));
+            pc += 5; break; }}
+        case {PRODUCT}: {{
+            const sg_block* a = b + at[1]; const sg_block* o = b + at[2];
+            ((sg_gemm_{T})slot[1])(101, 111, (int)at[5], o->rows, o->cols, a->cols, 1, (const {T}*)SG_AT(a, t),
+                                   SG_LEAD(a), (const {T}*)slot[at[3]], (int)at[6], ({T})at[4],
+                                   ({T}*)SG_AT(o, t), SG_LEAD(o));
+            pc += 7; break; }}
+        case {ADD}: case {SUBTRACT}: case {MULTIPLY}:
+            sg_binary_{T}(at[0], b + at[1], b + at[2], b + at[3], t);
+            pc += 4; break;
+        case {COPY}:
+            sg_copy_{T}(b + at[1], b + at[2], t);
+            pc += 3; break;
+        case {ZERO}:
+            sg_zero_{T}(b + at[1], t);
+            pc += 2; break;
+        case {CHAIN}: {{
+            const long count = at[2];
+            char* data[count]; long step[count];
+            for (long k = 0; k < count; k++) {{
+                const sg_block* x = b + at[3 + k];
+                data[k] = SG_AT(x, t); step[k] = SG_ROW(x);
+            }}
+            const sg_block* first = b + at[3 + at[3 + count]];
+            ((sg_rows_loop)slot[at[1]])(first->rows, first->cols, data, step);
+            pc += 4 + count; break; }}
+        default:
+            return;
+        }}
+    }}
+}}
+
+/* the prelude once, then the body for t = 0 .. steps - 1 (backwards when reverse) */
+void sg_loop_{T}(long steps, int reverse, const long* prelude, long prelude_length, const long* body,
+                 long body_length, const sg_block* blocks, void* const* slots) {{
+    sg_steps_{T}(prelude, prelude_length, blocks, slots, 0);
+    for (long i = 0; i < steps; i++)
+        sg_steps_{T}(body, body_length, blocks, slots, reverse ? steps - 1 - i : i);
+}}
+"""
+
+
+class Untranslatable(Exception):
+    """A loop line the tape has no instruction for."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Columns ``start:stop`` (``stop`` None: to the end) of parameter ``root`` at step
+    ``t + shift`` of its leading axis, or of the whole array every step when ``shift`` is None."""
+    root: str
+    shift: object = None
+    start: int = 0
+    stop: object = None
+
+
+@dataclass
+class Tape:
+    """A loop as instructions: each a tuple ``(kind, ...)`` over :class:`Block` operands."""
+    parameters: list
+    prelude: list
+    body: list
+    reverse: bool
+
+
+def translate(source: str) -> Tape:
+    """The tape of a generated loop function's ``source`` (see :func:`scan._function`), or
+    :class:`Untranslatable` for a line it has no instruction for."""
+    function = ast.parse(source).body[0]
+    names: dict = {}
+    prelude, body, reverse = [], [], False
+    for statement in function.body:
+        if isinstance(statement, ast.For):
+            reverse = len(statement.iter.args) > 1
+            for inner in statement.body:
+                _statement(inner, names, body)
+        else:
+            _statement(statement, names, prelude)
+    return Tape([a.arg for a in function.args.args], prelude, body, reverse)
+
+
+def _statement(node, names: dict, out: list) -> None:
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        names[node.targets[0].id] = _block(node.value, names)
+        return
+    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+        raise Untranslatable(ast.unparse(node))
+    call = node.value
+    if isinstance(call.func, ast.Attribute):
+        if call.func.attr == "fill" and len(call.args) == 1 and _constant(call.args[0]) == 0:
+            out.append(("zero", _block(call.func.value, names)))
+            return
+        raise Untranslatable(ast.unparse(node))
+    if not isinstance(call.func, ast.Name):
+        raise Untranslatable(ast.unparse(node))
+    name = call.func.id
+    keywords = {k.arg: k.value for k in call.keywords}
+    if name in ELEMENTWISE and len(call.args) == 3 and not keywords:
+        out.append((name, *(_block(a, names) for a in call.args)))
+    elif name == "copyto" and len(call.args) == 2 and not keywords:
+        out.append(("copy", *(_block(a, names) for a in call.args)))
+    elif name in ("dot", "matmul") and len(call.args) + len(keywords) == 3 and set(keywords) <= {"out"}:
+        left, weight, *rest = call.args
+        if not isinstance(weight, ast.Name) or weight.id in names:
+            raise Untranslatable(ast.unparse(node))
+        target = rest[0] if rest else keywords["out"]
+        out.append(("product", _block(left, names), weight.id, _block(target, names)))
+    elif name.startswith("F") and set(keywords) == {"out"} and isinstance(keywords["out"], ast.Tuple):
+        out.append(("chain", name, [_block(a, names) for a in call.args],
+                    [_block(a, names) for a in keywords["out"].elts]))
+    else:
+        raise Untranslatable(ast.unparse(node))
+
+
+def _block(node, names: dict) -> Block:
+    if isinstance(node, ast.Name):
+        return names.get(node.id) or Block(node.id)
+    if not isinstance(node, ast.Subscript):
+        raise Untranslatable(ast.unparse(node))
+    base, index = _block(node.value, names), node.slice
+    shift = _step_index(index)
+    if shift is not None and base.shift is None and base.start == 0 and base.stop is None:
+        return Block(base.root, shift)
+    if (isinstance(index, ast.Tuple) and len(index.elts) == 2 and _constant(index.elts[0]) is Ellipsis
+            and isinstance(index.elts[1], ast.Slice) and index.elts[1].step is None):
+        start, stop = _constant(index.elts[1].lower), _constant(index.elts[1].upper)
+        if (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop
+                and (base.stop is None or base.start + stop <= base.stop)):
+            return Block(base.root, base.shift, base.start + start, base.start + stop)
+    raise Untranslatable(ast.unparse(node))
+
+
+def _step_index(node):
+    """``k`` for an index ``t + k`` (``t`` is 0), else None."""
+    if isinstance(node, ast.Name) and node.id == "t":
+        return 0
+    if (isinstance(node, ast.BinOp) and isinstance(node.left, ast.Name) and node.left.id == "t"
+            and isinstance(node.op, (ast.Add, ast.Sub)) and isinstance(_constant(node.right), int)):
+        return _constant(node.right) * (1 if isinstance(node.op, ast.Add) else -1)
+    return None
+
+
+def _constant(node):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+class NativeLoop:
+    """A generated loop's tape and the native runner for it (see the module docstring).
+
+    What a pass's arrays are laid out as (shapes, strides, dtypes, the steps) decides every
+    check and every instruction; only their addresses change from pass to pass while their
+    buffers are reused. So the tape is encoded once per layout (:class:`_Plan`) and a pass
+    only adds each array's address to its blocks' offsets."""
+
+    def __init__(self, tape: Tape, products: Products, runners: dict):
+        self.tape = tape
+        self.runners = runners
+        self.gemms = {numpy.dtype(dtype): list(products.routine_addresses(dtype)) for dtype in native.C_TYPES}
+        instructions = tape.prelude + tape.body
+        self.blocks = sorted({b for instruction in instructions for b in _blocks(instruction)},
+                             key=lambda b: (b.root, str(b.shift), b.start, str(b.stop)))
+        self.written = {b.root for instruction in instructions for b in _written(instruction)}
+        self.roots = sorted({b.root for b in self.blocks} | {i[2] for i in instructions if i[0] == "product"})
+        self.root_index = {name: k for k, name in enumerate(self.roots)}
+        self._plan = (None, None)
+
+    def run(self, steps: int, arrays: dict) -> bool:
+        """Run every step on ``arrays`` (the loop's parameters by name); False, having run
+        nothing, where an array is not laid out as the tape reads it."""
+        values = [arrays.get(name) for name in self.roots]
+        key = (steps, *map(_layout_key, values))
+        if self._plan[0] != key:
+            try:
+                self._plan = (key, _Plan(self, steps, arrays))
+            except Untranslatable:
+                self._plan = (key, None)
+        plan = self._plan[1]
+        if plan is None:
+            return False
+        bases = numpy.array([_base(v) for v in values] + [0], dtype=numpy.int64)
+        table = plan.table.copy()
+        table[:, 0] += bases[plan.owner]
+        if any(_overlap(table[a], table[o], plan.dtype) for a, o in plan.products):
+            return False
+        for row, name in plan.spread:
+            row.fill(arrays[name])
+        slots = numpy.array([bases[self.root_index[s]] if isinstance(s, str) else s for s in plan.slots],
+                            dtype=numpy.int64)  # addresses, read as pointers
+        self.runners[plan.dtype](steps, int(self.tape.reverse), plan.prelude.ctypes.data, len(plan.prelude),
+                                 plan.body.ctypes.data, len(plan.body), table.ctypes.data, slots.ctypes.data)
+        return True
+
+
+class _Plan:
+    """A tape encoded for one layout of its arrays. ``table`` has a row per block: ``(offset
+    from its array's first element in bytes, bytes per step, rows, columns, row step in
+    items)``, ``owner`` the index of that array among the loop's roots (one past them for a
+    row of the plan's own); ``slots`` the pointers instructions name (MKL's two GEMMs first;
+    a root's name stands for its address in the pass); ``spread`` the rows a single value is
+    spread over, refilled every pass; ``products`` the (left, out) blocks of each product,
+    which must not overlap."""
+
+    def __init__(self, loop: NativeLoop, steps: int, arrays: dict):
+        if not all(isinstance(arrays.get(r), numpy.ndarray) and arrays[r].flags.writeable for r in loop.written):
+            raise Untranslatable("a read-only array is written")
+        self.arrays, self.dtype = arrays, None
+        rows, owners, self.numbers, self.spread, self.products = [], [], {}, [], []
+        for block in loop.blocks:
+            array = arrays.get(block.root)
+            if not isinstance(array, numpy.ndarray) or array.dtype.kind != "f" or array.dtype != (self.dtype or array.dtype):
+                raise Untranslatable(block.root)
+            self.dtype = array.dtype
+            self.numbers[block] = len(rows)
+            rows.append(_describe(block, array, steps))
+            owners.append(loop.root_index[block.root])
+        if self.dtype not in loop.runners:
+            raise Untranslatable("no float arrays")
+        self.rows, self.owners, self.own = rows, owners, len(loop.roots)
+        self.slots = list(loop.gemms[self.dtype])
+        self.prelude = self._code(loop.tape.prelude)
+        self.body = self._code(loop.tape.body)
+        self.table = numpy.array(rows, dtype=numpy.int64).reshape(-1, 5)
+        self.owner = numpy.array(owners, dtype=numpy.intp)
+        del self.arrays, self.rows, self.owners
+
+    def _code(self, instructions: list) -> numpy.ndarray:
+        """The instructions as the runner reads them."""
+        code = []
+        for kind, *args in instructions:
+            if kind == "zero":
+                code += [ZERO, self.numbers[args[0]]]
+            elif kind == "copy":
+                code += [COPY, self.numbers[args[0]], *self._inputs(args[0], args[1:])]
+            elif kind in ELEMENTWISE:
+                code += [ELEMENTWISE[kind], *self._inputs(args[2], args[:2]), self.numbers[args[2]]]
+            elif kind == "product":
+                code += self._product(*args)
+            else:
+                code += self._chain(*args)
+        return numpy.array(code, dtype=numpy.int64)
+
+    def _inputs(self, out: Block, inputs: list) -> list:
+        """The numbers of ``inputs`` to an elementwise instruction writing ``out``; a single
+        value is spread over a row of the plan's own."""
+        _, _, rows, cols, _ = self.rows[self.numbers[out]]
+        found = []
+        for block in inputs:
+            number = self.numbers[block]
+            if self.rows[number][3] == SPREAD:
+                row = numpy.empty(cols, dtype=self.dtype)
+                self.spread.append((row, block.root))
+                number = len(self.rows)
+                self.rows.append((row.ctypes.data, 0, 1, cols, 0))
+                self.owners.append(self.own)
+            if self.rows[number][3] != cols or self.rows[number][2] not in (rows, 1):
+                raise Untranslatable("elementwise shapes")
+            found.append(number)
+        return found
+
+    def _product(self, left: Block, weight_name: str, out: Block) -> list:
+        a, o = self.numbers[left], self.numbers[out]
+        rows, inner, cols = self.rows[a][2], self.rows[a][3], self.rows[o][3]
+        if SPREAD in (inner, cols) or self.rows[o][2] != rows:
+            raise Untranslatable("product operands")
+        self.products.append((a, o))
+        weight = self.arrays.get(weight_name)
+        self.slots.append(weight_name)
+        if type(weight) is Packed:
+            if weight.dtype != self.dtype or (weight.rows, weight.inner, weight.cols) != (rows, inner, cols):
+                raise Untranslatable("packed shape")
+            return [PRODUCT_PACKED, a, o, len(self.slots) - 1, 0]
+        layout = matrix_layout(weight) if isinstance(weight, numpy.ndarray) and weight.ndim == 2 else None
+        if layout is None or weight.dtype != self.dtype or weight.shape != (inner, cols):
+            raise Untranslatable("weight")
+        return [PRODUCT, a, o, len(self.slots) - 1, 0, layout[0], layout[1]]
+
+    def _chain(self, name: str, inputs: list, outputs: list) -> list:
+        function = self.arrays.get(name)
+        kernel = getattr(function, "__self__", None)
+        address = kernel.native_rows(function.__name__, self.dtype) if hasattr(kernel, "native_rows") else None
+        if address is None:
+            raise Untranslatable(name)
+        first = self.rows[self.numbers[outputs[0]]]
+        if any(self.rows[self.numbers[o]][2:4] != first[2:4] for o in outputs) or first[3] == SPREAD:
+            raise Untranslatable("chain outputs")
+        numbers = self._inputs(outputs[0], inputs) + [self.numbers[o] for o in outputs]
+        self.slots.append(address)
+        return [CHAIN, len(self.slots) - 1, len(numbers), *numbers, len(inputs)]
+
+
+def _layout_key(value):
+    """What of a loop's argument its plan depends on: everything but where it is."""
+    if isinstance(value, numpy.ndarray):
+        return value.dtype.char, value.shape, value.strides, value.flags.writeable
+    if type(value) is Packed:
+        return "packed", value.dtype.char, value.rows, value.inner, value.cols
+    return type(value)
+
+
+def _base(value) -> int:
+    """The address ``value`` starts at (a packed weight's buffer; 0 for anything else)."""
+    if isinstance(value, numpy.ndarray):
+        return address(value)
+    return value.address if type(value) is Packed else 0
+
+
+def _overlap(one, other, dtype) -> bool:
+    """Whether two blocks (rows of the table) share memory at step 0."""
+    def span(row):
+        return row[0], row[0] + ((row[2] - 1) * row[4] + row[3]) * dtype.itemsize
+    (a, b), (c, d) = span(one), span(other)
+    return a < d and c < b
+
+
+def _written(instruction) -> list:
+    """The blocks an instruction writes."""
+    kind, *args = instruction
+    if kind in ("zero", "copy"):
+        return [args[0]]
+    return args[-1] if kind == "chain" else [args[-1]]
+
+
+def _blocks(instruction) -> list:
+    found = []
+    for arg in instruction[1:]:
+        if isinstance(arg, Block):
+            found.append(arg)
+        elif isinstance(arg, list):
+            found += arg
+    return found
+
+
+def _describe(block: Block, array, steps: int) -> tuple:
+    """A block's ``(offset from the array's first element at step 0 in bytes, bytes per
+    step, rows, columns, row step in items)``."""
+    item = array.itemsize
+    start = 0
+    step = 0
+    if array.ndim == 0 and block.shift is None and block.start == 0 and block.stop is None:
+        return (start, 0, 1, SPREAD, 0)  # one value: spread over a row where it is read
+    if block.shift is not None:
+        if array.ndim != 3 or block.shift < 0 or steps - 1 + block.shift >= array.shape[0]:
+            raise Untranslatable(block.root)
+        step = array.strides[0]
+        start += block.shift * step
+        shape, strides = array.shape[1:], array.strides[1:]
+    else:
+        shape, strides = array.shape, array.strides
+    if len(shape) == 1:
+        shape, strides = (1,) + shape, (0,) + strides
+    if len(shape) != 2:
+        raise Untranslatable(block.root)
+    stop = shape[1] if block.stop is None else block.stop
+    cols = stop - block.start
+    if not 0 <= block.start < stop <= shape[1] or (cols > 1 and strides[1] != item) or strides[0] % item:
+        raise Untranslatable(block.root)
+    return (start + block.start * strides[1], step, shape[0], cols, strides[0] // item)
+
+
+def compile_loop(source: str, xp):
+    """The native loop of generated loop ``source`` on namespace ``xp``, or None where
+    there is none (no MKL products, no native loops, a line the tape does not know)."""
+    if not isinstance(xp, Products) or not native.usable(xp):
+        return None
+    runners = _runners()
+    if runners is None:
+        return None
+    try:
+        tape = translate(source)
+    except Untranslatable:
+        return None
+    return NativeLoop(tape, xp, runners)
+
+
+def _runners():
+    """``{dtype: sg_loop_<type>}`` from the runner library (built once), or None."""
+    text = RUNNER + "".join(RUNNER_TYPED.format(T=ctype, **_CODES) for ctype in native.C_TYPES.values())
+    library = native.op_loops(text)
+    if library is None:
+        return None
+    found = {}
+    for dtype, ctype in native.C_TYPES.items():
+        function = getattr(library, f"sg_loop_{ctype}")
+        function.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                             ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        function.restype = None
+        found[numpy.dtype(dtype)] = function
+    return found
+
+
+_CODES = {"PRODUCT_PACKED": PRODUCT_PACKED, "PRODUCT": PRODUCT, "ADD": ADD, "SUBTRACT": SUBTRACT,
+          "MULTIPLY": MULTIPLY, "COPY": COPY, "ZERO": ZERO, "CHAIN": CHAIN}

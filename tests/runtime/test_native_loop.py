@@ -1,0 +1,142 @@
+"""Scan loops run as one native call: the tape a loop translates to, the same numbers as the
+Python loops for every example model, and arrays the tape cannot read left to Python."""
+
+import numpy as np
+import pytest
+
+import seqgraph as sg
+from seqgraph.backends import mkl, native, native_loop
+from seqgraph.backends.numpy_backend import NumpyBackend
+from seqgraph.compiler import Scan
+from seqgraph.gradcheck import random_inputs
+
+from .conftest import example_models
+
+pytestmark = pytest.mark.skipif(native.compiler() is None or mkl.library() is None,
+                                reason="native loops need a C compiler and MKL")
+
+# h[t+1] = h[t] @ W + x[t], then y[t] = h[t+1] * x[t], written as the compiler writes loops
+LOOP = """def scan_forward(T, K1, S0, X_x, b0, wt_w):
+    v2 = b0
+    for t in range(T):
+        v0 = S0[t]
+        x = X_x[t]
+        v1 = K1[t]
+        dot(v0, wt_w, v2)
+        add(v2, x, S0[t + 1])
+        multiply(S0[t + 1], x, v1)
+"""
+
+
+@pytest.fixture(autouse=True)
+def native_loops_on(monkeypatch):
+    """These tests are about the native loops, whatever SEQGRAPH_NATIVE says outside."""
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
+
+
+def _loop_arrays(xp, steps=5, batch=3, width=4, seed=0):
+    rng = np.random.default_rng(seed)
+    states = np.zeros((steps + 1, batch, width))
+    states[0] = rng.normal(size=(batch, width))
+    weight = rng.normal(size=(width, width)) / width
+    return {"S0": states, "K1": np.zeros((steps, batch, width)), "X_x": rng.normal(size=(steps, batch, width)),
+            "b0": np.zeros((batch, width)), "wt_w": xp.pack(weight, batch)}, weight
+
+
+def _python_loop(arrays: dict, weight) -> dict:
+    """The same loop run by Python, on copies (the weight unpacked)."""
+    namespace = {"dot": np.dot, "add": np.add, "multiply": np.multiply}
+    exec(LOOP, namespace)
+    copies = {k: np.array(v) for k, v in arrays.items() if k != "wt_w"}
+    namespace["scan_forward"](len(copies["X_x"]), copies["K1"], copies["S0"], copies["X_x"], copies["b0"], weight)
+    return copies
+
+
+def test_a_loop_translates_to_blocks_that_move_by_step():
+    tape = native_loop.translate(LOOP)
+    state, moved = native_loop.Block("S0", 0), native_loop.Block("S0", 1)
+    assert tape.parameters == ["T", "K1", "S0", "X_x", "b0", "wt_w"]
+    assert tape.prelude == [] and not tape.reverse
+    assert tape.body == [("product", state, "wt_w", native_loop.Block("b0")),
+                         ("add", native_loop.Block("b0"), native_loop.Block("X_x", 0), moved),
+                         ("multiply", moved, native_loop.Block("X_x", 0), native_loop.Block("K1", 0))]
+
+
+def test_column_slices_and_backward_loops_translate():
+    tape = native_loop.translate("def scan_backward(T, G3, C0, b1):\n    g0 = C0\n    g0.fill(0)\n"
+                                 "    for t in range(T - 1, -1, -1):\n        g3 = G3[t]\n"
+                                 "        g4 = g3[..., 2:6]\n        g5 = g4[..., 1:3]\n"
+                                 "        copyto(g0, g5)\n")
+    assert tape.reverse
+    assert tape.prelude == [("zero", native_loop.Block("C0"))]
+    assert tape.body == [("copy", native_loop.Block("C0"), native_loop.Block("G3", 0, 3, 5))]
+
+
+@pytest.mark.parametrize("line", ["exp(v0, v1)", "add(v0, 1.0, v1)", "copyto(v1, F2(v0))", "v0 += v1"])
+def test_a_line_the_tape_has_no_instruction_for_is_untranslatable(line):
+    with pytest.raises(native_loop.Untranslatable):
+        native_loop.translate(f"def scan_forward(T, b0, b1):\n    v0 = b0\n    v1 = b1\n"
+                              f"    for t in range(T):\n        {line}\n")
+
+
+def test_the_native_loop_computes_what_the_python_loop_does():
+    xp = NumpyBackend(mkl=True).xp
+    arrays, weight = _loop_arrays(xp)
+    expected = _python_loop(arrays, weight)
+    loop = native_loop.compile_loop(LOOP, xp)
+    assert loop.run(5, arrays)
+    for name in ("S0", "K1", "b0"):
+        np.testing.assert_allclose(arrays[name], expected[name], rtol=1e-13, atol=1e-14, err_msg=name)
+    assert np.abs(arrays["K1"]).min() > 0
+
+
+@pytest.mark.parametrize("why", ["strided columns", "read-only output", "float32 beside float64",
+                                 "too few steps stored", "weight packed for other rows"])
+def test_arrays_the_tape_cannot_read_are_left_to_python_untouched(why):
+    xp = NumpyBackend(mkl=True).xp
+    arrays, weight = _loop_arrays(xp)
+    if why == "strided columns":
+        arrays["X_x"] = np.repeat(arrays["X_x"], 2, axis=2)[:, :, ::2]
+    elif why == "read-only output":
+        arrays["K1"].flags.writeable = False
+    elif why == "float32 beside float64":
+        arrays["X_x"] = arrays["X_x"].astype(np.float32)
+    elif why == "too few steps stored":
+        arrays["S0"] = arrays["S0"][:-1]
+    else:
+        arrays["wt_w"] = xp.pack(weight, 4)
+    before = {k: np.array(v) for k, v in arrays.items() if k != "wt_w"}
+    assert not native_loop.compile_loop(LOOP, xp).run(5, arrays)
+    for name, value in before.items():
+        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+
+
+def test_no_native_loop_without_mkl_products():
+    assert native_loop.compile_loop(LOOP, np) is None
+
+
+def _runs(monkeypatch) -> list:
+    """Whether each native loop run from now on took its arrays."""
+    taken = []
+    run = native_loop.NativeLoop.run
+    monkeypatch.setattr(native_loop.NativeLoop, "run",
+                        lambda self, steps, arrays: taken.append(run(self, steps, arrays)) or taken[-1])
+    return taken
+
+
+@pytest.mark.parametrize("path, name", example_models())
+def test_every_example_gives_the_python_loops_numbers(path, name, monkeypatch):
+    model = sg.load(path).models[name]
+    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=3)
+    taken = _runs(monkeypatch)
+    results = []
+    for native_loops in (True, False):
+        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float64", seed=4)
+        net.program.native_loops = native_loops
+        outputs = net.forward(inputs, lengths)
+        grads = net.backward() if model.checked.loss is not None else {}
+        results.append({**{k: np.asarray(v) for k, v in outputs.items()}, **grads})
+    for key in results[1]:
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-12, atol=1e-13, err_msg=key)
+    assert all(taken)  # every recurrent example's loops run natively
+    assert bool(taken) == any(isinstance(item, Scan) for item in net.program.schedule)

@@ -292,7 +292,8 @@ class Network:
         if node not in self._run.env:
             raise SeqgraphError(f"the compiled program does not keep the value of '{node}'",
                                 hint="values inside a recurrence live for one step only unless "
-                                     "something reads them later; net.reference() keeps every value")
+                                     "something reads them later, and a recurrence writes over an "
+                                     "input projection only it reads; net.reference() keeps every value")
         return self._run.env[node]
 
     def first_nonfinite(self):

@@ -16,6 +16,7 @@ of steps, and running never walks networkx.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -69,7 +70,7 @@ class Run:
     feed: object
     params: dict
     dtype: str
-    arrays: dict = field(default_factory=dict)
+    consumed: dict = field(default_factory=dict)  # arrays a scan wrote over (no longer values)
 
 
 class Program:
@@ -177,6 +178,9 @@ class Program:
             if node in code.views and node in code.kept:
                 attrs = code.data[node]["attrs"]
                 env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
+        for consumed in code.hosted.values():
+            # its array now holds the scan's sums; backward writes their cotangent there
+            run.consumed[consumed] = env.pop(consumed)
 
     def _fuses(self, xp) -> bool:
         if self.fuse_chains is not None:
@@ -234,8 +238,8 @@ class Program:
             return
         else:
             wanted = tuple(w and a in needs for w, a in zip(item.wanted, args))
-            contributions = REGISTRY[data["op"]].partial_vjp(
-                xp, g, env[item.node], *[env[a] for a in args], wanted=wanted, **data["attrs"])
+            contributions = REGISTRY[data["op"]].partial_vjp(  # a consumed value is gone: no rule reads it
+                xp, g, env.get(item.node), *[env[a] for a in args], wanted=wanted, **data["attrs"])
         for arg, part in zip(args, contributions):
             if part is not None and arg in needs:
                 grads[arg] = accumulate(grads.get(arg), part)
@@ -278,12 +282,14 @@ class Program:
             if node in layout.active and node in code.state_of:
                 arrays[f"C{i}"] = _buffer(xp, reused, f"C{i}", shape, run.dtype)
             if node in layout.full:
-                arrays[f"G{i}"] = _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
+                host = run.consumed.get(code.hosted.get(node))
+                arrays[f"G{i}"] = host if _fits_exactly(host, (steps,) + shape, run.dtype) else \
+                    _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
         packed = code.product_weights()
         for name, (kind, arg) in code.external().items():
-            value = env[arg]
+            value = env[arg] if arg in env else run.consumed[arg]
             if arg in packed:
                 arrays[name] = _step_operand(xp, value, batch)
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
@@ -296,8 +302,9 @@ class Program:
             initial = code.data[prev]["args"][1]
             if prev in layout.active and initial in needs:
                 grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
+        values = ChainMap(env, run.consumed)  # shapes only: no rule reads a consumed value
         for node, ports in layout.deferred.items():
-            self._deferred(xp, code, layout, node, ports, arrays, env, grads)
+            self._deferred(xp, code, layout, node, ports, arrays, values, grads)
         for node, value in grads.items():
             # a cotangent may still be a reused buffer; what a caller gets must be its own
             if not self.graph.nodes[node]["args"] and _shares(xp, value, reused.values()):
@@ -339,6 +346,12 @@ def _step_operand(xp, weight, rows: int):
     can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower)."""
     pack = getattr(xp, "pack", None)
     return pack(weight, rows) if pack is not None else xp.ascontiguousarray(weight)
+
+
+def _fits_exactly(array, shape: tuple, dtype) -> bool:
+    """Whether ``array`` is a writable C-ordered array of this shape and dtype."""
+    return (array is not None and tuple(array.shape) == shape and array.dtype == dtype
+            and array.flags.c_contiguous and array.flags.writeable)
 
 
 def _shares(xp, value, buffers) -> bool:
@@ -488,8 +501,29 @@ def _make_scan(graph: nx.DiGraph, members: set, needs_grad: set, wanted: set) ->
     inner = graph.subgraph(members).copy()
     inner.remove_edges_from([(u, v) for u, v, d in inner.edges(data=True) if d.get("delay")])
     order = list(nx.lexicographical_topological_sort(inner, key=str))
-    code = ScanCode(graph, order, needs_grad, wanted)
+    code = ScanCode(graph, order, needs_grad, wanted, _consumed_inputs(graph, members, wanted))
     return Scan(code.time, code)
+
+
+def _consumed_inputs(graph: nx.DiGraph, members: set, keep: set) -> set:
+    """Time-parallel inputs of a recurrent core that one core ``add`` alone reads, as a new
+    array of their own that no gradient rule reads and nobody keeps: the LSTM's input
+    projection. The scan may write that add's result over them row by row (the recurrent
+    product is accumulated into the projection) and, backward, the add's cotangent, which is
+    also theirs: no buffer of the scan's own holds either."""
+    found = set()
+    for node in members:
+        data = graph.nodes[node]
+        if data["op"] != "add":
+            continue
+        for arg in data["args"]:
+            source = graph.nodes[arg]
+            if (arg not in members and source["timed"] and source["op"] in FRESH and arg not in keep
+                    and source["dtype"] == "float" and tuple(source["shape"]) == tuple(data["shape"])
+                    and list(graph.successors(arg)) == [node] and data["args"].count(arg) == 1
+                    and not _reads(graph, node, arg) and not _reads(graph, arg, arg)):
+                found.add(arg)
+    return found
 
 
 __all__ = ["Program", "Run", "Scan", "Step", "compile_program"]

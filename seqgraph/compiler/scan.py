@@ -60,7 +60,7 @@ class ScanCode:
     """A recurrent core compiled to a forward loop and (per set of outside cotangents) a
     backward loop. ``order`` lists the core's nodes in step order."""
 
-    def __init__(self, graph: nx.DiGraph, order: list, needs_grad: set, wanted: set):
+    def __init__(self, graph: nx.DiGraph, order: list, needs_grad: set, wanted: set, consumed=frozenset()):
         self.graph = graph
         self.order = order
         self.members = set(order)
@@ -82,6 +82,11 @@ class ScanCode:
                       and n not in self.prev_of}
         self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
         self.kept = self._kept(wanted)
+        # an add of a product and a time-parallel input the scan may overwrite (see
+        # compiler._consumed_inputs): its value lives in that input's row, its cotangent in
+        # that input's array
+        self.hosted = {n: a for n in order if self.data[n]["op"] == "add" and n not in self.kept
+                       and n not in wanted for a in self.data[n]["args"] if a in consumed}
         # a slice the backward loop reads whose input is not kept gets its own copy over time,
         # so a GRU keeps the H columns it reads rather than the whole 3H pre-activation
         self.copied = {n for n in self.kept & self.views if self.data[n]["args"][0] not in self.kept}
@@ -184,6 +189,7 @@ class ScanCode:
         per_step, body, lifetimes, keys, in_place = [], [], {}, {}, set()
         per_step += [f"x_{_ident(a)} = X_{_ident(a)}[t]" for k, (kind, a) in self.external().items()
                      if kind == "seq"]
+        per_step += [f"v{self.index[n]} = x_{_ident(a)}" for n, a in self.hosted.items()]
         for node in self.order:
             if node in self.kept or node in self.masks:
                 per_step += self._fetch(node)
@@ -196,10 +202,10 @@ class ScanCode:
             if node in self.views:
                 if node not in self.kept:
                     parent = data["args"][0]
-                    (per_step if parent in self.kept else body).append(self._fetch(node)[0])
+                    (per_step if parent in self.kept or parent in self.hosted else body).append(self._fetch(node)[0])
                 continue
             chain = member.get(node)
-            if node not in stored:
+            if node not in stored and node not in self.hosted:
                 lifetimes[node] = (self.index[chain.nodes[-1]] if chain else i, None)
                 keys[node] = (tuple(data["shape"]), data["dtype"])
             if chain is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.compiler import Scan
+from seqgraph.compiler import Scan, _consumed_inputs
 
 from .conftest import ROOT, USER_LSTM, compare_with_reference, language_model
 
@@ -156,3 +156,21 @@ def test_reading_a_value_whose_buffer_backward_reused_is_an_error():
         net.value("gru_0/add")
     net.forward({"x": rng.normal(size=(5, 2, 5)), "y": rng.integers(0, 7, size=(5, 2))})
     assert net.value("gru_0/add").shape == before.shape
+
+
+def test_a_recurrence_accumulates_into_an_input_projection_only_it_reads():
+    net = sg.compile(language_model("lstm"), dtype="float64", seed=8)
+    (scan,) = _scans(net)
+    projection = "lstm_0/add.2/grouped"  # W_ih x + b, read only by the core's add
+    assert scan.code.hosted == {"lstm_0/add.2": projection}
+    members = set(scan.code.order)
+    assert not _consumed_inputs(net.program.graph, members, {projection})  # one a caller keeps
+    rng = np.random.default_rng(9)
+    net.forward({"x": rng.normal(size=(5, 2, 5)), "y": rng.integers(0, 7, size=(5, 2))})
+    with pytest.raises(sg.SeqgraphError, match="does not keep the value of 'lstm_0/add.2/grouped'"):
+        net.value(projection)
+    held = net._run.consumed[projection]
+    grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
+    assert grads[projection] is held  # the gates' cotangents over all steps live there too
+    assert not [name for name in scan.cache["backward"][1] if name.startswith("G")]
+    compare_with_reference(net)

@@ -57,9 +57,26 @@ def test_a_loop_translates_to_blocks_that_move_by_step():
     state, moved = native_loop.Block("S0", 0), native_loop.Block("S0", 1)
     assert tape.parameters == ["T", "K1", "S0", "X_x", "b0", "wt_w"]
     assert tape.prelude == [] and not tape.reverse
-    assert tape.body == [("product", state, "wt_w", native_loop.Block("b0")),
+    assert tape.body == [("product", state, "wt_w", native_loop.Block("b0"), False),
                          ("add", native_loop.Block("b0"), native_loop.Block("X_x", 0), moved),
                          ("multiply", moved, native_loop.Block("X_x", 0), native_loop.Block("K1", 0))]
+
+
+def test_a_product_added_into_a_row_it_alone_reads_accumulates_there():
+    source = LOOP.replace("add(v2, x, S0[t + 1])", "add(v2, x, x)").replace("S0[t + 1], x, v1", "x, x, v1")
+    tape = native_loop.translate(source)
+    row = native_loop.Block("X_x", 0)
+    assert tape.body == [("product", native_loop.Block("S0", 0), "wt_w", row, True),
+                         ("multiply", row, row, native_loop.Block("K1", 0))]
+    xp = NumpyBackend(mkl=True).xp
+    arrays, weight = _loop_arrays(xp)
+    namespace = {"dot": np.dot, "add": np.add, "multiply": np.multiply}
+    exec(source, namespace)
+    expected = {k: np.array(v) for k, v in arrays.items() if k != "wt_w"}
+    namespace["scan_forward"](5, expected["K1"], expected["S0"], expected["X_x"], expected["b0"], weight)
+    assert native_loop.compile_loop(source, xp).run(5, arrays)
+    for name in ("K1", "X_x"):
+        np.testing.assert_allclose(arrays[name], expected[name], rtol=1e-13, atol=1e-14, err_msg=name)
 
 
 def test_column_slices_and_backward_loops_translate():

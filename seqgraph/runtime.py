@@ -274,6 +274,7 @@ class Network:
         ``training`` dropout is active."""
         feed = prepare_feed(self.model, self.backend, self.dtype, inputs, lengths, state, training,
                             self.rng if training else None)
+        self._run = None  # the last run's values go before this run's are made, not after
         self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
         self._overwritten = frozenset()
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}

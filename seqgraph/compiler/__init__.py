@@ -214,6 +214,7 @@ class Program:
                 self._scan_backward(xp, item, run, grads, needs)
             elif item.kind != "leaf" and grads.get(item.node) is not None:
                 self._step_backward(xp, item, run, grads, needs)
+        self._owned = {}  # held only during the pass: a gradient must not outlive its caller's use
         return grads
 
     def _needs_for(self, wrt: frozenset) -> frozenset:

@@ -82,6 +82,8 @@ class ScanCode:
                       and n not in self.prev_of}
         self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
         self.kept = self._kept(wanted)
+        self.recomputed = self._recomputed(wanted)
+        self.kept -= self.recomputed
         # an add of a product and a time-parallel input the scan may overwrite (see
         # compiler._consumed_inputs): its value lives in that input's row, its cotangent in
         # that input's array
@@ -123,6 +125,28 @@ class ScanCode:
                 for read in needs(data["op"], port, len(data["args"])):
                     kept.add(node if read == "out" else data["args"][read])
         return (kept & self.members) - set(self.masks)
+
+    def _recomputed(self, wanted: set) -> set:
+        """Values only gradient rules read that the backward loop recomputes instead of the
+        forward keeping them: one elementwise op of values that stay stored (an LSTM's
+        ``tanh(c)`` from ``c``, a GRU's ``1 - z`` from ``z``). Keeping one is a ``(T, B, ...)``
+        array written forward and read backward; recomputing it is one op a step, or none
+        where a fused chain's backward formula recomputes it anyway."""
+        found = set()
+        for node in self.order:
+            data = self.data[node]
+            if (node not in self.kept or data["op"] not in KERNELS or node in self.prev_of or node in self.outside
+                    or node in self.state_of or node in wanted or node in self.views or node in self.masks):
+                continue
+            if all(self.source(a) == "static" or (self._stored_after(a, found)) for a in data["args"]):
+                found.add(node)
+        return found
+
+    def _stored_after(self, node, dropped: set) -> bool:
+        """Whether core ``node`` stays stored for backward (kept, or a view of what is)."""
+        if node in self.views:
+            return self._stored_after(self.data[node]["args"][0], dropped)
+        return node in self.members and node in self.kept and node not in dropped
 
     def _exposed(self, wanted: set) -> set:
         """Nodes whose buffer a caller may hold: wanted, or shown through an identity."""
@@ -516,9 +540,16 @@ class ScanCode:
         per_step = _order_bindings(per_step)
         fetch = [f"x_{_ident(a)} = X_{_ident(a)}[t]" for _, (kind, a) in self.external().items()
                  if kind == "seq" and self.arg_name(a) in " ".join(" ".join(c) for c, *_ in emitted)]
+        recompute = sorted(reads_fwd & self.recomputed, key=self.index.get)
+        for number, node in enumerate(recompute, start=1 + max(plan.values(), default=-1)):
+            reads_fwd |= {a for a in self.data[node]["args"] if a in self.members}
+            buffers[f"b{number}"] = (tuple(self.data[node]["shape"]), "float")
+            prelude.append(f"v{self.index[node]} = b{number}")
         for node in self.order:
-            if node in reads_fwd:
+            if node in reads_fwd and node not in self.recomputed:
                 fetch += [line for line in self._fetch_chain(node) if line not in fetch]
+        for node in recompute:
+            fetch += self._forward_lines(node)
         init = self._init_lines(layout)
         zeros = self._uncovered_lines(layout)
         body = []

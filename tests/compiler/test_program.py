@@ -109,7 +109,8 @@ def test_a_gru_keeps_only_what_its_backward_reads():
     code = scan.code
     kept_widths = sorted(code.data[n]["shape"][-1] for n in code.kept
                          if n not in code.state_of and n not in code.views)
-    assert kept_widths == [6, 6, 6, 6, 12]  # h, tanh(n), 1 - z, the copied h_n columns, [r; z]
+    assert kept_widths == [6, 6, 6, 12]  # h, tanh(n), the copied h_n columns, [r; z]
+    assert code.recomputed == {"gru_0/sub"}  # 1 - z, from z
     (layout,) = [v[0] for v in code._backward.values()]
     assert sorted(code.data[r]["shape"][-1] for r in layout.full) == [6, 18]
     compare_with_reference(net)

@@ -201,7 +201,8 @@ def test_a_fused_chain_writes_every_value_backward_keeps():
     gates, chain = code.fusible_chains()  # the sigmoid over i and f (four calls as ufuncs), the cell update
     assert [code.data[n]["op"] for n in gates.nodes] == ["sigmoid"] and gates.outputs == gates.nodes
     assert set(chain.outputs) == {n for n in chain.nodes if n in code.kept}
-    assert len(chain.outputs) == 5 and len(chain.nodes) == 7  # the cell update: two inner values stay in registers
+    assert code.recomputed == {"lstm_0/tanh.1"}  # tanh(c): backward recomputes it from c
+    assert len(chain.outputs) == 4 and len(chain.nodes) == 7  # the cell update: three inner values stay in registers
 
 
 def test_with_several_outputs_every_value_is_computed_before_any_is_stored():

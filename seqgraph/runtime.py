@@ -56,12 +56,12 @@ def prepare_feed(model, backend, dtype: str, inputs: dict, lengths=None, state=N
         vtype = graph.nodes[node]["type"]
         array = host[name]
         if vtype.dtype == "int":
-            array = array.astype("int64")
+            array = array.astype("int64", copy=False)
             if vtype.bound is not None and array.size and (array.min() < 0 or array.max() >= vtype.bound):
                 raise SeqgraphError(f"input '{name}' holds ids outside 0..{vtype.bound - 1} "
                                     f"(min {array.min()}, max {array.max()})")
         else:
-            array = array.astype(dtype)
+            array = array.astype(dtype, copy=False)  # nothing writes into a feed's arrays
         array = backend.asarray(array)
         if vtype.is_seq:
             array = _zero_padding(xp, array, lengths[vtype.time])

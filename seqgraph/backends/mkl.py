@@ -109,14 +109,16 @@ class Products:
         done = self._gemm(a, b, out)
         return done if done is not None else numpy.dot(a, b, out=out)
 
-    def pack(self, weight, rows: int):
+    def pack(self, weight, rows: int, reuse=None):
         """``weight`` (k, n), packed for many products ``(rows, k) @ weight``; a plain
-        contiguous copy where MKL cannot take it."""
+        contiguous copy where MKL cannot take it. ``reuse``: the ``buffer`` of an earlier
+        packing its caller no longer uses, packed into when large enough (a new buffer is
+        touched page by page, which costs more than the packing itself)."""
         routines = self._routines.get(weight.dtype)
         layout = matrix_layout(weight) if weight.ndim == 2 else None
         if routines is None or layout is None or rows < 1 or 0 in weight.shape:
             return numpy.ascontiguousarray(weight)
-        return Packed(routines, weight, layout, rows)
+        return Packed(routines, weight, layout, rows, reuse)
 
     def routine_addresses(self, dtype) -> tuple:
         """The addresses of MKL's ``cblas_?gemm_compute`` (packed right operand) and
@@ -148,15 +150,15 @@ class Products:
 class Packed:
     """A right operand packed by MKL for products ``(rows, k) @ (k, n)``."""
 
-    __slots__ = ("_routines", "rows", "inner", "cols", "dtype", "_buffer", "_pointer")
+    __slots__ = ("_routines", "rows", "inner", "cols", "dtype", "buffer", "_pointer")
 
-    def __init__(self, routines: _Routines, weight, layout, rows: int):
+    def __init__(self, routines: _Routines, weight, layout, rows: int, reuse=None):
         self._routines = routines
         self.rows, (self.inner, self.cols) = rows, weight.shape
         self.dtype = weight.dtype
-        size = routines.pack_size(_B_MATRIX, rows, self.cols, self.inner)
-        self._buffer = numpy.empty(size + _ALIGN, dtype=numpy.uint8)
-        self._pointer = -(-self._buffer.ctypes.data // _ALIGN) * _ALIGN  # MKL's kernels want 64-byte rows
+        size = routines.pack_size(_B_MATRIX, rows, self.cols, self.inner) + _ALIGN
+        self.buffer = reuse if reuse is not None and reuse.size >= size else numpy.empty(size, dtype=numpy.uint8)
+        self._pointer = -(-self.buffer.ctypes.data // _ALIGN) * _ALIGN  # MKL's kernels want 64-byte rows
         routines.pack(_ROW_MAJOR, _B_MATRIX, layout[0], rows, self.cols, self.inner, 1.0,
                       address(weight), layout[1], self._pointer)
 

@@ -158,7 +158,7 @@ class Program:
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
         for weight in code.transposed():
-            arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch)
+            arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch, scan, weight)
         compiled, buffers, chains, source = code.fused_forward() if self._fuses(xp) else \
             (code.forward_code, code.forward_buffers, (), code.forward_source)
         loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, source,
@@ -292,7 +292,7 @@ class Program:
         for name, (kind, arg) in code.external().items():
             value = env[arg] if arg in env else run.consumed[arg]
             if arg in packed:
-                arrays[name] = _step_operand(xp, value, batch)
+                arrays[name] = _step_operand(xp, value, batch, scan, arg)
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
                 arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
@@ -342,11 +342,18 @@ def _buffer(xp, store: dict, name: str, shape: tuple, dtype):
     return store[name]
 
 
-def _step_operand(xp, weight, rows: int):
+def _step_operand(xp, weight, rows: int, scan: Scan, name):
     """A weight that every step multiplies ``rows`` rows by: packed once where the namespace
-    can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower)."""
+    can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower).
+    A pass packs weight ``name`` into the buffer of the scan's last packing of it, forward
+    or backward: that one is done with, and a fresh buffer would be faulted in page by page."""
     pack = getattr(xp, "pack", None)
-    return pack(weight, rows) if pack is not None else xp.ascontiguousarray(weight)
+    if pack is None:
+        return xp.ascontiguousarray(weight)
+    buffers = scan.cache.setdefault("packing", {})
+    packed = pack(weight, rows, buffers.get(name))
+    buffers[name] = getattr(packed, "buffer", None)
+    return packed
 
 
 def _fits_exactly(array, shape: tuple, dtype) -> bool:

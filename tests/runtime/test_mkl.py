@@ -71,6 +71,19 @@ def test_packed_weight_gives_the_product_at_every_step(xp, dtype, layout):
 
 
 @needs_mkl
+def test_a_packing_reuses_a_buffer_large_enough_and_gives_the_new_weight_s_products(xp):
+    rng = np.random.default_rng(2)
+    first, second = rng.standard_normal((2, 16, 24))
+    old = xp.pack(first, rows=4)
+    new = xp.pack(second, rows=4, reuse=old.buffer)
+    assert new.buffer is old.buffer
+    state = rng.standard_normal((4, 16))
+    np.testing.assert_allclose(xp.dot(state, new), state @ second, rtol=1e-12)
+    larger = xp.pack(rng.standard_normal((256, 1024)), rows=4, reuse=old.buffer)  # MKL asks for more
+    assert larger.buffer is not old.buffer and larger.buffer.size > old.buffer.size
+
+
+@needs_mkl
 def test_what_mkl_cannot_take_is_numpy_s_product(xp):
     rng = np.random.default_rng(2)
     cases = [(np.arange(6).reshape(2, 3), np.arange(12).reshape(3, 4)),         # integers

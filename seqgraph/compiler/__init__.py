@@ -140,19 +140,16 @@ class Program:
         steps, batch = feed.steps[scan.time], feed.batch
         arrays = {}
         reused = _reusable(scan, "forward", (steps, batch, run.dtype))
-        for node in code.order:
-            i, data = code.index[node], code.data[node]
-            shape = (batch,) + tuple(int(n) for n in data["shape"])
-            kind = run.dtype if data["dtype"] == "float" else "int64"
+        for node, role, i in code.over_time:
+            shape = (batch,) + code.shapes[node]
+            kind = run.dtype if code.data[node]["dtype"] == "float" else "int64"
             # buffers nobody outside sees are reused from run to run (no new pages to fault in)
             store = reused if node not in code.exposed else {}
-            if node in code.prev_of:
-                arrays[f"S{i}"] = _buffer(xp, store, f"S{i}", (steps + 1,) + shape, kind)
-            elif node in code.masks:
+            if role == "M":
                 mask = feed.masks[node]
                 arrays[f"M{i}"] = mask if mask.ndim else xp.broadcast_to(mask, (steps,) + shape)
-            elif node in code.kept and node not in code.state_of and node not in code.views:
-                arrays[f"K{i}"] = _buffer(xp, store, f"K{i}", (steps,) + shape, kind)
+            else:
+                arrays[f"{role}{i}"] = _buffer(xp, store, f"{role}{i}", (steps + (role == "S"),) + shape, kind)
         for prev, state in code.state_of.items():
             arrays[f"S{code.index[state]}"][0] = env[code.data[prev]["args"][1]]
         for name, (kind, arg) in code.external().items():
@@ -164,16 +161,10 @@ class Program:
         loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, source,
                               buffers, lambda: code.forward_functions(xp, run.dtype, chains))
         _call(xp, loaded, steps, arrays)
-        for node in code.order:
-            i = code.index[node]
-            if node in code.prev_of:
-                env[node] = arrays[f"S{i}"][1:]
-            elif node in code.state_of:
-                env[node] = arrays[f"S{code.index[code.state_of[node]]}"][:-1]
-            elif node in code.masks:
-                env[node] = arrays[f"M{i}"]
-            elif f"K{i}" in arrays:
-                env[node] = arrays[f"K{i}"]
+        for node, role, i in code.over_time:
+            env[node] = arrays[f"S{i}"][1:] if role == "S" else arrays[f"{role}{i}"]
+        for prev, state in code.state_of.items():
+            env[prev] = arrays[f"S{code.index[state]}"][:-1]
         for node in code.order:
             if node in code.views and node in code.kept:
                 attrs = code.data[node]["attrs"]
@@ -272,8 +263,8 @@ class Program:
         arrays = {}
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
         for node in code.order:
-            i, data = code.index[node], code.data[node]
-            shape = (batch,) + tuple(int(n) for n in data["shape"])
+            i = code.index[node]
+            shape = (batch,) + code.shapes[node]
             if node in code.prev_of:
                 arrays[f"S{i}"] = env[node].base if env[node].base is not None else env[node]
             if f"K{i}" not in arrays and node in env and node in code.kept and node not in code.views:

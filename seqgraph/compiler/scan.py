@@ -96,6 +96,10 @@ class ScanCode:
         self.sliced = self.views | self.copied  # slices whose cotangent is a view of their input's
         self.exposed = self._exposed(wanted)
         # what every pass hands the loops, found once: a pass must not walk the graph
+        self.shapes = {n: tuple(int(size) for size in self.data[n]["shape"]) for n in order}
+        self.over_time = [(n, "S" if n in self.prev_of else "M" if n in self.masks else "K", self.index[n])
+                          for n in order if n in self.prev_of or n in self.masks or (
+                              n in self.kept and n not in self.state_of and n not in self.views)]
         self._external = self._find_external()
         self._transposed = self._find_transposed()
         self._product_weights = self._find_product_weights()

@@ -122,7 +122,9 @@ def _vjp_affine(xp, g, out, w, b, x, wanted=(True, True, True)):
     elif wanted[0]:
         gw = weight_gradient(xp, flat_g, x.reshape(-1, columns))
     if wanted[1] and gb is None:
-        gb = flat_g.sum(axis=0)
+        # a sum over rows as a product with a row of ones: twice as fast as a reduction along
+        # the long axis, and summed as the weight gradient beside it is
+        gb = xp.matmul(xp.ones((1, flat_g.shape[0]), dtype=flat_g.dtype), flat_g)[0]
     return gw, gb if wanted[1] else None, _flat_product(xp, g, w) if wanted[2] else None
 
 

@@ -25,8 +25,9 @@ def pipeline(wanted) -> list:
         hoist_time_parallel_terms,
         merge_shared_products,
         widen_sibling_slices,
-        fold_biases_into_products,
         partial(eliminate_whole_slices, keep=wanted),
+        partial(eliminate_dead_nodes, wanted=wanted),
+        fold_biases_into_products,
         partial(eliminate_common_subexpressions, keep=wanted),
         partial(eliminate_dead_nodes, wanted=wanted),
     ]

@@ -122,6 +122,14 @@ def test_whole_slices_go_after_every_gate_is_widened():
                for n in graph)
 
 
+def test_a_gate_by_gate_cell_s_joined_biases_ride_in_its_input_projection():
+    model = language_model("GateLSTM", extra=USER_LSTM)
+    graph = optimize(model.graph, wanted(model))
+    projection = graph.nodes["GateLSTM_0/add/grouped/wide"]
+    assert projection["op"] == "affine"  # the whole slice went first, so the bias folded
+    assert graph.nodes[projection["args"][1]]["op"] == "concat"  # bi, bf, bg, bo joined
+
+
 def test_common_subexpressions_become_one_node():
     model = sg.parse("""
     model M { input x : seq[float, 3]

@@ -27,7 +27,9 @@ def _check_optional_lengths(lengths: tuple) -> None:
 
 def _mask(xp, lengths, steps):
     """The (T, B) validity mask, or None when every entry counts."""
-    return None if lengths is None else time_mask(xp, lengths, steps)
+    if lengths is None or (lengths.size and int(lengths.min()) >= steps):
+        return None  # nothing is padding
+    return time_mask(xp, lengths, steps)
 
 
 def _valid_count(xp, mask, entries: int, like):

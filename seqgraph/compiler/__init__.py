@@ -279,9 +279,10 @@ class Program:
                     _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
+        values = ChainMap(env, run.consumed)  # a consumed value is read for its shape only
         packed = code.product_weights()
         for name, (kind, arg) in code.external().items():
-            value = env[arg] if arg in env else run.consumed[arg]
+            value = values[arg]
             if arg in packed:
                 arrays[name] = _step_operand(xp, value, batch, scan, arg)
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
@@ -294,7 +295,6 @@ class Program:
             initial = code.data[prev]["args"][1]
             if prev in layout.active and initial in needs:
                 grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
-        values = ChainMap(env, run.consumed)  # shapes only: no rule reads a consumed value
         for node, ports in layout.deferred.items():
             self._deferred(xp, code, layout, node, ports, arrays, values, grads)
         for node, value in grads.items():

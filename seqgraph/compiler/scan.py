@@ -142,15 +142,17 @@ class ScanCode:
             if (node not in self.kept or data["op"] not in KERNELS or node in self.prev_of or node in self.outside
                     or node in self.state_of or node in wanted or node in self.views or node in self.masks):
                 continue
-            if all(self.source(a) == "static" or (self._stored_after(a, found)) for a in data["args"]):
+            if all(self.source(a) == "static" or self._stored_after(a, found) for a in data["args"]):
                 found.add(node)
         return found
 
     def _stored_after(self, node, dropped: set) -> bool:
-        """Whether core ``node`` stays stored for backward (kept, or a view of what is)."""
-        if node in self.views:
-            return self._stored_after(self.data[node]["args"][0], dropped)
-        return node in self.members and node in self.kept and node not in dropped
+        """Whether ``node`` stays stored for backward (:meth:`_stored`) once ``dropped`` are
+        not kept."""
+        base = node
+        while base in self.views:
+            base = self.data[base]["args"][0]
+        return base not in dropped and self._stored(node)
 
     def _exposed(self, wanted: set) -> set:
         """Nodes whose buffer a caller may hold: wanted, or shown through an identity."""
@@ -478,7 +480,7 @@ class ScanCode:
         """The backward loop's source and scratch buffers; each ``(chain, at)`` in ``fused``
         runs as one call ``F<i>(inputs..., cotangents..., out=(targets...))`` before the
         gradient lines of the node at index ``at`` (after all of them when ``at`` is -1)."""
-        lines, reads_fwd = [], set()
+        reads_fwd = set()
         written = {}
         emitted = []  # (lines, writes, reads) of scratch roots
         inside = {node for chain, _ in fused for node in chain.nodes}

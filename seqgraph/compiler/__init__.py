@@ -205,6 +205,8 @@ class Program:
                 self._scan_backward(xp, item, run, grads, needs)
             elif item.kind != "leaf" and grads.get(item.node) is not None:
                 self._step_backward(xp, item, run, grads, needs)
+        for total, _, _ in list(self._owned.values()):
+            self._finish(xp, total)
         self._owned = {}  # held only during the pass: a gradient must not outlive its caller's use
         return grads
 
@@ -218,6 +220,7 @@ class Program:
     def _step_backward(self, xp, item: Step, run: Run, grads: dict, needs: frozenset):
         data, env = item.data, run.env
         g = grads[item.node]
+        self._finish(xp, g)
         args = data["args"]
         if item.kind == "identity":
             contributions = (g,)
@@ -238,19 +241,43 @@ class Program:
 
     def _place(self, xp, grads: dict, parent, value, g, attrs: dict) -> None:
         """Add a slice's cotangent into its input's, in place: the slices of one projection (a
-        GRU's gates) share one gradient buffer instead of a zero-filled copy each."""
+        GRU's gates) share one gradient buffer instead of a zero-filled copy each. A spent
+        value's own array holds the gradient; there each slice's first cotangent is written,
+        not added (and left where it lies when a scan already wrote it there), and what no
+        slice wrote is zeroed before the gradient is read (:meth:`_finish`)."""
+        axis, span = attrs.get("axis", -1), (attrs["start"], attrs["stop"])
         total = grads.get(parent)
-        if total is None or id(total) not in self._owned:
-            if parent in self.spent and value.dtype == g.dtype:
-                placed = value  # nothing reads this value any more: its array holds the gradient
-                placed.fill(0)
-            else:
-                placed = xp.zeros(value.shape, dtype=g.dtype)
+        if total is None and parent in self.spent and value.dtype == g.dtype:
+            total = grads[parent] = value  # nothing reads this value any more
+            self._owned[id(total)] = (total, axis, [])
+        elif total is None or id(total) not in self._owned:
+            placed = xp.zeros(value.shape, dtype=g.dtype)
             if total is not None:
                 placed += total
             total = grads[parent] = placed
-            self._owned[id(total)] = total  # held, so the id is not reused during this pass
-        total[index_along(attrs.get("axis", -1), slice(attrs["start"], attrs["stop"]))] += g
+            self._owned[id(total)] = (total, axis, None)  # held, so the id is not reused in this pass
+        _, along, written = self._owned[id(total)]
+        target = total[index_along(axis, slice(*span))]
+        if written is not None and along == axis and not any(a < span[1] and span[0] < b for a, b in written):
+            written.append(span)
+            if not _same_place(target, g):
+                xp.copyto(target, g)
+            return
+        self._finish(xp, total)
+        target += g
+
+    def _finish(self, xp, gradient) -> None:
+        """Zero what no slice wrote of a spent value's array that holds its gradient; from
+        then on slices add into it."""
+        owned = self._owned.get(id(gradient))
+        if owned is None or owned[2] is None:
+            return
+        total, axis, written = owned
+        edges = [0] + [x for span in sorted(written) for x in span] + [total.shape[axis]]
+        for start, stop in zip(edges[::2], edges[1::2]):
+            if stop > start:
+                total[index_along(axis, slice(start, stop))].fill(0)
+        self._owned[id(total)] = (total, axis, None)
 
     def _scan_backward(self, xp, scan: Scan, run: Run, grads: dict, needs: frozenset):
         code, env = scan.code, run.env
@@ -262,6 +289,7 @@ class Program:
         steps, batch = run.feed.steps[scan.time], run.feed.batch
         arrays = {}
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
+        spare = self._spent_hosts(code, env, source)
         for node in code.order:
             i = code.index[node]
             shape = (batch,) + code.shapes[node]
@@ -274,9 +302,10 @@ class Program:
             if node in layout.active and node in code.state_of:
                 arrays[f"C{i}"] = _buffer(xp, reused, f"C{i}", shape, run.dtype)
             if node in layout.full:
-                host = run.consumed.get(code.hosted.get(node))
-                arrays[f"G{i}"] = host if _fits_exactly(host, (steps,) + shape, run.dtype) else \
-                    _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
+                fitting = [a for a in [run.consumed.get(code.hosted.get(node))] + spare
+                           if _fits_exactly(a, (steps,) + shape, run.dtype)]
+                spare = [a for a in spare if not fitting or a is not fitting[0]]
+                arrays[f"G{i}"] = fitting[0] if fitting else _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
             if node in seeded:
                 arrays[f"O{i}"] = outside[node]
         values = ChainMap(env, run.consumed)  # a consumed value is read for its shape only
@@ -301,6 +330,19 @@ class Program:
             # a cotangent may still be a reused buffer; what a caller gets must be its own
             if not self.graph.nodes[node]["args"] and _shares(xp, value, reused.values()):
                 grads[node] = value.copy()
+
+    def _spent_hosts(self, code, env: dict, source: str) -> list:
+        """Spent arrays (see :func:`_spent_after_forward`) this scan reads only through
+        slices its backward loop does not read: each may hold one of the loop's cotangents
+        over time. A GRU's 3H-wide one so lives in its input projection, whose own gradient
+        later takes its place column by column (:meth:`_place`)."""
+        parents = {}
+        for name, (kind, arg) in code.external().items():
+            data = self.graph.nodes[arg]
+            if kind == "seq" and data["op"] == "slice" and data["args"][0] in self.spent:
+                parents.setdefault(data["args"][0], []).append(name)
+        return [env[p] for p, names in parents.items()
+                if p in env and not any(name in source for name in names)]
 
     def _deferred(self, xp, code, layout, node, ports, arrays, env, grads):
         """The contributions of one core node to inputs from outside the core, over all steps
@@ -345,6 +387,14 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     packed = pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed
+
+
+def _same_place(a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` are the same elements of the same memory."""
+    face_a, face_b = (getattr(x, "__array_interface__", None) or getattr(x, "__cuda_array_interface__", None)
+                      for x in (a, b))
+    return (face_a is not None and face_b is not None and face_a["data"][0] == face_b["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _fits_exactly(array, shape: tuple, dtype) -> bool:

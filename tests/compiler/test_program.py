@@ -144,6 +144,9 @@ def test_a_spent_input_projection_holds_its_own_gradient():
     before = projection.copy()
     grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
     assert grads["gru_0/add"] is projection and not np.array_equal(projection, before)
+    # the loop's 3H-wide cotangent over time lived there too before the gradient took its place
+    (scan,) = _scans(net)
+    assert sorted(scan.cache["backward"][1]) == ["C0", "G11"]
     compare_with_reference(net)
 
 
@@ -174,4 +177,25 @@ def test_a_recurrence_accumulates_into_an_input_projection_only_it_reads():
     grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
     assert grads[projection] is held  # the gates' cotangents over all steps live there too
     assert not [name for name in scan.cache["backward"][1] if name.startswith("G")]
+    compare_with_reference(net)
+
+
+def test_columns_of_a_spent_value_no_slice_reads_get_a_zero_gradient():
+    model = sg.parse("""
+    model M {
+        input  x : seq[float, 4]
+        target y : seq[float, 2]
+        doubled = x + x
+        loss = mse(slice(doubled, 1, 3) + 0.5, y)
+    }""").model()
+    net = sg.compile(model, dtype="float64", seed=2)
+    spent = [n for n in net.program.spent if net.program.graph.nodes[n]["op"] == "add"]
+    assert len(spent) == 1  # x + x, read only through its slice
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(3, 2, 4)), rng.normal(size=(3, 2, 2))
+    net.forward({"x": x, "y": y})
+    gx = net.backward()["x"]
+    expected = np.zeros_like(x)
+    expected[..., 1:3] = 2 * 2 * (2 * x[..., 1:3] + 0.5 - y) / y.size  # d mse, twice through x + x
+    np.testing.assert_allclose(gx, expected, rtol=1e-12, atol=1e-15)
     compare_with_reference(net)

@@ -648,7 +648,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--kinds", default="lstm,gru,cells")
-    parser.add_argument("--max-others", type=float, default=0.25,
+    parser.add_argument("--max-others", type=float, default=0.10,
                         help="drop a round when other processes used more than this share of the CPUs")
     parser.add_argument("--budget", type=float, default=25.0,
                         help="seconds per row after which rounds are kept whatever the load")

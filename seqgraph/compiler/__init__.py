@@ -83,6 +83,11 @@ class Program:
         self.needs_grad = frozenset(needs_grad)
         self._needs = {}
         self.spent = _spent_after_forward(graph, wanted)
+        # found once, so that a pass never walks the graph: the leaves, and per scan the
+        # spent values it reads through slices (by the loop names of those slices)
+        self.leaves = frozenset(n for n in graph if not graph.nodes[n]["args"])
+        self.spent_inputs = {id(scan): _spent_inputs(graph, scan.code, self.spent)
+                             for scan in schedule if isinstance(scan, Scan)}
         # run fused chains as generated kernels: None means where they can be compiled (CuPy,
         # or native loops on NumPy with a C compiler); elsewhere the in-place ufunc lines
         self.fuse_chains = None
@@ -289,7 +294,8 @@ class Program:
         steps, batch = run.feed.steps[scan.time], run.feed.batch
         arrays = {}
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
-        spare = self._spent_hosts(code, env, source)
+        spare = [env[parent] for parent, names in self.spent_inputs[id(scan)].items()
+                 if parent in env and not any(name in source for name in names)]
         for node in code.order:
             i = code.index[node]
             shape = (batch,) + code.shapes[node]
@@ -328,21 +334,8 @@ class Program:
             self._deferred(xp, code, layout, node, ports, arrays, values, grads)
         for node, value in grads.items():
             # a cotangent may still be a reused buffer; what a caller gets must be its own
-            if not self.graph.nodes[node]["args"] and _shares(xp, value, reused.values()):
+            if node in self.leaves and _shares(xp, value, reused.values()):
                 grads[node] = value.copy()
-
-    def _spent_hosts(self, code, env: dict, source: str) -> list:
-        """Spent arrays (see :func:`_spent_after_forward`) this scan reads only through
-        slices its backward loop does not read: each may hold one of the loop's cotangents
-        over time. A GRU's 3H-wide one so lives in its input projection, whose own gradient
-        later takes its place column by column (:meth:`_place`)."""
-        parents = {}
-        for name, (kind, arg) in code.external().items():
-            data = self.graph.nodes[arg]
-            if kind == "seq" and data["op"] == "slice" and data["args"][0] in self.spent:
-                parents.setdefault(data["args"][0], []).append(name)
-        return [env[p] for p, names in parents.items()
-                if p in env and not any(name in source for name in names)]
 
     def _deferred(self, xp, code, layout, node, ports, arrays, env, grads):
         """The contributions of one core node to inputs from outside the core, over all steps
@@ -395,6 +388,20 @@ def _same_place(a, b) -> bool:
                       for x in (a, b))
     return (face_a is not None and face_b is not None and face_a["data"][0] == face_b["data"][0]
             and a.shape == b.shape and a.strides == b.strides)
+
+
+def _spent_inputs(graph: nx.DiGraph, code: ScanCode, spent: frozenset) -> dict:
+    """``{spent value: [loop names of its slices]}`` for the spent values (see
+    :func:`_spent_after_forward`) a scan reads through slices. Where its backward loop reads
+    none of those slices, the value's array may hold one of the loop's cotangents over time:
+    a GRU's 3H-wide one so lives in its input projection, whose own gradient later takes its
+    place column by column (:meth:`Program._place`)."""
+    found = {}
+    for name, (kind, arg) in code.external().items():
+        data = graph.nodes[arg]
+        if kind == "seq" and data["op"] == "slice" and data["args"][0] in spent:
+            found.setdefault(data["args"][0], []).append(name)
+    return found
 
 
 def _fits_exactly(array, shape: tuple, dtype) -> bool:

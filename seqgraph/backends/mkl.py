@@ -41,17 +41,49 @@ def wanted() -> bool:
 @lru_cache(maxsize=None)
 def library():
     """MKL's single dynamic library from the installed ``mkl`` package, or None."""
-    try:
-        files = importlib.metadata.files("mkl") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in sorted(files, key=str):
-        if file.name.startswith("libmkl_rt.so") or (file.name.startswith("mkl_rt") and file.suffix == ".dll"):
+    return _package_library("mkl", "libmkl_rt.so", "mkl_rt")
+
+
+def _package_library(package: str, unix_name: str, windows_name: str):
+    """The dynamic library named ``unix_name`` (or ``windows_name``, a DLL) among an
+    installed package's files, loaded; None when there is none."""
+    for file in _package_files(package):
+        if file.name.startswith(unix_name) or (file.name.startswith(windows_name) and file.suffix == ".dll"):
             try:
                 return ctypes.CDLL(str(file.locate()))
             except OSError:
                 return None
     return None
+
+
+def _package_files(package: str) -> list:
+    try:
+        return sorted(importlib.metadata.files(package) or [], key=str)
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+# MKL's OpenMP threading layers and the runtime each one takes its threads from. MKL picks
+# one at its first call: GNU's where libgomp is already loaded (PyTorch loads it), else Intel's.
+_THREADING_LAYERS = {"libmkl_intel_thread": "libiomp5.so", "libmkl_gnu_thread": "libgomp.so.1"}
+
+
+@lru_cache(maxsize=None)
+def _openmp_runtime():
+    """The OpenMP runtime MKL's threads come from (already loaded), or None (MKL
+    sequential, on TBB, or not found)."""
+    for file in _package_files("mkl"):
+        for layer, runtime in _THREADING_LAYERS.items():
+            if file.name.startswith(layer) and _already_loaded(file.name) is not None:
+                return _already_loaded(runtime)
+    return None
+
+
+def _already_loaded(name: str):
+    try:
+        return ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except (OSError, AttributeError):  # not loaded; no RTLD_NOLOAD off POSIX
+        return None
 
 
 def products(enabled=None):
@@ -89,6 +121,8 @@ class Products:
     def __init__(self, lib):
         self._routines = {numpy.dtype(numpy.float32): _Routines(lib, "s", _FLOAT),
                           numpy.dtype(numpy.float64): _Routines(lib, "d", _DOUBLE)}
+        self._max_threads = _bind(lib, "MKL_Get_Max_Threads", [], _INT)
+        self._local_threads = ctypes.cast(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT), _POINTER).value
 
     def __getattr__(self, name):
         value = getattr(numpy, name)
@@ -125,6 +159,25 @@ class Products:
         ``cblas_?gemm`` for ``dtype``, for native code to call."""
         routines = self._routines[numpy.dtype(dtype)]
         return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (routines.compute, routines.gemm))
+
+    def threads(self) -> int:
+        """How many threads MKL's products use (``MKL_NUM_THREADS``, else the cores)."""
+        return self._max_threads()
+
+    def threading_addresses(self):
+        """``(GOMP_parallel, omp_get_thread_num, omp_get_num_threads, MKL_Set_Num_Threads_Local)``:
+        native code forks its own parallel work onto the pool of threads MKL's products use
+        (another pool would spin on the same cores) and keeps MKL to one thread inside each
+        share. None where MKL does not run on an OpenMP runtime."""
+        self.threads()  # MKL settles its threading layer at its first call
+        runtime = _openmp_runtime()
+        if runtime is None:
+            return None
+        try:
+            entries = [runtime.GOMP_parallel, runtime.omp_get_thread_num, runtime.omp_get_num_threads]
+        except AttributeError:
+            return None
+        return tuple(ctypes.cast(f, _POINTER).value for f in entries) + (self._local_threads,)
 
     def _gemm(self, a, b, out):
         """``a @ b`` into ``out`` (made when None) by MKL, or None when MKL cannot take them."""

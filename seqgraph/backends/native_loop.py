@@ -31,6 +31,11 @@ from .mkl import Packed, Products, address, matrix_layout
 PRODUCT_PACKED, PRODUCT, ADD, SUBTRACT, MULTIPLY, COPY, ZERO, CHAIN = range(1, 9)
 ELEMENTWISE = {"add": ADD, "subtract": SUBTRACT, "multiply": MULTIPLY}
 SPREAD = -1  # the column count of a single value, spread over a row where it is read
+# The fewest rows worth a thread of their own. Each row of a recurrent state (a sequence of
+# the batch) runs through the loop without reading another, so a loop over 32 rows runs as
+# two loops over 16 on two threads, with no waiting between steps: at hidden 128 on two
+# cores that took 0.6-0.7 of the time of one loop whose products alone use both threads.
+SHARE_ROWS = 8
 
 RUNNER = """
 typedef struct { char* at; long step; long rows; long cols; long row; } sg_block;
@@ -38,6 +43,17 @@ typedef struct { char* at; long step; long rows; long cols; long row; } sg_block
 #define SG_ROW(b) ((b)->rows == 1 ? 0 : (b)->row)
 #define SG_LEAD(b) ((b)->rows == 1 ? (b)->cols : (b)->row)
 typedef int (*sg_rows_loop)(long, long, char* const*, const long*);
+typedef void (*sg_fork)(void (*)(void*), void*, unsigned, unsigned);
+typedef int (*sg_count)(void);
+typedef int (*sg_set_threads)(int);
+
+/* one run of a loop; threading: GOMP_parallel, omp_get_thread_num, omp_get_num_threads and
+   MKL_Set_Num_Threads_Local of the runtime MKL's threads come from */
+typedef struct {
+    long steps; int reverse; const long* prelude; long prelude_length; const long* body;
+    long body_length; const sg_block* blocks; long block_count; void* const* slots;
+    long rows; long parts; void* const* threading;
+} sg_run;
 
 """
 
@@ -120,11 +136,47 @@ static void sg_steps_{T}(const long* code, long length, const sg_block* b, void*
 }}
 
 /* the prelude once, then the body for t = 0 .. steps - 1 (backwards when reverse) */
+static void sg_all_steps_{T}(const sg_run* run, const sg_block* blocks) {{
+    sg_steps_{T}(run->prelude, run->prelude_length, blocks, run->slots, 0);
+    for (long i = 0; i < run->steps; i++)
+        sg_steps_{T}(run->body, run->body_length, blocks, run->slots, run->reverse ? run->steps - 1 - i : i);
+}}
+
+/* every step on share ``part`` of the rows: blocks with the run's rows narrowed to it, the
+   others (a row read by every row) as they are; MKL on this thread alone */
+static void sg_share_{T}(const sg_run* run, long part) {{
+    const long first = part * run->rows / run->parts, last = (part + 1) * run->rows / run->parts;
+    sg_block blocks[run->block_count];
+    for (long k = 0; k < run->block_count; k++) {{
+        blocks[k] = run->blocks[k];
+        if (blocks[k].rows == run->rows) {{
+            blocks[k].at += first * blocks[k].row * (long)sizeof({T});
+            blocks[k].rows = last - first;
+        }}
+    }}
+    const int before = ((sg_set_threads)run->threading[3])(1);
+    sg_all_steps_{T}(run, blocks);
+    ((sg_set_threads)run->threading[3])(before);
+}}
+
+static void sg_shares_{T}(void* data) {{
+    const sg_run* run = (const sg_run*)data;
+    const long threads = ((sg_count)run->threading[2])();
+    for (long part = ((sg_count)run->threading[1])(); part < run->parts; part += threads)
+        sg_share_{T}(run, part);
+}}
+
+/* the whole loop; with parts > 1 the rows are shared out among that many threads, each
+   running every step on its own rows (a row's recurrence never reads another row) */
 void sg_loop_{T}(long steps, int reverse, const long* prelude, long prelude_length, const long* body,
-                 long body_length, const sg_block* blocks, void* const* slots) {{
-    sg_steps_{T}(prelude, prelude_length, blocks, slots, 0);
-    for (long i = 0; i < steps; i++)
-        sg_steps_{T}(body, body_length, blocks, slots, reverse ? steps - 1 - i : i);
+                 long body_length, const sg_block* blocks, long block_count, void* const* slots,
+                 long rows, long parts, void* const* threading) {{
+    sg_run run = {{steps, reverse, prelude, prelude_length, body, body_length, blocks, block_count, slots,
+                  rows, parts, threading}};
+    if (parts > 1)
+        ((sg_fork)threading[0])(sg_shares_{T}, &run, (unsigned)parts, 0);
+    else
+        sg_all_steps_{T}(&run, blocks);
 }}
 """
 
@@ -265,6 +317,9 @@ class NativeLoop:
     def __init__(self, tape: Tape, products: Products, runners: dict):
         self.tape = tape
         self.runners = runners
+        self.products = products
+        threading = products.threading_addresses()
+        self.threading = None if threading is None else numpy.array(threading, dtype=numpy.int64)
         self.gemms = {numpy.dtype(dtype): list(products.routine_addresses(dtype)) for dtype in native.C_TYPES}
         instructions = tape.prelude + tape.body
         self.blocks = sorted({b for instruction in instructions for b in _blocks(instruction)},
@@ -296,9 +351,19 @@ class NativeLoop:
             row.fill(arrays[name])
         slots = numpy.array([bases[self.root_index[s]] if isinstance(s, str) else s for s in plan.slots],
                             dtype=numpy.int64)  # addresses, read as pointers
+        parts = self.parts(plan.shared_rows)
         self.runners[plan.dtype](steps, int(self.tape.reverse), plan.prelude.ctypes.data, len(plan.prelude),
-                                 plan.body.ctypes.data, len(plan.body), table.ctypes.data, slots.ctypes.data)
+                                 plan.body.ctypes.data, len(plan.body), table.ctypes.data, len(table),
+                                 slots.ctypes.data, plan.shared_rows, parts,
+                                 0 if parts == 1 else self.threading.ctypes.data)
         return True
+
+    def parts(self, rows: int) -> int:
+        """Among how many threads a loop over ``rows`` independent rows is shared out: one a
+        thread MKL would use, each with at least :data:`SHARE_ROWS` rows (1: not shared)."""
+        if self.threading is None or rows < 2 * SHARE_ROWS:
+            return 1
+        return max(1, min(self.products.threads(), rows // SHARE_ROWS))
 
 
 class _Plan:
@@ -308,7 +373,7 @@ class _Plan:
     row of the plan's own); ``slots`` the pointers instructions name (MKL's two GEMMs first;
     a root's name stands for its address in the pass); ``spread`` the rows a single value is
     spread over, refilled every pass; ``products`` the (left, out) blocks of each product,
-    which must not overlap."""
+    which must not overlap; ``shared_rows`` the rows the loop may be shared out by (0: none)."""
 
     def __init__(self, loop: NativeLoop, steps: int, arrays: dict):
         if not all(isinstance(arrays.get(r), numpy.ndarray) and arrays[r].flags.writeable for r in loop.written):
@@ -325,13 +390,16 @@ class _Plan:
             owners.append(loop.root_index[block.root])
         if self.dtype not in loop.runners:
             raise Untranslatable("no float arrays")
-        self.rows, self.owners, self.own = rows, owners, len(loop.roots)
+        self.entries, self.owners, self.own = rows, owners, len(loop.roots)
         self.slots = list(loop.gemms[self.dtype])
         self.prelude = self._code(loop.tape.prelude)
         self.body = self._code(loop.tape.body)
         self.table = numpy.array(rows, dtype=numpy.int64).reshape(-1, 5)
         self.owner = numpy.array(owners, dtype=numpy.intp)
-        del self.arrays, self.rows, self.owners
+        written = [self.numbers[b] for instruction in loop.tape.prelude + loop.tape.body
+                   for b in _written(instruction)]
+        self.shared_rows = _shared_rows(self.table, written)
+        del self.arrays, self.entries, self.owners
 
     def _code(self, instructions: list) -> numpy.ndarray:
         """The instructions as the runner reads them."""
@@ -352,25 +420,25 @@ class _Plan:
     def _inputs(self, out: Block, inputs: list) -> list:
         """The numbers of ``inputs`` to an elementwise instruction writing ``out``; a single
         value is spread over a row of the plan's own."""
-        _, _, rows, cols, _ = self.rows[self.numbers[out]]
+        _, _, rows, cols, _ = self.entries[self.numbers[out]]
         found = []
         for block in inputs:
             number = self.numbers[block]
-            if self.rows[number][3] == SPREAD:
+            if self.entries[number][3] == SPREAD:
                 row = numpy.empty(cols, dtype=self.dtype)
                 self.spread.append((row, block.root))
-                number = len(self.rows)
-                self.rows.append((row.ctypes.data, 0, 1, cols, 0))
+                number = len(self.entries)
+                self.entries.append((row.ctypes.data, 0, 1, cols, 0))
                 self.owners.append(self.own)
-            if self.rows[number][3] != cols or self.rows[number][2] not in (rows, 1):
+            if self.entries[number][3] != cols or self.entries[number][2] not in (rows, 1):
                 raise Untranslatable("elementwise shapes")
             found.append(number)
         return found
 
     def _product(self, left: Block, weight_name: str, out: Block, accumulate: bool) -> list:
         a, o = self.numbers[left], self.numbers[out]
-        rows, inner, cols = self.rows[a][2], self.rows[a][3], self.rows[o][3]
-        if SPREAD in (inner, cols) or self.rows[o][2] != rows:
+        rows, inner, cols = self.entries[a][2], self.entries[a][3], self.entries[o][3]
+        if SPREAD in (inner, cols) or self.entries[o][2] != rows:
             raise Untranslatable("product operands")
         self.products.append((a, o))
         weight = self.arrays.get(weight_name)
@@ -390,12 +458,21 @@ class _Plan:
         address = kernel.native_rows(function.__name__, self.dtype) if hasattr(kernel, "native_rows") else None
         if address is None:
             raise Untranslatable(name)
-        first = self.rows[self.numbers[outputs[0]]]
-        if any(self.rows[self.numbers[o]][2:4] != first[2:4] for o in outputs) or first[3] == SPREAD:
+        first = self.entries[self.numbers[outputs[0]]]
+        if any(self.entries[self.numbers[o]][2:4] != first[2:4] for o in outputs) or first[3] == SPREAD:
             raise Untranslatable("chain outputs")
         numbers = self._inputs(outputs[0], inputs) + [self.numbers[o] for o in outputs]
         self.slots.append(address)
         return [CHAIN, len(self.slots) - 1, len(numbers), *numbers, len(inputs)]
+
+
+def _shared_rows(table, written: list) -> int:
+    """The rows every written block has, where every block has them or is one row read by
+    all (each row then runs on its own: see :data:`SHARE_ROWS`); 0 where not."""
+    rows = {int(table[k, 2]) for k in written}
+    if len(rows) != 1 or not set(table[:, 2].tolist()) <= rows | {1}:
+        return 0
+    return rows.pop()
 
 
 def _layout_key(value):
@@ -494,7 +571,8 @@ def _runners():
     for dtype, ctype in native.C_TYPES.items():
         function = getattr(library, f"sg_loop_{ctype}")
         function.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                             ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+                             ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
+                             ctypes.c_long, ctypes.c_void_p]
         function.restype = None
         found[numpy.dtype(dtype)] = function
     return found

@@ -128,6 +128,29 @@ def test_arrays_the_tape_cannot_read_are_left_to_python_untouched(why):
         np.testing.assert_array_equal(arrays[name], value, err_msg=name)
 
 
+@pytest.mark.parametrize("batch, threads, parts", [(25, 3, 3), (25, 8, 3), (20, 4, 2), (15, 4, 1)])
+def test_rows_shared_among_threads_give_the_same_numbers(batch, threads, parts, monkeypatch):
+    xp = NumpyBackend(mkl=True).xp
+    if xp.threading_addresses() is None:
+        pytest.skip("MKL runs on no OpenMP runtime here")
+    monkeypatch.setattr(mkl.Products, "threads", lambda self: threads)
+    arrays, weight = _loop_arrays(xp, steps=6, batch=batch, width=5, seed=1)
+    expected = _python_loop(arrays, weight)
+    loop = native_loop.compile_loop(LOOP, xp)
+    assert loop.parts(batch) == parts
+    assert loop.run(6, arrays)
+    for name in ("S0", "K1", "b0"):
+        np.testing.assert_allclose(arrays[name], expected[name], rtol=1e-13, atol=1e-14, err_msg=name)
+
+
+def test_only_loops_whose_every_write_has_the_batch_rows_are_shared():
+    def table(*rows):
+        return np.array([(0, 0, r, 4, 4) for r in rows], dtype=np.int64)
+    assert native_loop._shared_rows(table(32, 1, 32), written=[0, 2]) == 32  # one row read by all
+    assert native_loop._shared_rows(table(32, 1), written=[0, 1]) == 0       # one row written
+    assert native_loop._shared_rows(table(32, 16), written=[0]) == 0         # other rows read
+
+
 def test_no_native_loop_without_mkl_products():
     assert native_loop.compile_loop(LOOP, np) is None
 
@@ -141,10 +164,13 @@ def _runs(monkeypatch) -> list:
     return taken
 
 
+@pytest.mark.parametrize("batch", [3, 16])
 @pytest.mark.parametrize("path, name", example_models())
-def test_every_example_gives_the_python_loops_numbers(path, name, monkeypatch):
+def test_every_example_gives_the_python_loops_numbers(path, name, batch, monkeypatch):
+    """Batch 16 on two threads: each loop's rows shared out in two halves."""
+    monkeypatch.setattr(mkl.Products, "threads", lambda self: 2)
     model = sg.load(path).models[name]
-    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=3)
+    inputs, lengths = random_inputs(model, batch=batch, steps=5, ragged=True, seed=3)
     taken = _runs(monkeypatch)
     results = []
     for native_loops in (True, False):

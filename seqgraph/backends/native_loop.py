@@ -9,7 +9,9 @@ once into a **tape**: instructions over **blocks**, each block a 2-D ``(rows, co
 of one of the loop's arrays whose address moves by a fixed number of bytes from step to step
 (``S[t + 1]``, ``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
 runs every step: products through MKL (packed weights or plain GEMM), adds, copies, zero
-fills and the chains' own ``_rows`` loops, the same code the Python loop calls.
+fills and the chains' own ``_rows`` loops, the same code the Python loop calls. Where each
+row of the loop runs on its own (the batch's sequences), the rows are shared out among MKL's
+threads, each running every step on its own rows (see :data:`SHARE_ROWS`).
 
 What it does not know (another ufunc, a generic op's callable, a constant operand, an array
 not laid out in rows) leaves the loop to Python: :meth:`NativeLoop.run` says False before it

@@ -41,14 +41,8 @@ def wanted() -> bool:
 @lru_cache(maxsize=None)
 def library():
     """MKL's single dynamic library from the installed ``mkl`` package, or None."""
-    return _package_library("mkl", "libmkl_rt.so", "mkl_rt")
-
-
-def _package_library(package: str, unix_name: str, windows_name: str):
-    """The dynamic library named ``unix_name`` (or ``windows_name``, a DLL) among an
-    installed package's files, loaded; None when there is none."""
-    for file in _package_files(package):
-        if file.name.startswith(unix_name) or (file.name.startswith(windows_name) and file.suffix == ".dll"):
+    for file in _package_files("mkl"):
+        if file.name.startswith("libmkl_rt.so") or (file.name.startswith("mkl_rt") and file.suffix == ".dll"):
             try:
                 return ctypes.CDLL(str(file.locate()))
             except OSError:

@@ -23,15 +23,28 @@ from __future__ import annotations
 import ast
 import ctypes
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy
 
 from . import native
 from .mkl import Packed, Products, address, matrix_layout
 
-# instruction codes, shared with the C runner below
-PRODUCT_PACKED, PRODUCT, ADD, SUBTRACT, MULTIPLY, COPY, ZERO, CHAIN = range(1, 9)
-ELEMENTWISE = {"add": ADD, "subtract": SUBTRACT, "multiply": MULTIPLY}
+
+class Code(IntEnum):
+    """Instruction codes, the first number of each instruction the C runner below reads."""
+    PRODUCT_PACKED = 1
+    PRODUCT = 2
+    ADD = 3
+    SUBTRACT = 4
+    MULTIPLY = 5
+    COPY = 6
+    ZERO = 7
+    CHAIN = 8
+
+
+ELEMENTWISE = {"add": Code.ADD, "subtract": Code.SUBTRACT, "multiply": Code.MULTIPLY}
+
 SPREAD = -1  # the column count of a single value, spread over a row where it is read
 # The fewest rows worth a thread of their own. Each row of a recurrent state (a sequence of
 # the batch) runs through the loop without reading another, so a loop over 32 rows runs as
@@ -200,7 +213,6 @@ class Block:
 @dataclass
 class Tape:
     """A loop as instructions: each a tuple ``(kind, ...)`` over :class:`Block` operands."""
-    parameters: list
     prelude: list
     body: list
     reverse: bool
@@ -219,7 +231,7 @@ def translate(source: str) -> Tape:
                 _statement(inner, names, body)
         else:
             _statement(statement, names, prelude)
-    return Tape([a.arg for a in function.args.args], prelude, _accumulated(body, prelude), reverse)
+    return Tape(prelude, _accumulated(body, prelude), reverse)
 
 
 def _accumulated(body: list, prelude: list) -> list:
@@ -408,9 +420,9 @@ class _Plan:
         code = []
         for kind, *args in instructions:
             if kind == "zero":
-                code += [ZERO, self.numbers[args[0]]]
+                code += [Code.ZERO, self.numbers[args[0]]]
             elif kind == "copy":
-                code += [COPY, self.numbers[args[0]], *self._inputs(args[0], args[1:])]
+                code += [Code.COPY, self.numbers[args[0]], *self._inputs(args[0], args[1:])]
             elif kind in ELEMENTWISE:
                 code += [ELEMENTWISE[kind], *self._inputs(args[2], args[:2]), self.numbers[args[2]]]
             elif kind == "product":
@@ -448,11 +460,11 @@ class _Plan:
         if type(weight) is Packed:
             if weight.dtype != self.dtype or (weight.rows, weight.inner, weight.cols) != (rows, inner, cols):
                 raise Untranslatable("packed shape")
-            return [PRODUCT_PACKED, a, o, len(self.slots) - 1, int(accumulate)]
+            return [Code.PRODUCT_PACKED, a, o, len(self.slots) - 1, int(accumulate)]
         layout = matrix_layout(weight) if isinstance(weight, numpy.ndarray) and weight.ndim == 2 else None
         if layout is None or weight.dtype != self.dtype or weight.shape != (inner, cols):
             raise Untranslatable("weight")
-        return [PRODUCT, a, o, len(self.slots) - 1, int(accumulate), layout[0], layout[1]]
+        return [Code.PRODUCT, a, o, len(self.slots) - 1, int(accumulate), layout[0], layout[1]]
 
     def _chain(self, name: str, inputs: list, outputs: list) -> list:
         function = self.arrays.get(name)
@@ -465,7 +477,7 @@ class _Plan:
             raise Untranslatable("chain outputs")
         numbers = self._inputs(outputs[0], inputs) + [self.numbers[o] for o in outputs]
         self.slots.append(address)
-        return [CHAIN, len(self.slots) - 1, len(numbers), *numbers, len(inputs)]
+        return [Code.CHAIN, len(self.slots) - 1, len(numbers), *numbers, len(inputs)]
 
 
 def _shared_rows(table, written: list) -> int:
@@ -565,7 +577,7 @@ def compile_loop(source: str, xp):
 
 def _runners():
     """``{dtype: sg_loop_<type>}`` from the runner library (built once), or None."""
-    text = RUNNER + "".join(RUNNER_TYPED.format(T=ctype, **_CODES) for ctype in native.C_TYPES.values())
+    text = RUNNER + "".join(RUNNER_TYPED.format(T=ctype, **{c.name: c.value for c in Code}) for ctype in native.C_TYPES.values())
     library = native.op_loops(text)
     if library is None:
         return None
@@ -579,6 +591,3 @@ def _runners():
         found[numpy.dtype(dtype)] = function
     return found
 
-
-_CODES = {"PRODUCT_PACKED": PRODUCT_PACKED, "PRODUCT": PRODUCT, "ADD": ADD, "SUBTRACT": SUBTRACT,
-          "MULTIPLY": MULTIPLY, "COPY": COPY, "ZERO": ZERO, "CHAIN": CHAIN}

@@ -55,7 +55,6 @@ def _python_loop(arrays: dict, weight) -> dict:
 def test_a_loop_translates_to_blocks_that_move_by_step():
     tape = native_loop.translate(LOOP)
     state, moved = native_loop.Block("S0", 0), native_loop.Block("S0", 1)
-    assert tape.parameters == ["T", "K1", "S0", "X_x", "b0", "wt_w"]
     assert tape.prelude == [] and not tape.reverse
     assert tape.body == [("product", state, "wt_w", native_loop.Block("b0"), False),
                          ("add", native_loop.Block("b0"), native_loop.Block("X_x", 0), moved),

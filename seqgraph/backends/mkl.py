@@ -117,6 +117,7 @@ class Products:
                           numpy.dtype(numpy.float64): _Routines(lib, "d", _DOUBLE)}
         self._max_threads = _bind(lib, "MKL_Get_Max_Threads", [], _INT)
         self._local_threads = ctypes.cast(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT), _POINTER).value
+        self._threading = None  # the threading entry points as an array native code reads, once asked
 
     def __getattr__(self, name):
         value = getattr(numpy, name)
@@ -172,6 +173,17 @@ class Products:
         except AttributeError:
             return None
         return tuple(ctypes.cast(f, _POINTER).value for f in entries) + (self._local_threads,)
+
+    def shares(self, rows: int, least: int) -> tuple:
+        """``(parts, threading)`` for native work over ``rows`` independent rows: one part a
+        thread MKL would use, each of at least ``least`` rows, and the address of the entry
+        points (:meth:`threading_addresses`) native code forks them with (``sg_share_out``
+        in :mod:`seqgraph.backends.native`); ``(1, 0)`` where nothing is shared."""
+        if self._threading is None:
+            entries = self.threading_addresses()
+            self._threading = False if entries is None else numpy.array(entries, dtype=numpy.int64)
+        parts = min(self.threads(), rows // least) if self._threading is not False else 1
+        return (parts, self._threading.ctypes.data) if parts > 1 else (1, 0)
 
     def _gemm(self, a, b, out):
         """``a @ b`` into ``out`` (made when None) by MKL, or None when MKL cannot take them."""

@@ -59,6 +59,34 @@ double tanh(double);
 static inline float sg_max_f(float a, float b) { return (a > b || a != a) ? a : b; }
 static inline double sg_max_d(double a, double b) { return (a > b || a != a) ? a : b; }
 
+/* Work over independent rows shared out among threads: share(job, part) for each part, on
+   the threads of the OpenMP runtime MKL runs on. threading: that runtime's GOMP_parallel,
+   omp_get_thread_num and omp_get_num_threads, then MKL_Set_Num_Threads_Local (see
+   seqgraph.backends.mkl.Products.shares); NULL runs every part here, one after another. */
+typedef void (*sg_share_fn)(void*, long);
+typedef void (*sg_fork_fn)(void (*)(void*), void*, unsigned, unsigned);
+typedef int (*sg_count_fn)(void);
+typedef struct { sg_share_fn share; void* job; long parts; void* const* threading; } sg_shares;
+
+static void sg_run_shares(void* data) {
+    const sg_shares* s = (const sg_shares*)data;
+    const long threads = ((sg_count_fn)s->threading[2])();
+    for (long part = ((sg_count_fn)s->threading[1])(); part < s->parts; part += threads)
+        s->share(s->job, part);
+}
+
+static inline void sg_share_out(sg_share_fn share, void* job, long parts, void* const* threading) {
+    if (parts > 1 && threading) {
+        sg_shares s = {share, job, parts, threading};
+        ((sg_fork_fn)threading[0])(sg_run_shares, &s, (unsigned)parts, 0);
+    } else {
+        for (long part = 0; part < parts; part++) share(job, part);
+    }
+}
+
+/* the first of ``rows`` rows in share ``part`` of ``parts`` */
+static inline long sg_share_start(long rows, long parts, long part) { return part * rows / parts; }
+
 /* A NumPy array object as CPython and NumPy lay it out (PyObject_HEAD, then the start of
    PyArrayObject_fields), read in place: far cheaper than asking for each pointer from
    Python. The library checks this layout against real arrays before it is used. */
@@ -113,6 +141,19 @@ long sg_probe(const sg_array* a, int what) {
     }
 }
 """
+
+
+# The fewest rows of an op's native loop (a loss's rows, a weight's row dots) worth a
+# thread of their own: below that, waking a thread costs more than it saves.
+SHARE_ROWS = 256
+
+
+def shares(xp, rows: int, least: int) -> tuple:
+    """``(parts, threading)`` for native work over ``rows`` independent rows on namespace
+    ``xp``: MKL's threads share it out (:meth:`~seqgraph.backends.mkl.Products.shares`),
+    anything else runs it in one part, ``(1, 0)``."""
+    share = getattr(xp, "shares", None)
+    return share(rows, least) if share is not None else (1, 0)
 
 
 def wanted() -> bool:

@@ -58,12 +58,9 @@ typedef struct { char* at; long step; long rows; long cols; long row; } sg_block
 #define SG_ROW(b) ((b)->rows == 1 ? 0 : (b)->row)
 #define SG_LEAD(b) ((b)->rows == 1 ? (b)->cols : (b)->row)
 typedef int (*sg_rows_loop)(long, long, char* const*, const long*);
-typedef void (*sg_fork)(void (*)(void*), void*, unsigned, unsigned);
-typedef int (*sg_count)(void);
 typedef int (*sg_set_threads)(int);
 
-/* one run of a loop; threading: GOMP_parallel, omp_get_thread_num, omp_get_num_threads and
-   MKL_Set_Num_Threads_Local of the runtime MKL's threads come from */
+/* one run of a loop, its rows shared out in ``parts`` (see sg_share_out) */
 typedef struct {
     long steps; int reverse; const long* prelude; long prelude_length; const long* body;
     long body_length; const sg_block* blocks; long block_count; void* const* slots;
@@ -159,8 +156,10 @@ static void sg_all_steps_{T}(const sg_run* run, const sg_block* blocks) {{
 
 /* every step on share ``part`` of the rows: blocks with the run's rows narrowed to it, the
    others (a row read by every row) as they are; MKL on this thread alone */
-static void sg_share_{T}(const sg_run* run, long part) {{
-    const long first = part * run->rows / run->parts, last = (part + 1) * run->rows / run->parts;
+static void sg_share_{T}(void* job, long part) {{
+    const sg_run* run = (const sg_run*)job;
+    const long first = sg_share_start(run->rows, run->parts, part);
+    const long last = sg_share_start(run->rows, run->parts, part + 1);
     sg_block blocks[run->block_count];
     for (long k = 0; k < run->block_count; k++) {{
         blocks[k] = run->blocks[k];
@@ -174,13 +173,6 @@ static void sg_share_{T}(const sg_run* run, long part) {{
     ((sg_set_threads)run->threading[3])(before);
 }}
 
-static void sg_shares_{T}(void* data) {{
-    const sg_run* run = (const sg_run*)data;
-    const long threads = ((sg_count)run->threading[2])();
-    for (long part = ((sg_count)run->threading[1])(); part < run->parts; part += threads)
-        sg_share_{T}(run, part);
-}}
-
 /* the whole loop; with parts > 1 the rows are shared out among that many threads, each
    running every step on its own rows (a row's recurrence never reads another row) */
 void sg_loop_{T}(long steps, int reverse, const long* prelude, long prelude_length, const long* body,
@@ -189,7 +181,7 @@ void sg_loop_{T}(long steps, int reverse, const long* prelude, long prelude_leng
     sg_run run = {{steps, reverse, prelude, prelude_length, body, body_length, blocks, block_count, slots,
                   rows, parts, threading}};
     if (parts > 1)
-        ((sg_fork)threading[0])(sg_shares_{T}, &run, (unsigned)parts, 0);
+        sg_share_out(sg_share_{T}, &run, parts, threading);
     else
         sg_all_steps_{T}(&run, blocks);
 }}
@@ -332,8 +324,6 @@ class NativeLoop:
         self.tape = tape
         self.runners = runners
         self.products = products
-        threading = products.threading_addresses()
-        self.threading = None if threading is None else numpy.array(threading, dtype=numpy.int64)
         self.gemms = {numpy.dtype(dtype): list(products.routine_addresses(dtype)) for dtype in native.C_TYPES}
         instructions = tape.prelude + tape.body
         self.blocks = sorted({b for instruction in instructions for b in _blocks(instruction)},
@@ -365,19 +355,11 @@ class NativeLoop:
             row.fill(arrays[name])
         slots = numpy.array([bases[self.root_index[s]] if isinstance(s, str) else s for s in plan.slots],
                             dtype=numpy.int64)  # addresses, read as pointers
-        parts = self.parts(plan.shared_rows)
+        parts, threading = self.products.shares(plan.shared_rows, SHARE_ROWS)
         self.runners[plan.dtype](steps, int(self.tape.reverse), plan.prelude.ctypes.data, len(plan.prelude),
                                  plan.body.ctypes.data, len(plan.body), table.ctypes.data, len(table),
-                                 slots.ctypes.data, plan.shared_rows, parts,
-                                 0 if parts == 1 else self.threading.ctypes.data)
+                                 slots.ctypes.data, plan.shared_rows, parts, threading)
         return True
-
-    def parts(self, rows: int) -> int:
-        """Among how many threads a loop over ``rows`` independent rows is shared out: one a
-        thread MKL would use, each with at least :data:`SHARE_ROWS` rows (1: not shared)."""
-        if self.threading is None or rows < 2 * SHARE_ROWS:
-            return 1
-        return max(1, min(self.products.threads(), rows // SHARE_ROWS))
 
 
 class _Plan:

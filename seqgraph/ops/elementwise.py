@@ -61,22 +61,37 @@ def _gradient(xp, grad, summed, g, out, a, b, shape):
 # The gradient of a value broadcast over the leading (time, batch) axes, such as a peephole
 # weight times the cell state, is sum over those axes of g * other. NumPy forms the product
 # as a new (T, B, H) array and then sums it; this native loop (seqgraph.backends.native)
-# takes one pass, summing eight rows at a time in their type and those sums in float64.
+# takes one pass, summing eight rows at a time in their type and those sums in float64,
+# each share of the rows (native.shares) into its own row of totals.
 ROW_DOTS = "".join(f"""
-void sg_row_dots_{ctype}(long rows, long cols, const {ctype}* g, long g_step, const {ctype}* x,
-                         long x_step, double* total) {{
-    {ctype} part[cols];  /* eight rows at a time in the arrays' type, then into the double sums */
-    for (long first = 0; first < rows; first += 8) {{
-        const long last = first + 8 < rows ? first + 8 : rows;
+typedef struct {{
+    long rows, cols; const {ctype}* g; long g_step; const {ctype}* x; long x_step; double* totals; long parts;
+}} sg_row_dots_{ctype}_job;
+
+static void sg_row_dots_share_{ctype}(void* data, long part) {{
+    const sg_row_dots_{ctype}_job* job = (const sg_row_dots_{ctype}_job*)data;
+    const long cols = job->cols, end = sg_share_start(job->rows, job->parts, part + 1);
+    const {ctype}* g = job->g;
+    const {ctype}* x = job->x;
+    double* total = job->totals + part * cols;
+    {ctype} sums[cols];
+    for (long first = sg_share_start(job->rows, job->parts, part); first < end; first += 8) {{
+        const long last = first + 8 < end ? first + 8 : end;
         #pragma omp simd
-        for (long j = 0; j < cols; j++) part[j] = 0;
+        for (long j = 0; j < cols; j++) sums[j] = 0;
         for (long r = first; r < last; r++) {{
             #pragma omp simd
-            for (long j = 0; j < cols; j++) part[j] += g[r * g_step + j] * x[r * x_step + j];
+            for (long j = 0; j < cols; j++) sums[j] += g[r * job->g_step + j] * x[r * job->x_step + j];
         }}
         #pragma omp simd
-        for (long j = 0; j < cols; j++) total[j] += part[j];
+        for (long j = 0; j < cols; j++) total[j] += sums[j];
     }}
+}}
+
+void sg_row_dots_{ctype}(long rows, long cols, const {ctype}* g, long g_step, const {ctype}* x,
+                         long x_step, double* totals, long parts, void* const* threading) {{
+    sg_row_dots_{ctype}_job job = {{rows, cols, g, g_step, x, x_step, totals, parts}};
+    sg_share_out(sg_row_dots_share_{ctype}, &job, parts, threading);
 }}""" for ctype in ("float", "double"))
 
 
@@ -110,12 +125,14 @@ def _row_dots(xp, g, other, shape):
     if loops is None or None in steps:
         return None
     cols = math.prod(shape)
-    total = numpy.zeros(cols, dtype=numpy.float64)
+    rows = g.size // cols
+    parts, threading = native.shares(xp, rows, native.SHARE_ROWS)
+    totals = numpy.zeros((parts, cols), dtype=numpy.float64)
     pointer, long = ctypes.c_void_p, ctypes.c_long
-    getattr(loops, f"sg_row_dots_{ctype}")(long(g.size // cols), long(cols), pointer(g.ctypes.data),
-                                           long(steps[0]), pointer(other.ctypes.data), long(steps[1]),
-                                           pointer(total.ctypes.data))
-    return total.astype(g.dtype).reshape(shape)
+    getattr(loops, f"sg_row_dots_{ctype}")(long(rows), long(cols), pointer(g.ctypes.data), long(steps[0]),
+                                           pointer(other.ctypes.data), long(steps[1]),
+                                           pointer(totals.ctypes.data), long(parts), pointer(threading))
+    return totals.sum(axis=0).astype(g.dtype).reshape(shape)
 
 
 def _tie_weight(xp, g, a, b):

@@ -68,43 +68,70 @@ def _cross_entropy_parts(xp, logits, target, lengths):
 # contiguous float logits: per row one pass for the max, one for the sum of exps, then the
 # target's term; the vjp writes softmax * scale, less scale at the target. A padding row
 # (its step at or past its sequence's length) is never read: its term and gradient are 0.
+# The rows are shared out among MKL's threads where there are enough (native.shares).
 # NumPy's version (below) makes several passes over short rows, each its own call.
 def _row_loops(ctype: str, exp: str, log: str) -> str:
     # a NaN or inf in the row makes exp(row - top) NaN below, as in NumPy's version
     start = f"""
-    for (long r = 0; r < rows; r++) {{
+    const sg_ce_{ctype}_job* job = (const sg_ce_{ctype}_job*)data;
+    const long classes = job->classes, batch = job->batch, inner = job->inner;
+    const long* target = job->target;
+    const long* lengths = job->lengths;
+    const long last = sg_share_start(job->rows, job->parts, part + 1);
+    for (long r = sg_share_start(job->rows, job->parts, part); r < last; r++) {{
         const long example = r / inner;
         const int padding = lengths && example / batch >= lengths[example % batch];
-        const {ctype}* row = x + r * classes;"""
+        const {ctype}* row = job->x + r * classes;"""
+    check = "if (target[r] < 0 || target[r] >= classes) { job->ok[part] = 0; return; }"
     maximum = f"""
         {ctype} top = row[0];
         #pragma omp simd reduction(max:top)
         for (long j = 1; j < classes; j++) top = row[j] > top ? row[j] : top;"""
+    entry = f"""(long rows, long classes, const {ctype}* x, const long* target, const long* lengths,
+                long batch, long inner, {ctype} scale, {ctype}* out, long parts, void* const* threading) {{
+    int ok[parts];
+    for (long part = 0; part < parts; part++) ok[part] = 1;
+    sg_ce_{ctype}_job job = {{rows, classes, x, target, lengths, batch, inner, scale, out, parts, ok}};"""
     return f"""
-int sg_ce_forward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
-                          const long* lengths, long batch, long inner, {ctype}* nll) {{{start}
-        if (padding) {{ nll[r] = 0; continue; }}
-        if (target[r] < 0 || target[r] >= classes) return 0;{maximum}
+typedef struct {{
+    long rows, classes; const {ctype}* x; const long* target; const long* lengths; long batch, inner;
+    {ctype} scale; {ctype}* out; long parts; int* ok;
+}} sg_ce_{ctype}_job;
+
+static void sg_ce_forward_share_{ctype}(void* data, long part) {{{start}
+        if (padding) {{ job->out[r] = 0; continue; }}
+        {check}{maximum}
         {ctype} total = 0;
         #pragma omp simd reduction(+:total)
         for (long j = 0; j < classes; j++) total += {exp}(row[j] - top);
-        nll[r] = {log}(total) + top - row[target[r]];
+        job->out[r] = {log}(total) + top - row[target[r]];
     }}
-    return 1;
 }}
-int sg_ce_backward_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
-                           const long* lengths, long batch, long inner, {ctype} scale, {ctype}* grad) {{{start}
-        {ctype}* out = grad + r * classes;
+
+static void sg_ce_backward_share_{ctype}(void* data, long part) {{{start}
+        {ctype}* out = job->out + r * classes;
         if (padding) {{ for (long j = 0; j < classes; j++) out[j] = 0; continue; }}
-        if (target[r] < 0 || target[r] >= classes) return 0;{maximum}
+        {check}{maximum}
         {ctype} total = 0;
         #pragma omp simd reduction(+:total)
         for (long j = 0; j < classes; j++) {{ out[j] = {exp}(row[j] - top); total += out[j]; }}
-        const {ctype} factor = scale / total;
+        const {ctype} factor = job->scale / total;
         #pragma omp simd
         for (long j = 0; j < classes; j++) out[j] *= factor;
-        out[target[r]] -= scale;
+        out[target[r]] -= job->scale;
     }}
+}}
+
+/* out: each row's term (forward) or the gradient (backward, times scale); 0 when a row's
+   class id is outside the classes */
+int sg_ce_forward_{ctype}{entry}
+    sg_share_out(sg_ce_forward_share_{ctype}, &job, parts, threading);
+    for (long part = 0; part < parts; part++) if (!ok[part]) return 0;
+    return 1;
+}}
+int sg_ce_backward_{ctype}{entry}
+    sg_share_out(sg_ce_backward_share_{ctype}, &job, parts, threading);
+    for (long part = 0; part < parts; part++) if (!ok[part]) return 0;
     return 1;
 }}
 """
@@ -126,15 +153,18 @@ class _NativeRows:
     inner: int
     count: object
 
-    def call(self, direction: str, *extra) -> bool:
-        """Run ``sg_ce_<direction>`` over every row (``extra`` ends its arguments); False
-        when a row's class id is outside the classes."""
-        pointer = ctypes.c_void_p
+    def call(self, xp, direction: str, out, scale: float = 0.0) -> bool:
+        """Run ``sg_ce_<direction>`` over every row into ``out`` (the gradient times ``scale``
+        backward); False when a row's class id is outside the classes."""
+        pointer, number = ctypes.c_void_p, ctypes.c_float if self.ctype == "float" else ctypes.c_double
+        rows = self.logits.shape[0]
+        parts, threading = native.shares(xp, rows, native.SHARE_ROWS)
         return 1 == getattr(self.loops, f"sg_ce_{direction}_{self.ctype}")(
-            ctypes.c_long(self.logits.shape[0]), ctypes.c_long(self.logits.shape[1]),
+            ctypes.c_long(rows), ctypes.c_long(self.logits.shape[1]),
             pointer(self.logits.ctypes.data), pointer(self.target.ctypes.data),
             pointer(None if self.lengths is None else self.lengths.ctypes.data),
-            ctypes.c_long(self.batch), ctypes.c_long(self.inner), *extra)
+            ctypes.c_long(self.batch), ctypes.c_long(self.inner), number(scale), pointer(out.ctypes.data),
+            ctypes.c_long(parts), pointer(threading))
 
 
 def _native_rows(xp, logits, target, lengths):
@@ -162,7 +192,7 @@ def _forward_cross_entropy(xp, logits, target, lengths=None):
     rows = _native_rows(xp, logits, target, lengths)
     if rows is not None:
         nll = xp.empty(rows.logits.shape[0], dtype=logits.dtype)
-        if rows.call("forward", ctypes.c_void_p(nll.ctypes.data)):
+        if rows.call(xp, "forward", nll):
             return xp.asarray(nll.sum() / rows.count, dtype=logits.dtype)
         # a class id outside the classes: NumPy's indexing below reports it
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
@@ -177,8 +207,7 @@ def _vjp_cross_entropy(xp, g, out, logits, target, lengths=None):
     rows = _native_rows(xp, logits, target, lengths)
     if rows is not None:
         grad = xp.empty(logits.shape, dtype=logits.dtype)
-        number = ctypes.c_float if rows.ctype == "float" else ctypes.c_double
-        if rows.call("backward", number(float(g / rows.count)), ctypes.c_void_p(grad.ctypes.data)):
+        if rows.call(xp, "backward", grad, float(g / rows.count)):
             return (grad, None) + ((None,) if lengths is not None else ())
     shifted, target, mask, count = _cross_entropy_parts(xp, logits, target, lengths)
     scale = g / count

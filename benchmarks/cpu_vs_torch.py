@@ -514,16 +514,20 @@ READING = [
     "translated to a tape of instructions a C function runs), and each step in it one matrix "
     "product by MKL (the weight packed once per pass) and one loop per fused elementwise "
     "chain: for the LSTM the product accumulates straight into the input projection's row, "
-    "then two loops forward; backward one product, an add, a copy and two loops. `nn.LSTM` "
-    "runs one product and one fused oneDNN kernel per step. The products that can be batched "
-    "over time (input projections, output layer, every weight gradient) run as single large "
-    "products.",
-    "- Where the time goes at hidden 128 (2 threads): per step about 20 us of product and "
-    "12 us of chains forward, 30 us of product and 18 us of chains backward; the chains are "
-    "bound by transcendentals forward and by memory traffic backward (the kept gate values "
-    "are read once), and run on one thread while PyTorch's spread over both. About 1.5 ms of "
-    "a step is Python around the large products (packing, shapes, the loss's bookkeeping). At "
-    "512 the per-step products dominate and both run them at MKL's rate.",
+    "then two loops forward; backward one product, an add, a copy and two loops. With more "
+    "than one thread the batch's rows are shared out: each thread runs every step of the loop "
+    "on its own 16 rows, its products on one thread, and nothing waits between steps. "
+    "`nn.LSTM` runs one product over both threads and one fused oneDNN kernel per step. The "
+    "products that can be batched over time (input projections, output layer, every weight "
+    "gradient) run as single large products.",
+    "- Where the time goes at hidden 128 (2 threads; py-spy samples of the training loop): "
+    "the two recurrent loops about a third (per step and thread about 16 us of product and "
+    "5 us of chains forward), the products batched over time about two fifths (the recurrent "
+    "weight's gradient the largest), the loss, the weights' packing, the bias column and "
+    "Python the rest. At 256 and 512 each thread's per-step products run near one core's "
+    "MKL rate and dominate. With 1 thread nothing is shared and both libraries are bound by "
+    "the same products: at hidden 256 seqgraph's step took 0.90-1.13x PyTorch's over five "
+    "full runs.",
     "- Peak memory: the LSTM's input projection holds its pre-activations and then their "
     "gradient (no scan buffer for either), values one op recomputes (tanh(c), 1 - z) are not "
     "kept, and a scan repacks its weights into the same buffer every pass.",

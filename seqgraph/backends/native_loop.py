@@ -49,7 +49,7 @@ SPREAD = -1  # the column count of a single value, spread over a row where it is
 # The fewest rows worth a thread of their own. Each row of a recurrent state (a sequence of
 # the batch) runs through the loop without reading another, so a loop over 32 rows runs as
 # two loops over 16 on two threads, with no waiting between steps: at hidden 128 on two
-# cores that took 0.6-0.7 of the time of one loop whose products alone use both threads.
+# cores the loops took 0.55-0.65 of the time of one loop whose products alone use both threads.
 SHARE_ROWS = 8
 
 RUNNER = """

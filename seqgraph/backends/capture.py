@@ -225,7 +225,7 @@ class TrainingStep:
             xp.copyto(array, copy, where=skipped)
         # the scans' reusable buffers are replaced when another shape runs; the graph keeps
         # writing into these, so they must outlive that
-        self.alive[signature] = [dict(item.cache) for item in self.net.program.schedule
+        self.alive[signature] = [dict(item.cache.buffers) for item in self.net.program.schedule
                                  if isinstance(item, Scan)]
 
 

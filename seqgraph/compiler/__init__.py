@@ -46,12 +46,21 @@ class Step:
 
 
 @dataclass
+class ScanCache:
+    """What a scan keeps from pass to pass: per direction, the reusable buffers of the latest
+    shape signature (``(signature, {name: array})``); the loaded loops by key; each packed
+    weight's last packing buffer, packed into again."""
+    buffers: dict = field(default_factory=dict)
+    loops: dict = field(default_factory=dict)
+    packing: dict = field(default_factory=dict)
+
+
+@dataclass
 class Scan:
-    """A recurrent core and its generated step loops; ``cache`` holds scratch buffers and
-    loaded functions per shape signature."""
+    """A recurrent core, its generated step loops and what it keeps between passes."""
     time: str
     code: ScanCode
-    cache: dict = field(default_factory=dict)
+    cache: ScanCache = field(default_factory=ScanCache)
 
 
 @dataclass
@@ -187,7 +196,7 @@ class Program:
         """The generated function for ``key`` (and its native loop, where the namespace has
         one: see :mod:`seqgraph.backends.native_loop`) with its scratch buffers and the
         callables ``functions()`` gives it, made once per key."""
-        if key not in scan.cache:
+        if key not in scan.cache.loops:
             namespace = {name: getattr(xp, name) for name in UFUNCS}
             exec(compiled, namespace)
             function = namespace["scan_backward" if key[0] == "backward" else "scan_forward"]
@@ -195,8 +204,8 @@ class Program:
             scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
                        for name, (shape, _) in buffers.items()}
             loop = native_loop.compile_loop(source, xp) if self.native_loops else None
-            scan.cache[key] = Loaded(function, {**scratch, **functions()}, loop)
-        return scan.cache[key]
+            scan.cache.loops[key] = Loaded(function, {**scratch, **functions()}, loop)
+        return scan.cache.loops[key]
 
     # backward
     def backward(self, xp, run: Run, seeds: dict, wrt=None) -> dict:
@@ -356,9 +365,9 @@ class Program:
 def _reusable(scan: Scan, direction: str, signature) -> dict:
     """The buffers kept for ``direction`` of ``scan`` at this shape signature (only the
     latest signature's are kept, so a changing length does not pile up memory)."""
-    kept = scan.cache.get(direction)
+    kept = scan.cache.buffers.get(direction)
     if kept is None or kept[0] != signature:
-        kept = scan.cache[direction] = (signature, {})
+        kept = scan.cache.buffers[direction] = (signature, {})
     return kept[1]
 
 
@@ -376,7 +385,7 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     pack = getattr(xp, "pack", None)
     if pack is None:
         return xp.ascontiguousarray(weight)
-    buffers = scan.cache.setdefault("packing", {})
+    buffers = scan.cache.packing
     packed = pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed

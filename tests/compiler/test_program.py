@@ -146,7 +146,7 @@ def test_a_spent_input_projection_holds_its_own_gradient():
     assert grads["gru_0/add"] is projection and not np.array_equal(projection, before)
     # the loop's 3H-wide cotangent over time lived there too before the gradient took its place
     (scan,) = _scans(net)
-    assert sorted(scan.cache["backward"][1]) == ["C0", "G11"]
+    assert sorted(scan.cache.buffers["backward"][1]) == ["C0", "G11"]
     compare_with_reference(net)
 
 
@@ -176,7 +176,7 @@ def test_a_recurrence_accumulates_into_an_input_projection_only_it_reads():
     held = net._run.consumed[projection]
     grads = net.program.backward(np, net._run, {net.model.outputs["loss"]: np.ones(())})
     assert grads[projection] is held  # the gates' cotangents over all steps live there too
-    assert not [name for name in scan.cache["backward"][1] if name.startswith("G")]
+    assert not [name for name in scan.cache.buffers["backward"][1] if name.startswith("G")]
     compare_with_reference(net)
 
 

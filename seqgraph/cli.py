@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import grads, inspect
+from . import grads, inspect, resources
 from .errors import SeqgraphError
 from .program import Model, load
 from .weights import set_params
@@ -359,6 +359,7 @@ def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    resources.keep_freed_memory()
     try:
         return args.handler(args)
     except SeqgraphError as error:

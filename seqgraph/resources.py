@@ -16,10 +16,14 @@ by the ``SEQGRAPH_MEMORY`` environment variable (``"8G"``, ``"512M"``, a number 
 :class:`SeqgraphError` with the estimate and what to lower, before the first allocation,
 not a ``MemoryError`` half-way through. :func:`memory_errors` turns a ``MemoryError`` that
 still happens (the estimate is a lower bound) into the same kind of message.
+
+:func:`keep_freed_memory` asks the C library's allocator to keep memory a pass frees for
+the next pass; the command line does so at start.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
@@ -167,3 +171,26 @@ def memory_errors(needed: Estimate):
         raise SeqgraphError(f"out of memory running model {needed.model} ({error}); it needs "
                             f"{needed.describe()} for a batch of {needed.batch} x {needed.steps} "
                             "steps", hint=needed.hint()) from None
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit systems
+
+
+def keep_freed_memory(limit: int = 512 << 20) -> bool:
+    """Ask glibc's allocator to keep up to ``limit`` bytes of freed memory for later
+    allocations, and to serve arrays up to 32 MiB from that memory rather than from fresh
+    mappings. Every pass of a network allocates and frees arrays of the same sizes; by
+    default glibc hands large freed blocks back to the system, and the next pass faults the
+    same amount in again page by page: a forward-only pass of the char_lstm example took
+    1400 page faults and 12.5 ms on a 2-core virtual machine, 7.9 ms with none. A training
+    step frees and allocates in an order that mostly avoids it already. The setting holds for
+    the whole process (the command line makes it; a program that uses seqgraph may call
+    this too). False where the C library is not glibc, and nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, limit) == 1

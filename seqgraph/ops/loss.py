@@ -87,11 +87,17 @@ def _row_loops(ctype: str, exp: str, log: str) -> str:
         {ctype} top = row[0];
         #pragma omp simd reduction(max:top)
         for (long j = 1; j < classes; j++) top = row[j] > top ? row[j] : top;"""
-    entry = f"""(long rows, long classes, const {ctype}* x, const long* target, const long* lengths,
-                long batch, long inner, {ctype} scale, {ctype}* out, long parts, void* const* threading) {{
+    entries = "".join(f"""
+int sg_ce_{direction}_{ctype}(long rows, long classes, const {ctype}* x, const long* target,
+        const long* lengths, long batch, long inner, {ctype} scale, {ctype}* out, long parts,
+        void* const* threading) {{
     int ok[parts];
     for (long part = 0; part < parts; part++) ok[part] = 1;
-    sg_ce_{ctype}_job job = {{rows, classes, x, target, lengths, batch, inner, scale, out, parts, ok}};"""
+    sg_ce_{ctype}_job job = {{rows, classes, x, target, lengths, batch, inner, scale, out, parts, ok}};
+    sg_share_out(sg_ce_{direction}_share_{ctype}, &job, parts, threading);
+    for (long part = 0; part < parts; part++) if (!ok[part]) return 0;
+    return 1;
+}}""" for direction in ("forward", "backward"))
     return f"""
 typedef struct {{
     long rows, classes; const {ctype}* x; const long* target; const long* lengths; long batch, inner;
@@ -123,17 +129,7 @@ static void sg_ce_backward_share_{ctype}(void* data, long part) {{{start}
 }}
 
 /* out: each row's term (forward) or the gradient (backward, times scale); 0 when a row's
-   class id is outside the classes */
-int sg_ce_forward_{ctype}{entry}
-    sg_share_out(sg_ce_forward_share_{ctype}, &job, parts, threading);
-    for (long part = 0; part < parts; part++) if (!ok[part]) return 0;
-    return 1;
-}}
-int sg_ce_backward_{ctype}{entry}
-    sg_share_out(sg_ce_backward_share_{ctype}, &job, parts, threading);
-    for (long part = 0; part < parts; part++) if (!ok[part]) return 0;
-    return 1;
-}}
+   class id is outside the classes */{entries}
 """
 
 

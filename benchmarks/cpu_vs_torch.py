@@ -526,7 +526,7 @@ READING = [
     "weight's gradient the largest), the loss, the weights' packing, the bias column and "
     "Python the rest. At 256 and 512 each thread's per-step products run near one core's "
     "MKL rate and dominate. With 1 thread nothing is shared and both libraries are bound by "
-    "the same products: at hidden 256 seqgraph's step took 0.90-1.13x PyTorch's over five "
+    "the same products: at hidden 256 seqgraph's step took 0.90-1.13x PyTorch's over six "
     "full runs.",
     "- Peak memory: the LSTM's input projection holds its pre-activations and then their "
     "gradient (no scan buffer for either), values one op recomputes (tanh(c), 1 - z) are not "

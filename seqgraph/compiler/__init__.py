@@ -305,23 +305,22 @@ class Program:
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
         spare = [env[parent] for parent, names in self.spent_inputs[id(scan)].items()
                  if parent in env and not any(name in source for name in names)]
-        for node in code.order:
-            i = code.index[node]
+        for node, i, roles in layout.arrays:
             shape = (batch,) + code.shapes[node]
-            if node in code.prev_of:
+            if "S" in roles:
                 arrays[f"S{i}"] = env[node].base if env[node].base is not None else env[node]
-            if f"K{i}" not in arrays and node in env and node in code.kept and node not in code.views:
+            if "K" in roles and f"K{i}" not in arrays and node in env:
                 arrays[f"K{i}"] = env[node]
-            if node in code.masks:
+            if "M" in roles:
                 arrays[f"M{i}"] = env[node]
-            if node in layout.active and node in code.state_of:
+            if "C" in roles:
                 arrays[f"C{i}"] = _buffer(xp, reused, f"C{i}", shape, run.dtype)
-            if node in layout.full:
+            if "G" in roles:
                 fitting = [a for a in [run.consumed.get(code.hosted.get(node))] + spare
                            if _fits_exactly(a, (steps,) + shape, run.dtype)]
                 spare = [a for a in spare if not fitting or a is not fitting[0]]
                 arrays[f"G{i}"] = fitting[0] if fitting else _buffer(xp, reused, f"G{i}", (steps,) + shape, run.dtype)
-            if node in seeded:
+            if "O" in roles:
                 arrays[f"O{i}"] = outside[node]
         values = ChainMap(env, run.consumed)  # a consumed value is read for its shape only
         packed = code.product_weights()

@@ -46,7 +46,10 @@ PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
 @dataclass
 class Layout:
-    """Where one backward pass keeps each cotangent (see :class:`ScanCode`)."""
+    """Where one backward pass keeps each cotangent (see :class:`ScanCode`); ``arrays`` lists
+    ``(node, index, roles)`` for each node the loop is handed an array for, each role a
+    letter of its name: S its state's steps, K its kept values, M its mask, C its carried
+    cotangent, G its cotangent over all steps, O the cotangent from outside."""
     active: set
     root: dict
     region: dict
@@ -54,6 +57,7 @@ class Layout:
     deferred: dict
     inits: dict
     contributions: dict = field(default_factory=dict)
+    arrays: list = field(default_factory=list)
 
 
 class ScanCode:
@@ -432,7 +436,20 @@ class ScanCode:
         for node in self.order:
             self._share_with_slice(node, active, inits, contributions, root, region)
         full = {root[n] for n in deferred}
-        return Layout(active, root, region, full, deferred, inits, contributions)
+        return Layout(active, root, region, full, deferred, inits, contributions,
+                      self._backward_arrays(seeded, active, full))
+
+    def _backward_arrays(self, seeded: frozenset, active: set, full: set) -> list:
+        """:attr:`Layout.arrays`, found once per layout rather than on every pass."""
+        found = []
+        for node in self.order:
+            roles = "".join(role for role, holds in (
+                ("S", node in self.prev_of), ("K", node in self.kept and node not in self.views),
+                ("M", node in self.masks), ("C", node in active and node in self.state_of),
+                ("G", node in full), ("O", node in seeded)) if holds)
+            if roles:
+                found.append((node, self.index[node], roles))
+        return found
 
     def _share_with_slice(self, node, active: set, inits: dict, contributions: dict, root: dict,
                           region: dict) -> None:

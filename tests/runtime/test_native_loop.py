@@ -1,6 +1,11 @@
 """Scan loops run as one native call: the tape a loop translates to, the same numbers as the
 Python loops for every example model, and arrays the tape cannot read left to Python."""
 
+import ctypes.util
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -140,6 +145,42 @@ def test_rows_shared_among_threads_give_the_same_numbers(batch, threads, parts, 
     assert loop.run(6, arrays)
     for name in ("S0", "K1", "b0"):
         np.testing.assert_allclose(arrays[name], expected[name], rtol=1e-13, atol=1e-14, err_msg=name)
+
+
+# libgomp loaded first, as `import torch` loads it: MKL then runs on its GNU threading layer,
+# and the loops' rows must be shared on libgomp's threads, not on a second pool of its own
+GNU_RUNTIME = """
+import ctypes, os, sys
+ctypes.CDLL(sys.argv[1], mode=os.RTLD_GLOBAL)
+import numpy as np
+import seqgraph as sg
+from seqgraph.backends import mkl
+from seqgraph.backends.numpy_backend import NumpyBackend
+from seqgraph.gradcheck import random_inputs
+mkl.Products.threads = lambda self: 2
+model = sg.load(sys.argv[2]).model()
+inputs, lengths = random_inputs(model, batch=16, steps=5, seed=3)
+grads = []
+for native_loops in (True, False):
+    net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float64", seed=4)
+    net.program.native_loops = native_loops
+    net.forward(inputs, lengths)
+    grads.append(net.backward())
+fork = NumpyBackend(mkl=True).xp.threading_addresses()[0]
+print(fork == ctypes.cast(ctypes.CDLL(sys.argv[1]).GOMP_parallel, ctypes.c_void_p).value)
+print(max(float(np.abs(grads[0][k] - grads[1][k]).max()) for k in grads[0]))
+"""
+
+
+@pytest.mark.skipif(ctypes.util.find_library("gomp") is None, reason="no GNU OpenMP runtime")
+def test_rows_are_shared_on_gnu_openmp_when_mkl_runs_on_it():
+    model = Path(__file__).resolve().parents[2] / "models" / "lstm_adding.sg"
+    done = subprocess.run([sys.executable, "-c", GNU_RUNTIME, ctypes.util.find_library("gomp"), str(model)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    same_runtime, difference = done.stdout.split()
+    assert same_runtime == "True"
+    assert float(difference) < 1e-12
 
 
 def test_only_loops_whose_every_write_has_the_batch_rows_are_shared():

@@ -101,6 +101,11 @@ class _Routines:
                              [_INT] * 6 + [_POINTER, _INT, _POINTER, _INT, scalar, _POINTER, _INT])
 
 
+def function_address(function) -> int:
+    """Where a function loaded through ctypes starts, for native code to call it."""
+    return ctypes.cast(function, _POINTER).value
+
+
 def _bind(lib, name: str, argtypes: list, restype=None):
     function = getattr(lib, name)
     function.argtypes = argtypes
@@ -116,7 +121,7 @@ class Products:
         self._routines = {numpy.dtype(numpy.float32): _Routines(lib, "s", _FLOAT),
                           numpy.dtype(numpy.float64): _Routines(lib, "d", _DOUBLE)}
         self._max_threads = _bind(lib, "MKL_Get_Max_Threads", [], _INT)
-        self._local_threads = ctypes.cast(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT), _POINTER).value
+        self._local_threads = function_address(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT))
         self._threading = None  # the threading entry points as an array native code reads, once asked
 
     def __getattr__(self, name):
@@ -153,7 +158,7 @@ class Products:
         """The addresses of MKL's ``cblas_?gemm_compute`` (packed right operand) and
         ``cblas_?gemm`` for ``dtype``, for native code to call."""
         routines = self._routines[numpy.dtype(dtype)]
-        return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (routines.compute, routines.gemm))
+        return function_address(routines.compute), function_address(routines.gemm)
 
     def threads(self) -> int:
         """How many threads MKL's products use (``MKL_NUM_THREADS``, else the cores)."""
@@ -172,7 +177,7 @@ class Products:
             entries = [runtime.GOMP_parallel, runtime.omp_get_thread_num, runtime.omp_get_num_threads]
         except AttributeError:
             return None
-        return tuple(ctypes.cast(f, _POINTER).value for f in entries) + (self._local_threads,)
+        return tuple(map(function_address, entries)) + (self._local_threads,)
 
     def shares(self, rows: int, least: int) -> tuple:
         """``(parts, threading)`` for native work over ``rows`` independent rows: one part a

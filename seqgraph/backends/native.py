@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy
 
 from . import cuda_kernels
-from .mkl import Products
+from .mkl import Products, function_address
 
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 LIBRARIES = ("-lmvec", "-lm")
@@ -283,7 +283,7 @@ def _bind(library, source, dtype: str):
 
 def _address(library, name: str) -> int:
     """The address of C function ``name`` in ``library``."""
-    return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+    return function_address(getattr(library, name))
 
 
 def _build(text: str, cc: str) -> Path:

@@ -328,7 +328,7 @@ class NativeLoop:
         instructions = tape.prelude + tape.body
         self.blocks = sorted({b for instruction in instructions for b in _blocks(instruction)},
                              key=lambda b: (b.root, str(b.shift), b.start, str(b.stop)))
-        self.written = {b.root for instruction in instructions for b in _written(instruction)}
+        self.written = [b for instruction in instructions for b in _written(instruction)]
         self.roots = sorted({b.root for b in self.blocks} | {i[2] for i in instructions if i[0] == "product"})
         self.root_index = {name: k for k, name in enumerate(self.roots)}
         self._plan = (None, None)
@@ -372,7 +372,8 @@ class _Plan:
     which must not overlap; ``shared_rows`` the rows the loop may be shared out by (0: none)."""
 
     def __init__(self, loop: NativeLoop, steps: int, arrays: dict):
-        if not all(isinstance(arrays.get(r), numpy.ndarray) and arrays[r].flags.writeable for r in loop.written):
+        if not all(isinstance(arrays.get(r), numpy.ndarray) and arrays[r].flags.writeable
+                   for r in {b.root for b in loop.written}):
             raise Untranslatable("a read-only array is written")
         self.arrays, self.dtype = arrays, None
         rows, owners, self.numbers, self.spread, self.products = [], [], {}, [], []
@@ -392,9 +393,7 @@ class _Plan:
         self.body = self._code(loop.tape.body)
         self.table = numpy.array(rows, dtype=numpy.int64).reshape(-1, 5)
         self.owner = numpy.array(owners, dtype=numpy.intp)
-        written = [self.numbers[b] for instruction in loop.tape.prelude + loop.tape.body
-                   for b in _written(instruction)]
-        self.shared_rows = _shared_rows(self.table, written)
+        self.shared_rows = _shared_rows(self.table, [self.numbers[b] for b in loop.written])
         del self.arrays, self.entries, self.owners
 
     def _code(self, instructions: list) -> numpy.ndarray:

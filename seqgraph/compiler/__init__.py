@@ -179,10 +179,9 @@ class Program:
             env[node] = arrays[f"S{i}"][1:] if role == "S" else arrays[f"{role}{i}"]
         for prev, state in code.state_of.items():
             env[prev] = arrays[f"S{code.index[state]}"][:-1]
-        for node in code.order:
-            if node in code.views and node in code.kept:
-                attrs = code.data[node]["attrs"]
-                env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
+        for node in code.kept_views:
+            attrs = code.data[node]["attrs"]
+            env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
         for consumed in code.hosted.values():
             # its array now holds the scan's sums; backward writes their cotangent there
             run.consumed[consumed] = env.pop(consumed)

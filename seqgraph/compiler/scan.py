@@ -99,6 +99,7 @@ class ScanCode:
         self.views -= self.copied
         self.sliced = self.views | self.copied  # slices whose cotangent is a view of their input's
         self.exposed = self._exposed(wanted)
+        self.kept_views = [n for n in order if n in self.views and n in self.kept]  # read through their input
         # what every pass hands the loops, found once: a pass must not walk the graph
         self.shapes = {n: tuple(int(size) for size in self.data[n]["shape"]) for n in order}
         self.over_time = [(n, "S" if n in self.prev_of else "M" if n in self.masks else "K", self.index[n])

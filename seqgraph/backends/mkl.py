@@ -50,6 +50,15 @@ def library():
     return None
 
 
+def limit_threads(threads: int) -> None:
+    """Let MKL's products use at most ``threads`` threads: through ``MKL_NUM_THREADS``, which
+    MKL reads at its first call, and for an MKL already loaded through ``MKL_Set_Num_Threads``
+    (not loading it here, which would settle its threading layer early)."""
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    if library.cache_info().currsize and library() is not None:
+        _bind(library(), "MKL_Set_Num_Threads", [_INT])(threads)
+
+
 def _package_files(package: str) -> list:
     try:
         return sorted(importlib.metadata.files(package) or [], key=str)

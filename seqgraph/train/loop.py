@@ -133,7 +133,13 @@ def model_batches(model, roles: Roles, data: datasets.Dataset, config: TrainConf
 
 
 class Trainer:
-    """Trains one network on one dataset; ``run()`` returns the history, a dict per epoch."""
+    """Trains one network on one dataset; ``run()`` returns the history, a dict per epoch.
+
+    ``writes`` says whether this trainer writes the run's files (metrics, samples, plots);
+    in data-parallel training (:mod:`seqgraph.train.distributed`) only rank 0 does.
+    """
+
+    writes = True
 
     def __init__(self, model, config: TrainConfig, out_dir, dataset: datasets.Dataset,
                  backend: str = "numpy", dtype: str = "float32", echo=print, show_progress: bool = True,
@@ -192,7 +198,10 @@ class Trainer:
 
     def resume(self, location) -> None:
         """Continue from the checkpoint in a run folder (or a checkpoint file)."""
-        arrays, header = read_checkpoint(location)
+        self._restore(*read_checkpoint(location))
+
+    def _restore(self, arrays: dict, header: dict) -> None:
+        """Take the parameters, optimiser state, position and history of a read checkpoint."""
         self.carried = restore(self.net, self.optimizer, arrays, header)
         self.epoch, self.batch_index = header["epoch"], header["batch"]
         self.history = header.get("history", [])
@@ -203,9 +212,10 @@ class Trainer:
     # the loop
     def run(self) -> list:
         """Train until the epochs are done or early stopping says so; write the run's files."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(self.out_dir)  # half-written files of a run that was killed
-        self._write_config()
+        if self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(self.out_dir)  # half-written files of a run that was killed
+            self._write_config()
         stale = self._epochs_without_improvement()
         try:
             while self.epoch < self.config.epochs:
@@ -225,9 +235,10 @@ class Trainer:
                 else:
                     stale += 1
                 self._save(LAST)
-                report.write_metrics(self.out_dir / "metrics.csv", self.history)
-                if self.config.sample and self.dataset.kind == "text":
-                    self._show_sample()
+                if self.writes:
+                    report.write_metrics(self.out_dir / "metrics.csv", self.history)
+                    if self.config.sample and self.dataset.kind == "text":
+                        self._show_sample()
                 if self.config.patience and stale >= self.config.patience:
                     self.echo(f"early stop: no better validation loss for {stale} epochs")
                     break
@@ -235,7 +246,8 @@ class Trainer:
             path = self._save(LAST)
             raise Interrupted(path) from None
         self._save(FINAL)
-        report.plot_losses(self.out_dir / "loss.png", self.history, self.net.model.name)
+        if self.writes:
+            report.plot_losses(self.out_dir / "loss.png", self.history, self.net.model.name)
         return self.history
 
     def _epochs_without_improvement(self) -> int:
@@ -263,7 +275,7 @@ class Trainer:
         bar.update(self.batch_index)
         for index in range(self.batch_index, len(batches)):
             inputs, lengths, weight, tokens = batches[index]
-            with holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
+            with self._holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
                 loss = self._step(inputs, lengths, index)
                 if loss is not None:
                     total, count = total + loss * weight, count + weight
@@ -290,18 +302,33 @@ class Trainer:
             self.carried = {}
         return 0.0, 0, 0
 
+    def _holding_interrupts(self):
+        """The guard around one step's work and bookkeeping (see :func:`holding_interrupts`)."""
+        return holding_interrupts()
+
     def _step(self, inputs, lengths, index) -> Optional[float]:
         """One forward, backward and update; the loss, or None for a skipped step."""
-        net = self.net
-        net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
-        state = self.carried if self.dataset.kind == "text" else None
+        self.net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         if self.captured is not None:
-            return self._captured_step(inputs, lengths, state)
+            return self._captured_step(inputs, lengths, self.carried if self.dataset.kind == "text" else None)
+        loss, grads = self._gradients(inputs, lengths)
+        if grads is None:
+            return self._nonfinite(f"the loss became {loss}")
+        return self._update(loss, grads)
+
+    def _gradients(self, inputs, lengths) -> tuple:
+        """``(loss, gradients of the parameters)`` of one training pass; the gradients are
+        None when the loss is not finite (no backward pass is run then)."""
+        net = self.net
+        state = self.carried if self.dataset.kind == "text" else None
         loss = float(net.backend.to_host(net.forward(inputs, lengths, state=state or None, training=True)["loss"]))
         if not math.isfinite(loss):
-            return self._nonfinite(f"the loss became {loss}")
-        grads = net.backward()
-        grads = {k: v for k, v in grads.items() if k in net.params}
+            return loss, None
+        return loss, {k: v for k, v in net.backward().items() if k in net.params}
+
+    def _update(self, loss: float, grads: dict) -> Optional[float]:
+        """Clip, check and apply ``grads``; the loss, or None for a skipped step."""
+        net = self.net
         if self.config.clip:  # the global norm is finite exactly when every gradient is
             finite = math.isfinite(optim.clip_grad_norm(self.xp, grads, self.config.clip))
         else:
@@ -366,14 +393,9 @@ class Trainer:
         total = count = correct = seen = 0.0
         saved, self.carried = self.carried, {}
         for inputs, lengths, weight, _ in self._batches(self.valid_data, train=False):
-            state = self.carried if self.dataset.kind == "text" else None
-            loss = float(self.net.backend.to_host(self.net.forward(inputs, lengths, state=state or None)["loss"]))
-            if self.dataset.kind == "text":
-                self.carried = dict(self.net.final_states)
+            loss, right, out_of = self._evaluate_batch(inputs, lengths)
             total, count = total + loss * weight, count + weight
-            if self._metric_name() == "accuracy":
-                right, out_of = self._accuracy(inputs, lengths)
-                correct, seen = correct + right, seen + out_of
+            correct, seen = correct + right, seen + out_of
         self.carried = saved
         loss = total / max(count, 1)
         metric = self._metric_name()
@@ -382,6 +404,16 @@ class Trainer:
         if metric == "accuracy":
             return loss, correct / max(seen, 1)
         return loss, loss if metric == "mse" else None
+
+    def _evaluate_batch(self, inputs, lengths) -> tuple:
+        """``(loss, right, out of)`` for one validation batch (the counts are 0 unless the
+        metric is accuracy)."""
+        state = self.carried if self.dataset.kind == "text" else None
+        loss = float(self.net.backend.to_host(self.net.forward(inputs, lengths, state=state or None)["loss"]))
+        if self.dataset.kind == "text":
+            self.carried = dict(self.net.final_states)
+        right, out_of = self._accuracy(inputs, lengths) if self._metric_name() == "accuracy" else (0.0, 0.0)
+        return loss, right, out_of
 
     def _accuracy(self, inputs, lengths):
         to_host = self.net.backend.to_host
@@ -419,7 +451,8 @@ class Trainer:
                   "config": self.config.as_dict(), "model_file": self.model_file,
                   "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),
                   "roles": vars(self.roles)}
-        save_checkpoint(path, self.net, self.optimizer, header, self.carried)
+        if self.writes:
+            save_checkpoint(path, self.net, self.optimizer, header, self.carried)
         return path
 
     def _write_config(self):

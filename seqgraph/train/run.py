@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,7 @@ from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
 from . import data as datasets
+from . import distributed
 from .checkpoint import read_checkpoint, restore
 from .config import resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
@@ -42,7 +44,22 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
         echo=print) -> Trainer:
     """Train the model in ``model_path`` as its train block says, with these overrides
-    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text)."""
+    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text).
+    Launched by ``mpiexec -n N``, it is one rank of a data-parallel run
+    (:mod:`seqgraph.train.distributed`): only rank 0 prints and writes."""
+    world = distributed.world()
+    if world is not None:
+        echo, progress = world.echo(echo), progress and world.rank == 0
+    with distributed.stopping_together(world):
+        if world is not None:
+            echo(world.prepare(backend))
+        return _train(world, model_path, model=model, data=data, epochs=epochs, batch=batch, lr=lr,
+                      backend=backend, dtype=dtype, seed=seed, out=out, resume=resume, settings=settings,
+                      sizes=sizes, progress=progress, echo=echo)
+
+
+def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, seed, out, resume, settings,
+           sizes, progress, echo) -> Trainer:
     program = load(model_path)
     chosen = program.model(model)
     if sizes:
@@ -52,8 +69,9 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         config.optimizer = replace(config.optimizer, kwargs={**config.optimizer.kwargs, "lr": lr})
     out_dir = Path(out) if out else Path("runs") / Path(model_path).stem
     dataset = load_dataset(config, chosen, Path(model_path).parent)
-    trainer = Trainer(chosen, config, out_dir, dataset, backend=backend, dtype=dtype, echo=echo,
-                      show_progress=progress, model_file=str(model_path))
+    make = Trainer if world is None else partial(distributed.DataParallelTrainer, world)
+    trainer = make(chosen, config, out_dir, dataset, backend=backend, dtype=dtype, echo=echo,
+                   show_progress=progress, model_file=str(model_path))
     if resume is not None:
         trainer.resume(resume or out_dir)
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "

@@ -433,6 +433,7 @@ def stopping_together(world: Optional[World]):
         if not world.agree_on_failure():
             print(f"seqgraph: rank {world.rank} of {world.size} stopped: {text.rstrip()}\n"
                   f"seqgraph: stopping all {world.size} ranks", file=sys.stderr, flush=True)
+            time.sleep(0.5)  # the launcher forwards what a rank wrote after a while; Abort cuts it off
             world.comm.Abort(1)
         texts = world.control.allgather(text)
         if world.rank == 0 or isinstance(error, (Interrupted, SystemExit, KeyboardInterrupt)):

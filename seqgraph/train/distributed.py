@@ -279,6 +279,8 @@ class DataParallelTrainer(Trainer):
         self.global_config = replace(self.config, batch=self.config.batch * world.size)
         self._stop_requested = self._stop_agreed = False
         self._broadcast_parameters()
+        self.echo(f"each step: {world.size} ranks x batch {self.config.batch} = a global batch of "
+                  f"{self.global_config.batch}")
 
     def _broadcast_parameters(self) -> None:
         """Every rank starts from rank 0's parameters (the same seed gives the same ones;

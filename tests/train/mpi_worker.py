@@ -1,5 +1,6 @@
-"""Trains a model as ``seqgraph run`` does, alone or as one rank under mpiexec, and saves (on
-rank 0) the loss of every step and the final parameters for test_distributed.py to compare.
+"""Trains a model as ``seqgraph run`` does, alone or as one rank under mpiexec, and saves the
+loss of every step and the final parameters for test_distributed.py to compare (rank 0 to
+RESULT, rank r > 0 its parameters to RESULT.rank<r>.npz).
 
     python mpi_worker.py RESULT.npz MODEL.sg OUT_DIR [SETTING | size:NAME=N | resume
                          | interrupt:STEP | fail:STEP] ...
@@ -56,9 +57,8 @@ def main(result, model, out, *options):
         trainer, code = None, 130
     else:
         code = 0
-    if RANK == 0:
-        params = trainer.net.params if trainer else {}
-        np.savez(result, losses=np.array(losses), **{f"param/{k}": v for k, v in params.items()})
+    params = {f"param/{k}": v for k, v in (trainer.net.params if trainer else {}).items()}
+    np.savez(result if RANK == 0 else f"{result}.rank{RANK}.npz", losses=np.array(losses), **params)
     return code
 
 

@@ -74,7 +74,7 @@ def world() -> Optional["World"]:
     except ImportError:
         raise SeqgraphError(f"an MPI launcher started {ranks} processes, but mpi4py is not installed, "
                             f"so each would train alone", hint=INSTALL_HINT) from None
-    return World(MPI)
+    return World(MPI) if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
 class World:

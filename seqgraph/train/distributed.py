@@ -40,7 +40,7 @@ from typing import Optional
 import numpy
 
 from ..errors import SeqgraphError
-from .loop import Interrupted, Trainer, model_batches
+from .loop import Interrupted, Trainer, _batch_size, model_batches
 
 INSTALL_HINT = "pip install 'seqgraph[dist]' (mpi4py and MPICH), or mpi4py built on your cluster's MPI"
 # Environment variables MPI launchers give each process: the world size.
@@ -316,7 +316,7 @@ class DataParallelTrainer(Trainer):
             return 0
         target = self.roles.target
         if target is None or target not in inputs:
-            return _examples(self.net.model, inputs)
+            return _batch_size(self.net.model, inputs)
         vtype = self.net.model.graph.nodes[self.net.model.inputs[target]]["type"]
         if not vtype.is_seq:
             return inputs[target].shape[0]
@@ -408,12 +408,6 @@ class DataParallelTrainer(Trainer):
         self._restore(*read)
         self.carried = {key: v[shard(len(v), self.world.rank, self.world.size)]
                         for key, v in self.carried.items()}
-
-
-def _examples(model, inputs: dict) -> int:
-    name, array = next(iter(inputs.items()))
-    vtype = model.graph.nodes[model.inputs[name]]["type"]
-    return array.shape[1] if vtype.is_seq else array.shape[0]
 
 
 @contextmanager

@@ -305,7 +305,8 @@ class DataParallelTrainer(Trainer):
         part = shard(inputs[name].shape[batch_axis[name]], self.world.rank, self.world.size)
         if part.stop == part.start:
             return None, None
-        sliced = {name: array[(slice(None),) * batch_axis[name] + (part,)] for name, array in inputs.items()}
+        sliced = {name: numpy.ascontiguousarray(array[(slice(None),) * batch_axis[name] + (part,)])
+                  for name, array in inputs.items()}
         return sliced, ({axis: v[part] for axis, v in lengths.items()} if lengths else lengths)
 
     def _loss_weight(self, inputs: Optional[dict], lengths) -> int:

@@ -15,8 +15,9 @@ so ``N`` ranks with ``batch = B`` compute what one process with ``batch = N * B`
 up to the order of floating-point sums. All the weighted gradients and four numbers
 (``sum w * loss``, ``sum w``, ranks whose loss was not finite, ranks asked to stop) travel
 in one fused buffer through one all-reduce per step: MPI's on the host, NCCL's on the GPU.
-Every rank takes part in every step, also with an empty shard (the last, short batch), so
-all ranks agree each step on whether there is another; nothing can hang on an uneven end.
+Every rank takes part in every step, also with an empty shard (the last, short batch), and
+the ranks agree at the start of each epoch how many steps it has: nothing hangs on an
+uneven end.
 
 Only rank 0 prints and writes files. A truncated-BPTT state stays with the rank whose
 columns it belongs to; checkpoints gather it, so a run resumes on any number of ranks.
@@ -292,9 +293,17 @@ class DataParallelTrainer(Trainer):
 
     # batches: this rank's shard of each global batch, with the global batch's weight and tokens
     def _batches(self, data, train: bool):
+        """As :meth:`Trainer._batches`, of the global batches; the ranks first agree that
+        they have the same number of them (else one would wait for a step that never comes)."""
         rng = numpy.random.default_rng([self.config.seed, self.epoch, 11]) if train else None
-        for inputs, lengths, weight, tokens in model_batches(self.net.model, self.roles, data,
-                                                             self.global_config, rng):
+        batches = list(model_batches(self.net.model, self.roles, data, self.global_config, rng))
+        counts = self.world.comm.allgather(len(batches))
+        if len(set(counts)) > 1:
+            raise SeqgraphError(f"the ranks' {'training' if train else 'validation'} data differ: "
+                                f"rank 0 has {counts[0]} batches, rank {counts.index(max(counts))} has "
+                                f"{max(counts)}", hint="every rank must read the same data (the same "
+                                "file on every machine)")
+        for inputs, lengths, weight, tokens in batches:
             yield self._shard(inputs, lengths) + (weight, tokens)
 
     def _shard(self, inputs: dict, lengths) -> tuple:
@@ -424,7 +433,7 @@ def stopping_together(world: Optional[World]):
         return
     try:
         yield
-    except BaseException as error:  # noqa: B902 - Ctrl-C and exits stop the other ranks too
+    except BaseException as error:  # Ctrl-C and exits stop the other ranks too
         text = error.render() if isinstance(error, SeqgraphError) else "".join(
             traceback.format_exception(type(error), error, error.__traceback__))
         if not world.agree_on_failure():

@@ -3,10 +3,10 @@ loss of every step and the final parameters for test_distributed.py to compare (
 RESULT, rank r > 0 its parameters to RESULT.rank<r>.npz).
 
     python mpi_worker.py RESULT.npz MODEL.sg OUT_DIR [SETTING | size:NAME=N | resume
-                         | interrupt:STEP | fail:STEP] ...
+                         | interrupt:STEP | fail:STEP | rank1:SETTING] ...
 
 ``interrupt:STEP`` sends rank 0 a SIGINT (Ctrl-C) during that step; ``fail:STEP`` makes rank 1
-alone raise an error there. Each rank writes its process id to OUT_DIR/rank<R>.pid.
+alone raise an error there; ``rank1:SETTING`` applies on rank 1 only. Each rank writes its process id to OUT_DIR/rank<R>.pid.
 """
 
 import os
@@ -32,6 +32,8 @@ def main(result, model, out, *options):
             sizes[name] = int(number)
         elif kind in ("interrupt", "fail"):
             events[int(value)] = kind
+        elif kind == "rank1":
+            settings += [value] if RANK == 1 else []
         elif option != "resume":
             settings.append(option)
     losses = []
@@ -55,6 +57,9 @@ def main(result, model, out, *options):
                       resume=out if "resume" in options else None)
     except loop.Interrupted:
         trainer, code = None, 130
+    except SeqgraphError as error:  # as the command line reports it
+        print(error.render(), file=sys.stderr)
+        return 1
     else:
         code = 0
     params = {f"param/{k}": v for k, v in (trainer.net.params if trainer else {}).items()}

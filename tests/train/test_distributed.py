@@ -126,6 +126,15 @@ def test_a_rank_that_stops_stops_every_rank_and_the_checkpoint_stays_readable(tm
     assert header["epoch"] >= 1 and header["history"]
 
 
+def test_ranks_with_different_data_stop_with_one_error_instead_of_waiting(tmp_path, mpi):
+    result = subprocess.run(_launch(2, tmp_path / "result.npz", tmp_path / "run", *LANGUAGE_MODEL,
+                                    "batch = 16", "rank1:examples = 9000"),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert result.stderr.count("error: the ranks' training data differ: rank 0 has 23 batches, "
+                               "rank 1 has 34") == 1, result.stderr
+
+
 # --- without MPI ------------------------------------------------------------------------------
 
 

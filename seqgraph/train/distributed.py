@@ -22,7 +22,7 @@ uneven end.
 Only rank 0 prints and writes files. A truncated-BPTT state stays with the rank whose
 columns it belongs to; checkpoints gather it, so a run resumes on any number of ranks.
 
-MPI and CuPy are imported only here, and only when a run is launched by an MPI launcher.
+mpi4py (and CuPy's NCCL) are imported only when a run is launched by an MPI launcher.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from functools import lru_cache
 from dataclasses import replace
+from functools import lru_cache
 from typing import Optional
 
 import numpy
@@ -49,8 +49,6 @@ LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # How long a failing rank waits for the others to fail alike before it stops them all.
 AGREE_SECONDS = 10.0
-# The numbers after the gradients in the fused buffer.
-LOSS_SUM, WEIGHT, NONFINITE, STOP = range(4)
 
 
 def launched_ranks() -> int:
@@ -276,7 +274,7 @@ class DataParallelTrainer(Trainer):
         self.writes = world.rank == 0
         self.captured = None  # the all-reduce sits between backward and update: no one-graph step
         self.reducer = make_reducer(world, self.net.backend)
-        self.fused = FusedBuffer(self.xp, self.net.params, extra=4)
+        self.fused = FusedBuffer(self.xp, self.net.params, extra=4)  # sum w * loss, sum w, not finite, stop
         self.global_config = replace(self.config, batch=self.config.batch * world.size)
         self._stop_requested = self._stop_agreed = False
         self._broadcast_parameters()
@@ -320,8 +318,8 @@ class DataParallelTrainer(Trainer):
 
     def _loss_weight(self, inputs: Optional[dict], lengths) -> int:
         """How many entries this rank's loss averages over: the target's valid steps of all
-        its examples for a sequence target, else its examples (so a sum of losses is
-        weighted by examples)."""
+        its examples for a sequence target, else its examples (also when the loss is not one
+        cross_entropy or mse, which is then weighted by examples)."""
         if inputs is None:
             return 0
         target = self.roles.target

@@ -195,6 +195,8 @@ class Context:
             raise _err(f"{op_name}: {error.message}", self._span_for(at), error.hint) from None
         except SizeError as error:
             raise _err(f"{op_name}: {error}", self.call_span) from None
+        if op.broadcasting:
+            inputs = [self._with_rank(v, len(shape)) for v in inputs]
         if scalar:
             vtype = VType("float", (), batched=False)
         elif drop_time:
@@ -204,6 +206,19 @@ class Context:
         return self.builder.add(op_name, inputs, vtype, self.call_span,
                                 scope=self.layer or self.block.id_scope, attrs=attrs,
                                 layer=self.layer or self.block.layer)
+
+    def _with_rank(self, value: Value, rank: int) -> Value:
+        """``value`` with leading 1s on its features up to ``rank`` when it is batched, so its
+        runtime array broadcasts as its feature shape does (see :mod:`seqgraph.ops.registry`)."""
+        shape = tuple(value.type.shape)
+        if not value.type.batched or len(shape) >= rank:
+            return value
+        widened = (1,) * (rank - len(shape)) + shape
+        aligned = self.builder.add("reshape", [value], value.type.with_shape(widened), self._span_for(value),
+                                   scope=self.layer or self.block.id_scope, layer=self.layer or self.block.layer,
+                                   attrs={"shape": widened, "ndim": len(shape)})
+        self.use_spans[aligned.id] = self._span_for(value)
+        return aligned
 
     def loss(self, op_name: str, prediction: Value, target: Value) -> Value:
         """A mean loss; over sequences it masks the padded steps."""

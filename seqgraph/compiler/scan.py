@@ -129,11 +129,21 @@ class ScanCode:
             if data["op"] == PREV:
                 continue
             for port, arg in enumerate(data["args"]):
-                if self.graph.nodes[arg]["dtype"] != "float" or not differentiable(self.graph, node, port):
-                    continue
-                for read in needs(data["op"], port, len(data["args"])):
-                    kept.add(node if read == "out" else data["args"][read])
+                if self.graph.nodes[arg]["dtype"] == "float" and differentiable(self.graph, node, port):
+                    kept |= self._gradient_reads(node, port)
         return (kept & self.members) - set(self.masks)
+
+    def _gradient_reads(self, node, port: int) -> set:
+        """The values the gradient into input ``port`` of ``node`` reads: what its rule needs
+        (:func:`seqgraph.ops.kernels.needs`), except where the loop calls the op's vjp in
+        place of its kernel (an input of the core that the op broadcasts, whose gradient
+        must be summed back): that call is handed every input and the output."""
+        data = self.data[node]
+        arg = data["args"][port]
+        if (data["op"] in KERNELS and arg in self.members
+                and tuple(self.graph.nodes[arg]["shape"]) != tuple(data["shape"])):
+            return set(data["args"]) | {node}
+        return {node if r == "out" else data["args"][r] for r in needs(data["op"], port, len(data["args"]))}
 
     def _recomputed(self, wanted: set) -> set:
         """Values only gradient rules read that the backward loop recomputes instead of the
@@ -684,10 +694,8 @@ class ScanCode:
         ins = [self.arg_name(a) for a in data["args"]]
         tmp = f"tmp_{self.index[arg]}_{i}_{port}"
         op = data["op"]
-        same = tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"])
-        reads = {node if r == "out" else data["args"][r] for r in needs(op, port, len(data["args"]))}
-        reads = {r for r in reads if r in self.members}
-        if op in KERNELS and same:
+        reads = self._gradient_reads(node, port) & self.members
+        if op in KERNELS and tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"]):
             return KERNELS[op].gradients[port](dst, mode, g, out, ins, tmp), reads
         if self._matmul(node) and port == 1:
             # dot writes only into a contiguous buffer; a slice of a cotangent is not one
@@ -696,7 +704,6 @@ class ScanCode:
             code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
             return code, reads
         call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
-        reads = {a for a in data["args"] if a in self.members} | {node}
         return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
 
     def _init_lines(self, layout: Layout) -> list:

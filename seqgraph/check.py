@@ -612,8 +612,7 @@ class Checker:
             if init is not None and index < len(init):
                 start = init[index]
                 if tuple(start.type.shape) != shape or not start.type.batched or start.type.time:
-                    raise _err(f"initial value for state '{stmt.name}' is {start.type}, but the state "
-                               f"is {format_shape(shape)} per example", span)
+                    raise _initial_state_mismatch(stmt.name, start, shape, span)
             else:
                 fill = self._init_spec(stmt.init, block) if stmt.init is not None else ("constant", 0.0)
                 if fill[0] != "constant":
@@ -632,6 +631,22 @@ class Checker:
             raise _err("a cell's outputs are listed in its header", stmt.span,
                        "cell C(x : [X]) -> h : [H] { ... }")
         self._assign(stmt, builder, block)
+
+
+def _initial_state_mismatch(state: str, start: Value, shape: tuple, span) -> SeqgraphError:
+    """``init = start`` for a state of ``shape`` per example, where ``start`` is not one."""
+    wanted = format_shape(shape)
+    written = start.name or "h0"
+    if start.type.time is not None:
+        return _err(f"initial value for state '{state}' is {start.type}, a value at every step, but the state "
+                    f"needs one {wanted} value per example", span,
+                    f"start from one step of it, e.g. init = last({written})")
+    if not start.type.batched:
+        return _err(f"initial value for state '{state}' is {start.type}, one value for the whole batch, but the "
+                    f"state needs one {wanted} value per example", span,
+                    f"start from a value per example: an input (input {written} : {wanted}) or one computed "
+                    f"from the data, e.g. init = tanh(dense(last(x), {', '.join(str(d) for d in shape)}))")
+    return _err(f"initial value for state '{state}' is {start.type}, but the state is {wanted} per example", span)
 
 
 # --- expressions ------------------------------------------------------------------------------

@@ -473,6 +473,7 @@ class Checker:
             if value.type.shape != declared.shape:
                 raise _err(f"state '{name}' is declared {format_shape(declared.shape)} but assigned "
                            f"{format_shape(value.type.shape)}", span or value.span)
+            _require_per_example(f"state '{name}'", value, span or value.span)
             block.assigned.add(name)
         elif block.names.get(name) is not None and block.names[name] is not POISON and \
                 block.names[name].op in ("input", "param") and not block.in_cell:
@@ -561,6 +562,11 @@ class Checker:
                                 f"the cell's header declares {port.name} : {format_shape(want)} "
                                 f"(line {port.span.line})"))
                 continue
+            try:
+                _require_per_example(f"output '{port.name}'", value, value.span or port.span)
+            except SeqgraphError as error:
+                errors.add(error)
+                continue
             outputs.append(value)
         if span != cell.span and any(d.span is None or d.span.source is not span.source
                                      or d.span.line != span.line for d in errors.diagnostics):
@@ -631,6 +637,15 @@ class Checker:
             raise _err("a cell's outputs are listed in its header", stmt.span,
                        "cell C(x : [X]) -> h : [H] { ... }")
         self._assign(stmt, builder, block)
+
+
+def _require_per_example(what: str, value: Value, span) -> None:
+    """A cell's state or output holds one value per example: it must depend on an input or
+    a state, not only on parameters and numbers (one value for the whole batch)."""
+    if not value.type.batched:
+        raise _err(f"{what} is {value.type}, one value for the whole batch: it depends on none of the "
+                   "cell's inputs and states", span,
+                   "compute it from an input or a state (h[t-1]), as in h = tanh(W @ x + U @ h[t-1])")
 
 
 def _initial_state_mismatch(state: str, start: Value, shape: tuple, span) -> SeqgraphError:

@@ -1,4 +1,5 @@
-"""An initial state that is not one value per example says what to write instead."""
+"""A recurrence holds one value per example: an initial state, a cell's state or a cell's
+output that is not one is refused with what to write instead."""
 
 import textwrap
 
@@ -35,3 +36,22 @@ def test_a_sequence_as_initial_state_is_refused_with_what_to_write():
     assert rendered.splitlines()[0] == ("m.sg:5:34: error: initial value for state 'h' is seq[float, 4], "
                                         "a value at every step, but the state needs one [4] value per example")
     assert rendered.splitlines()[-1] == "hint: start from one step of it, e.g. init = last(s)"
+
+
+@pytest.mark.parametrize("header, body, what", [
+    ("-> h : [H] {\n    param s : [H]\n    state h : [H] = 0", "h = s * 2", "state 'h'"),
+    ("-> h : [H] {\n    param s : [H]", "h = tanh(s)", "output 'h'"),
+])
+def test_a_cell_value_that_ignores_every_input_and_state_is_refused(header, body, what):
+    text = f"cell C(x : [X]) {header}\n    {body}\n}}\n" + textwrap.dedent("""\
+        model M(hidden = 4) {
+            input  x : seq[float, 3]
+            target y : [1]
+            loss = mse(dense(last(C(x, hidden)), 1), y)
+        }""")
+    with pytest.raises(SeqgraphError) as caught:
+        sg.parse(text, "m.sg").model()
+    lines = caught.value.render().splitlines()
+    assert lines[0].endswith(f"error: {what} is [H], one value for the whole batch: it depends on none of "
+                             "the cell's inputs and states")
+    assert lines[3] == "hint: compute it from an input or a state (h[t-1]), as in h = tanh(W @ x + U @ h[t-1])"

@@ -227,7 +227,7 @@ def cmd_run(args) -> int:
         run(args.model_file, model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
             lr=args.lr, backend=args.backend or "numpy", dtype=args.dtype, seed=args.seed, out=args.out,
             resume=args.resume, settings=args.set, sizes=parse_sizes(args.size),
-            progress=not args.quiet)
+            progress=not args.quiet, init=args.init)
     except Interrupted:
         return 130
     return 0
@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default runs/MODEL_FILE_STEM)")
     run.add_argument("--resume", nargs="?", const="", metavar="DIR_OR_CHECKPOINT",
                      help="continue a run (default: the last checkpoint in --out)")
+    run.add_argument("--init", metavar="RUN_OR_FILE",
+                     help="start from these weights: a run folder, a checkpoint, or saved "
+                          "parameters (.npz or .safetensors)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help='override a train setting, written as in the train block: --set "clip = 1.0"')
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,8 +1,11 @@
-"""Parameters in and out: ``.npz`` files (never pickled) and PyTorch-style state dicts.
+"""Parameters in and out: ``.npz`` or ``.safetensors`` files (never pickled) and PyTorch
+state dicts.
 
 A saved file holds one array per parameter key plus a small JSON header naming the model
-and its sizes. Files are written atomically: to a temporary file, flushed, then renamed, so a
-crash leaves the previous file intact.
+and its sizes (in ``.npz`` an array named ``__seqgraph__``; in ``.safetensors`` the metadata
+entry of that name). The extension chooses the format wherever a file is written or read.
+Files are written atomically: to a temporary file, flushed, then renamed, so a crash leaves
+the previous file intact.
 """
 
 from __future__ import annotations
@@ -73,11 +76,56 @@ def _sync_directory(folder: Path) -> None:
         os.close(handle)
 
 
+SAFETENSORS = ".safetensors"
+
+
+def is_safetensors(path) -> bool:
+    """Whether ``path`` names a safetensors file (by its extension)."""
+    return Path(path).suffix.lower() == SAFETENSORS
+
+
+def _safetensors():
+    """The ``safetensors`` package, imported on first use: it is an optional extra."""
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise SeqgraphError("reading and writing .safetensors files needs the safetensors package",
+                            hint="pip install 'seqgraph[safetensors]', or use an .npz file") from None
+    return safetensors
+
+
 def save_arrays(path, arrays: dict, header: dict) -> None:
-    """Write host arrays and a JSON header to ``path`` (an .npz file), atomically."""
-    payload = {key: numpy.asarray(value) for key, value in arrays.items()}
-    payload[HEADER] = numpy.frombuffer(json.dumps(header).encode("utf-8"), dtype=numpy.uint8)
+    """Write host arrays and a JSON header to ``path`` (``.npz``, or ``.safetensors`` by its
+    extension), atomically."""
+    payload = {key: numpy.ascontiguousarray(value) for key, value in arrays.items()}
+    text = json.dumps(header)
+    if is_safetensors(path):
+        encoded = _safetensors().numpy.save(payload, metadata={HEADER: text})
+        atomic_write(path, lambda file: file.write(encoded))
+        return
+    payload[HEADER] = numpy.frombuffer(text.encode("utf-8"), dtype=numpy.uint8)
     atomic_write(path, lambda file: numpy.savez(file, **payload))
+
+
+def read_safetensors(path, label: str) -> tuple:
+    """``(arrays, metadata)`` of the ``.safetensors`` file at ``path``, read with the
+    safetensors library (which holds only raw tensors, so reading it runs no code). A missing,
+    empty or damaged file is a SeqgraphError starting with ``label``."""
+    library = _safetensors()
+    try:
+        if Path(path).stat().st_size == 0:
+            raise SeqgraphError(f"{label} is empty")
+        with library.safe_open(str(path), framework="np") as file:
+            arrays = {key: file.get_tensor(key) for key in file.keys()}
+            metadata = dict(file.metadata() or {})
+    except FileNotFoundError:
+        raise SeqgraphError(f"{label} does not exist") from None
+    except SeqgraphError:
+        raise
+    except Exception as error:  # SafetensorError, or an OSError from the file system
+        raise SeqgraphError(f"{label} is not a readable safetensors file ({error})",
+                            hint="is it truncated, or another format under this name?") from None
+    return arrays, metadata
 
 
 _NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -135,8 +183,12 @@ def load_arrays(path) -> tuple:
     path = Path(path)
     if not path.exists():
         raise SeqgraphError(f"no such file: {path}")
-    arrays = read_npz(path, str(path))
-    raw = arrays.pop(HEADER, None)
+    if is_safetensors(path):
+        arrays, metadata = read_safetensors(path, str(path))
+        raw = metadata.get(HEADER, "{}").encode("utf-8")
+    else:
+        arrays = read_npz(path, str(path))
+        raw = arrays.pop(HEADER, None)
     try:
         header = json.loads(bytes(raw).decode("utf-8")) if raw is not None else {}
     except (UnicodeDecodeError, ValueError):
@@ -147,14 +199,16 @@ def load_arrays(path) -> tuple:
 
 
 def save_params(network, path) -> None:
-    """Save ``network.params`` (as host arrays) with the model's name and sizes."""
+    """Save ``network.params`` (as host arrays) with the model's name and sizes, to an
+    ``.npz`` or a ``.safetensors`` file (by the extension of ``path``)."""
     to_host = network.backend.to_host
     save_arrays(path, {key: to_host(value) for key, value in network.params.items()},
                 {"model": network.model.name, "sizes": network.model.sizes, "kind": "params"})
 
 
 def load_params(network, path) -> None:
-    """Load parameters saved by :func:`save_params` into ``network``; shapes must match."""
+    """Load parameters saved by :func:`save_params` (``.npz`` or ``.safetensors``) into
+    ``network``; shapes must match."""
     arrays, header = load_arrays(path)
     set_params(network, arrays, str(path))
 

@@ -10,7 +10,8 @@ from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
 from . import data as datasets
-from .checkpoint import read_checkpoint, restore
+from ..weights import set_params
+from .checkpoint import read_checkpoint, read_params, restore
 from .config import resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
 from .sampling import sample_text
@@ -40,9 +41,10 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         batch: Optional[int] = None, lr: Optional[float] = None, backend: str = "numpy",
         dtype: str = "float32", seed: Optional[int] = None, out: Optional[str] = None,
         resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
-        echo=print) -> Trainer:
+        echo=print, init: Optional[str] = None) -> Trainer:
     """Train the model in ``model_path`` as its train block says, with these overrides
-    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text)."""
+    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text).
+    ``init`` names weights to start from (a run folder, a checkpoint or saved parameters)."""
     program = load(model_path)
     chosen = program.model(model)
     if sizes:
@@ -56,6 +58,8 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
                       show_progress=progress, model_file=str(model_path))
     if resume is not None:
         trainer.resume(resume or out_dir)
+    elif init is not None:
+        set_params(trainer.net, read_params(init)[0], init)
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
          f"{len(trainer.train_data)} training {'characters' if dataset.kind == 'text' else 'examples'}; "
          f"writing to {out_dir}")

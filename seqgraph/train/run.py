@@ -97,3 +97,30 @@ def sample(location, length: int = 200, prime: str = "", temperature: float = 0.
     if unknown:
         raise SeqgraphError(f"the prime text has characters the model never saw: {''.join(unknown)!r}")
     return sample_text(network, Roles(**header["roles"]), corpus, length, temperature, prime, seed)
+
+
+def network_from(location, model: Optional[str] = None, weights: Optional[str] = None,
+                 sizes: Optional[dict] = None, dtype: str = "float32", seed: int = 0) -> Network:
+    """A network to hand on: ``location`` is a model file (freshly initialised from ``seed``,
+    or with ``weights``: a run folder, a checkpoint or saved parameters), or a run folder or
+    checkpoint, whose own model file and sizes are used."""
+    params = None
+    if str(location).endswith(".sg"):
+        chosen = load(location).model(model)
+        if weights is not None:
+            params, sizes = read_params(weights)
+        if sizes:
+            chosen = chosen.with_sizes(**sizes)
+        origin = weights
+    else:
+        arrays, header = read_checkpoint(location)
+        model_file = header.get("model_file")
+        if not model_file or not Path(model_file).exists():
+            raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
+                                hint="name the model file and the weights: MODEL.sg --weights RUN")
+        chosen = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
+        params, origin = read_params(header["path"])[0], header["path"]
+    network = Network(chosen, dtype=dtype, seed=seed)
+    if params is not None:
+        set_params(network, params, origin)
+    return network

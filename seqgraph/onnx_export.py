@@ -2,8 +2,9 @@
 around it.
 
 The exported graph takes the model's inputs (its targets are left out) and, for each time
-axis, the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it hands back
-the model's outputs except the loss. Batch and time axes are dynamic (``batch``, and the
+axis whose lengths it reads (a recurrent op, ``last``, ``reverse``, pooling over time,
+attention), the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it
+hands back the model's outputs except the loss. Batch and time axes are dynamic (``batch``, and the
 axis' name, ``time`` by default). Sequences are time-major, as everywhere in seqgraph.
 
 How the folded graph becomes ONNX:
@@ -70,12 +71,16 @@ def _unsupported(data, why: str) -> SeqgraphError:
                          "the model's other ops export; compute this one outside the exported graph")
 
 
-def _leading_axes(data) -> int:
-    """How many axes a value has before its feature axes at run time."""
-    vtype = data["type"]
+def _leading_dims(vtype) -> list:
+    """The names of the axes a value has before its feature axes at run time: time and
+    batch for a sequence, batch for a value per example or per step, none for a parameter."""
     if vtype.is_seq:
-        return 2
-    return 1 if (vtype.batched or vtype.timed) else 0
+        return [vtype.time, BATCH]
+    return [BATCH] if (vtype.batched or vtype.timed) else []
+
+
+def _leading_axes(data) -> int:
+    return len(_leading_dims(data["type"]))
 
 
 class _Emitter:
@@ -106,14 +111,17 @@ class _Emitter:
         self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), results, **attrs))
         return results[0] if outputs == 1 else results
 
-    def constant(self, array, stem: str = "const") -> str:
-        """An initializer holding ``array`` (shared by every graph)."""
+    def constant(self, array, stem: str = "const", shared: bool = True) -> str:
+        """An initializer holding ``array``, seen by every graph; ``shared`` ones (axes,
+        shapes, fills) are made once per value, a parameter keeps its own name."""
         array = numpy.asarray(array)
-        key = (array.dtype.str, array.shape, array.tobytes())
         root = self.root
+        key = (array.dtype.str, array.shape, array.tobytes()) if shared else None
         if key not in root._cache:
             name = root.fresh(stem)
             root.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+            if not shared:
+                return name
             root._cache[key] = name
         return root._cache[key]
 
@@ -169,7 +177,7 @@ class _Exporter:
         graph = helper.make_graph(nodes, self.model.name, inputs, outputs, initializers)
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="seqgraph")
-        proto.ir_version = min(proto.ir_version, 9)  # readable by ONNX Runtime releases back to 1.16
+        proto.ir_version = min(proto.ir_version, 9)  # what ONNX Runtime releases since 1.15 read
         return proto
 
     def _elem_type(self, dtype: str) -> int:
@@ -178,13 +186,9 @@ class _Exporter:
             return tensor.INT64
         return tensor.DOUBLE if self.dtype == numpy.float64 else tensor.FLOAT
 
-    def _dims(self, data) -> list:
-        vtype = data["type"]
-        lead = [vtype.time, BATCH] if vtype.is_seq else [BATCH] if (vtype.batched or vtype.timed) else []
-        return lead + [int(d) for d in data["shape"]]
-
     def _value_info(self, name: str, data):
-        return self.onnx.helper.make_tensor_value_info(name, self._elem_type(data["dtype"]), self._dims(data))
+        dims = _leading_dims(data["type"]) + [int(d) for d in data["shape"]]
+        return self.onnx.helper.make_tensor_value_info(name, self._elem_type(data["dtype"]), dims)
 
     def _inputs(self) -> list:
         """Graph inputs: the model's inputs the outputs need, and their time axes' lengths."""
@@ -192,8 +196,10 @@ class _Exporter:
         checked = self.model.checked
         for name, node in checked.targets.items():
             if node in self.needed:
-                raise SeqgraphError(f"output '{next(iter(self.outputs))}' of model {self.model.name} "
-                                    f"depends on target '{name}', which an exported model is not fed")
+                output = next(o for o, n in self.outputs.items() if n == node or node in nx.ancestors(self.graph, n))
+                raise SeqgraphError(f"output '{output}' depends on target '{name}', which an exported "
+                                    "model is not fed", self.graph.nodes[self.outputs[output]]["span"],
+                                    "export what the model computes from its inputs alone")
         self.main.taken.update(self.outputs)
         for name, node in checked.inputs.items():
             if node in self.needed:
@@ -232,7 +238,7 @@ class _Exporter:
         em = self.main
         if op == "param":
             value = self.network.backend.to_host(self.network.params[data["key"]])
-            em.names[node] = em.constant(numpy.asarray(value, dtype=self.dtype), data["key"])
+            em.names[node] = em.constant(numpy.asarray(value, dtype=self.dtype), data["key"], shared=False)
             return
         if op == "state_init":
             return  # a recurrence starts from it (or from ONNX's zero default) itself
@@ -275,9 +281,6 @@ class _Exporter:
         else:
             self._recurrent_op(rec)
 
-    def _batch_dim(self, em: _Emitter, sequence: str) -> str:
-        return em.op("Shape", [sequence], "batch_size", start=1, end=2)
-
     def _initial_state(self, em: _Emitter, init, batch: str) -> str:
         """A state's starting value (B, ...): a given value, or its constant filled out."""
         data = self.graph.nodes[init]
@@ -304,14 +307,13 @@ class _Exporter:
             body.names[node] = self._translate(body, node, self.graph.nodes[node])
         results = [self.graph.nodes[prev]["args"][0] for prev in rec.prevs] + \
             [self.graph.nodes[stack]["args"][0] for stack in rec.stacks]
-        for index, value in enumerate(results):
+        for value in results:
             name = em.fresh(f"{value}.out")
             body.nodes.append(helper.make_node("Identity", [em.names[value]], [name]))
-            data = dict(self.graph.nodes[value])
-            body_outputs.append(self._value_info(name, data))
+            body_outputs.append(self._value_info(name, self.graph.nodes[value]))
         graph = helper.make_graph(body.nodes, f"{rec.scope}.step", body_inputs, body_outputs)
         first = em.names[self.graph.nodes[rec.steps[0]]["args"][0]]
-        batch = self._batch_dim(em, first)
+        batch = em.op("Shape", [first], "batch_size", start=1, end=2)
         initial = [self._initial_state(em, self.graph.nodes[prev]["args"][1], batch) for prev in rec.prevs]
         sources = [em.names[self.graph.nodes[step]["args"][0]] for step in rec.steps]
         outs = [em.fresh(f"{rec.scope}.final") for _ in rec.prevs] + [em.fresh(stack) for stack in rec.stacks]
@@ -329,8 +331,8 @@ class _Exporter:
         plan = parts[0].builtin
         direction = "bidirectional" if rec.partner is not None else plan.direction
         weights = [_onnx_weights(plan.cell, [self._host(p) for p in part.builtin.params]) for part in parts]
-        w, r, b = (em.constant(numpy.stack([ws[i] for ws in weights]).astype(self.dtype), f"{rec.scope}.{k}")
-                   for i, k in enumerate("WRB"))
+        w, r, b = (em.constant(numpy.stack([ws[i] for ws in weights]).astype(self.dtype), f"{rec.scope}.{k}",
+                               shared=False) for i, k in enumerate("WRB"))
         x = em.names[plan.source]
         lengths = em.once(("lengths32", plan.lengths),
                           lambda: em.op("Cast", [em.names[plan.lengths]], "lengths_int32",

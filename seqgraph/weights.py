@@ -226,12 +226,19 @@ def set_params(network, arrays: dict, origin: str) -> None:
             parts.append("unexpected " + ", ".join(extra[:4]) + ("..." if len(extra) > 4 else ""))
         raise SeqgraphError(f"{origin} does not match model {network.model.name}: " + "; ".join(parts),
                             hint="was it saved from another model or with other sizes?")
+    _copy_in(network, arrays, f"{origin}: ", "the model")
+
+
+def _copy_in(network, arrays: dict, origin: str, owner: str) -> None:
+    """Copy ``arrays`` (by parameter key) into ``network.params`` once every one is a float
+    array of its parameter's shape; ``origin`` and ``owner`` say whose in an error."""
     for key, value in arrays.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise SeqgraphError(f"{origin}: parameter '{key}' has shape {tuple(value.shape)}, "
-                                f"the model expects {tuple(expected[key].shape)}")
+        want = tuple(network.params[key].shape)
+        if tuple(value.shape) != want:
+            raise SeqgraphError(f"{origin}parameter '{key}' has shape {tuple(value.shape)}, "
+                                f"{owner} expects {want}")
         if value.dtype.kind != "f":
-            raise SeqgraphError(f"{origin}: parameter '{key}' is not a float array ({value.dtype})")
+            raise SeqgraphError(f"{origin}parameter '{key}' is not a float array ({value.dtype})")
     for key, value in arrays.items():
         network.params[key] = network.backend.asarray(value.astype(network.dtype))
 
@@ -300,14 +307,7 @@ def load_torch_state_dict(network, layer: str, state_dict: dict, prefix: str = "
         raise SeqgraphError(f"the state dict lacks {', '.join(f'{layer}.{m}' for m in missing)} "
                             f"for layer {layer}", hint=f"keys read: those starting with '{prefix}'"
                             if prefix else None)
-    for name, value in arrays.items():
-        if tuple(value.shape) != tuple(ours[name].shape):
-            raise SeqgraphError(f"'{layer}.{name}' has shape {tuple(value.shape)}, layer {layer} expects "
-                                f"{tuple(ours[name].shape)}")
-        if value.dtype.kind != "f":
-            raise SeqgraphError(f"'{layer}.{name}' is not a float array ({value.dtype})")
-    for name, value in arrays.items():
-        network.params[f"{layer}.{name}"] = network.backend.asarray(value.astype(network.dtype))
+    _copy_in(network, {f"{layer}.{name}": value for name, value in arrays.items()}, "", f"layer {layer}")
 
 
 def _our_name(key: str, recurrent: bool, stacked: bool, layer: str) -> str:

@@ -432,26 +432,20 @@ class _Recurrence:
         self.emitted = False
 
     def plan_builtin(self, cells: dict, graph, needed, params) -> None:
-        """Set ``builtin`` when an ONNX recurrent op computes this recurrence's outputs."""
-        if len(self.steps) != 1:
+        """Set ``builtin`` when an ONNX recurrent op computes this recurrence's outputs: a
+        built-in cell whose whole cell sequence nobody reads, started from zeros or from
+        given values."""
+        cell = _prelude_cell(cells, graph, self.steps)
+        if cell is None:
             return
-        step = graph.nodes[self.steps[0]]
-        cell = next((name for name, c in cells.items() if c.inputs and c.inputs[0].span is step["span"]), None)
-        if cell not in BUILT_IN_CELLS:
+        keys = [f"{self.layer}.{name}{self.scope[len(self.layer):]}" for name in RECURRENT_PARAMS]
+        states = {graph.nodes[p]["name"].partition("[")[0]: p for p in self.prevs}  # "h[t-1]" -> h
+        if any(key not in params for key in keys) or set(states) != ({"h", "c"} if cell == "lstm" else {"h"}):
             return
-        suffix = self.scope[len(self.layer):]
-        keys = [f"{self.layer}.{name}{suffix}" for name in RECURRENT_PARAMS]
-        if any(key not in params for key in keys):
-            return
-        states = {graph.nodes[p]["name"][0]: p for p in self.prevs}  # "h[t-1]" -> h
-        if set(states) != ({"h", "c"} if cell == "lstm" else {"h"}):
-            return
-        value_of = {state: graph.nodes[prev]["args"][0] for state, prev in states.items()}
         stack_of = {graph.nodes[s]["args"][0]: s for s in self.stacks}
-        h_seq, c_seq = stack_of.get(value_of["h"]), stack_of.get(value_of.get("c"))
+        h_seq, c_seq = (stack_of.get(graph.nodes[states[k]]["args"][0]) if k in states else None for k in "hc")
         if h_seq is None or set(self.stacks) - {h_seq, c_seq}:
             return
-        lengths = graph.nodes[h_seq]["time"]
 
         def users(node):
             return [u for u in graph.successors(node) if u in needed]
@@ -459,28 +453,45 @@ class _Recurrence:
         cell_finals = users(c_seq) if c_seq else []
         if any(graph.nodes[u]["op"] != "last" for u in cell_finals):
             return  # ONNX's LSTM gives only the last cell state, not the whole c sequence
-        lengths_node = graph.nodes[cell_finals[0]]["args"][1] if cell_finals else None
-        source = step["args"][0]
+        init = _initial_values(graph, states)
+        if init is None:
+            return
+        source = graph.nodes[self.steps[0]]["args"][0]
         direction, outputs = "forward", [h_seq]
         reversed_back = users(h_seq)
         if graph.nodes[source]["op"] == "reverse" and reversed_back and \
                 all(graph.nodes[u]["op"] == "reverse" for u in reversed_back):
             direction, outputs, source = "reverse", reversed_back, graph.nodes[source]["args"][0]
-        lengths_node = lengths_node or _lengths_of(graph, lengths)
-        init = {state: graph.nodes[prev]["args"][1] for state, prev in states.items()}
-        for state, node in list(init.items()):
-            start = graph.nodes[node]
-            if start["op"] == "state_init":
-                if start["attrs"].get("value", 0.0) != 0.0:
-                    return
-                init[state] = None
-        hidden = int(params[keys[1]].shape[1])
-        self.builtin = _BuiltinPlan(cell, direction, source, lengths_node, keys, hidden, init,
-                                    outputs, cell_finals)
+        lengths = next(n for n, d in graph.nodes(data=True)
+                       if d["op"] == "lengths" and d["key"] == graph.nodes[h_seq]["time"])
+        self.builtin = _BuiltinPlan(cell, direction, source, lengths, keys, int(params[keys[1]].shape[1]),
+                                    init, outputs, cell_finals)
 
 
-def _lengths_of(graph, axis: str):
-    return next(n for n, d in graph.nodes(data=True) if d["op"] == "lengths" and d["key"] == axis)
+def _prelude_cell(cells: dict, graph, steps: list) -> Optional[str]:
+    """The built-in cell a recurrence instantiates (its step input comes from that cell's
+    input port), or None for a user's cell."""
+    if len(steps) != 1:
+        return None
+    span = graph.nodes[steps[0]]["span"]
+    found = next((name for name, cell in cells.items() if cell.inputs and cell.inputs[0].span is span), None)
+    return found if found in BUILT_IN_CELLS else None
+
+
+def _initial_values(graph, states: dict) -> Optional[dict]:
+    """State name -> the node of its given initial value, or None where it starts at zero
+    (ONNX's default). The whole answer is None when a state starts from another constant,
+    which ONNX's recurrent ops cannot take."""
+    init = {}
+    for state, prev in states.items():
+        start = graph.nodes[graph.nodes[prev]["args"][1]]
+        if start["op"] != "state_init":
+            init[state] = graph.nodes[prev]["args"][1]
+        elif start["attrs"].get("value", 0.0) != 0.0:
+            return None
+        else:
+            init[state] = None
+    return init
 
 
 def _pair_directions(recurrences: list) -> None:

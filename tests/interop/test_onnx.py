@@ -149,6 +149,22 @@ def test_recurrence_options_map_onto_onnx_ops(case):
     _check_against_seqgraph(net, proto, "float32")
 
 
+def test_a_cell_with_two_inputs_and_a_nonzero_start_runs_as_a_scan():
+    source = """
+    cell Mix(x : [X], u : [U]) -> h : [H] {
+        param W : [H, X + U + H]
+        state h : [H] = 0.5
+        h = tanh(W @ concat(x, u, h[t-1]))
+    }
+    model M { input x : seq[float, 3]  input u : seq[float, 2]
+              output y = mean_over_time(Mix(x, reverse(u), 4)) }
+    """
+    net = _trained_like(sg.parse(source).model(), "float64")
+    proto = net.export_onnx()
+    assert [node.op_type for node in proto.graph.node].count("Scan") == 1
+    _check_against_seqgraph(net, proto, "float64")
+
+
 def test_gate_order_is_mapped_to_onnxs(tmp_path):
     """One gate's weights set apart: ONNX's LSTM must find PyTorch's i, f, g, o rows as its
     i, o, f, c (an unmapped order still runs, with other numbers)."""

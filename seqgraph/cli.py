@@ -8,6 +8,7 @@
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
     seqgraph bench MODEL.sg [--batch B] [--steps T] [--size NAME=VALUE] [--dtype D] [--repeat N]
+    seqgraph export RUN_OR_MODEL [--format onnx|safetensors] [-o FILE] [--weights RUN_OR_FILE]
 
 A user's mistake (in the model, the data or the command) is a :class:`SeqgraphError`: it is
 printed to stderr with its place and a caret, and the exit status is 1. Success is 0.
@@ -227,7 +228,7 @@ def cmd_run(args) -> int:
         run(args.model_file, model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
             lr=args.lr, backend=args.backend or "numpy", dtype=args.dtype, seed=args.seed, out=args.out,
             resume=args.resume, settings=args.set, sizes=parse_sizes(args.size),
-            progress=not args.quiet)
+            progress=not args.quiet, init=args.init)
     except Interrupted:
         return 130
     return 0
@@ -258,6 +259,29 @@ def cmd_bench(args) -> int:
                      backend=args.backend, seed=args.seed)
     print(f"{args.model_file}: ", end="")
     print(format_result(result), end="")
+    return 0
+
+
+EXPORT_FORMATS = ("onnx", "safetensors")
+
+
+def cmd_export(args) -> int:
+    """Write a trained (or freshly initialised) model as ONNX, or its weights as safetensors."""
+    from .train.run import network_from
+    from .weights import save_params
+
+    network = network_from(args.location, model=args.model, weights=args.weights,
+                           sizes=parse_sizes(args.size), dtype=args.dtype, seed=args.seed)
+    stem = Path(args.location).stem if str(args.location).endswith(".sg") else network.model.name
+    out = Path(args.output or f"{stem}.{args.format}")
+    if args.format == "safetensors":
+        save_params(network, out)
+        print(f"wrote {out}: {len(network.params)} parameters of model {network.model.name}")
+        return 0
+    proto = network.export_onnx(out, recurrent_ops=not args.scan)
+    inputs = ", ".join(i.name for i in proto.graph.input)
+    outputs = ", ".join(o.name for o in proto.graph.output)
+    print(f"wrote {out}: model {network.model.name}, {args.dtype}, inputs {inputs}; outputs {outputs}")
     return 0
 
 
@@ -297,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default runs/MODEL_FILE_STEM)")
     run.add_argument("--resume", nargs="?", const="", metavar="DIR_OR_CHECKPOINT",
                      help="continue a run (default: the last checkpoint in --out)")
+    run.add_argument("--init", metavar="RUN_OR_FILE",
+                     help="start from these weights: a run folder, a checkpoint, or saved "
+                          "parameters (.npz or .safetensors)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help='override a train setting, written as in the train block: --set "clip = 1.0"')
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -343,6 +370,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, metavar="N", default=20, help="timed runs after warm-up (20)")
     bench.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     bench.add_argument("--seed", type=int, metavar="S", default=0)
+
+    export = commands.add_parser("export", help="write a model as ONNX (its forward graph) or its "
+                                                "weights as safetensors")
+    export.add_argument("location", metavar="RUN_OR_MODEL",
+                        help="a run folder or checkpoint, or a model file (MODEL.sg)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
+    export.add_argument("-o", "--output", metavar="FILE", help="where to write (NAME.onnx)")
+    export.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
+    export.add_argument("--weights", metavar="RUN_OR_FILE",
+                        help="with a model file: trained weights (default: freshly initialised)")
+    export.add_argument("--size", action="append", metavar="NAME=VALUE",
+                        help="with a model file: override a model size")
+    export.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    export.add_argument("--seed", type=int, metavar="S", default=0, help="seeds fresh weights (0)")
+    export.add_argument("--scan", action="store_true",
+                        help="every recurrence as an ONNX Scan, none as LSTM/GRU/RNN (ONNX Runtime "
+                             "runs those in float32 only)")
+    export.set_defaults(handler=cmd_export)
 
     sample = commands.add_parser("sample", help="generate from a trained model")
     sample.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")

@@ -359,6 +359,13 @@ class Network:
         """A reference executor sharing this network's parameters."""
         return Reference(self)
 
+    def export_onnx(self, path=None, recurrent_ops: bool = True):
+        """The forward graph with the current parameters as an ONNX model (an
+        ``onnx.ModelProto``), written to ``path`` when given; see :mod:`seqgraph.onnx_export`.
+        Needs the ``export`` extra."""
+        from .onnx_export import export_onnx
+        return export_onnx(self, path, recurrent_ops=recurrent_ops)
+
 
 def compile_model(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes) -> Network:
     """``seqgraph.compile``: a :class:`Network` for ``model`` (sizes given here override its defaults)."""

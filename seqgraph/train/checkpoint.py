@@ -1,4 +1,5 @@
-"""Training checkpoints: parameters, optimiser state, position and history in one ``.npz``.
+"""Training checkpoints: parameters, optimiser state, position and history in one ``.npz``
+(or ``.safetensors``: the extension chooses).
 
 Written atomically (see :func:`seqgraph.weights.atomic_write`), read without unpickling, and
 checked against the model they are loaded into.
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy
 
 from ..errors import SeqgraphError
-from ..weights import load_arrays, save_arrays, set_params
+from ..weights import SAFETENSORS, load_arrays, save_arrays, set_params
 
 FINAL, BEST, LAST = "final.npz", "best.npz", "last.npz"
 
@@ -43,7 +44,8 @@ def read_checkpoint(path) -> tuple:
     holds is a SeqgraphError naming the file and what is wrong."""
     path = Path(path)
     if path.is_dir():
-        candidates = [path / name for name in (LAST, FINAL, BEST) if (path / name).exists()]
+        names = [Path(name).stem + suffix for name in (LAST, FINAL, BEST) for suffix in (".npz", SAFETENSORS)]
+        candidates = [path / name for name in names if (path / name).exists()]
         if not candidates:
             raise SeqgraphError(f"{path} holds no checkpoint ({LAST}, {FINAL} or {BEST})")
         path = max(candidates, key=lambda p: p.stat().st_mtime)

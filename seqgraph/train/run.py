@@ -11,8 +11,9 @@ from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
 from . import data as datasets
+from ..weights import set_params
 from . import distributed
-from .checkpoint import read_checkpoint, restore
+from .checkpoint import read_checkpoint, read_params, restore
 from .config import resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
 from .sampling import sample_text
@@ -42,9 +43,10 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         batch: Optional[int] = None, lr: Optional[float] = None, backend: str = "numpy",
         dtype: str = "float32", seed: Optional[int] = None, out: Optional[str] = None,
         resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
-        echo=print) -> Trainer:
+        echo=print, init: Optional[str] = None) -> Trainer:
     """Train the model in ``model_path`` as its train block says, with these overrides
     (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text).
+    ``init`` names weights to start from (a run folder, a checkpoint or saved parameters).
     Launched by ``mpiexec -n N``, it is one rank of a data-parallel run
     (:mod:`seqgraph.train.distributed`): only rank 0 prints and writes."""
     world = distributed.world()
@@ -55,11 +57,11 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
             echo(world.prepare(backend))
         return _train(world, model_path, model=model, data=data, epochs=epochs, batch=batch, lr=lr,
                       backend=backend, dtype=dtype, seed=seed, out=out, resume=resume, settings=settings,
-                      sizes=sizes, progress=progress, echo=echo)
+                      sizes=sizes, progress=progress, echo=echo, init=init)
 
 
 def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, seed, out, resume, settings,
-           sizes, progress, echo) -> Trainer:
+           sizes, progress, echo, init) -> Trainer:
     program = load(model_path)
     chosen = program.model(model)
     if sizes:
@@ -74,6 +76,8 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
                    show_progress=progress, model_file=str(model_path))
     if resume is not None:
         trainer.resume(resume or out_dir)
+    elif init is not None:
+        set_params(trainer.net, read_params(init)[0], init)
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
          f"{len(trainer.train_data)} training {'characters' if dataset.kind == 'text' else 'examples'}; "
          f"writing to {out_dir}")
@@ -111,3 +115,30 @@ def sample(location, length: int = 200, prime: str = "", temperature: float = 0.
     if unknown:
         raise SeqgraphError(f"the prime text has characters the model never saw: {''.join(unknown)!r}")
     return sample_text(network, Roles(**header["roles"]), corpus, length, temperature, prime, seed)
+
+
+def network_from(location, model: Optional[str] = None, weights: Optional[str] = None,
+                 sizes: Optional[dict] = None, dtype: str = "float32", seed: int = 0) -> Network:
+    """A network to hand on: ``location`` is a model file (freshly initialised from ``seed``,
+    or with ``weights``: a run folder, a checkpoint or saved parameters), or a run folder or
+    checkpoint, whose own model file and sizes are used."""
+    params = None
+    if str(location).endswith(".sg"):
+        chosen = load(location).model(model)
+        if weights is not None:
+            params, sizes = read_params(weights)
+        if sizes:
+            chosen = chosen.with_sizes(**sizes)
+        origin = weights
+    else:
+        arrays, header = read_checkpoint(location)
+        model_file = header.get("model_file")
+        if not model_file or not Path(model_file).exists():
+            raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
+                                hint="name the model file and the weights: MODEL.sg --weights RUN")
+        chosen = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
+        params, origin = read_params(header["path"])[0], header["path"]
+    network = Network(chosen, dtype=dtype, seed=seed)
+    if params is not None:
+        set_params(network, params, origin)
+    return network

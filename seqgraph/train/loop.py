@@ -161,8 +161,10 @@ class Trainer:
         self.schedule = optim.make_schedule(config.schedule.name, span=config.schedule.span,
                                             **config.schedule.kwargs)
         # on the GPU a step is recorded once as a CUDA graph and replayed (the same numbers)
-        self.captured = TrainingStep(self.net, self.optimizer, config.clip or None) \
-            if self.net.backend.name == "cupy" else None
+        self.captured = TrainingStep(self.net, self.optimizer, config.clip or None, config.clip_value or None) \
+            if self.net.backend.name == "cupy" and config.accumulate == 1 else None
+        self.accumulated: dict = {}  # summed gradients of the batches since the last update
+        self.gathered = 0  # how many batches they hold
         self.history: list = []
         self.best = math.inf
         self.epoch, self.batch_index = 0, 0
@@ -198,6 +200,9 @@ class Trainer:
         self.history = header.get("history", [])
         self.best = header.get("best", math.inf)
         self._partial = header.get("partial")
+        self.gathered = header.get("gathered", 0)
+        self.accumulated = {key[len("accum/"):]: self.xp.asarray(value) for key, value in arrays.items()
+                            if key.startswith("accum/")}
         self.echo(f"resuming from {header['path']} at epoch {self.epoch + 1}, batch {self.batch_index}")
 
     # the loop
@@ -251,9 +256,15 @@ class Trainer:
     def _has_sequences(self) -> bool:
         return bool(self.dataset.time_axes)
 
+    def _scheduled_lr(self) -> None:
+        """Set the optimiser's rate from the schedule: by epochs done, or by updates done."""
+        count = self.optimizer.updates if self.schedule.per == "step" else self.epoch
+        scores = [row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+                  for row in self.history]
+        self.optimizer.lr = self.schedule.lr_at(count, self.base_lr, scores)
+
     def _train_epoch(self) -> dict:
-        lr = self.schedule.lr_at(self.epoch, self.base_lr)
-        self.optimizer.lr = lr
+        self._scheduled_lr()
         started = time.perf_counter()
         batches = list(self._batches(self.train_data, train=True))
         limit = self.config.steps or len(batches)
@@ -264,7 +275,7 @@ class Trainer:
         for index in range(self.batch_index, len(batches)):
             inputs, lengths, weight, tokens = batches[index]
             with holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
-                loss = self._step(inputs, lengths, index)
+                loss = self._step(inputs, lengths, index, last=index == len(batches) - 1)
                 if loss is not None:
                     total, count = total + loss * weight, count + weight
                 units += tokens
@@ -279,7 +290,7 @@ class Trainer:
         valid_loss, metric_value = self._evaluate()
         train_loss = total / count if count else math.nan  # nan, not 0, when every step was skipped
         return {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
-                "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
+                "metric": self._metric_name(), "metric_value": metric_value, "lr": self.optimizer.lr,
                 "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
 
     def _partial_sums(self):
@@ -290,8 +301,9 @@ class Trainer:
             self.carried = {}
         return 0.0, 0, 0
 
-    def _step(self, inputs, lengths, index) -> Optional[float]:
-        """One forward, backward and update; the loss, or None for a skipped step."""
+    def _step(self, inputs, lengths, index, last: bool = False) -> Optional[float]:
+        """One forward and backward, and an update when ``accumulate`` batches are gathered
+        (or at the epoch's ``last`` batch); the loss, or None for a skipped step."""
         net = self.net
         net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         state = self.carried if self.dataset.kind == "text" else None
@@ -302,17 +314,39 @@ class Trainer:
             return self._nonfinite(f"the loss became {loss}")
         grads = net.backward()
         grads = {k: v for k, v in grads.items() if k in net.params}
-        if self.config.clip:  # the global norm is finite exactly when every gradient is
-            finite = math.isfinite(optim.clip_grad_norm(self.xp, grads, self.config.clip))
-        else:
-            finite = all(bool(self.xp.isfinite(g).all()) for g in grads.values())
-        if not finite:
+        if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
             return self._nonfinite("a gradient became NaN or infinite")
         if self.dataset.kind == "text":  # a skipped window does not pass its state on
             self.carried = dict(net.final_states)
-        self.optimizer.step(net.params, grads)
-        self._check_update()
+        grads = self._gather(grads, last)
+        if grads is not None:
+            if self.config.clip_value:
+                optim.clip_grad_value(self.xp, grads, self.config.clip_value)
+            if self.config.clip:
+                optim.clip_grad_norm(self.xp, grads, self.config.clip)
+            if self.schedule.per == "step":
+                self._scheduled_lr()
+            self.optimizer.step(net.params, grads)
+            self._check_update()
         return loss
+
+    def _gather(self, grads: dict, last: bool) -> Optional[dict]:
+        """The gradients to update with now: this batch's, or with ``accumulate > 1`` the mean
+        over the batches gathered since the last update once there are ``accumulate`` of them
+        (or fewer at the end of an epoch); None while still gathering."""
+        if self.config.accumulate == 1:
+            return grads
+        for key, g in grads.items():
+            if key in self.accumulated:
+                self.accumulated[key] += g
+            else:
+                self.accumulated[key] = g.copy()
+        self.gathered += 1
+        if self.gathered < self.config.accumulate and not last:
+            return None
+        mean = {key: total / self.gathered for key, total in self.accumulated.items()}
+        self.accumulated, self.gathered = {}, 0
+        return mean
 
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
@@ -418,8 +452,8 @@ class Trainer:
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,
                   "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),
-                  "roles": vars(self.roles)}
-        save_checkpoint(path, self.net, self.optimizer, header, self.carried)
+                  "roles": vars(self.roles), "gathered": self.gathered}
+        save_checkpoint(path, self.net, self.optimizer, header, self.carried, self.accumulated)
         return path
 
     def _write_config(self):

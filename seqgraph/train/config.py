@@ -6,7 +6,8 @@ Settings (all optional):
 setting               example                          meaning
 ====================  ===============================  ========================================
 ``data``              ``builtin("adding", length=50)``  a built-in task; ``text("file.txt")``
-                      ``text("builtin:grammar_text")``  (character level, or a built-in corpus);
+                      ``text("builtin:grammar_text")``  (characters, or ``level = word``; or a
+                      ``csv("t.csv", label = "y")``     built-in corpus); a CSV/TSV table;
                       ``npz("arrays.npz")``             ``.npz`` arrays named after the inputs
 ``examples``          ``2000``                          how many examples a built-in task makes
 ``optimizer``         ``adam(lr = 0.003)``              ``sgd(lr, momentum, nesterov)``,

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import SeqgraphError, Span, decode_utf8, did_you_mean
 from ..weights import read_npz
+from .words import UNKNOWN, WordCorpus
 
 KINDS = ("text", "sequence", "image")
 METRICS = ("perplexity", "accuracy", "mse")
@@ -100,11 +101,20 @@ class Dataset:
                 return self.arrays[name].shape[1]
         raise KeyError(axis)
 
-    def corpus(self) -> "CharCorpus":
-        """A :class:`CharCorpus` with this text dataset's vocabulary, to encode and decode."""
+    def corpus(self):
+        """A :class:`CharCorpus` (or, for word-level text, a :class:`~seqgraph.train.words.WordCorpus`)
+        with this dataset's vocabulary, to encode and decode."""
         if self.vocab is None:
-            raise SeqgraphError(f"{self.name}: this {self.kind} dataset has no character vocabulary")
-        return CharCorpus.from_vocab(self.vocab)
+            raise SeqgraphError(f"{self.name}: this {self.kind} dataset has no vocabulary")
+        return corpus_from_vocab(self.vocab, self.info.get("tokenizer"))
+
+
+def corpus_from_vocab(vocab: Sequence[str], tokenizer: Optional[dict] = None):
+    """The corpus that encodes and decodes with ``vocab``: characters, or words when
+    ``tokenizer`` (what a word corpus's ``tokenizer()`` gave) says ``level = word``."""
+    if tokenizer and tokenizer.get("level") == "word":
+        return WordCorpus.from_vocab(vocab, lower=tokenizer.get("lower", False))
+    return CharCorpus.from_vocab(vocab)
 
 
 def _validate(data: Dataset) -> None:
@@ -350,6 +360,36 @@ def _codepoints(text: str) -> np.ndarray:
 def text_dataset(text: str, name: str = "<string>") -> Dataset:
     """A text dataset from a string (its vocabulary: the string's sorted unique characters)."""
     return CharCorpus(text, name=name).dataset()
+
+
+def word_dataset(text: str, name: str = "<string>", max_vocab: Optional[int] = None,
+                 unknown: str = UNKNOWN, lower: bool = False) -> Dataset:
+    """A text dataset of word ids (see :mod:`seqgraph.train.words`): the vocabulary is the
+    unknown token and then the most frequent words, ``max_vocab`` entries at most."""
+    corpus = WordCorpus(text, name=name, max_vocab=max_vocab, unknown=unknown, lower=lower)
+    return Dataset(arrays={"ids": corpus.ids}, kind="text", metric="perplexity", vocab=list(corpus.vocab),
+                   vocab_size=corpus.vocab_size, num_classes=corpus.vocab_size, name=name,
+                   info={"tokenizer": corpus.tokenizer(), "unknown_share": corpus.unknown_share()})
+
+
+LEVELS = ("char", "word")
+
+
+def at_level(data: Dataset, level: str = "char", max_vocab: Optional[int] = None,
+             unknown: Optional[str] = None, lower: Optional[bool] = None) -> Dataset:
+    """A character text dataset as it is (``level = char``) or re-read as words
+    (``level = word``, with :func:`word_dataset`'s options), for ``text(..., level = word)``."""
+    if level not in LEVELS:
+        raise SeqgraphError(f"{data.name}: level must be char or word, not {level!r}",
+                            hint=did_you_mean(str(level), LEVELS))
+    options = {k: v for k, v in (("max_vocab", max_vocab), ("unknown", unknown), ("lower", lower))
+               if v is not None}
+    if level == "char":
+        if options:
+            raise SeqgraphError(f"{data.name}: {', '.join(options)} applies to words",
+                                hint="add  level = word")
+        return data
+    return word_dataset(data.corpus().decode(data.arrays["ids"]), data.name, **options)
 
 
 def bptt_windows(ids, batch_size: int, window: int,
@@ -888,6 +928,26 @@ BUILTIN: dict = {
     "digits8x8": digits8x8,
     "digit_captions": digit_captions,
 }
+
+
+# The keyword arguments each data source of a train block takes besides its one positional
+# argument; the one list to extend when a source learns an option. builtin(...) takes the
+# sizes of its generator instead (the signatures of BUILTIN's functions).
+SOURCE_ARGUMENTS: dict = {
+    "builtin": None,
+    "text": ("level", "max_vocab", "unknown", "lower"),
+    "csv": ("label", "sequence", "features", "delimiter", "max_vocab", "unknown", "lower"),
+    "npz": (),
+}
+
+
+def check_source_arguments(source: str, kwargs: dict, span: Optional[Span] = None) -> None:
+    """Every keyword in ``kwargs`` must be one that ``source`` takes (see SOURCE_ARGUMENTS)."""
+    known = SOURCE_ARGUMENTS[source]
+    for key in kwargs if known is not None else ():
+        if key not in known:
+            raise SeqgraphError(f"data source {source}(...) has no argument '{key}'", span,
+                                did_you_mean(key, known) if known else f"{source}(...) takes only a file name")
 
 
 def builtin(name: str, n: Optional[int] = None, seed: int = 0, span: Optional[Span] = None,

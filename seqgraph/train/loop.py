@@ -29,7 +29,7 @@ from ..errors import SeqgraphError
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
-from . import optim, report
+from . import optim, report, tables
 from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -64,25 +64,46 @@ class Interrupted(Exception):
 
 
 def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) -> datasets.Dataset:
-    """The dataset the config names (a built-in task, a text file, or .npz arrays)."""
+    """The dataset the config names (a built-in task, a text file, a table, or .npz arrays)."""
     call = config.data
     if call is None:
         raise SeqgraphError(f"model {model.name} says no data to train on",
                             model.train.span if model.train else model.ast.span,
                             'add  data = builtin("...")  to its train block, or pass --data FILE')
-    if call.name not in ("builtin", "text", "npz") or len(call.args) != 1:
+    if call.name not in datasets.SOURCE_ARGUMENTS or len(call.args) != 1:
         raise SeqgraphError(f"unknown data source {call.name}(...)", call.span,
-                            'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")')
-    spec = call.args[0]
-    if call.name == "builtin" or (call.name == "text" and str(spec).startswith("builtin:")):
-        name = str(spec).split(":", 1)[-1]
-        return datasets.builtin(name, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)
-    path = _find_file(str(spec), base_dir)
-    if call.name == "text":
-        return datasets.load_text(path)
-    axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
-            if model.graph.nodes[node]["type"].is_seq}
-    return datasets.load_npz(path, time_axes=axes)
+                            'use builtin("name", sizes...), text("file.txt"), csv("table.csv") '
+                            'or npz("arrays.npz")')
+    datasets.check_source_arguments(call.name, call.kwargs, call.span)
+    spec = str(call.args[0])
+    builtin = spec.split(":", 1)[1] if spec.startswith("builtin:") else None
+    if call.name == "builtin":
+        return datasets.builtin(spec, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)
+    with _reported_at(call.span):
+        if call.name == "text":
+            data = datasets.builtin(builtin, n=config.examples, seed=config.seed) if builtin \
+                else datasets.load_text(_find_file(spec, base_dir))
+            return datasets.at_level(data, **call.kwargs)
+        axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
+                if model.graph.nodes[node]["type"].is_seq}
+        if call.name == "csv":
+            dtypes = {name: model.graph.nodes[node]["dtype"] for name, node in model.inputs.items()}
+            options = dict(call.kwargs, dtypes=dtypes, time_axes=axes)
+            if builtin:
+                return tables.builtin_table(builtin, config.examples, config.seed, **options)
+            return tables.load_table(_find_file(spec, base_dir), **options)
+        return datasets.load_npz(_find_file(spec, base_dir), time_axes=axes)
+
+
+@contextmanager
+def _reported_at(span):
+    """Re-raise a SeqgraphError that has no place of its own at ``span``."""
+    try:
+        yield
+    except SeqgraphError as error:
+        if error.span is not None or span is None:
+            raise
+        raise SeqgraphError(error.message, span, error.hint) from None
 
 
 def _find_file(spec: str, base_dir: Optional[Path]) -> Path:
@@ -142,7 +163,7 @@ class Trainer:
         self.show_progress = show_progress
         self.model_file = model_file
         self.dataset = dataset
-        if dataset.kind == "text":
+        if dataset.vocab is not None:
             model = self._fit_vocabulary(model, dataset)
         self.train_data, self.valid_data = datasets.split(dataset, config.valid, seed=config.seed) \
             if config.valid > 0 else (dataset, None)
@@ -173,10 +194,11 @@ class Trainer:
 
     # set-up
     def _fit_vocabulary(self, model, dataset):
-        """A text model's ``vocab`` size follows its corpus."""
+        """A model's ``vocab`` size follows the vocabulary of its text or table."""
         size = dataset.vocab_size
+        unit = "tokens" if dataset.info.get("tokenizer") else "characters"
         if "vocab" in model.sizes and model.sizes["vocab"] != size:
-            self.echo(f"note: vocab = {size} (the corpus has {size} distinct characters; "
+            self.echo(f"note: vocab = {size} (the data has {size} distinct {unit}; "
                       f"the model said {model.sizes['vocab']})")
             model = model.with_sizes(vocab=size)
         return model
@@ -275,7 +297,7 @@ class Trainer:
         for index in range(self.batch_index, len(batches)):
             inputs, lengths, weight, tokens = batches[index]
             with holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
-                loss = self._step(inputs, lengths, index, last=index == len(batches) - 1)
+                loss = self._step(inputs, lengths, index, index == len(batches) - 1)
                 if loss is not None:
                     total, count = total + loss * weight, count + weight
                 units += tokens
@@ -451,7 +473,7 @@ class Trainer:
                                     skippable=False)
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,
-                  "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),
+                  "vocab": self.dataset.vocab, "tokenizer": self.dataset.info.get("tokenizer"), "partial": getattr(self, "_partial", None),
                   "roles": vars(self.roles), "gathered": self.gathered}
         save_checkpoint(path, self.net, self.optimizer, header, self.carried, self.accumulated)
         return path

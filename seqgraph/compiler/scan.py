@@ -141,15 +141,32 @@ class ScanCode:
         ``tanh(c)`` from ``c``, a GRU's ``1 - z`` from ``z``). Keeping one is a ``(T, B, ...)``
         array written forward and read backward; recomputing it is one op a step, or none
         where a fused chain's backward formula recomputes it anyway."""
-        found = set()
+        found, read_after_loop = set(), self._read_after_loop()
         for node in self.order:
             data = self.data[node]
             if (node not in self.kept or data["op"] not in KERNELS or node in self.prev_of or node in self.outside
-                    or node in self.state_of or node in wanted or node in self.views or node in self.masks):
+                    or node in self.state_of or node in wanted or node in self.views or node in self.masks
+                    or node in read_after_loop):
                 continue
             if all(self.source(a) == "static" or self._stored_after(a, found) for a in data["args"]):
                 found.add(node)
         return found
+
+    def _read_after_loop(self) -> set:
+        """The core values that gradients into inputs from outside the core read: those run
+        once over all steps after the loop (:attr:`Layout.deferred`), so they need each value
+        at every step (a weight's gradient reads what it multiplied), not one step's."""
+        found = set()
+        for node in self.order:
+            data = self.data[node]
+            if data["op"] == PREV:
+                continue
+            for port, arg in enumerate(data["args"]):
+                if arg in self.members or not differentiable(self.graph, node, port):
+                    continue
+                for read in needs(data["op"], port, len(data["args"])):
+                    found.add(node if read == "out" else data["args"][read])
+        return found & self.members
 
     def _stored_after(self, node, dropped: set) -> bool:
         """Whether ``node`` stays stored for backward (:meth:`_stored`) once ``dropped`` are

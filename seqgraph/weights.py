@@ -182,12 +182,17 @@ def set_params(network, arrays: dict, origin: str) -> None:
         network.params[key] = network.backend.asarray(value.astype(network.dtype))
 
 
-_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
+_TORCH_NAMES = "weight_ih|weight_hh|bias_ih|bias_hh|weight_hr"
+_TORCH_KEY = re.compile(rf"^({_TORCH_NAMES})_l(\d+)(_reverse)?$")
+_OUR_KEY = re.compile(rf"^({_TORCH_NAMES})(_l\d+)?(_reverse)?$")
 
 
 def load_torch_state_dict(network, layer: str, state_dict: dict) -> None:
     """Copy a ``torch.nn.LSTM/GRU/RNN`` state dict (as NumPy arrays, keys such as
-    ``weight_ih_l0`` and ``weight_hh_l1_reverse``) into the built-in layer ``layer``."""
+    ``weight_ih_l0``, ``weight_hh_l1_reverse``, ``weight_hr_l0`` with ``proj_size``) into the
+    built-in layer ``layer``. A layer with ``bias = false`` has no biases, as the module has
+    none; parameters PyTorch has no counterpart for (``init = learned``'s ``h0``) keep their
+    values."""
     stacked = any(key.startswith(f"{layer}.") and re.search(r"_l\d+(_reverse)?$", key)
                   for key in network.params)
     arrays = {}
@@ -195,13 +200,14 @@ def load_torch_state_dict(network, layer: str, state_dict: dict) -> None:
         match = _TORCH_KEY.match(key)
         if match is None:
             raise SeqgraphError(f"'{key}' is not a recurrent-layer parameter name",
-                                hint="expected names such as weight_ih_l0, bias_hh_l1_reverse")
+                                hint="expected names such as weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0")
         name, index, reverse = match.group(1), match.group(2), match.group(3) or ""
         ours = f"{layer}.{name}" + (f"_l{index}" if stacked else "") + reverse
         if not stacked and index != "0":
             raise SeqgraphError(f"'{key}' is for layer {index}, but {layer} has one layer")
         arrays[ours] = numpy.asarray(value)
-    theirs = {k: v for k, v in network.params.items() if k.startswith(f"{layer}.")}
+    theirs = {k: v for k, v in network.params.items()
+              if k.startswith(f"{layer}.") and _OUR_KEY.match(k[len(layer) + 1:])}
     missing = sorted(set(theirs) - set(arrays))
     if missing:
         raise SeqgraphError(f"the state dict lacks {', '.join(missing)} for layer {layer}")

@@ -597,7 +597,7 @@ class Checker:
             ctx = Context(self, builder, block)
             ctx.call_span = stmt.span
             if stmt.kind == "param" and not options.bias and stmt.name.startswith("bias"):
-                block.names[stmt.name] = _zero(builder, block, stmt.span)
+                block.names[stmt.name] = constant(builder, block, 0.0, stmt.span)
                 return
             if stmt.kind == "param":
                 init_spec = self._init_spec(stmt.init, block) if stmt.init is not None else block.default_init
@@ -649,10 +649,10 @@ class Checker:
         return ctx.apply("add", [zeros, ctx.apply("mul", [fresh, start])])
 
 
-def _zero(builder: Builder, block: Block, span) -> Value:
-    """The number 0 as a value: what a parameter left out by ``bias = false`` reads as."""
+def constant(builder: Builder, block: Block, value: float, span) -> Value:
+    """A number as a value (a literal, the 0 a parameter left out by ``bias = false`` reads as)."""
     return builder.add("const", [], VType("float", (), batched=False), span, scope=block.id_scope,
-                       attrs={"value": 0.0}, layer=block.layer)
+                       attrs={"value": value}, layer=block.layer)
 
 
 # --- expressions ------------------------------------------------------------------------------
@@ -688,11 +688,7 @@ class Evaluator:
         return result
 
     def _number(self, expr: ast.Number) -> Value:
-        return self._constant(float(expr.value), expr.span)
-
-    def _constant(self, value: float, span) -> Value:
-        return self.builder.add("const", [], VType("float", (), batched=False), span,
-                                scope=self.block.id_scope, attrs={"value": value}, layer=self.block.layer)
+        return constant(self.builder, self.block, float(expr.value), expr.span)
 
     def _string(self, expr: ast.String):
         raise _err("a string is not a value here", expr.span, "strings are for train settings")
@@ -932,7 +928,9 @@ class Evaluator:
         if merge == "concat":
             return self.ctx.apply("concat", [forward, backward], axis=-1)
         total = self.ctx.apply("add", [forward, backward])
-        return total if merge == "sum" else self.ctx.apply("mul", [total, self._constant(0.5, span)])
+        if merge == "sum":
+            return total
+        return self.ctx.apply("mul", [total, constant(self.builder, self.block, 0.5, span)])
 
     def _scan(self, cell, inputs, sizes, init, layer, suffix, call, options):
         return self.checker.instantiate(cell, self.builder, inputs, sizes, init, layer, suffix,

@@ -983,21 +983,23 @@ def load_text(path) -> Dataset:
     An unreadable file, an empty one, or bytes that are not UTF-8 are a SeqgraphError naming
     the file (and, for bad bytes, the line and column where they are).
     """
-    path = Path(path)
     label = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SeqgraphError(f"text file '{label}' does not exist") from None
-    except OSError as error:
-        raise SeqgraphError(f"cannot read text file '{label}': {error.strerror or error}") from None
-    if not raw:
-        raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
-    text = decode_utf8(raw, label, f"text file '{label}'")
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+    text = read_utf8(path, f"text file '{label}'")
     if not text:
         raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
     return CharCorpus(text, name=label).dataset()
+
+
+def read_utf8(path, what: str) -> str:
+    """The text of the UTF-8 file at ``path`` (a byte-order mark dropped); a missing or
+    unreadable file, or bytes that are not UTF-8, are a SeqgraphError naming ``what``."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SeqgraphError(f"{what} does not exist") from None
+    except OSError as error:
+        raise SeqgraphError(f"cannot read {what}: {error.strerror or error}") from None
+    return decode_utf8(raw, str(path), what).removeprefix("\ufeff")  # the mark is not text
 
 
 def load_npz(path, expected: Optional[dict] = None,

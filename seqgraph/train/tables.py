@@ -30,8 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import SeqgraphError, decode_utf8, did_you_mean
-from .data import TIME, Dataset, _capital, _Grammar
+from ..errors import SeqgraphError, did_you_mean
+from .data import TIME, Dataset, _capital, _Grammar, read_utf8
 from .words import UNKNOWN, WordCorpus, build_vocab, tokenize
 
 DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "space": " ", "bar": "|"}
@@ -45,13 +45,7 @@ def load_table(path, label: str = "label", sequence: Optional[str] = None, featu
     ``dtypes`` (array name -> ``"int"`` or ``"float"``) and ``time_axes`` (array name -> time
     axis) come from the model being trained, when there is one."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SeqgraphError(f"table '{path}' does not exist") from None
-    except OSError as error:
-        raise SeqgraphError(f"cannot read table '{path}': {error.strerror or error}") from None
-    text = decode_utf8(raw, str(path), f"table '{path}'").removeprefix("\ufeff")
+    text = read_utf8(path, f"table '{path}'")
     if delimiter is None:
         delimiter = "tab" if path.suffix.lower() in (".tsv", ".tab") else "comma"
     return table_dataset(text, str(path), label, sequence, features, delimiter, max_vocab, unknown,

@@ -132,6 +132,11 @@ def test_table_mistakes_name_the_row_or_column(text, options, message):
         tables.table_dataset(text, "t.csv", **options)
 
 
+def test_a_missing_table_file_is_an_error(tmp_path):
+    with pytest.raises(SeqgraphError, match="table '.*none.csv' does not exist"):
+        tables.load_table(tmp_path / "none.csv")
+
+
 def test_a_dense_classifier_learns_a_feature_table_from_seqgraph_run(tmp_path, capsys):
     rng = np.random.default_rng(0)
     centres = {"north": (0, 3), "south": (0, -3), "east": (3, 0)}

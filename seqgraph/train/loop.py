@@ -241,7 +241,7 @@ class Trainer:
                 self.history.append(row)
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
-                score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+                score = _score(row)
                 # Both checkpoints hold the state after this epoch, so a run killed between
                 # the two writes resumes correctly from whichever is newer.
                 self.epoch, self.batch_index = self.epoch + 1, 0
@@ -268,7 +268,7 @@ class Trainer:
     def _epochs_without_improvement(self) -> int:
         stale = 0
         for row in self.history:
-            score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+            score = _score(row)
             stale = 0 if score <= self.best else stale + 1
         return stale
 
@@ -281,9 +281,7 @@ class Trainer:
     def _scheduled_lr(self) -> None:
         """Set the optimiser's rate from the schedule: by epochs done, or by updates done."""
         count = self.optimizer.updates if self.schedule.per == "step" else self.epoch
-        scores = [row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
-                  for row in self.history]
-        self.optimizer.lr = self.schedule.lr_at(count, self.base_lr, scores)
+        self.optimizer.lr = self.schedule.lr_at(count, self.base_lr, [_score(row) for row in self.history])
 
     def _train_epoch(self) -> dict:
         self._scheduled_lr()
@@ -483,6 +481,11 @@ class Trainer:
                     "backend": self.net.backend.name, "dtype": self.net.dtype, **self.config.as_dict()}
         data = json.dumps(resolved, indent=2).encode("utf-8")
         atomic_write(self.out_dir / "config.json", lambda f: f.write(data))
+
+
+def _score(row: dict) -> float:
+    """What an epoch is judged by: its validation loss, else its training loss."""
+    return row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
 
 
 @contextmanager

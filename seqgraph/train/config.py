@@ -29,7 +29,8 @@ setting               example                          meaning
 ``valid``             ``0.1``                           fraction held out for validation
 ``patience``          ``3``                             stop after this many epochs without a
                                                         better validation loss (0: never)
-``sample``            ``200``                           characters sampled after each epoch
+``sample``            ``200``                           characters (words, for word-level text)
+                                                        sampled after each epoch
 ``temperature``       ``0.8``                           sampling temperature
 ``prime``             ``"The "``                        text that starts each sample
 ``seed``              ``0``                             seeds data order, init and dropout

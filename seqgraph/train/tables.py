@@ -57,6 +57,10 @@ def table_dataset(text: str, name: str, label: str = "label", sequence: Optional
                   unknown: str = UNKNOWN, lower: bool = False, dtypes: Optional[dict] = None,
                   time_axes: Optional[dict] = None):
     """A dataset from the text of a table (see :func:`load_table` and the module docstring)."""
+    for option, value in (("label", label), ("sequence", sequence), ("features", features)):
+        if value is not None and not isinstance(value, str):
+            raise SeqgraphError(f"table '{name}': {option} names a column, so it is a string, not {value!r}",
+                                hint=f'e.g. {option} = "{option}"')
     header, rows = _read_rows(text, name, _delimiter(name, delimiter))
     dtypes, columns = dtypes or {}, _columns(name, header, rows)
     for option, column in (("label", label), ("sequence", sequence)):

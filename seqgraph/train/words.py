@@ -71,6 +71,9 @@ class WordCorpus:
         if vocab is None:
             if not tokens:
                 raise SeqgraphError(f"{name}: the text has no words to learn")
+            if not isinstance(unknown, str) or not unknown:
+                raise SeqgraphError(f"{name}: unknown must be a string, the token rare words read as, "
+                                    f"not {unknown!r}", hint='e.g. unknown = "<unk>"')
             vocab = build_vocab(tokens, _check_max_vocab(name, max_vocab), unknown)
         self.vocab = list(vocab)
         if not self.vocab or len(set(self.vocab)) != len(self.vocab):

@@ -65,6 +65,7 @@ def test_text_at_word_level_from_a_train_block(tmp_path):
     ('text("t.txt", level = words)', "level must be char or word, not 'words'", "did you mean 'word'"),
     ('text("t.txt", max_vocab = 10)', "max_vocab applies to words", "level = word"),
     ('text("t.txt", level = word, max_vocab = 1)', "max_vocab must be a whole number of at least 2", None),
+    ('text("t.txt", level = word, unknown = 3)', "unknown must be a string", '"<unk>"'),
     ('npz("a.npz", label = y)', "data source npz(...) has no argument 'label'", "takes only a file name"),
     ('csv("t.csv", lable = y)', "data source csv(...) has no argument 'lable'", "did you mean 'label'"),
 ])
@@ -126,6 +127,7 @@ def test_a_tsv_of_word_and_number_sequences(tmp_path):
     ("a,b\n", {"label": "a"}, "has a header but no rows"),
     ("s,l\n,1\n", {"label": "l", "sequence": "s"}, "row 1 of column 's' is empty"),
     ("a;b\n1;2\n", {"label": "b", "delimiter": "semi"}, "delimiter must be one character"),
+    ("a,b\n1,2\n", {"label": 1}, "label names a column, so it is a string, not 1"),
 ])
 def test_table_mistakes_name_the_row_or_column(text, options, message):
     with pytest.raises(SeqgraphError, match=message.replace("(", r"\(").replace(")", r"\)")):

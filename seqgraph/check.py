@@ -22,8 +22,24 @@ from .sizes import Size, SizeError, format_shape
 from .syntax import ast
 
 DEFAULT_TIME = "time"  # the time axis sequences share unless a type names another
-CELL_OPTIONS = ("init", "direction", "layers", "dropout", "name")
+CELL_OPTIONS = ("init", "direction", "layers", "dropout", "name", "bias", "proj_size", "recurrent_dropout",
+                "merge")
 DIRECTIONS = ("forward", "backward", "both")
+MERGES = ("concat", "sum", "mean")  # how direction = both joins its two output sequences
+LEARNED = "learned"  # init = learned: trainable initial states
+# cells with a projected variant: lstm(x, H, proj_size = P) runs lstm_proj with sizes H and P
+PROJECTED = {"lstm": ("lstm_proj", "P")}
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What a call asks of every copy of a cell it instantiates: ``bias = false`` (parameters
+    named ``bias...`` become zeros), ``init = learned`` (each state starts from a trainable
+    vector) and ``recurrent_dropout`` (the first output's state is read at t-1 through a
+    dropout mask drawn once per sequence)."""
+    bias: bool = True
+    learned_init: bool = False
+    recurrent_dropout: float = 0.0
 
 
 class _Poisoned(Exception):
@@ -513,16 +529,18 @@ class Checker:
                          span=cell.span)
 
     def instantiate(self, cell: ast.Cell, builder: Builder, inputs, sizes: dict, init, layer: str,
-                    suffix: str, span) -> tuple:
+                    suffix: str, span, options: CellOptions = CellOptions()) -> tuple:
         """One copy of the cell's body scanned over ``inputs`` (sequences); returns its output
-        sequences. States start from ``init`` (values) or their declared constant."""
+        sequences. States start from ``init`` (values) or their declared constant (or a
+        trainable vector, with ``options.learned_init``)."""
         scope = f"{layer}{suffix}"
         block = Block(sizes=dict(sizes), id_scope=scope, in_cell=True, param_prefix=f"{layer}.",
                       param_suffix=suffix, layer=layer)
         # PyTorch's recurrent layers draw every parameter from U(-1/sqrt(H), 1/sqrt(H)),
-        # H the hidden size: here, the size of the cell's first output.
-        first_output = cell.outputs[0].type.dims
-        hidden = eval_size(first_output[-1], block.sizes) if first_output else 1
+        # H the hidden size: here, the size of the cell's last output (an LSTM's cell state,
+        # which a projection leaves at H while h shrinks to proj_size).
+        last_output = cell.outputs[-1].type.dims
+        hidden = eval_size(last_output[-1], block.sizes) if last_output else 1
         block.default_init = ("uniform_fan", hidden)
         for port, value in zip(cell.inputs, inputs):
             step = builder.add("step", [value], VType("float", value.type.shape, time=value.type.time,
@@ -534,7 +552,8 @@ class Checker:
         errors = Collector()
         for stmt in cell.body:
             try:
-                self._cell_statement(stmt, builder, block, layer, time, state_order, init, span)
+                self._cell_statement(stmt, builder, block, layer, time, state_order, init, span,
+                                     options, cell.outputs[0].name)
             except SeqgraphError as error:
                 errors.add(error)
                 self._poison_targets(stmt, block)
@@ -601,16 +620,21 @@ class Checker:
             self.final_states[key] = final.id
         return tuple(stacked)
 
-    def _cell_statement(self, stmt, builder, block, layer, time, state_order, init, span):
+    def _cell_statement(self, stmt, builder, block, layer, time, state_order, init, span,
+                        options: CellOptions = CellOptions(), first_output: Optional[str] = None):
         if isinstance(stmt, ast.Declaration):
             if stmt.kind in ("input", "target"):
                 raise _err(f"{stmt.kind} declarations belong in a model", stmt.span,
                            "a cell's inputs are listed in its header: cell C(x : [X]) -> ...")
             self._declare_name(stmt.name, stmt.span, block)
             shape = tuple(positive_size(d, block.sizes) for d in stmt.type.dims)
+            ctx = Context(self, builder, block)
+            ctx.call_span = stmt.span
+            if stmt.kind == "param" and not options.bias and stmt.name.startswith("bias"):
+                block.names[stmt.name] = constant(builder, block, 0.0, stmt.span)
+                return
             if stmt.kind == "param":
                 init_spec = self._init_spec(stmt.init, block) if stmt.init is not None else block.default_init
-                ctx = Context(self, builder, block)
                 ctx.layer = layer
                 block.names[stmt.name] = ctx.param(stmt.name, shape, init_spec, stmt.span)
                 return
@@ -627,17 +651,41 @@ class Checker:
                 start = builder.add("state_init", [], VType("float", shape), stmt.span, scope=block.id_scope,
                                     stem=f"{stmt.name}_init", layer=layer, key=key,
                                     attrs={"value": fill[1]})
+                if options.learned_init:
+                    start = self._learned_start(ctx, builder, block, stmt, shape, start, key)
             prev = builder.add(PREV, [None, start], VType("float", shape, time=time, timed=True), stmt.span,
                                scope=block.id_scope, stem=f"{stmt.name}_prev", layer=layer,
                                name=f"{stmt.name}[t-1]")
-            block.states[stmt.name] = {"type": VType("float", shape), "prev": prev, "span": stmt.span,
-                                       "key": key}
+            read = prev
+            if options.recurrent_dropout and stmt.name == first_output:
+                mask = ctx.apply("dropout_mask", [prev], p=options.recurrent_dropout, per_sequence=True)
+                read = ctx.apply("mul", [prev, mask])
+            block.states[stmt.name] = {"type": VType("float", shape), "prev": prev, "read": read,
+                                       "span": stmt.span, "key": key}
             state_order.append(stmt.name)
             return
         if isinstance(stmt, ast.Output):
             raise _err("a cell's outputs are listed in its header", stmt.span,
                        "cell C(x : [X]) -> h : [H] { ... }")
         self._assign(stmt, builder, block)
+
+    def _learned_start(self, ctx, builder, block, stmt, shape, zeros: Value, key: str) -> Value:
+        """``zeros + fresh * <layer>.<state>0``: a trainable initial state (zeros at first),
+        where ``fresh`` is 1, or 0 when the run carries the state in (text windows), so a
+        carried state is used as it is."""
+        ctx.layer = block.layer
+        start = ctx.param(f"{stmt.name}0", shape, ("constant", 0.0), stmt.span)
+        ctx.layer = None
+        fresh = builder.add("state_init", [], VType("float", (1,)), stmt.span, scope=block.id_scope,
+                            stem=f"{stmt.name}_fresh", layer=block.layer, key=key,
+                            attrs={"value": 1.0, "fresh": True})
+        return ctx.apply("add", [zeros, ctx.apply("mul", [fresh, start])])
+
+
+def constant(builder: Builder, block: Block, value: float, span) -> Value:
+    """A number as a value (a literal, the 0 a parameter left out by ``bias = false`` reads as)."""
+    return builder.add("const", [], VType("float", (), batched=False), span, scope=block.id_scope,
+                       attrs={"value": value}, layer=block.layer)
 
 
 def _require_per_example(what: str, value: Value, span) -> None:
@@ -698,9 +746,7 @@ class Evaluator:
         return result
 
     def _number(self, expr: ast.Number) -> Value:
-        return self.builder.add("const", [], VType("float", (), batched=False), expr.span,
-                                scope=self.block.id_scope, attrs={"value": float(expr.value)},
-                                layer=self.block.layer)
+        return constant(self.builder, self.block, float(expr.value), expr.span)
 
     def _string(self, expr: ast.String):
         raise _err("a string is not a value here", expr.span, "strings are for train settings")
@@ -725,7 +771,7 @@ class Evaluator:
     def _delayed(self, expr: ast.Delayed) -> Value:
         block = self.block
         if expr.id in block.states:
-            return block.states[expr.id]["prev"]
+            return block.states[expr.id]["read"]
         if block.names.get(expr.id) is POISON:
             raise _Poisoned()  # e.g. its state declaration failed, and that was reported
         if not block.in_cell:
@@ -847,6 +893,8 @@ class Evaluator:
                 return expr.id if isinstance(expr, ast.Name) else expr.value
             raise _err("a layer name is a bare name or a string", expr.span)
         if kind == "init":
+            if isinstance(expr, ast.Name) and expr.id == LEARNED and expr.id not in self.block.names:
+                return LEARNED
             items = expr.items if isinstance(expr, ast.Tuple) else [expr]
             return [self.single(item) for item in items]
         raise AssertionError(kind)
@@ -854,15 +902,21 @@ class Evaluator:
     # cells
     def _call_cell(self, call: ast.Call, cell: ast.Cell):
         free = _free_sizes(cell, {})
+        projected = PROJECTED.get(cell.name)  # prelude names cannot be redefined
         params = tuple(library.Param(p.name) for p in cell.inputs) + \
             tuple(library.Param(name, "size") for name in free) + (
             library.Param("init", "init", None),
             library.Param("direction", "option", "forward", DIRECTIONS),
             library.Param("layers", "size", 1),
             library.Param("dropout", "float", 0.0),
-            library.Param("name", "label", None))
-        usage = f"{cell.name}({', '.join([p.name for p in cell.inputs] + free)}, init=..., " \
-                "direction=forward|backward|both, layers=1, dropout=0)"
+            library.Param("bias", "option", "true", ("true", "false")),
+            library.Param("recurrent_dropout", "float", 0.0),
+            library.Param("merge", "option", "concat", MERGES),
+            library.Param("name", "label", None)) + \
+            ((library.Param("proj_size", "size", None),) if projected else ())
+        usage = f"{cell.name}({', '.join([p.name for p in cell.inputs] + free)}, init=...|learned, " \
+                "direction=forward|backward|both, layers=1, dropout=0, bias=true, recurrent_dropout=0, " \
+                "merge=concat|sum|mean" + (", proj_size=..." if projected else "") + ")"
         args, spans = self._bind_args(call, params, usage)
         inputs = [args[p.name] for p in cell.inputs]
         for port, value in zip(cell.inputs, inputs):
@@ -874,26 +928,38 @@ class Evaluator:
         if len(times) > 1:
             raise _err(f"{cell.name}'s inputs are sequences of different lengths", call.span)
         layers, direction, init = args["layers"], args["direction"], args["init"]
-        if init is not None and (layers > 1 or direction == "both"):
+        learned = init == LEARNED
+        if init is not None and not learned and (layers > 1 or direction == "both"):
             raise _err("init= works with one layer and one direction", spans["init"],
-                       "call the cell once per layer to start each from its own state")
+                       "call the cell once per layer to start each from its own state, or write "
+                       "init = learned")
         if layers > 1 and len(cell.inputs) != 1:
             raise _err("layers= needs a cell with one input", spans["layers"])
+        if not 0 <= args["recurrent_dropout"] < 1:
+            raise _err(f"recurrent_dropout must be in [0, 1), got {args['recurrent_dropout']}",
+                       spans["recurrent_dropout"])
+        if args["merge"] != "concat" and direction != "both":
+            raise _err("merge= joins the two directions of direction = both", spans["merge"])
         layer = self.checker.layer_names.name(cell.name, args["name"], call.span)
         sizes = {}
         for port, value in zip(cell.inputs, inputs):
             _unify_port(port, value, sizes, spans.get(port.name, call.span))
         for name in free:
             sizes[name] = args[name]
+        if projected and args["proj_size"] is not None:
+            cell, sizes[projected[1]] = self.checker.cells[projected[0]], args["proj_size"]
+        options = CellOptions(bias=args["bias"] == "true", learned_init=learned,
+                              recurrent_dropout=args["recurrent_dropout"])
         self.ctx.layer = layer  # the reverse/concat/dropout ops around the scans belong to it too
         self.init_span = spans.get("init", call.span)  # where a wrong initial state is reported
-        result = self._scan_layers(cell, inputs, sizes, init, layer, layers, direction, args["dropout"], call)
+        result = self._scan_layers(cell, inputs, sizes, None if learned else init, layer, layers, direction,
+                                   args["dropout"], call, options, args["merge"])
         self.ctx.layer = None
         values = _Values(result)
         values.optional_tail = True
         return values
 
-    def _scan_layers(self, cell, inputs, sizes, init, layer, layers, direction, dropout, call):
+    def _scan_layers(self, cell, inputs, sizes, init, layer, layers, direction, dropout, call, options, merge):
         outputs = None
         for index in range(layers):
             suffix = f"_l{index}" if layers > 1 else ""
@@ -901,14 +967,15 @@ class Evaluator:
                 sizes = dict(sizes)
                 _unify_port(cell.inputs[0], inputs[0], sizes, call.span, rebind=True)
             if direction == "both":
-                forward = self._scan(cell, inputs, sizes, init, layer, suffix, call)
-                backward = self._scan_reversed(cell, inputs, sizes, init, layer, suffix + "_reverse", call)
+                forward = self._scan(cell, inputs, sizes, init, layer, suffix, call, options)
+                backward = self._scan_reversed(cell, inputs, sizes, init, layer, suffix + "_reverse", call,
+                                               options)
                 self.ctx.call_span = call.span
-                outputs = tuple(self.ctx.apply("concat", [f, b], axis=-1) for f, b in zip(forward, backward))
+                outputs = tuple(self._merge(merge, f, b, call.span) for f, b in zip(forward, backward))
             elif direction == "backward":
-                outputs = self._scan_reversed(cell, inputs, sizes, init, layer, suffix, call)
+                outputs = self._scan_reversed(cell, inputs, sizes, init, layer, suffix, call, options)
             else:
-                outputs = self._scan(cell, inputs, sizes, init, layer, suffix, call)
+                outputs = self._scan(cell, inputs, sizes, init, layer, suffix, call, options)
             inputs = [outputs[0]]
             if dropout and index < layers - 1:
                 self.ctx.call_span = call.span
@@ -916,14 +983,23 @@ class Evaluator:
                                                                              p=dropout)])]
         return outputs
 
-    def _scan(self, cell, inputs, sizes, init, layer, suffix, call):
-        return self.checker.instantiate(cell, self.builder, inputs, sizes, init, layer, suffix,
-                                        self.init_span or call.span)
+    def _merge(self, merge: str, forward: Value, backward: Value, span) -> Value:
+        """The two directions' outputs at each step, joined as ``merge`` says."""
+        if merge == "concat":
+            return self.ctx.apply("concat", [forward, backward], axis=-1)
+        total = self.ctx.apply("add", [forward, backward])
+        if merge == "sum":
+            return total
+        return self.ctx.apply("mul", [total, constant(self.builder, self.block, 0.5, span)])
 
-    def _scan_reversed(self, cell, inputs, sizes, init, layer, suffix, call):
+    def _scan(self, cell, inputs, sizes, init, layer, suffix, call, options):
+        return self.checker.instantiate(cell, self.builder, inputs, sizes, init, layer, suffix,
+                                        self.init_span or call.span, options)
+
+    def _scan_reversed(self, cell, inputs, sizes, init, layer, suffix, call, options):
         self.ctx.call_span = call.span
         flipped = [self.ctx.apply("reverse", [x], lengths=True) for x in inputs]
-        outputs = self._scan(cell, flipped, sizes, init, layer, suffix, call)
+        outputs = self._scan(cell, flipped, sizes, init, layer, suffix, call, options)
         self.ctx.call_span = call.span
         return tuple(self.ctx.apply("reverse", [y], lengths=True) for y in outputs)
 

@@ -146,7 +146,9 @@ def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict
         if data["op"] != "state_init":
             continue
         shape = (batch,) + tuple(data["shape"])
-        if data["key"] in state:
+        if data["attrs"].get("fresh"):  # init = learned: 1 starts from the trained vector, 0 carries
+            value = backend.xp.full(shape, 0.0 if data["key"] in state else 1.0, dtype=dtype)
+        elif data["key"] in state:
             # no trip through the host: a state carried from the last window is on the device
             value = backend.asarray(state[data["key"]], dtype=dtype)
             if tuple(value.shape) != shape:

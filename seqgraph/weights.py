@@ -251,8 +251,9 @@ def _copy_in(network, arrays: dict, origin: str, owner: str) -> None:
 # every layer (``weight_ih_l0``, ``bias_hh_l1_reverse``) while a seqgraph recurrence numbers
 # its layers only when it has several (``lstm_0.weight_ih``, ``lstm_0.weight_ih_l1``).
 
-_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
-_OUR_RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)(?:_l(\d+))?(_reverse)?$")
+_TORCH_NAMES = "weight_ih|weight_hh|bias_ih|bias_hh|weight_hr"
+_TORCH_KEY = re.compile(rf"^({_TORCH_NAMES})_l(\d+)(_reverse)?$")
+_OUR_RECURRENT_KEY = re.compile(rf"^({_TORCH_NAMES})(?:_l(\d+))?(_reverse)?$")
 TORCH_FILES = (".pt", ".pth", ".bin")
 
 
@@ -290,7 +291,9 @@ def load_torch_state_dict(network, layer: str, state_dict: dict, prefix: str = "
     ``bias``) into dense, embedding, conv1d or conv2d. Values are NumPy arrays or torch
     tensors. With ``prefix`` (``"encoder."``) only the keys starting with it are read, so a
     whole model's state dict loads one module at a time. Every parameter of the layer must
-    be given, each with its shape."""
+    be given, each with its shape, except those PyTorch has no counterpart for (``init =
+    learned``'s ``h0``), which keep their values; ``proj_size``'s ``weight_hr_l0`` loads too,
+    and a layer with ``bias = false`` has no biases, as the module has none."""
     ours = _layer_params(network, layer)
     recurrent, stacked = _recurrent_layout(ours)
     arrays = {}
@@ -302,7 +305,8 @@ def load_torch_state_dict(network, layer: str, state_dict: dict, prefix: str = "
             raise SeqgraphError(f"layer {layer} has no parameter '{layer}.{name}' (for '{key}')",
                                 hint="its parameters: " + ", ".join(sorted(ours)))
         arrays[name] = _host_array(value)
-    missing = sorted(set(ours) - set(arrays))
+    wanted = {name for name in ours if not recurrent or _OUR_RECURRENT_KEY.match(name)}
+    missing = sorted(wanted - set(arrays))
     if missing:
         raise SeqgraphError(f"the state dict lacks {', '.join(f'{layer}.{m}' for m in missing)} "
                             f"for layer {layer}", hint=f"keys read: those starting with '{prefix}'"
@@ -335,7 +339,10 @@ def to_torch_state_dict(network, layer: str, prefix: str = "") -> dict:
     for name, value in ours.items():
         key = name
         if recurrent:
-            base, index, reverse = _OUR_RECURRENT_KEY.match(name).groups()
+            match = _OUR_RECURRENT_KEY.match(name)
+            if match is None:  # no PyTorch counterpart (init = learned's h0)
+                continue
+            base, index, reverse = match.groups()
             key = f"{base}_l{index or 0}{reverse or ''}"
         result[prefix + key] = numpy.array(to_host(value))
     return result

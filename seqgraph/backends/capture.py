@@ -116,7 +116,8 @@ class StepCapture:
 
 
 class TrainingStep:
-    """One training step of ``net`` with ``optimizer`` (and gradient clipping at ``clip``),
+    """One training step of ``net`` with ``optimizer`` (and gradient clipping: each element
+    into ``[-clip_value, clip_value]``, then the global norm to ``clip``),
     captured as a CUDA graph where it can be: ``step(inputs, lengths, state)`` returns the
     loss as a Python float, or None when the loss or a gradient was not finite (the step is
     then skipped: parameters and optimiser state are left as they were).
@@ -124,8 +125,9 @@ class TrainingStep:
     Parameters and optimiser state are updated in place; when one of their arrays is
     replaced (a loaded checkpoint), every recorded graph is dropped and recorded afresh."""
 
-    def __init__(self, net, optimizer, clip: Optional[float] = None, recorder=None):
-        self.net, self.optimizer, self.clip = net, optimizer, clip
+    def __init__(self, net, optimizer, clip: Optional[float] = None, clip_value: Optional[float] = None,
+                 recorder=None):
+        self.net, self.optimizer, self.clip, self.clip_value = net, optimizer, clip, clip_value
         xp = net.backend.xp
         self.xp = optimizer.xp = xp
         self.capture = StepCapture(recorder if recorder is not None else CudaGraphRecorder(xp))
@@ -165,7 +167,7 @@ class TrainingStep:
 
     def _signature(self, feed) -> tuple:
         shapes = tuple(sorted((str(node), tuple(a.shape)) for node, a in {**feed.arrays, **feed.masks}.items()))
-        return shapes, self.net.dtype, tuple(sorted(self.optimizer.hyper.items())), self.clip
+        return shapes, self.net.dtype, tuple(sorted(self.optimizer.hyper.items())), self.clip, self.clip_value
 
     def _forget_if_replaced(self) -> None:
         """Drop every graph when a parameter or optimiser state array is no longer the one
@@ -195,6 +197,8 @@ class TrainingStep:
         seeds = {net.model.outputs["loss"]: xp.ones((), dtype=net.dtype)}
         grads = net.collect_grads(net.program.backward(xp, run, seeds), net.model.checked.params)
         grads = {k: g for k, g in grads.items() if k in net.params}
+        if self.clip_value:
+            optim.clip_grad_value(xp, grads, self.clip_value)
         if self.clip:
             optim.clip_grad_norm_on_device(xp, grads, self.clip)
         finite = xp.isfinite(loss)

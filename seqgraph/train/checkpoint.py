@@ -17,8 +17,10 @@ from ..weights import SAFETENSORS, load_arrays, save_arrays, set_params
 FINAL, BEST, LAST = "final.npz", "best.npz", "last.npz"
 
 
-def save_checkpoint(path, network, optimizer, header: dict, carried: dict | None = None) -> None:
-    """Save parameters, optimiser state, carried recurrent state and ``header``."""
+def save_checkpoint(path, network, optimizer, header: dict, carried: dict | None = None,
+                    accumulated: dict | None = None) -> None:
+    """Save parameters, optimiser state, carried recurrent state, the gradients gathered
+    towards the next update (``accum/<param>``) and ``header``."""
     to_host = network.backend.to_host
     arrays = {f"param/{k}": to_host(v) for k, v in network.params.items()}
     scalars = {}
@@ -29,6 +31,8 @@ def save_checkpoint(path, network, optimizer, header: dict, carried: dict | None
             scalars[key] = float(value) if not isinstance(value, int) else value
     for key, value in (carried or {}).items():
         arrays[f"state/{key}"] = to_host(value)
+    for key, value in (accumulated or {}).items():
+        arrays[f"accum/{key}"] = to_host(value)
     header = {**header, "kind": "checkpoint", "model": network.model.name, "sizes": network.model.sizes,
               "optimizer_scalars": scalars}
     save_arrays(path, arrays, header)

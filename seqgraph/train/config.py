@@ -6,22 +6,31 @@ Settings (all optional):
 setting               example                          meaning
 ====================  ===============================  ========================================
 ``data``              ``builtin("adding", length=50)``  a built-in task; ``text("file.txt")``
-                      ``text("builtin:grammar_text")``  (character level, or a built-in corpus);
+                      ``text("builtin:grammar_text")``  (characters, or ``level = word``; or a
+                      ``csv("t.csv", label = "y")``     built-in corpus); a CSV/TSV table;
                       ``npz("arrays.npz")``             ``.npz`` arrays named after the inputs
 ``examples``          ``2000``                          how many examples a built-in task makes
 ``optimizer``         ``adam(lr = 0.003)``              ``sgd(lr, momentum, nesterov)``,
-                                                        ``adam(lr, betas)``, ``rmsprop(lr, ...)``
-``schedule``          ``step_decay(every = 5)``         or ``exponential_decay(gamma = 0.95)``
+                                                        ``adam(lr, betas)``, ``adamw(lr, ...)``,
+                                                        ``adagrad(lr, ...)``, ``rmsprop(lr, ...)``
+``schedule``          ``step_decay(every = 5)``         or ``exponential_decay``, ``linear``,
+                      ``cosine(t_max = 500)``           ``cosine``, ``reduce_on_plateau``; each
+                                                        per epoch or per step, with a warm-up
 ``weight_decay``      ``0.0001``                        L2 penalty added by the optimiser
+                                                        (``adamw``: decoupled decay)
 ``batch``             ``32``                            sequences per batch
 ``epochs``            ``10``                            passes over the training data
 ``steps``             ``100``                           at most this many batches per epoch
 ``bptt``              ``64``                            truncated-BPTT window for text
 ``clip``              ``5.0``                           global gradient-norm clipping (0: off)
+``clip_value``        ``0.5``                           clamp each gradient element (0: off)
+``accumulate``        ``4``                             average the gradients of this many
+                                                        batches into one update
 ``valid``             ``0.1``                           fraction held out for validation
 ``patience``          ``3``                             stop after this many epochs without a
                                                         better validation loss (0: never)
-``sample``            ``200``                           characters sampled after each epoch
+``sample``            ``200``                           characters (words, for word-level text)
+                                                        sampled after each epoch
 ``temperature``       ``0.8``                           sampling temperature
 ``prime``             ``"The "``                        text that starts each sample
 ``seed``              ``0``                             seeds data order, init and dropout
@@ -67,6 +76,8 @@ class TrainConfig:
     steps: int = 0
     bptt: int = 64
     clip: float = 5.0
+    clip_value: float = 0.0
+    accumulate: int = 1
     valid: float = 0.1
     patience: int = 0
     sample: int = 0
@@ -90,8 +101,9 @@ class TrainConfig:
         return out
 
 
-_INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite"}
-_FLOATS = {"weight_decay", "clip", "valid", "temperature"}
+_INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite",
+         "accumulate"}
+_FLOATS = {"weight_decay", "clip", "clip_value", "valid", "temperature"}
 _CALLS = {"data", "optimizer", "schedule"}
 _STRINGS = {"prime", "memory"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
@@ -167,7 +179,7 @@ def _parse_override(name: str, text: str) -> ast.Setting:
 
 
 def _check(config: TrainConfig) -> None:
-    for name in ("batch", "epochs", "bptt"):
+    for name in ("batch", "epochs", "bptt", "accumulate"):
         if getattr(config, name) < 1:
             raise SeqgraphError(f"'{name}' must be at least 1", config.spans.get(name))
     if not 0 <= config.valid < 1:

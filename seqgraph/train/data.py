@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import SeqgraphError, Span, decode_utf8, did_you_mean
 from ..weights import read_npz
+from .words import UNKNOWN, WordCorpus
 
 KINDS = ("text", "sequence", "image")
 METRICS = ("perplexity", "accuracy", "mse")
@@ -100,11 +101,20 @@ class Dataset:
                 return self.arrays[name].shape[1]
         raise KeyError(axis)
 
-    def corpus(self) -> "CharCorpus":
-        """A :class:`CharCorpus` with this text dataset's vocabulary, to encode and decode."""
+    def corpus(self):
+        """A :class:`CharCorpus` (or, for word-level text, a :class:`~seqgraph.train.words.WordCorpus`)
+        with this dataset's vocabulary, to encode and decode."""
         if self.vocab is None:
-            raise SeqgraphError(f"{self.name}: this {self.kind} dataset has no character vocabulary")
-        return CharCorpus.from_vocab(self.vocab)
+            raise SeqgraphError(f"{self.name}: this {self.kind} dataset has no vocabulary")
+        return corpus_from_vocab(self.vocab, self.info.get("tokenizer"))
+
+
+def corpus_from_vocab(vocab: Sequence[str], tokenizer: Optional[dict] = None):
+    """The corpus that encodes and decodes with ``vocab``: characters, or words when
+    ``tokenizer`` (what a word corpus's ``tokenizer()`` gave) says ``level = word``."""
+    if tokenizer and tokenizer.get("level") == "word":
+        return WordCorpus.from_vocab(vocab, lower=tokenizer.get("lower", False))
+    return CharCorpus.from_vocab(vocab)
 
 
 def _validate(data: Dataset) -> None:
@@ -350,6 +360,36 @@ def _codepoints(text: str) -> np.ndarray:
 def text_dataset(text: str, name: str = "<string>") -> Dataset:
     """A text dataset from a string (its vocabulary: the string's sorted unique characters)."""
     return CharCorpus(text, name=name).dataset()
+
+
+def word_dataset(text: str, name: str = "<string>", max_vocab: Optional[int] = None,
+                 unknown: str = UNKNOWN, lower: bool = False) -> Dataset:
+    """A text dataset of word ids (see :mod:`seqgraph.train.words`): the vocabulary is the
+    unknown token and then the most frequent words, ``max_vocab`` entries at most."""
+    corpus = WordCorpus(text, name=name, max_vocab=max_vocab, unknown=unknown, lower=lower)
+    return Dataset(arrays={"ids": corpus.ids}, kind="text", metric="perplexity", vocab=list(corpus.vocab),
+                   vocab_size=corpus.vocab_size, num_classes=corpus.vocab_size, name=name,
+                   info={"tokenizer": corpus.tokenizer(), "unknown_share": corpus.unknown_share()})
+
+
+LEVELS = ("char", "word")
+
+
+def at_level(data: Dataset, level: str = "char", max_vocab: Optional[int] = None,
+             unknown: Optional[str] = None, lower: Optional[bool] = None) -> Dataset:
+    """A character text dataset as it is (``level = char``) or re-read as words
+    (``level = word``, with :func:`word_dataset`'s options), for ``text(..., level = word)``."""
+    if level not in LEVELS:
+        raise SeqgraphError(f"{data.name}: level must be char or word, not {level!r}",
+                            hint=did_you_mean(str(level), LEVELS))
+    options = {k: v for k, v in (("max_vocab", max_vocab), ("unknown", unknown), ("lower", lower))
+               if v is not None}
+    if level == "char":
+        if options:
+            raise SeqgraphError(f"{data.name}: {', '.join(options)} applies to words",
+                                hint="add  level = word")
+        return data
+    return word_dataset(data.corpus().decode(data.arrays["ids"]), data.name, **options)
 
 
 def bptt_windows(ids, batch_size: int, window: int,
@@ -890,9 +930,14 @@ BUILTIN: dict = {
 }
 
 
-# The keyword arguments each data source of a train block accepts (``data = text("f.txt")``);
-# a built-in task's are its sizes (see builtin_sizes), ``builtin("adding", length = 50)``.
-SOURCE_KEYWORDS = {"text": (), "npz": ()}
+# The keyword arguments each data source of a train block takes besides its one positional
+# argument (``data = text("f.txt", level = word)``); the one list to extend when a source learns
+# an option. A built-in task's are its sizes (see builtin_sizes), ``builtin("adding", length = 50)``.
+SOURCE_KEYWORDS = {
+    "text": ("level", "max_vocab", "unknown", "lower"),
+    "csv": ("label", "sequence", "features", "delimiter", "max_vocab", "unknown", "lower"),
+    "npz": (),
+}
 SOURCES = ("builtin",) + tuple(SOURCE_KEYWORDS)
 
 
@@ -900,7 +945,7 @@ def check_source_keywords(source: str, spec: str, keywords, spans: dict, span: O
     """Every keyword of a call of data source ``source`` on ``spec`` (a file, a built-in
     name, ``builtin:<name>``) is one the source accepts; an unknown one is a SeqgraphError
     at its place (``spans``, else ``span``) with the known ones offered."""
-    if source == "builtin" or spec.startswith("builtin:"):
+    if source == "builtin":
         name = spec.split(":", 1)[-1]
         known = builtin_sizes(name, span)
         what, hint = f"built-in dataset '{name}' has no size", f"'{name}' takes no sizes"
@@ -947,21 +992,23 @@ def load_text(path) -> Dataset:
     An unreadable file, an empty one, or bytes that are not UTF-8 are a SeqgraphError naming
     the file (and, for bad bytes, the line and column where they are).
     """
-    path = Path(path)
     label = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SeqgraphError(f"text file '{label}' does not exist") from None
-    except OSError as error:
-        raise SeqgraphError(f"cannot read text file '{label}': {error.strerror or error}") from None
-    if not raw:
-        raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
-    text = decode_utf8(raw, label, f"text file '{label}'")
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+    text = read_utf8(path, f"text file '{label}'")
     if not text:
         raise SeqgraphError(f"text file '{label}' is empty", hint="training needs some text")
     return CharCorpus(text, name=label).dataset()
+
+
+def read_utf8(path, what: str) -> str:
+    """The text of the UTF-8 file at ``path`` (a byte-order mark dropped); a missing or
+    unreadable file, or bytes that are not UTF-8, are a SeqgraphError naming ``what``."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SeqgraphError(f"{what} does not exist") from None
+    except OSError as error:
+        raise SeqgraphError(f"cannot read {what}: {error.strerror or error}") from None
+    return decode_utf8(raw, str(path), what).removeprefix("\ufeff")  # the mark is not text
 
 
 def load_npz(path, expected: Optional[dict] = None,

@@ -29,7 +29,7 @@ from ..errors import SeqgraphError, did_you_mean
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
-from . import optim, report
+from . import optim, report, tables
 from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -64,30 +64,49 @@ class Interrupted(Exception):
 
 
 def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) -> datasets.Dataset:
-    """The dataset the config names (a built-in task, a text file, or .npz arrays)."""
+    """The dataset the config names (a built-in task, a text file, a table, or .npz arrays)."""
     call = config.data
     if call is None:
         raise SeqgraphError(f"model {model.name} says no data to train on",
                             model.train.span if model.train else model.ast.span,
                             'add  data = builtin("...")  to its train block, or pass --data FILE')
-    usage = 'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")'
+    usage = 'use builtin("name", sizes...), text("file.txt"), csv("table.csv") or npz("arrays.npz")'
     if call.name not in datasets.SOURCES:
         raise SeqgraphError(f"unknown data source {call.name}(...)", call.span,
                             did_you_mean(call.name, datasets.SOURCES) or usage)
     if len(call.args) != 1:
         raise SeqgraphError(f"data source {call.name}(...) takes one argument before its keywords, "
                             f"got {len(call.args)}", call.span, usage)
-    spec = call.args[0]
-    datasets.check_source_keywords(call.name, str(spec), call.kwargs, call.keyword_spans, call.span)
-    if call.name == "builtin" or (call.name == "text" and str(spec).startswith("builtin:")):
-        name = str(spec).split(":", 1)[-1]
-        return datasets.builtin(name, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)
-    path = _find_file(str(spec), base_dir)
-    if call.name == "text":
-        return datasets.load_text(path)
-    axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
-            if model.graph.nodes[node]["type"].is_seq}
-    return datasets.load_npz(path, time_axes=axes)
+    spec = str(call.args[0])
+    datasets.check_source_keywords(call.name, spec, call.kwargs, call.keyword_spans, call.span)
+    builtin = spec.split(":", 1)[1] if spec.startswith("builtin:") else None
+    if call.name == "builtin":
+        return datasets.builtin(spec, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)
+    with _reported_at(call.span):
+        if call.name == "text":
+            data = datasets.builtin(builtin, n=config.examples, seed=config.seed) if builtin \
+                else datasets.load_text(_find_file(spec, base_dir))
+            return datasets.at_level(data, **call.kwargs)
+        axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
+                if model.graph.nodes[node]["type"].is_seq}
+        if call.name == "csv":
+            dtypes = {name: model.graph.nodes[node]["dtype"] for name, node in model.inputs.items()}
+            options = dict(call.kwargs, dtypes=dtypes, time_axes=axes)
+            if builtin:
+                return tables.builtin_table(builtin, config.examples, config.seed, **options)
+            return tables.load_table(_find_file(spec, base_dir), **options)
+        return datasets.load_npz(_find_file(spec, base_dir), time_axes=axes)
+
+
+@contextmanager
+def _reported_at(span):
+    """Re-raise a SeqgraphError that has no place of its own at ``span``."""
+    try:
+        yield
+    except SeqgraphError as error:
+        if error.span is not None or span is None:
+            raise
+        raise SeqgraphError(error.message, span, error.hint) from None
 
 
 def _find_file(spec: str, base_dir: Optional[Path]) -> Path:
@@ -153,7 +172,7 @@ class Trainer:
         self.show_progress = show_progress
         self.model_file = model_file
         self.dataset = dataset
-        if dataset.kind == "text":
+        if dataset.vocab is not None:
             model = self._fit_vocabulary(model, dataset)
         self.train_data, self.valid_data = datasets.split(dataset, config.valid, seed=config.seed) \
             if config.valid > 0 else (dataset, None)
@@ -172,8 +191,10 @@ class Trainer:
         self.schedule = optim.make_schedule(config.schedule.name, span=config.schedule.span,
                                             **config.schedule.kwargs)
         # on the GPU a step is recorded once as a CUDA graph and replayed (the same numbers)
-        self.captured = TrainingStep(self.net, self.optimizer, config.clip or None) \
-            if self.net.backend.name == "cupy" else None
+        self.captured = TrainingStep(self.net, self.optimizer, config.clip or None, config.clip_value or None) \
+            if self.net.backend.name == "cupy" and config.accumulate == 1 else None
+        self.accumulated: dict = {}  # summed gradients of the batches since the last update
+        self.gathered = 0  # how many batches they hold
         self.history: list = []
         self.best = math.inf
         self.epoch, self.batch_index = 0, 0
@@ -182,10 +203,11 @@ class Trainer:
 
     # set-up
     def _fit_vocabulary(self, model, dataset):
-        """A text model's ``vocab`` size follows its corpus."""
+        """A model's ``vocab`` size follows the vocabulary of its text or table."""
         size = dataset.vocab_size
+        unit = "tokens" if dataset.info.get("tokenizer") else "characters"
         if "vocab" in model.sizes and model.sizes["vocab"] != size:
-            self.echo(f"note: vocab = {size} (the corpus has {size} distinct characters; "
+            self.echo(f"note: vocab = {size} (the data has {size} distinct {unit}; "
                       f"the model said {model.sizes['vocab']})")
             model = model.with_sizes(vocab=size)
         return model
@@ -212,6 +234,9 @@ class Trainer:
         self.history = header.get("history", [])
         self.best = header.get("best", math.inf)
         self._partial = header.get("partial")
+        self.gathered = header.get("gathered", 0)
+        self.accumulated = {key[len("accum/"):]: self.xp.asarray(value) for key, value in arrays.items()
+                            if key.startswith("accum/")}
         self.echo(f"resuming from {header['path']} at epoch {self.epoch + 1}, batch {self.batch_index}")
 
     # the loop
@@ -229,7 +254,7 @@ class Trainer:
                 self.history.append(row)
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
-                score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+                score = _score(row)
                 # Both checkpoints hold the state after this epoch, so a run killed between
                 # the two writes resumes correctly from whichever is newer.
                 self.epoch, self.batch_index = self.epoch + 1, 0
@@ -258,7 +283,7 @@ class Trainer:
     def _epochs_without_improvement(self) -> int:
         stale = 0
         for row in self.history:
-            score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
+            score = _score(row)
             stale = 0 if score <= self.best else stale + 1
         return stale
 
@@ -268,9 +293,13 @@ class Trainer:
     def _has_sequences(self) -> bool:
         return bool(self.dataset.time_axes)
 
+    def _scheduled_lr(self) -> None:
+        """Set the optimiser's rate from the schedule: by epochs done, or by updates done."""
+        count = self.optimizer.updates if self.schedule.per == "step" else self.epoch
+        self.optimizer.lr = self.schedule.lr_at(count, self.base_lr, [_score(row) for row in self.history])
+
     def _train_epoch(self) -> dict:
-        lr = self.schedule.lr_at(self.epoch, self.base_lr)
-        self.optimizer.lr = lr
+        self._scheduled_lr()
         started = time.perf_counter()
         batches = list(self._batches(self.train_data, train=True))
         limit = self.config.steps or len(batches)
@@ -281,7 +310,7 @@ class Trainer:
         for index in range(self.batch_index, len(batches)):
             inputs, lengths, weight, tokens = batches[index]
             with self._holding_interrupts():  # a checkpoint never holds half a step's bookkeeping
-                loss = self._step(inputs, lengths, index)
+                loss = self._step(inputs, lengths, index, index == len(batches) - 1)
                 if loss is not None:
                     total, count = total + loss * weight, count + weight
                 units += tokens
@@ -296,7 +325,7 @@ class Trainer:
         valid_loss, metric_value = self._evaluate()
         train_loss = total / count if count else math.nan  # nan, not 0, when every step was skipped
         return {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
-                "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
+                "metric": self._metric_name(), "metric_value": metric_value, "lr": self.optimizer.lr,
                 "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
 
     def _partial_sums(self):
@@ -311,15 +340,16 @@ class Trainer:
         """The guard around one step's work and bookkeeping (see :func:`holding_interrupts`)."""
         return holding_interrupts()
 
-    def _step(self, inputs, lengths, index) -> Optional[float]:
-        """One forward, backward and update; the loss, or None for a skipped step."""
+    def _step(self, inputs, lengths, index, last: bool = False) -> Optional[float]:
+        """One forward and backward, and an update when ``accumulate`` batches are gathered
+        (or at the epoch's ``last`` batch); the loss, or None for a skipped step."""
         self.net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         if self.captured is not None:
             return self._captured_step(inputs, lengths, self.carried if self.dataset.kind == "text" else None)
         loss, grads = self._gradients(inputs, lengths)
         if grads is None:
             return self._nonfinite(f"the loss became {loss}")
-        return self._update(loss, grads)
+        return self._update(loss, grads, last)
 
     def _gradients(self, inputs, lengths) -> tuple:
         """``(loss, gradients of the parameters)`` of one training pass; the gradients are
@@ -331,20 +361,43 @@ class Trainer:
             return loss, None
         return loss, {k: v for k, v in net.backward().items() if k in net.params}
 
-    def _update(self, loss: float, grads: dict) -> Optional[float]:
-        """Clip, check and apply ``grads``; the loss, or None for a skipped step."""
+    def _update(self, loss: float, grads: dict, last: bool = False) -> Optional[float]:
+        """Check, gather (``accumulate``), clip and apply ``grads``; the loss, or None for a
+        skipped step."""
         net = self.net
-        if self.config.clip:  # the global norm is finite exactly when every gradient is
-            finite = math.isfinite(optim.clip_grad_norm(self.xp, grads, self.config.clip))
-        else:
-            finite = all(bool(self.xp.isfinite(g).all()) for g in grads.values())
-        if not finite:
+        if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
             return self._nonfinite("a gradient became NaN or infinite")
         if self.dataset.kind == "text":  # a skipped window does not pass its state on
             self.carried = dict(net.final_states)
-        self.optimizer.step(net.params, grads)
-        self._check_update()
+        grads = self._gather(grads, last)
+        if grads is not None:
+            if self.config.clip_value:
+                optim.clip_grad_value(self.xp, grads, self.config.clip_value)
+            if self.config.clip:
+                optim.clip_grad_norm(self.xp, grads, self.config.clip)
+            if self.schedule.per == "step":
+                self._scheduled_lr()
+            self.optimizer.step(net.params, grads)
+            self._check_update()
         return loss
+
+    def _gather(self, grads: dict, last: bool) -> Optional[dict]:
+        """The gradients to update with now: this batch's, or with ``accumulate > 1`` the mean
+        over the batches gathered since the last update once there are ``accumulate`` of them
+        (or fewer at the end of an epoch); None while still gathering."""
+        if self.config.accumulate == 1:
+            return grads
+        for key, g in grads.items():
+            if key in self.accumulated:
+                self.accumulated[key] += g
+            else:
+                self.accumulated[key] = g.copy()
+        self.gathered += 1
+        if self.gathered < self.config.accumulate and not last:
+            return None
+        mean = {key: total / self.gathered for key, total in self.accumulated.items()}
+        self.accumulated, self.gathered = {}, 0
+        return mean
 
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
@@ -454,10 +507,10 @@ class Trainer:
                                     skippable=False)
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,
-                  "vocab": self.dataset.vocab, "partial": getattr(self, "_partial", None),
-                  "roles": vars(self.roles)}
+                  "vocab": self.dataset.vocab, "tokenizer": self.dataset.info.get("tokenizer"),
+                  "partial": getattr(self, "_partial", None), "roles": vars(self.roles), "gathered": self.gathered}
         if self.writes:
-            save_checkpoint(path, self.net, self.optimizer, header, self.carried)
+            save_checkpoint(path, self.net, self.optimizer, header, self.carried, self.accumulated)
         return path
 
     def _write_config(self):
@@ -465,6 +518,11 @@ class Trainer:
                     "backend": self.net.backend.name, "dtype": self.net.dtype, **self.config.as_dict()}
         data = json.dumps(resolved, indent=2).encode("utf-8")
         atomic_write(self.out_dir / "config.json", lambda f: f.write(data))
+
+
+def _score(row: dict) -> float:
+    """What an epoch is judged by: its validation loss, else its training loss."""
+    return row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
 
 
 @contextmanager

@@ -80,11 +80,16 @@ class Optimizer:
         """Update parameter ``p`` in place from gradient ``g`` at step ``t`` (1-based)."""
         raise NotImplementedError
 
-    def buffer(self, name: str, key: str, p):
-        """The state buffer ``name`` of parameter ``key``, zeros on first use."""
+    @property
+    def updates(self) -> int:
+        """How many updates the most-updated parameter has had (a per-step schedule's count)."""
+        return max((int(t) for t in self.steps.values()), default=0)
+
+    def buffer(self, name: str, key: str, p, fill: float = 0.0):
+        """The state buffer ``name`` of parameter ``key``, ``fill`` everywhere on first use."""
         buffers = self.state.setdefault(name, {})
         if key not in buffers:
-            buffers[key] = self.xp.zeros_like(p)
+            buffers[key] = self.xp.full_like(p, fill)
         elif buffers[key].shape != p.shape:
             raise SeqgraphError(
                 f"{self.name} state '{name}' of parameter '{key}' has shape "
@@ -182,22 +187,24 @@ class Adam(Optimizer):
         g = grad + weight_decay * p
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
+        if amsgrad:  v_max = max(v_max, v);  v = v_max      (in the denominator only)
         p = p - lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
 
     (computed as torch does: ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``).
     """
 
     name = "adam"
-    buffers = ("exp_avg", "exp_avg_sq")
+    buffers = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    decoupled = False  # AdamW: weight decay shrinks p itself instead of entering the gradient
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, xp=None):
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, xp=None):
         _check_number(self.name, "lr", lr, low=0.0)
         betas = _check_betas(self.name, betas)
         _check_number(self.name, "eps", eps, low=0.0)
         _check_number(self.name, "weight_decay", weight_decay, low=0.0)
         super().__init__(xp, lr=float(lr), beta1=betas[0], beta2=betas[1], eps=float(eps),
-                         weight_decay=float(weight_decay))
+                         weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
 
     @property
     def betas(self) -> tuple:
@@ -207,16 +214,64 @@ class Adam(Optimizer):
     def update(self, key, p, g, t):
         lr, eps = self.hyper["lr"], self.hyper["eps"]
         beta1, beta2 = self.betas
-        g = self.decayed(p, g)
+        if self.decoupled:
+            p *= 1 - lr * self.hyper["weight_decay"]
+        else:
+            g = self.decayed(p, g)
         m = self.buffer("exp_avg", key, p)
         v = self.buffer("exp_avg_sq", key, p)
         m *= beta1
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * (g * g)
+        if self.hyper["amsgrad"]:
+            v_max = self.buffer("max_exp_avg_sq", key, p)
+            self.xp.maximum(v_max, v, out=v_max)
+            v = v_max
         step_size = _as_scalar(lr / (1 - beta1 ** t), p)
         denom = self.xp.sqrt(v) / _as_scalar(_sqrt(self.xp, 1 - beta2 ** t), p) + eps
         p -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``:
+    each step first shrinks the parameter, ``p = p * (1 - lr * weight_decay)``, then takes
+    Adam's step on the plain gradient. PyTorch's defaults, ``weight_decay = 0.01`` among them."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, xp=None):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, xp=xp)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al., 2011) as ``torch.optim.Adagrad``. At step t, with the sum
+    ``s`` starting at ``initial_accumulator_value``::
+
+        g = grad + weight_decay * p
+        s = s + g * g
+        p = p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)
+    """
+
+    name = "adagrad"
+    buffers = ("sum",)
+
+    def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, xp=None):
+        for option, value in (("lr", lr), ("lr_decay", lr_decay), ("weight_decay", weight_decay),
+                              ("initial_accumulator_value", initial_accumulator_value), ("eps", eps)):
+            _check_number(self.name, option, value, low=0.0)
+        super().__init__(xp, lr=float(lr), lr_decay=float(lr_decay), weight_decay=float(weight_decay),
+                         initial_accumulator_value=float(initial_accumulator_value), eps=float(eps))
+
+    def update(self, key, p, g, t):
+        g = self.decayed(p, g)
+        s = self.buffer("sum", key, p, fill=self.hyper["initial_accumulator_value"])
+        s += g * g
+        step_size = _as_scalar(self.hyper["lr"] / (1 + (t - 1) * self.hyper["lr_decay"]), p)
+        p -= step_size * (g / (self.xp.sqrt(s) + self.hyper["eps"]))
 
 
 class RMSprop(Optimizer):
@@ -268,7 +323,7 @@ class RMSprop(Optimizer):
             p -= lr * (g / denom)
 
 
-OPTIMIZERS: dict = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+OPTIMIZERS: dict = {cls.name: cls for cls in (SGD, Adam, AdamW, Adagrad, RMSprop)}
 
 
 # A step count ``t`` is a Python int, or (in a step captured as a CUDA graph, see
@@ -286,7 +341,7 @@ def _as_scalar(x, p):
 
 
 def make_optimizer(name: str, span: Optional[Span] = None, xp=None, **kwargs) -> Optimizer:
-    """The optimiser called ``name`` (``sgd``, ``adam``, ``rmsprop``) built from keyword
+    """The optimiser called ``name`` (``sgd``, ``adam``, ``adamw``, ``adagrad``, ``rmsprop``) built from keyword
     arguments, as a model file writes it: ``make_optimizer("adam", lr=0.003)``. An unknown
     name, an unknown or missing argument, or a bad value is a SeqgraphError at ``span``."""
     cls = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
@@ -295,15 +350,16 @@ def make_optimizer(name: str, span: Optional[Span] = None, xp=None, **kwargs) ->
     return _build(cls, cls.name, f"optimizer '{cls.name}'", span, kwargs, xp=xp)
 
 
-def _build(factory, call: str, what: str, span, kwargs: dict, **fixed):
+def _build(factory, call: str, what: str, span, kwargs: dict, shared: tuple = (), **fixed):
     """``factory(**kwargs, **fixed)``; every mistake in ``kwargs`` is a SeqgraphError at
-    ``span`` that names ``what`` and shows how to ``call`` it."""
+    ``span`` that names ``what`` and shows how to ``call`` it (``shared``: the arguments the
+    caller took out before, still offered by the did-you-mean)."""
     params = inspect.signature(factory).parameters
     known = [k for k, p in params.items() if k not in fixed and p.kind is not p.VAR_KEYWORD]
     for key in kwargs:
         if key not in known:
             raise SeqgraphError(f"{what} has no argument '{key}'", span,
-                                did_you_mean(key, known) or "it takes no arguments")
+                                did_you_mean(key, known + list(shared)) or "it takes no arguments")
     missing = [k for k in known if params[k].default is params[k].empty and k not in kwargs]
     if missing:
         raise SeqgraphError(f"{what} needs {', '.join(missing)}", span,
@@ -382,6 +438,15 @@ def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):
     return norm
 
 
+def clip_grad_value(xp, grads: dict, clip_value: float) -> None:
+    """Clamp every gradient element into ``[-clip_value, clip_value]`` in place, as
+    ``torch.nn.utils.clip_grad_value_``. Reads nothing back, so a CUDA graph can capture it."""
+    _check_number("clip_value", "clip_value", clip_value, low=0.0)
+    for g in grads.values():
+        if g is not None:
+            xp.clip(g, -clip_value, clip_value, out=g)
+
+
 def _global_norm(xp, arrays: list):
     """``sqrt(sum of g * g over every array)``, squared and summed in float64 (a float32
     gradient above about 1e19 would square to inf), as a 0-d array."""
@@ -389,38 +454,131 @@ def _global_norm(xp, arrays: list):
 
 
 # --------------------------------------------------------------------------------------------
-# Learning-rate schedules: lr_at(epoch, base_lr), epochs counted from 0
+# Learning-rate schedules: lr_at(count, base_lr, scores), counts from 0
 # --------------------------------------------------------------------------------------------
+#
+# A curve gives the learning rate after ``count`` epochs (or updates, for a per-step
+# schedule). ``scores`` are the losses of the epochs done so far; only reduce_on_plateau
+# reads them, and it replays them from the start, so a resumed run needs no extra state.
 
 
 @dataclass(frozen=True)
 class Constant:
     """The base learning rate at every epoch."""
 
-    def lr_at(self, epoch: int, base_lr: float) -> float:
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
         return base_lr
 
 
 @dataclass(frozen=True)
 class StepDecay:
-    """``base_lr * gamma ** (epoch // every)``: multiply by ``gamma`` every ``every``
+    """``base_lr * gamma ** (count // every)``: multiply by ``gamma`` every ``every``
     epochs (``torch.optim.lr_scheduler.StepLR``)."""
 
     every: int
     gamma: float
 
-    def lr_at(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** (epoch // self.every)
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        return base_lr * self.gamma ** (count // self.every)
 
 
 @dataclass(frozen=True)
 class ExponentialDecay:
-    """``base_lr * gamma ** epoch`` (``torch.optim.lr_scheduler.ExponentialLR``)."""
+    """``base_lr * gamma ** count`` (``torch.optim.lr_scheduler.ExponentialLR``)."""
 
     gamma: float
 
-    def lr_at(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** epoch
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        return base_lr * self.gamma ** count
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``base_lr * (start_factor + (end_factor - start_factor) * min(count, total_iters) /
+    total_iters)``: a straight line from one factor to another, then flat
+    (``torch.optim.lr_scheduler.LinearLR``)."""
+
+    start_factor: float
+    end_factor: float
+    total_iters: int
+
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        done = min(count, self.total_iters) / self.total_iters
+        return base_lr * (self.start_factor + (self.end_factor - self.start_factor) * done)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """``eta_min + (base_lr - eta_min) * (1 + cos(pi * count / t_max)) / 2``: half a cosine
+    from the base rate down to ``eta_min`` over ``t_max`` counts, then back up
+    (``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
+
+    t_max: int
+    eta_min: float
+
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * count / self.t_max)) / 2
+
+
+@dataclass(frozen=True)
+class ReduceOnPlateau:
+    """Multiply the rate by ``factor`` (not below ``min_lr``) once the score has not improved
+    for more than ``patience`` epochs, then wait ``cooldown`` epochs before counting again
+    (``torch.optim.lr_scheduler.ReduceLROnPlateau``; the score is the validation loss, or the
+    training loss without validation). Improving means beating the best score so far by
+    ``threshold``: relatively (``best * (1 -+ threshold)``) or absolutely (``best -+
+    threshold``) as ``threshold_mode`` says; ``mode = max`` wants the score to rise."""
+
+    mode: str
+    factor: float
+    patience: int
+    threshold: float
+    threshold_mode: str
+    cooldown: int
+    min_lr: float
+    eps: float
+
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        lr, best, bad, cooling = base_lr, math.inf if self.mode == "min" else -math.inf, 0, 0
+        for score in scores:
+            if self._better(score, best):
+                best, bad = score, 0
+            else:
+                bad += 1
+            if cooling > 0:
+                cooling, bad = cooling - 1, 0
+            if bad > self.patience:
+                reduced = max(lr * self.factor, self.min_lr)
+                if lr - reduced > self.eps:
+                    lr = reduced
+                cooling, bad = self.cooldown, 0
+        return lr
+
+    def _better(self, score: float, best: float) -> bool:
+        sign = 1 if self.mode == "min" else -1
+        if self.threshold_mode == "rel":
+            return sign * score < sign * best * (1 - sign * self.threshold)
+        return sign * score < sign * best - self.threshold
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A curve applied per ``epoch`` or per optimiser ``step``, after an optional linear
+    warm-up: for the first ``warmup`` counts the rate climbs from ``warmup_start * base_lr``
+    to ``base_lr`` (``LinearLR(start_factor = warmup_start, total_iters = warmup)``), then the
+    curve starts from its own count 0 (as ``torch.optim.lr_scheduler.SequentialLR`` with that
+    milestone)."""
+
+    curve: object
+    per: str = "epoch"
+    warmup: int = 0
+    warmup_start: float = 1 / 3
+
+    def lr_at(self, count: int, base_lr: float, scores=()) -> float:
+        """The learning rate after ``count`` epochs or updates, given the epochs' ``scores``."""
+        if count < self.warmup:
+            return Linear(self.warmup_start, 1.0, self.warmup).lr_at(count, base_lr)
+        return self.curve.lr_at(count - self.warmup, base_lr, tuple(scores)[self.warmup:])
 
 
 def constant() -> Constant:
@@ -430,10 +588,8 @@ def constant() -> Constant:
 
 def step_decay(every: int, gamma: float = 0.1) -> StepDecay:
     """A schedule multiplying the learning rate by ``gamma`` every ``every`` epochs."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise SeqgraphError(f"step_decay: every must be a whole number of epochs, at least 1, "
-                            f"not {every!r}")
-    return StepDecay(every, _check_number("step_decay", "gamma", gamma, low=0.0))
+    return StepDecay(_check_count("step_decay", "every", every),
+                     _check_number("step_decay", "gamma", gamma, low=0.0))
 
 
 def exponential_decay(gamma: float) -> ExponentialDecay:
@@ -441,15 +597,69 @@ def exponential_decay(gamma: float) -> ExponentialDecay:
     return ExponentialDecay(_check_number("exponential_decay", "gamma", gamma, low=0.0))
 
 
-SCHEDULES: dict = {"constant": constant, "step_decay": step_decay,
-                   "exponential_decay": exponential_decay}
+def linear(start_factor: float = 1 / 3, end_factor: float = 1.0, total_iters: int = 5) -> Linear:
+    """A schedule moving the rate's factor in a straight line over ``total_iters`` counts."""
+    return Linear(_check_number("linear", "start_factor", start_factor, low=0.0, high=1.0),
+                  _check_number("linear", "end_factor", end_factor, low=0.0, high=1.0),
+                  _check_count("linear", "total_iters", total_iters))
 
 
-def make_schedule(name: str, span: Optional[Span] = None, **kwargs):
+def cosine(t_max: int, eta_min: float = 0.0) -> Cosine:
+    """A schedule annealing the rate to ``eta_min`` along half a cosine over ``t_max`` counts."""
+    return Cosine(_check_count("cosine", "t_max", t_max), _check_number("cosine", "eta_min", eta_min, low=0.0))
+
+
+def reduce_on_plateau(mode: str = "min", factor: float = 0.1, patience: int = 10,
+                      threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                      min_lr: float = 0.0, eps: float = 1e-8) -> ReduceOnPlateau:
+    """A schedule cutting the rate by ``factor`` when the epochs' loss stops improving."""
+    _check_choice("reduce_on_plateau", "mode", mode, ("min", "max"))
+    _check_choice("reduce_on_plateau", "threshold_mode", threshold_mode, ("rel", "abs"))
+    return ReduceOnPlateau(mode, _check_number("reduce_on_plateau", "factor", factor, low=0.0, high=1.0,
+                                               high_open=True),
+                           _check_count("reduce_on_plateau", "patience", patience, low=0),
+                           _check_number("reduce_on_plateau", "threshold", threshold, low=0.0),
+                           threshold_mode, _check_count("reduce_on_plateau", "cooldown", cooldown, low=0),
+                           _check_number("reduce_on_plateau", "min_lr", min_lr, low=0.0),
+                           _check_number("reduce_on_plateau", "eps", eps, low=0.0))
+
+
+SCHEDULES: dict = {"constant": constant, "step_decay": step_decay, "exponential_decay": exponential_decay,
+                   "linear": linear, "cosine": cosine, "reduce_on_plateau": reduce_on_plateau}
+SCHEDULE_OPTIONS = ("per", "warmup", "warmup_start")  # taken by every schedule
+
+
+def make_schedule(name: str, span: Optional[Span] = None, per: str = "epoch", warmup: int = 0,
+                  warmup_start: float = 1 / 3, **kwargs) -> Schedule:
     """The schedule called ``name`` from keyword arguments, e.g.
-    ``make_schedule("step_decay", every=10, gamma=0.5)``; mistakes are SeqgraphErrors."""
+    ``make_schedule("cosine", t_max=1000, per="step", warmup=100)``; mistakes are
+    SeqgraphErrors at ``span``."""
     factory = SCHEDULES.get(name)
     if factory is None:
         raise SeqgraphError(f"unknown learning-rate schedule '{name}'", span,
                             did_you_mean(str(name), SCHEDULES))
-    return _build(factory, name, f"schedule '{name}'", span, kwargs)
+    curve = _build(factory, name, f"schedule '{name}'", span, kwargs, shared=SCHEDULE_OPTIONS)
+    try:
+        _check_choice(name, "per", per, ("epoch", "step"))
+        if per == "step" and isinstance(curve, ReduceOnPlateau):
+            raise SeqgraphError("reduce_on_plateau: per must be epoch; it watches each epoch's loss")
+        schedule = Schedule(curve, per, _check_count(name, "warmup", warmup, low=0),
+                            _check_number(name, "warmup_start", warmup_start, low=0.0, high=1.0))
+    except SeqgraphError as error:
+        raise SeqgraphError(error.message, span or error.span, error.hint) from None
+    return schedule
+
+
+def _check_count(owner: str, name: str, value, low: int = 1) -> int:
+    """``value``, which must be a whole number of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SeqgraphError(f"{owner}: {name} must be a whole number, at least {low}, not {value!r}")
+    return value
+
+
+def _check_choice(owner: str, name: str, value, choices: tuple) -> str:
+    """``value``, which must be one of ``choices``."""
+    if value not in choices:
+        raise SeqgraphError(f"{owner}: {name} must be {' or '.join(choices)}, not {value!r}",
+                            hint=did_you_mean(str(value), choices))
+    return value

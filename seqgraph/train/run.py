@@ -34,6 +34,8 @@ def _overrides(epochs, batch, seed, data, settings) -> dict:
             overrides["data"] = f'builtin("{data.split(":", 1)[1]}")'
         elif data.endswith(".npz"):
             overrides["data"] = f'npz("{data}")'
+        elif data.endswith((".csv", ".tsv", ".tab")):
+            overrides["data"] = f'csv("{data}")'
         else:
             overrides["data"] = f'text("{data}")'
     return overrides
@@ -79,7 +81,7 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
     elif init is not None:
         set_params(trainer.net, read_params(init)[0], init)
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
-         f"{len(trainer.train_data)} training {'characters' if dataset.kind == 'text' else 'examples'}; "
+         f"{len(trainer.train_data)} training {'examples' if dataset.kind != 'text' else 'words' if dataset.info.get('tokenizer') else 'characters'}; "
          f"writing to {out_dir}")
     try:
         trainer.run()
@@ -102,7 +104,7 @@ def sample(location, length: int = 200, prime: str = "", temperature: float = 0.
     arrays, header = read_checkpoint(location)
     vocab = header.get("vocab")
     if not vocab:
-        raise SeqgraphError(f"{header['path']} is not a character language model; nothing to sample")
+        raise SeqgraphError(f"{header['path']} is not a text language model; nothing to sample")
     model_file = header.get("model_file")
     if not model_file or not Path(model_file).exists():
         raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
@@ -110,8 +112,8 @@ def sample(location, length: int = 200, prime: str = "", temperature: float = 0.
     model = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
     network = Network(model, backend=backend, dtype=header.get("config", {}).get("dtype", "float32"))
     restore(network, None, arrays, header)
-    corpus = datasets.CharCorpus.from_vocab(vocab)
-    unknown = [c for c in prime if c not in corpus.vocab]
+    corpus = datasets.corpus_from_vocab(vocab, header.get("tokenizer"))
+    unknown = [c for c in prime if c not in corpus.vocab] if not header.get("tokenizer") else []
     if unknown:
         raise SeqgraphError(f"the prime text has characters the model never saw: {''.join(unknown)!r}")
     return sample_text(network, Roles(**header["roles"]), corpus, length, temperature, prime, seed)

@@ -16,7 +16,7 @@ def sample_text(network, roles, corpus, length: int, temperature: float = 0.8, p
     """``prime`` followed by ``length`` sampled characters."""
     rng = numpy.random.default_rng(seed)
     to_host = network.backend.to_host
-    prime = prime or _default_prime(corpus.vocab)
+    prime = prime or _default_prime(corpus.vocab, getattr(corpus, "unknown", None))
     ids = corpus.encode(prime)
     out = list(ids)
     feed = ids.reshape(-1, 1)
@@ -36,10 +36,12 @@ def sample_text(network, roles, corpus, length: int, temperature: float = 0.8, p
     return corpus.decode(numpy.array(out))
 
 
-def _default_prime(vocab) -> str:
-    """A capital letter if the corpus has one (texts start with one), else its first character."""
-    capitals = [c for c in vocab if c.isupper()]
-    return capitals[0] if capitals else vocab[0]
+def _default_prime(vocab, unknown=None) -> str:
+    """A token starting with a capital letter if the corpus has one (texts start with one),
+    else its first token other than the ``unknown`` one (a word vocabulary's most frequent)."""
+    known = [c for c in vocab if c != unknown]
+    capitals = [c for c in known if c[:1].isupper()]
+    return capitals[0] if capitals else known[0]
 
 
 def _softmax(z):

@@ -99,7 +99,9 @@ def _plain_steps(net, optimizer, batches, clip):
 
 
 @pytest.mark.parametrize("name, kwargs", [("adam", {"lr": 0.05}),
-                                          ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True})])
+                                          ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+                                          ("adamw", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True}),
+                                          ("adagrad", {"lr": 0.1, "lr_decay": 0.1})])
 def test_captured_steps_compute_what_plain_steps_compute(name, kwargs):
     batches = _batches(5)
     net, optimizer = _setup(name, **kwargs)
@@ -256,3 +258,20 @@ def test_the_cuda_recorder_records_in_a_private_pool_and_ends_a_failed_recording
     assert capture.run("a", synchronising, plain) == "plain"
     assert cuda.log == ["private pool", "begin", "end", "default pool"]
     assert capture.reasons["a"] == "RuntimeError: cudaErrorStreamCaptureUnsupported"
+
+
+def test_captured_steps_clamp_gradients_as_plain_steps_do():
+    batches = _batches(3)
+    net, optimizer = _setup("sgd", lr=1.0)
+    for inputs, lengths in batches:
+        net.forward(inputs, lengths, training=True)
+        grads = {k: g for k, g in net.backward().items() if k in net.params}
+        optim.clip_grad_value(np, grads, 0.01)
+        optimizer.step(net.params, grads)
+    net2, optimizer2 = _setup("sgd", lr=1.0)
+    step = TrainingStep(net2, optimizer2, clip_value=0.01, recorder=FakeRecorder())
+    for inputs, lengths in batches:
+        step.step(inputs, lengths)
+    assert step.last == "replayed"
+    for key in net.params:
+        np.testing.assert_allclose(net2.params[key], net.params[key], rtol=1e-13, atol=1e-15, err_msg=key)

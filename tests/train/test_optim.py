@@ -221,3 +221,52 @@ def test_optim_does_not_import_numpy():
     names = vars(optim)
     assert "np" not in names and "numpy" not in names and "cupy" not in names
     assert optim.array_namespace(np.zeros(1)) is np
+
+
+def test_adamw_decays_the_parameter_not_the_gradient():
+    lr, wd = 0.1, 0.5
+    p1, _ = two_steps(make_optimizer("adamw", lr=lr, weight_decay=wd))
+    # p0 shrinks by (1 - lr wd) = 0.95, then Adam's first step moves lr against the sign of g1
+    np.testing.assert_allclose(p1, [0.95 - 0.1 * 0.5 / (0.5 + 1e-8), -1.9 - 0.1 / (1 + 1e-8)], rtol=1e-12)
+    assert make_optimizer("adamw").hyper["weight_decay"] == 0.01  # PyTorch's default
+
+
+def test_adagrad():
+    p1, p2 = two_steps(make_optimizer("adagrad", lr=0.1, lr_decay=1.0, initial_accumulator_value=0.75))
+    # s1 = 0.75 + g1^2 = [1, 1.75]; p1 = p0 - 0.1 g1 / sqrt(s1)
+    np.testing.assert_allclose(p1, [1 - 0.05, -2 - 0.1 / math.sqrt(1.75)], rtol=1e-9)
+    # s2 = s1 + g2^2 = [2, 1.8125]; step 2's rate is 0.1 / (1 + 1 * lr_decay) = 0.05
+    np.testing.assert_allclose(p2, p1 - 0.05 * G2 / np.sqrt([2, 1.8125]), rtol=1e-9)
+
+
+def test_clip_grad_value_clamps_each_element():
+    grads = {"a": np.array([-3.0, 0.2, 0.7]), "b": np.array([[0.5, -0.1]])}
+    optim.clip_grad_value(np, grads, 0.5)
+    np.testing.assert_array_equal(grads["a"], [-0.5, 0.2, 0.5])
+    np.testing.assert_array_equal(grads["b"], [[0.5, -0.1]])
+
+
+def test_warmup_cosine_linear_and_plateau_schedules():
+    warm = make_schedule("cosine", t_max=4, eta_min=0.0, warmup=2, warmup_start=0.5, per="step")
+    assert warm.per == "step"
+    np.testing.assert_allclose([warm.lr_at(n, 1.0) for n in range(7)],
+                               [0.5, 0.75, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5,
+                                (1 + math.cos(3 * math.pi / 4)) / 2, 0.0], atol=1e-15)
+    line = make_schedule("linear", start_factor=0.2, total_iters=4)
+    np.testing.assert_allclose([line.lr_at(n, 2.0) for n in range(6)], [0.4, 0.8, 1.2, 1.6, 2.0, 2.0])
+    plateau = make_schedule("reduce_on_plateau", factor=0.5, patience=1)
+    scores = [1.0, 0.9, 0.95, 0.92, 0.91, 0.91]  # no improvement after epoch 2
+    assert [plateau.lr_at(n, 1.0, scores[:n]) for n in range(7)] == [1, 1, 1, 1, 0.5, 0.5, 0.25]
+
+
+def test_schedule_mistakes_are_errors():
+    with pytest.raises(SeqgraphError, match="cosine: per must be epoch or step") as e:
+        make_schedule("cosine", t_max=5, per="stpe")
+    assert "did you mean 'step'" in e.value.hint
+    with pytest.raises(SeqgraphError, match="schedule 'cosine' has no argument 'warmpu'") as e:
+        make_schedule("cosine", t_max=5, warmpu=3)
+    assert "did you mean 'warmup'" in e.value.hint
+    with pytest.raises(SeqgraphError, match="reduce_on_plateau: per must be epoch"):
+        make_schedule("reduce_on_plateau", per="step")
+    with pytest.raises(SeqgraphError, match="schedule .cosine. needs t_max"):
+        make_schedule("cosine")

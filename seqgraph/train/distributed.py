@@ -333,7 +333,7 @@ class DataParallelTrainer(Trainer):
         return inputs[target].shape[0] * inputs[target].shape[1]
 
     # one step: local gradients, one all-reduce, the same update everywhere
-    def _step(self, inputs, lengths, index) -> Optional[float]:
+    def _step(self, inputs, lengths, index, last: bool = False) -> Optional[float]:
         self.net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7, self.world.rank])
         loss, grads = self._gradients(inputs, lengths) if inputs is not None else (0.0, None)
         weight = self._loss_weight(inputs, lengths)
@@ -349,7 +349,7 @@ class DataParallelTrainer(Trainer):
         grads = self.fused.views()
         if total:
             self.fused.flat[:self.fused.length] /= total
-        result = self._update(loss_sum / max(total, 1), grads)
+        result = self._update(loss_sum / max(total, 1), grads, last)
         if inputs is None:
             self.carried = {}
         return result

@@ -30,14 +30,16 @@ def _load(tmp_path, source: str):
 
 
 @pytest.mark.parametrize("source, column, message, hint", [
-    ('text("f.txt", level = word)', 26, "data source text(...) has no argument 'level'",
-     "text(...) takes no keyword arguments"),
+    ('text("f.txt", levl = word)', 26, "data source text(...) has no argument 'levl'",
+     "did you mean 'level'?"),
     ('npz("a.npz", lengths = 3)', 25, "data source npz(...) has no argument 'lengths'",
      "npz(...) takes no keyword arguments"),
     ('builtin("adding", lenght = 50)', 30, "built-in dataset 'adding' has no size 'lenght'",
      "did you mean 'length'?"),
-    ('text("builtin:grammar_text", seed = 2)', 41, "built-in dataset 'grammar_text' has no size 'seed'",
+    ('builtin("grammar_text", seed = 2)', 36, "built-in dataset 'grammar_text' has no size 'seed'",
      "'grammar_text' takes no sizes"),
+    ('text("builtin:grammar_text", seed = 2)', 41, "data source text(...) has no argument 'seed'",
+     "known names: level, lower, max_vocab, unknown"),
 ])
 def test_an_unknown_keyword_argument_is_an_error_at_it(tmp_path, source, column, message, hint):
     with pytest.raises(SeqgraphError) as caught:
@@ -56,7 +58,7 @@ def test_known_arguments_still_load(tmp_path):
 @pytest.mark.parametrize("source, message, hint", [
     ('txt("f.txt")', "unknown data source txt(...)", "did you mean 'text'?"),
     ('text("f.txt", "g.txt")', "data source text(...) takes one argument before its keywords, got 2",
-     'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")'),
+     'use builtin("name", sizes...), text("file.txt"), csv("table.csv") or npz("arrays.npz")'),
 ])
 def test_a_wrong_source_or_argument_count_says_which(tmp_path, source, message, hint):
     with pytest.raises(SeqgraphError) as caught:

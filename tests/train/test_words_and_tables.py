@@ -66,7 +66,7 @@ def test_text_at_word_level_from_a_train_block(tmp_path):
     ('text("t.txt", max_vocab = 10)', "max_vocab applies to words", "level = word"),
     ('text("t.txt", level = word, max_vocab = 1)', "max_vocab must be a whole number of at least 2", None),
     ('text("t.txt", level = word, unknown = 3)', "unknown must be a string", '"<unk>"'),
-    ('npz("a.npz", label = y)', "data source npz(...) has no argument 'label'", "takes only a file name"),
+    ('npz("a.npz", label = y)', "data source npz(...) has no argument 'label'", "takes no keyword arguments"),
     ('csv("t.csv", lable = y)', "data source csv(...) has no argument 'lable'", "did you mean 'label'"),
 ])
 def test_data_source_mistakes_point_at_the_call(tmp_path, source, message, hint):

@@ -32,6 +32,8 @@ PAGE = ROOT / "docs" / "language.md"
 
 GROUPS = [
     ("Elementwise", ["sigmoid", "tanh", "relu", "exp", "log", "max"]),
+    ("Elementwise math", ["sqrt", "abs", "pow", "clamp", "min", "where"]),
+    ("Activations", ["softplus", "gelu", "leaky_relu", "hardtanh"]),
     ("Normalising", ["softmax", "log_softmax"]),
     ("Shapes", ["concat", "split", "slice", "sum", "mean", "flatten", "reshape", "transpose"]),
     ("Layers with parameters", ["dense", "embedding", "conv1d", "conv2d"]),

@@ -682,7 +682,8 @@ class Evaluator:
         self.ctx.call_span = expr.span
         return self.ctx.apply("neg", [operand])
 
-    _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
+    _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", ">": "greater", "<": "less",
+               ">=": "greater_equal", "<=": "less_equal", "==": "equal", "!=": "not_equal"}
 
     def _binop(self, expr: ast.BinOp) -> Value:
         left, right = self.single(expr.left), self.single(expr.right)

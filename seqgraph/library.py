@@ -348,3 +348,6 @@ def example_source(name: str, loss: str = "") -> str:
     lines = [f"input {line}" for line in declarations.splitlines()] + body.splitlines()
     lines += loss.splitlines() if loss else ["output out"]
     return "model Example() {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+from . import building_blocks  # noqa: E402,F401  (registers more built-ins and their examples)

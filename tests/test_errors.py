@@ -56,7 +56,7 @@ CASES = [
         model.sg:3:11: error: syntax error: unexpected character '$'
                 y = x $ 2
                       ^
-        hint: expected '(', ')', '*', '+', ',', '-', '/', '@', ...
+        hint: expected '!=', '(', ')', '*', '+', ',', '-', '/', ...
     """),
     Case("syntax_old_value", "only v[t-1] is a delayed read", """
         cell C(x : [X]) -> h : [H] {

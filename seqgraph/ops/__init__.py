@@ -4,6 +4,8 @@ Families (one module each):
 
 - ``elementwise``: add, sub, mul, div, maximum (broadcasting); neg, sigmoid, tanh, relu,
   exp, log; const
+- ``pointwise`` (stated by formulas alone): sqrt, abs, pow, clamp, hardtanh, minimum, the
+  comparisons (greater, less, ...), where, softplus, gelu, leaky_relu
 - ``linalg``: matmul, concat, slice, reshape, transpose, flatten
 - ``reduce``: sum, mean, softmax, log_softmax
 - ``loss``: cross_entropy, mse
@@ -16,6 +18,6 @@ See :mod:`seqgraph.ops.registry` for the conventions every op follows.
 """
 
 from .registry import REGISTRY, Op, ShapeError, get_op, register, unbroadcast
-from . import elementwise, linalg, reduce, loss, conv, sequence, random  # noqa: F401  (registers)
+from . import elementwise, pointwise, linalg, reduce, loss, conv, sequence, random  # noqa: F401  (registers)
 
 __all__ = ["REGISTRY", "Op", "get_op", "register", "ShapeError", "unbroadcast"]

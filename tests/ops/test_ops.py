@@ -146,6 +146,21 @@ CASES = {
         Case([normal(B, 3), normal(T, B, 3), np.array([2, 5])], [(3,), (3,), ()], (B,)),
     ],
     "dropout_mask": [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"p": 0.3})],
+    # stated by formulas (seqgraph.ops.pointwise)
+    "sqrt": unary_cases(positive),
+    "abs": unary_cases(),
+    "pow": [Case([positive(2, 3, 5)], [(3, 5)], (2,), {"exponent": 1.5}),
+            Case([normal(2, 3, 5)], [(3, 5)], (2,), {"exponent": 3.0})],
+    "clamp": [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min": -0.5, "max": 0.7}),
+              Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min": 0.1})],
+    "hardtanh": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min_val": -0.3, "max_val": 2.0})],
+    "minimum": binary_cases(),
+    **{name: binary_cases() for name in ("greater", "less", "greater_equal", "less_equal", "equal", "not_equal")},
+    "where": [Case([ints(2, 2, 3, 5).astype(float), normal(2, 3, 5), normal(5)], [(3, 5), (3, 5), (5,)], (2,)),
+              Case([ints(2, 5).astype(float), normal(3, 1), normal(2, 3, 5)], [(5,), (3, 1), (3, 5)], (2,))],
+    "softplus": unary_cases() + [Case([3 * normal(2, 3, 5)], [(3, 5)], (2,), {"beta": 2.0, "threshold": 3.0})],
+    "gelu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"approximate": "tanh"})],
+    "leaky_relu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"negative_slope": -0.3})],
 }
 
 

@@ -1,0 +1,91 @@
+"""More built-in functions, registered into :data:`seqgraph.library.FUNCTIONS` with their
+examples: elementwise math and activations (with PyTorch's names and options).
+
+Each expands into primitive ops of :mod:`seqgraph.ops` as the core built-ins do.
+"""
+
+from __future__ import annotations
+
+from .errors import SeqgraphError
+from .library import EXAMPLES, Param, X, builtin
+
+
+# --- elementwise math and activations ------------------------------------------------------
+
+def _pointwise(name: str, doc: str, *params: Param):
+    def expand(ctx, a):
+        options = {p.name: a[p.name] for p in params}
+        return ctx.apply(name, [ctx.float_value(a["x"], "x")], **options)
+    expand.__doc__ = doc
+    builtin(name, X, *params)(expand)
+
+
+_pointwise("sqrt", "Square root, elementwise; gradient g / (2 sqrt(x)).")
+_pointwise("abs", "|x|, elementwise; gradient g * sign(x), 0 at x = 0 (as in PyTorch).")
+_pointwise("leaky_relu", "x where x > 0, else negative_slope * x (torch.nn.functional.leaky_relu).",
+           Param("negative_slope", "float", 0.01))
+_pointwise("hardtanh", "x limited to [min_val, max_val]; the gradient passes strictly inside "
+           "(torch.nn.functional.hardtanh).", Param("min_val", "float", -1.0), Param("max_val", "float", 1.0))
+_pointwise("softplus", "log(1 + exp(beta x)) / beta, and x where beta x > threshold "
+           "(torch.nn.functional.softplus); gradient g * sigmoid(beta x).",
+           Param("beta", "float", 1.0), Param("threshold", "float", 20.0))
+_pointwise("gelu", "x Phi(x) with Phi the standard normal's distribution function: 0.5 x (1 + "
+           "erf(x / sqrt 2)), or PyTorch's tanh form with approximate = tanh "
+           "(torch.nn.functional.gelu).", Param("approximate", "option", "none", ("none", "tanh")))
+
+
+@builtin("clamp", X, Param("min", "float", None), Param("max", "float", None))
+def _clamp(ctx, a):
+    """x limited to [min, max] (give either or both, as torch.clamp); the gradient passes where
+    min <= x <= max."""
+    if a["min"] is None and a["max"] is None:
+        raise SeqgraphError("clamp needs a bound: min = ..., max = ... or both", ctx.call_span,
+                            "clamp(x, min = 0, max = 6)")
+    return ctx.apply("clamp", [ctx.float_value(a["x"], "x")], min=a["min"], max=a["max"])
+
+
+def _number_value(ctx, value):
+    """The number a value is when it was written as one (``2``, ``-0.5``), else None."""
+    if value.op == "const":
+        return value.attrs["value"]
+    if value.op == "neg" and ctx.builder.values[value.args[0]].op == "const":
+        return -ctx.builder.values[value.args[0]].attrs["value"]
+    return None
+
+
+@builtin("pow", X, Param("exponent"))
+def _pow(ctx, a):
+    """x to the power exponent, elementwise (torch.pow). A number exponent is one op, gradient
+    g * p * x^(p-1); a tensor exponent is exp(exponent * log(x)), for positive x."""
+    x, exponent = ctx.float_value(a["x"], "x"), ctx.float_value(a["exponent"], "exponent")
+    p = _number_value(ctx, exponent)
+    if p is not None:
+        return ctx.apply("pow", [x], exponent=p)
+    return ctx.apply("exp", [ctx.apply("mul", [exponent, ctx.apply("log", [x])])])
+
+
+@builtin("min", Param("a"), Param("b"))
+def _min(ctx, a):
+    """Elementwise minimum of two values; the gradient goes to the smaller one (split evenly on ties)."""
+    return ctx.apply("minimum", [ctx.float_value(a["a"], "a"), ctx.float_value(a["b"], "b")])
+
+
+@builtin("where", Param("cond"), Param("a"), Param("b"))
+def _where(ctx, a):
+    """a where cond is not 0, else b, elementwise with broadcasting (torch.where). cond is
+    usually a comparison, ``x > 0`` (1.0 or 0.0, with no gradient); cond gets no gradient."""
+    return ctx.apply("where", [a["cond"], ctx.float_value(a["a"], "a"), ctx.float_value(a["b"], "b")])
+
+
+EXAMPLES.update({
+    "sqrt": ("x : [3]", "out = sqrt(exp(x))"),
+    "abs": ("x : seq[float, 3]", "out = abs(x)"),
+    "pow": ("x : [3]\np : [3]", "out = pow(x, 3) + pow(exp(x), p)"),
+    "clamp": ("x : seq[float, 3]", "out = clamp(x, min = -0.5, max = 0.5)"),
+    "min": ("a : [4]\nb : [4]", "out = min(a, b)"),
+    "where": ("a : [4]\nb : [4]", "out = where(a > b, a * b, b - 1)"),
+    "softplus": ("x : seq[float, 3]", "out = softplus(x, beta = 2)"),
+    "gelu": ("x : seq[float, 3]", "out = gelu(x) + gelu(x, approximate = tanh)"),
+    "leaky_relu": ("x : seq[float, 3]", "out = leaky_relu(x, negative_slope = 0.1)"),
+    "hardtanh": ("x : seq[float, 3]", "out = hardtanh(x, min_val = -0.5, max_val = 2)"),
+})

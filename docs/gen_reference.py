@@ -39,6 +39,7 @@ GROUPS = [
     ("Layers with parameters", ["dense", "embedding", "conv1d", "conv2d"]),
     ("Pooling and dropout", ["maxpool2d", "avgpool2d", "dropout"]),
     ("Losses", ["cross_entropy", "mse"]),
+    ("Losses per element", ["huber", "l1", "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"]),
     ("Sequences", ["last", "first", "max_over_time", "mean_over_time", "reverse", "attention"]),
 ]
 

@@ -60,11 +60,12 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
     inputs of ``n`` that need a contribution, and ``rule``, the rule it applies.
     """
     seeds, wrt = list(seeds), list(wrt)
-    upstream = set(seeds).union(*(nx.ancestors(graph, s) for s in seeds))
+    order = list(nx.topological_sort(graph))
+    upstream = _reaching(graph, order, seeds)
     downstream = set(wrt).union(*(nx.descendants(graph, w) for w in wrt))
     relevant = {n for n in upstream & downstream if graph.nodes[n]["dtype"] == "float"}
     backward = nx.DiGraph(seeds=seeds, wrt=wrt)
-    for node in reversed(list(nx.topological_sort(graph))):
+    for node in reversed(order):
         if node not in relevant:
             continue
         parts = [("seed", node)] if node in seeds else []
@@ -86,6 +87,18 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                               rule=graph.nodes[node]["rule"])
             backward.add_edge(grad_id, f"vjp:{node}")
     return backward
+
+
+def _reaching(graph: nx.DiGraph, order: list, seeds: list) -> set:
+    """The nodes a gradient can flow into from ``seeds``: the seeds, and every node feeding a
+    differentiable input of one of them (not a target fed only to a loss's target port)."""
+    reached = set(seeds)
+    for node in reversed(order):
+        if node not in reached and any(consumer in reached and any(
+                differentiable(graph, consumer, port) for port in graph.edges[node, consumer]["ports"])
+                for consumer in graph.successors(node)):
+            reached.add(node)
+    return reached
 
 
 def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict, seeds: dict) -> dict:

@@ -89,3 +89,56 @@ EXAMPLES.update({
     "leaky_relu": ("x : seq[float, 3]", "out = leaky_relu(x, negative_slope = 0.1)"),
     "hardtanh": ("x : seq[float, 3]", "out = hardtanh(x, min_val = -0.5, max_val = 2)"),
 })
+
+
+# --- losses per element: reduce them with mean(...) / sum(...) -------------------------------
+# ``loss = mean(huber(p, y))`` averages over the features of each example (or step); a loss
+# of one number per example or step is then averaged over the batch and the valid steps.
+
+def _pair_loss(name: str, op: str, first: str, doc: str, *params: Param):
+    def expand(ctx, a):
+        options = {p.name: a[p.name] for p in params}
+        return ctx.apply(op, [ctx.float_value(a[first], first), ctx.float_value(a["target"], "target")],
+                         **options)
+    expand.__doc__ = doc
+    builtin(name, Param(first), Param("target"), *params)(expand)
+
+
+_pair_loss("huber", "huber", "prediction",
+           "Huber loss per element: 0.5 (p - y)^2 where |p - y| < delta, else delta (|p - y| - "
+           "delta / 2) (torch.nn.functional.huber_loss with reduction='none'); reduce it with mean(...).",
+           Param("delta", "float", 1.0))
+_pair_loss("binary_cross_entropy", "binary_cross_entropy", "prediction",
+           "-(y log p + (1 - y) log(1 - p)) per element for probabilities p, each log at least -100 "
+           "(torch.nn.functional.binary_cross_entropy with reduction='none').")
+_pair_loss("binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits", "logits",
+           "Binary cross-entropy of sigmoid(logits) against y per element, computed from the logits "
+           "without overflow (torch.nn.functional.binary_cross_entropy_with_logits, reduction='none').")
+_pair_loss("kl_div", "kl_div", "input",
+           "KL divergence per element, target (log target - input), of target probabilities from "
+           "log-probabilities `input` (torch.nn.functional.kl_div with reduction='none'; with "
+           "log_target = true the target is given as log-probabilities too). sum(kl_div(...)) is "
+           "one example's divergence, and a loss of it is PyTorch's reduction='batchmean'. The "
+           "target gets no gradient, as a teacher's soft targets should not.",
+           Param("log_target", "option", "false", ("false", "true")))
+
+
+@builtin("l1", Param("prediction"), Param("target"))
+def _l1(ctx, a):
+    """|prediction - target| per element (torch.nn.functional.l1_loss with reduction='none')."""
+    difference = ctx.apply("sub", [ctx.float_value(a["prediction"], "prediction"),
+                                   ctx.float_value(a["target"], "target")])
+    return ctx.apply("abs", [difference])
+
+
+EXAMPLES.update({
+    "huber": ("prediction : seq[float, 3]\nwanted : seq[float, 3]",
+              "out = mean(huber(prediction, wanted, delta = 0.5))"),
+    "l1": ("prediction : [3]\nwanted : [3]", "out = sum(l1(prediction, wanted), over = all)"),
+    "binary_cross_entropy": ("z : [3]\nwanted : [3]",
+                             "out = mean(binary_cross_entropy(sigmoid(z), sigmoid(wanted)))"),
+    "binary_cross_entropy_with_logits": ("z : seq[float, 3]\nwanted : seq[float, 3]",
+                                         "out = mean(binary_cross_entropy_with_logits(z, sigmoid(wanted)), over = all)"),
+    "kl_div": ("student : [5]\nteacher : [5]",
+               "out = 4 * sum(kl_div(log_softmax(student / 2), softmax(teacher / 2)))"),
+})

@@ -133,15 +133,33 @@ def _all_axes(x) -> tuple:
     return tuple(range(-len(x.type.shape), 0))
 
 
-@builtin("sum", X)
+OVER = Param("over", "option", "features", ("features", "all"))
+
+
+def over_batch(ctx, x, mean: bool, param_name: str = "x"):
+    """The sum or mean of every valid entry of ``x``: over its features, the batch and the
+    valid steps of a sequence (one number, such as a loss)."""
+    if x.type.timed:
+        raise SeqgraphError("a reduction over the batch cannot run inside a cell", ctx.span_of(param_name),
+                            "reduce the cell's output sequence after the call")
+    return ctx.apply("total", [ctx.float_value(x, param_name)], lengths=x.type.is_seq, scalar=True, mean=mean)
+
+
+@builtin("sum", X, OVER)
 def _sum(ctx, a):
-    """Sum over all feature axes (one number per example)."""
+    """Sum over all feature axes (one number per example); with over = all, over the batch and
+    the valid steps of a sequence too (one number: PyTorch's reduction='sum')."""
+    if a["over"] == "all":
+        return over_batch(ctx, a["x"], mean=False)
     return ctx.apply("sum", [a["x"]], axis=_all_axes(a["x"]))
 
 
-@builtin("mean", X)
+@builtin("mean", X, OVER)
 def _mean(ctx, a):
-    """Mean over all feature axes (one number per example)."""
+    """Mean over all feature axes (one number per example); with over = all, over the batch and
+    the valid steps of a sequence too (one number: PyTorch's reduction='mean')."""
+    if a["over"] == "all":
+        return over_batch(ctx, a["x"], mean=True)
     return ctx.apply("mean", [a["x"]], axis=_all_axes(a["x"]))
 
 
@@ -248,19 +266,56 @@ def _dropout(ctx, a):
 
 # --- losses -----------------------------------------------------------------------------------
 
-@builtin("cross_entropy", Param("logits"), Param("target"))
+@builtin("cross_entropy", Param("logits"), Param("target"), Param("label_smoothing", "float", 0.0))
 def _cross_entropy(ctx, a):
-    """Mean of -log softmax(logits)[target] over the batch and the valid steps of a sequence."""
-    logits, target = ctx.float_value(a["logits"], "logits"), a["target"]
+    """Mean of -log softmax(logits)[target] over the batch and the valid steps of a sequence.
+
+    A float target of the logits' shape holds class probabilities (soft targets: the mean of
+    -sum(target * log_softmax(logits))). ``label_smoothing`` = e mixes the target with the
+    uniform distribution, (1 - e) target + e / classes, as in PyTorch."""
+    logits, target, smoothing = ctx.float_value(a["logits"], "logits"), a["target"], a["label_smoothing"]
+    if not 0 <= smoothing <= 1:
+        raise SeqgraphError(f"label_smoothing must be in [0, 1], got {smoothing}", ctx.span_of("label_smoothing"))
+    if target.type.dtype != "int" and target.type.shape == logits.type.shape:
+        return _soft_cross_entropy(ctx, logits, target, smoothing)
     if target.type.dtype != "int":
         raise SeqgraphError(f"cross_entropy needs integer class targets, got {target.type}",
-                            ctx.span_of("target"), "declare the target as int[K] or seq[int, K]")
+                            ctx.span_of("target"), "declare the target as int[K] or seq[int, K], "
+                            "or give class probabilities shaped like the logits")
     classes = logits.type.shape[-1] if logits.type.shape else None
     if target.type.bound is not None and classes is not None and target.type.bound != classes:
         raise SeqgraphError(
             f"cross_entropy: logits have {classes} classes but the target has {target.type.bound}",
             ctx.span_of("logits"), f"project to {target.type.bound} classes, e.g. dense(h, {target.type.bound})")
-    return ctx.loss("cross_entropy", logits, target)
+    loss = ctx.loss("cross_entropy", logits, target)
+    if not smoothing:
+        return loss
+    return _mix(ctx, loss, _uniform_cross_entropy(ctx, logits), smoothing)
+
+
+def _soft_cross_entropy(ctx, logits, probabilities, smoothing: float):
+    """The mean over the batch (and valid steps) of -sum(p * log_softmax(logits))."""
+    if logits.type.is_seq != probabilities.type.is_seq:
+        raise SeqgraphError(f"cross_entropy: logits are {logits.type} but the target is {probabilities.type}",
+                            ctx.call_span, "both must be sequences, or neither")
+    log_p = ctx.apply("log_softmax", [logits], axis=-1)
+    terms = ctx.apply("sum", [ctx.apply("mul", [probabilities, log_p])], axis=(-1,))
+    loss = over_batch(ctx, ctx.apply("neg", [terms]), mean=True, param_name="logits")
+    return _mix(ctx, loss, _uniform_cross_entropy(ctx, logits, log_p), smoothing) if smoothing else loss
+
+
+def _uniform_cross_entropy(ctx, logits, log_p=None):
+    """The cross-entropy against the uniform distribution: the mean of -mean(log_softmax)."""
+    log_p = log_p if log_p is not None else ctx.apply("log_softmax", [logits], axis=-1)
+    return over_batch(ctx, ctx.apply("neg", [ctx.apply("mean", [log_p], axis=(-1,))]), mean=True,
+                      param_name="logits")
+
+
+def _mix(ctx, loss, uniform, smoothing: float):
+    """(1 - smoothing) loss + smoothing uniform."""
+    def scaled(value, factor):
+        return ctx.apply("mul", [value, ctx.constant(factor)])
+    return ctx.apply("add", [scaled(loss, 1 - smoothing), scaled(uniform, smoothing)])
 
 
 @builtin("mse", Param("prediction"), Param("target"))

@@ -503,8 +503,8 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
     time-parallel product is added in place."""
     data = graph.nodes[node]
     op = data["op"]
-    if op not in IN_PLACE:
-        return None
+    if op not in IN_PLACE or not (data["shape"] or data["type"].batched):
+        return None  # an op of 0-d arrays gives a NumPy scalar, no array to write into
     arity = len(data["args"])
     read_here = {r for port in range(arity) for r in needs(op, port, arity, data["attrs"]) if r != "out"}
     for port, arg in enumerate(data["args"]):

@@ -9,6 +9,8 @@ Families (one module each):
 - ``linalg``: matmul, concat, slice, reshape, transpose, flatten
 - ``reduce``: sum, mean, softmax, log_softmax
 - ``loss``: cross_entropy, mse
+- ``per_example``: total (the sum or mean over the batch and valid steps); per-element
+  losses huber, binary_cross_entropy, binary_cross_entropy_with_logits, kl_div
 - ``conv``: conv1d, conv2d, maxpool2d, avgpool2d
 - ``sequence`` (inputs carry leading (T, B) axes): embedding, step, stack, first, last,
   reverse, max_over_time, mean_over_time, attention
@@ -18,6 +20,6 @@ See :mod:`seqgraph.ops.registry` for the conventions every op follows.
 """
 
 from .registry import REGISTRY, Op, ShapeError, get_op, register, unbroadcast
-from . import elementwise, pointwise, linalg, reduce, loss, conv, sequence, random  # noqa: F401  (registers)
+from . import elementwise, pointwise, linalg, reduce, loss, per_example, conv, sequence, random  # noqa: F401,E501  (registers)
 
 __all__ = ["REGISTRY", "Op", "get_op", "register", "ShapeError", "unbroadcast"]

@@ -11,8 +11,10 @@ SHAPE = (3, 4)
 
 
 def _inputs(op, rng):
-    low = 0.2 if op in ("log", "div", "sqrt", "pow") else -2.0
-    return [rng.uniform(low, 2.0, size=SHAPE) for _ in range(REGISTRY[op].arity)]
+    low, high = (0.2 if op in ("log", "div", "sqrt", "pow") else -2.0), 2.0
+    if op == "binary_cross_entropy":  # probabilities
+        low, high = 0.05, 0.95
+    return [rng.uniform(low, high, size=SHAPE) for _ in range(REGISTRY[op].arity)]
 
 
 def _run(lines, names):

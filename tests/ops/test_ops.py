@@ -161,6 +161,16 @@ CASES = {
     "softplus": unary_cases() + [Case([3 * normal(2, 3, 5)], [(3, 5)], (2,), {"beta": 2.0, "threshold": 3.0})],
     "gelu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"approximate": "tanh"})],
     "leaky_relu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"negative_slope": -0.3})],
+    # per-element losses and the reduction over the batch (seqgraph.ops.per_example)
+    "total": [Case([normal(2, 3, 5)], [(3, 5)], (), {"mean": True}),
+              Case([normal(T, B, 3), LENGTHS], [(3,), ()], (), {"mean": False}),
+              Case([normal(T, B, 3), LENGTHS], [(3,), ()], (), {"mean": True})],
+    "huber": binary_cases() + [Case([normal(2, 3, 5), normal(2, 3, 5)], [(3, 5), (3, 5)], (2,), {"delta": 0.4})],
+    "binary_cross_entropy": [Case([0.1 + 0.8 * RNG.random((2, 3, 5)), RNG.random((2, 3, 5))],
+                                  [(3, 5), (3, 5)], (2,))],
+    "binary_cross_entropy_with_logits": binary_cases(),
+    "kl_div": [Case([normal(2, 3, 5), RNG.random((2, 3, 5))], [(3, 5), (3, 5)], (2,)),
+               Case([normal(2, 3, 5), normal(2, 3, 5)], [(3, 5), (3, 5)], (2,), {"log_target": "true"})],
 }
 
 

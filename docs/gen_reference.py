@@ -34,7 +34,7 @@ GROUPS = [
     ("Elementwise", ["sigmoid", "tanh", "relu", "exp", "log", "max"]),
     ("Elementwise math", ["sqrt", "abs", "pow", "clamp", "min", "where"]),
     ("Activations", ["softplus", "gelu", "leaky_relu", "hardtanh"]),
-    ("Normalising", ["softmax", "log_softmax"]),
+    ("Normalising", ["softmax", "log_softmax", "layer_norm", "batch_norm"]),
     ("Shapes", ["concat", "split", "slice", "sum", "mean", "flatten", "reshape", "transpose"]),
     ("Layers with parameters", ["dense", "embedding", "conv1d", "conv2d"]),
     ("Pooling and dropout", ["maxpool2d", "avgpool2d", "dropout"]),

@@ -142,3 +142,49 @@ EXAMPLES.update({
     "kl_div": ("student : [5]\nteacher : [5]",
                "out = 4 * sum(kl_div(log_softmax(student / 2), softmax(teacher / 2)))"),
 })
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+@builtin("layer_norm", X, Param("eps", "float", 1e-5), Param("affine", "option", "true", ("true", "false")),
+         layer=True)
+def _layer_norm(ctx, a):
+    """(x - mean) / sqrt(var + eps) over the last axis, then times weight [F] (ones) plus bias [F]
+    (zeros) unless affine = false (torch.nn.LayerNorm(F)). Works inside cells too."""
+    x = ctx.float_value(a["x"], "x")
+    normalised = ctx.apply("layer_norm", [x], eps=a["eps"])
+    if a["affine"] == "false":
+        return normalised
+    features = x.type.shape[-1:]
+    weight = ctx.param("weight", features, ("constant", 1.0))
+    return ctx.apply("add", [ctx.apply("mul", [normalised, weight]), ctx.param("bias", features, ("constant", 0.0))])
+
+
+@builtin("batch_norm", X, Param("momentum", "float", 0.1), Param("eps", "float", 1e-5), layer=True)
+def _batch_norm(ctx, a):
+    """Batch normalisation per channel of [C] or tensor[float, C, ...] per example (torch.nn.
+    BatchNorm1d/2d): while training with the batch's statistics, which also move the running
+    ones (running_mean, running_var: state, not trained) by momentum; while evaluating with the
+    running statistics. Then times weight [C] (ones) plus bias [C] (zeros)."""
+    x = ctx.float_value(a["x"], "x")
+    if x.type.is_seq or x.type.timed or not x.type.batched or not x.type.shape:
+        raise SeqgraphError(f"batch_norm normalises examples of [C] or tensor[float, C, ...], got {x.type}",
+                            ctx.span_of("x"), "for sequences and inside cells use layer_norm(x)")
+    channels = x.type.shape[0]
+    stats = [ctx.param("running_mean", (channels,), ("constant", 0.0)),
+             ctx.param("running_var", (channels,), ("constant", 1.0))]
+    flag = ctx.apply("training_flag", [], scalar=True)
+    normalised = ctx.apply("batch_norm", [x] + stats + [flag], eps=a["eps"], momentum=a["momentum"])
+    per_channel = (channels,) + (1,) * (len(x.type.shape) - 1)
+
+    def shaped(name, init):
+        value = ctx.param(name, (channels,), ("constant", init))
+        return ctx.apply("reshape", [value], shape=per_channel, ndim=1) if len(per_channel) > 1 else value
+
+    return ctx.apply("add", [ctx.apply("mul", [normalised, shaped("weight", 1.0)]), shaped("bias", 0.0)])
+
+
+EXAMPLES.update({
+    "layer_norm": ("x : seq[float, 5]", "out = layer_norm(x)"),
+    "batch_norm": ("x : tensor[float, 3, 4, 4]", "out = batch_norm(x)"),
+})

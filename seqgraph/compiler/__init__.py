@@ -479,7 +479,7 @@ def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
 def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     data = graph.nodes[node]
     op = data["op"]
-    if op in FEED_OPS or op in ("param", "const", "dropout_mask"):
+    if op in FEED_OPS or op in ("param", "const", "dropout_mask", "training_flag"):
         return Step(node, data, "leaf")
     if op in ("step", "stack") and (op == "stack" or data["timed"]):
         return Step(node, data, "identity")

@@ -11,6 +11,7 @@ Families (one module each):
 - ``loss``: cross_entropy, mse
 - ``per_example``: total (the sum or mean over the batch and valid steps); per-element
   losses huber, binary_cross_entropy, binary_cross_entropy_with_logits, kl_div
+- ``norm``: layer_norm, batch_norm, training_flag (1 while training, fed by the runtime)
 - ``conv``: conv1d, conv2d, maxpool2d, avgpool2d
 - ``sequence`` (inputs carry leading (T, B) axes): embedding, step, stack, first, last,
   reverse, max_over_time, mean_over_time, attention
@@ -20,6 +21,6 @@ See :mod:`seqgraph.ops.registry` for the conventions every op follows.
 """
 
 from .registry import REGISTRY, Op, ShapeError, get_op, register, unbroadcast
-from . import elementwise, pointwise, linalg, reduce, loss, per_example, conv, sequence, random  # noqa: F401,E501  (registers)
+from . import elementwise, pointwise, linalg, reduce, loss, per_example, norm, conv, sequence, random  # noqa: F401,E501  (registers)
 
 __all__ = ["REGISTRY", "Op", "get_op", "register", "ShapeError", "unbroadcast"]

@@ -169,6 +169,13 @@ CASES = {
     "binary_cross_entropy": [Case([0.1 + 0.8 * RNG.random((2, 3, 5)), RNG.random((2, 3, 5))],
                                   [(3, 5), (3, 5)], (2,))],
     "binary_cross_entropy_with_logits": binary_cases(),
+    # normalisation (seqgraph.ops.norm); batch_norm while training (flag 1) and evaluating (0)
+    "layer_norm": [Case([normal(2, 3, 5)], [(3, 5)], (2,)), Case([normal(4, 6)], [(6,)], (4,), {"eps": 0.1})],
+    "batch_norm": [Case([normal(4, 3, 5), normal(3), positive(3), np.array(1.0)], [(3, 5), (3,), (3,), ()], (4,)),
+                   Case([normal(6, 3), normal(3), positive(3), np.array(1.0)], [(3,), (3,), (3,), ()], (6,),
+                        {"eps": 0.01, "momentum": 0.5}),
+                   Case([normal(4, 3, 5), normal(3), positive(3), np.array(0.0)], [(3, 5), (3,), (3,), ()], (4,))],
+    "training_flag": [Case([], [], (), {"dtype": "float64"})],
     "kl_div": [Case([normal(2, 3, 5), RNG.random((2, 3, 5))], [(3, 5), (3, 5)], (2,)),
                Case([normal(2, 3, 5), normal(2, 3, 5)], [(3, 5), (3, 5)], (2,), {"log_target": "true"})],
 }

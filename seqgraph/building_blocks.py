@@ -188,3 +188,29 @@ EXAMPLES.update({
     "layer_norm": ("x : seq[float, 5]", "out = layer_norm(x)"),
     "batch_norm": ("x : tensor[float, 3, 4, 4]", "out = batch_norm(x)"),
 })
+
+
+# --- pooling over time windows ---------------------------------------------------------------
+
+@builtin("maxpool_time", X, Param("kernel", "size"), Param("dilation", "size", 1))
+def _maxpool_time(ctx, a):
+    """The maximum over a window of `kernel` steps around each step of a sequence (stride 1,
+    PyTorch's padding='same', the steps `dilation` apart), within each sequence's length."""
+    x = ctx.seq_value(ctx.float_value(a["x"], "x"), "x")
+    return ctx.apply("time_maxpool", [x], lengths=True, kernel=a["kernel"], dilation=a["dilation"])
+
+
+@builtin("avgpool_time", X, Param("kernel", "size"), Param("count_include_pad", "option", "false", ("false", "true")))
+def _avgpool_time(ctx, a):
+    """The mean over a window of `kernel` steps around each step of a sequence (stride 1,
+    padding='same'), over the window's steps inside the sequence, or dividing by `kernel`
+    with count_include_pad = true."""
+    x = ctx.seq_value(ctx.float_value(a["x"], "x"), "x")
+    return ctx.apply("time_avgpool", [x], lengths=True, kernel=a["kernel"],
+                     count_include_pad=a["count_include_pad"] == "true")
+
+
+EXAMPLES.update({
+    "maxpool_time": ("x : seq[float, 3]", "out = maxpool_time(x, 3, dilation = 2)"),
+    "avgpool_time": ("x : seq[float, 3]", "out = avgpool_time(x, 3)"),
+})

@@ -225,10 +225,25 @@ _CONV_PARAMS = (X, Param("channels", "size"), Param("kernel", "size"),
                 Param("stride", "size", 1), Param("pad", "int", 0))
 
 
-@builtin("conv1d", *_CONV_PARAMS, layer=True)
+@builtin("conv1d", *_CONV_PARAMS, Param("dilation", "size", 1), layer=True)
 def _conv1d(ctx, a):
-    """1-d convolution of tensor[float, C, L] with `channels` filters of width `kernel` (He init), plus bias."""
-    return _conv(ctx, a, "conv1d", 1)
+    """1-d convolution of tensor[float, C, L] with `channels` filters of width `kernel` (He init), plus bias.
+
+    Over a sequence seq[float, C] it runs along the time axis, each sequence within its own
+    length (padding read as zeros), giving seq[float, channels] on the same time axis: stride
+    1 and PyTorch's padding='same', the window's taps `dilation` steps apart."""
+    x = ctx.float_value(a["x"], "x")
+    if not x.type.is_seq:
+        if a["dilation"] != 1:
+            raise SeqgraphError("dilation is for convolutions along a sequence's time axis", ctx.span_of("dilation"))
+        return _conv(ctx, a, "conv1d", 1)
+    if a["stride"] != 1 or a["pad"] != 0 or len(x.type.shape) != 1:
+        raise SeqgraphError("conv1d along a sequence keeps its length: stride 1, no pad, over seq[float, C]",
+                            ctx.span_of("stride" if a["stride"] != 1 else "pad" if a["pad"] else "x"),
+                            "the padding is PyTorch's 'same'; pool with maxpool_time or max_over_time")
+    weight = ctx.param("weight", (a["channels"], x.type.shape[0], a["kernel"]), ("he",))
+    bias = ctx.param("bias", (a["channels"],), ("constant", 0.0))
+    return ctx.apply("time_conv1d", [x, weight, bias], lengths=True, dilation=a["dilation"])
 
 
 @builtin("conv2d", *_CONV_PARAMS, layer=True)
@@ -237,19 +252,29 @@ def _conv2d(ctx, a):
     return _conv(ctx, a, "conv2d", 2)
 
 
-def _pool(op: str, doc: str):
+def _pool(op: str, doc: str, *options: Param):
     def expand(ctx, a):
         x = ctx.float_value(a["x"], "x")
         if len(x.type.shape) != 3:
             raise SeqgraphError(f"{op} needs tensor[float, C, H, W], got {x.type}", ctx.span_of("x"))
         stride = a["stride"] if a["stride"] is not None else a["kernel"]
-        return ctx.apply(op, [x], kernel=a["kernel"], stride=stride, pad=a["pad"])
+        chosen = {p.name: a[p.name] == "true" if p.kind == "option" else a[p.name] for p in options}
+        return ctx.apply(op, [x], kernel=a["kernel"], stride=stride, pad=a["pad"], **chosen)
     expand.__doc__ = doc
-    builtin(op, X, Param("kernel", "size"), Param("stride", "size", None), Param("pad", "int", 0))(expand)
+    builtin(op, X, Param("kernel", "size"), Param("stride", "size", None), Param("pad", "int", 0), *options)(expand)
 
 
-_pool("maxpool2d", "Maximum over each kernel x kernel window (stride defaults to the kernel).")
-_pool("avgpool2d", "Average over each kernel x kernel window, zero padding counted.")
+def flag(name: str, default: bool) -> Param:
+    """A true/false option."""
+    return Param(name, "option", "true" if default else "false", ("false", "true"))
+
+
+_pool("maxpool2d", "Maximum over each kernel x kernel window (stride defaults to the kernel); the "
+      "window's elements dilation apart, ceil_mode = true keeping a last partial window (torch.nn.MaxPool2d).",
+      Param("dilation", "size", 1), flag("ceil_mode", False))
+_pool("avgpool2d", "Average over each kernel x kernel window, zero padding counted unless "
+      "count_include_pad = false; ceil_mode = true keeps a last partial window (torch.nn.AvgPool2d).",
+      flag("ceil_mode", False), flag("count_include_pad", True))
 
 
 @builtin("dropout", X, Param("p", "float"))
@@ -380,10 +405,12 @@ EXAMPLES = {
     "transpose": ("x : tensor[float, 2, 3]", "out = transpose(x)"),
     "dense": ("x : seq[float, 6]", "out = dense(x, 4)"),
     "embedding": ("ids : seq[int, 10]", "out = embedding(ids, 10, 4)"),
-    "conv1d": ("x : tensor[float, 2, 9]", "out = conv1d(x, 3, 3, stride = 2, pad = 1)"),
+    "conv1d": ("x : tensor[float, 2, 9]\ns : seq[float, 2]",
+               "over_length = conv1d(x, 3, 3, stride = 2, pad = 1)\nout = conv1d(s, 3, 2, dilation = 2) * sum(over_length)"),
     "conv2d": ("x : tensor[float, 2, 6, 6]", "out = conv2d(x, 3, 3, pad = 1)"),
-    "maxpool2d": ("x : tensor[float, 2, 6, 6]", "out = maxpool2d(x, 2)"),
-    "avgpool2d": ("x : tensor[float, 2, 5, 5]", "out = avgpool2d(x, 3, stride = 2, pad = 1)"),
+    "maxpool2d": ("x : tensor[float, 2, 6, 6]", "out = maxpool2d(x, 2) + maxpool2d(x, 3, stride = 2, pad = 1, dilation = 2, ceil_mode = true)"),
+    "avgpool2d": ("x : tensor[float, 2, 5, 5]",
+                  "out = avgpool2d(x, 3, stride = 2, pad = 1) + avgpool2d(x, 2, ceil_mode = true, count_include_pad = false)"),
     "dropout": ("x : [4]", "out = dropout(x, 0.5)"),
     "cross_entropy": ("logits : seq[float, 5]\nids : seq[int, 5]", "out = cross_entropy(logits, ids)"),
     "mse": ("prediction : [3]\nwanted : [3]", "out = mse(prediction, wanted)"),

@@ -49,3 +49,10 @@ def test_pow_of_a_number_is_one_op_and_of_a_value_exp_log():
     x, p = np.array([[0.5, 1.0, 2.0, 4.0]]), np.array([[1.0, 2.0, 0.5, -1.0]])
     y = sg.compile(model, dtype="float64").forward({"x": x, "p": p})["y"]
     np.testing.assert_allclose(y, x ** -2 + x ** p, rtol=1e-14)
+
+
+def test_conv1d_along_time_keeps_the_length_and_says_so():
+    error = _error("y = conv1d(x, 4, 3, stride = 2)", inputs="input x : seq[float, 3]")
+    assert "keeps its length" in error.render() and "m.sg:3:30" in error.render()
+    error = _error("y = conv1d(x, 4, 3, dilation = 2)", inputs="input x : tensor[float, 3, 9]")
+    assert "dilation is for convolutions along a sequence" in error.render()

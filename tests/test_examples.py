@@ -9,7 +9,7 @@ import seqgraph as sg
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL_FILES = sorted(MODELS.glob("*.sg"))
 EXPECTED = {"bilstm_classifier", "char_lstm", "cnn_lstm", "digits_cnn", "gru_tagger", "lstm_adding",
-            "peephole", "rnn_adding", "seq2seq_attention", "ln_lstm", "digits_resnet"}
+            "peephole", "rnn_adding", "seq2seq_attention", "ln_lstm", "digits_resnet", "text_cnn"}
 
 
 def test_the_examples_are_all_there():
@@ -74,3 +74,10 @@ def test_digits_resnet_evaluates_with_running_statistics():
     assert not np.allclose(net.params["batch_norm_0.running_mean"], 0.0)
     assert "batch_norm_0.running_mean" not in net.backward()
     assert not np.allclose(net.forward(feed)["probs"], evaluated)  # the running statistics moved
+
+
+def test_text_cnn_convolves_along_time_on_the_inputs_time_axis():
+    model = sg.load(MODELS / "text_cnn.sg").model()
+    ops = [data["op"] for _, data in model.graph.nodes(data=True)]
+    assert ops.count("time_conv1d") == 2 and "time_maxpool" in ops
+    assert model.params["conv1d_1.weight"][0] == (16, 16, 3)

@@ -53,6 +53,6 @@ def test_pow_of_a_number_is_one_op_and_of_a_value_exp_log():
 
 def test_conv1d_along_time_keeps_the_length_and_says_so():
     error = _error("y = conv1d(x, 4, 3, stride = 2)", inputs="input x : seq[float, 3]")
-    assert "keeps its length" in error.render() and "m.sg:3:30" in error.render()
+    assert "keeps its length" in error.render() and "m.sg:3:34" in error.render()  # the stride given
     error = _error("y = conv1d(x, 4, 3, dilation = 2)", inputs="input x : tensor[float, 3, 9]")
     assert "dilation is for convolutions along a sequence" in error.render()

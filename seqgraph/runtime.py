@@ -237,18 +237,15 @@ class Reference:
 
 
 def _wrt_nodes(model, graph) -> dict:
-    """Parameter keys and float input names → node ids. A parameter that only ops' inputs
-    without a gradient read (batch_norm's running statistics) is state, not trained: left out."""
-    wrt = {key: node for key, node in model.checked.params.items() if not _state_only(graph, node)}
+    """Parameter keys and float input names → node ids. A parameter no gradient reaches from
+    the model's outputs (batch_norm's running statistics, a teacher's weights seen only as
+    soft targets) is not trained: left out."""
+    reached = autodiff.reaching(graph, model.outputs.values())
+    wrt = {key: node for key, node in model.checked.params.items() if node in reached}
     for name, node in {**model.checked.inputs, **model.checked.targets}.items():
         if graph.nodes[node]["dtype"] == "float":
             wrt[name] = node
     return wrt
-
-
-def _state_only(graph, node) -> bool:
-    uses = [(consumer, port) for consumer in graph.successors(node) for port in graph.edges[node, consumer]["ports"]]
-    return bool(uses) and not any(autodiff.differentiable(graph, consumer, port) for consumer, port in uses)
 
 
 class Network:
@@ -357,6 +354,11 @@ class Network:
                 grad = xp.zeros(shape, dtype=self.dtype) if shape is not None else None
             result[name] = grad
         return {k: v for k, v in result.items() if v is not None}
+
+    @property
+    def trained(self) -> list:
+        """The keys of the parameters a gradient reaches (the others are state, or frozen)."""
+        return [key for key in _wrt_nodes(self.model, self.model.graph) if key in self.params]
 
     def reference(self) -> Reference:
         """A reference executor sharing this network's parameters."""

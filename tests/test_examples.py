@@ -9,7 +9,7 @@ import seqgraph as sg
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL_FILES = sorted(MODELS.glob("*.sg"))
 EXPECTED = {"bilstm_classifier", "char_lstm", "cnn_lstm", "digits_cnn", "gru_tagger", "lstm_adding",
-            "peephole", "rnn_adding", "seq2seq_attention", "ln_lstm", "digits_resnet", "text_cnn"}
+            "peephole", "rnn_adding", "seq2seq_attention", "ln_lstm", "digits_resnet", "text_cnn", "distill", "distill_teacher"}
 
 
 def test_the_examples_are_all_there():

@@ -102,4 +102,4 @@ pointwise("kl_div", 2, _kl_div, "-g * y",
           "The pointwise KL divergence y (log y - x) of target probabilities y from log-"
           "probabilities x (0 where y = 0), or exp(y) (y - x) with ``log_target`` 'true' "
           "(torch.nn.functional.kl_div, reduction='none'). The target gets no gradient: soft "
-          "targets (a teacher's) are constants.", attrs=("log_target",), nondiff=(1,))
+          "targets (a teacher's) are constants.", attrs=("log_target",), nondiff=(1,), held=(1,))

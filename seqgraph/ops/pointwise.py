@@ -49,7 +49,7 @@ def _trees(formulas, arity: int, attrs: tuple) -> tuple:
 
 
 def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
-              nondiff: tuple = ()) -> Op:
+              nondiff: tuple = (), held: tuple = ()) -> Op:
     """Register the elementwise op whose formulas are ``formulas(**attrs)``: a pair of the
     forward formula and ``{input: gradient formula}`` (its keyword defaults are the
     attributes' defaults)."""
@@ -70,7 +70,7 @@ def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple
 
     shape = (lambda *shapes, **_: reduce(broadcast_shapes, shapes)) if arity > 1 else (lambda x, **_: tuple(x))
     return register(Op(name, shape=shape, forward=forward, vjp=vjp, rule=rule, doc=doc, arity=arity,
-                       nondiff=nondiff, attrs=attrs, kernel=kernel if attrs else kernel()))
+                       nondiff=nondiff, held=held, attrs=attrs, kernel=kernel if attrs else kernel()))
 
 
 # --- elementwise math -------------------------------------------------------------------

@@ -63,6 +63,7 @@ class Op:
     attrs: tuple = field(default=())
     selective: bool = False
     kernel: Optional[object] = None
+    held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

@@ -9,8 +9,9 @@ from typing import Optional
 from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
+from ..weights import load_matching
 from . import data as datasets
-from .checkpoint import read_checkpoint, restore
+from .checkpoint import read_checkpoint, read_params, restore
 from .config import resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
 from .sampling import sample_text
@@ -56,6 +57,9 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
                       show_progress=progress, model_file=str(model_path))
     if resume is not None:
         trainer.resume(resume or out_dir)
+    elif config.init:
+        loaded = load_matching(trainer.net, read_params(config.init)[0], config.init)
+        echo(f"starting from {config.init}: {len(loaded)} parameters ({', '.join(loaded[:3])}{', ...' * (len(loaded) > 3)})")
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
          f"{len(trainer.train_data)} training {'characters' if dataset.kind == 'text' else 'examples'}; "
          f"writing to {out_dir}")

@@ -305,12 +305,13 @@ def test_parameter_operand_gets_gradient_summed_over_batch():
         np.testing.assert_allclose(got, gb, rtol=1e-12)
 
 
-def test_maximum_splits_gradient_evenly_at_ties():
-    op = get_op("maximum")
+@pytest.mark.parametrize("name, to_a", [("maximum", [2.0, 0.0, 8.0]), ("minimum", [2.0, 6.0, 0.0])])
+def test_maximum_and_minimum_split_gradient_evenly_at_ties(name, to_a):
+    op = get_op(name)
     a, b, g = np.array([1.0, 2.0, 3.0]), np.array([1.0, 5.0, 0.0]), np.array([4.0, 6.0, 8.0])
     ga, gb = op.vjp(np, g, op(np, a, b), a, b)
-    np.testing.assert_array_equal(ga, [2.0, 0.0, 8.0])
-    np.testing.assert_array_equal(gb, [2.0, 6.0, 0.0])
+    np.testing.assert_array_equal(ga, to_a)
+    np.testing.assert_array_equal(gb, g - np.array(to_a))
     assert "tie" in op.doc.lower()
 
 

@@ -96,20 +96,28 @@ def slope_times(lines):
     return emit
 
 
+def formula_slots(arity: int) -> list:
+    """The variables an op's formulas are parsed with: ``x0 ..`` its inputs, then its output."""
+    return [f"x{k}" for k in range(arity + 1)]
+
+
+def formula_tree(text: str, arity: int):
+    """An op's formula parsed: ``{k}`` read as ``x{k}``, ``{out}`` as ``x{arity}``, ``{g}`` as ``g0``."""
+    slots = formula_slots(arity)
+    return parse_formula(text.format(*slots[:arity], g="g0", out=slots[arity]))
+
+
 def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
     """The :class:`Kernel` of an op stated by its formulas alone: the in-place form is each
     formula written as ufunc calls (:func:`~seqgraph.backends.cuda_kernels.ufunc_expression`),
     and what each gradient reads is what its formula names."""
-    slots = [f"x{k}" for k in range(arity + 1)]  # the last one stands for the output
-
-    def tree(text):
-        return parse_formula(text.format(*slots[:arity], g="g0", out=slots[arity]))
+    slots = formula_slots(arity)
 
     def expression(node, out, ins, g="g"):
         return ufunc_expression(node, dict(zip(slots, list(ins) + [out]), g0=g))
 
-    value = tree(formula)
-    slopes = {port: tree(text) for port, text in gradient_formulas.items()}
+    value = formula_tree(formula, arity)
+    slopes = {port: formula_tree(text, arity) for port, text in gradient_formulas.items()}
 
     def gradient(node):
         def emit(dst, mode, g, out, ins, tmp):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from functools import lru_cache, reduce
 
-from ..backends.cuda_kernels import evaluate, parse_formula
+from ..backends.cuda_kernels import evaluate
 from .elementwise import broadcast_shapes
-from .kernels import formula_kernel
+from .kernels import formula_kernel, formula_slots, formula_tree
 from .registry import Op, register, unbroadcast
 
 
@@ -32,20 +32,11 @@ def number(value) -> str:
     return f"({float(value)!r})"
 
 
-def _slots(arity: int) -> list:
-    return [f"x{k}" for k in range(arity + 1)]  # the last one stands for the output
-
-
 @lru_cache(maxsize=None)
 def _trees(formulas, arity: int, attrs: tuple) -> tuple:
     """The parsed forward formula and gradient formulas of ``formulas(**attrs)``."""
     forward, gradients = formulas(**dict(attrs))
-    slots = _slots(arity)
-
-    def tree(text):
-        return parse_formula(text.format(*slots[:arity], g="g0", out=slots[arity]))
-
-    return tree(forward), {port: tree(text) for port, text in gradients.items()}
+    return formula_tree(forward, arity), {port: formula_tree(text, arity) for port, text in gradients.items()}
 
 
 def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
@@ -56,11 +47,11 @@ def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple
 
     def forward(xp, *inputs, **values):
         tree, _ = _trees(formulas, arity, tuple(sorted(values.items())))
-        return xp.asarray(evaluate(tree, dict(zip(_slots(arity), inputs)), xp))
+        return xp.asarray(evaluate(tree, dict(zip(formula_slots(arity), inputs)), xp))
 
     def vjp(xp, g, out, *inputs, **values):
         _, gradients = _trees(formulas, arity, tuple(sorted(values.items())))
-        bound = dict(zip(_slots(arity), list(inputs) + [out]), g0=g)
+        bound = dict(zip(formula_slots(arity), list(inputs) + [out]), g0=g)
         return tuple(unbroadcast(xp, xp.broadcast_to(evaluate(gradients[port], bound, xp), g.shape), x.shape)
                      if port in gradients else None for port, x in enumerate(inputs))
 

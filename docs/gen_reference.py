@@ -32,11 +32,14 @@ PAGE = ROOT / "docs" / "language.md"
 
 GROUPS = [
     ("Elementwise", ["sigmoid", "tanh", "relu", "exp", "log", "max"]),
-    ("Normalising", ["softmax", "log_softmax"]),
+    ("Elementwise math", ["sqrt", "abs", "pow", "clamp", "min", "where"]),
+    ("Activations", ["softplus", "gelu", "leaky_relu", "hardtanh"]),
+    ("Normalising", ["softmax", "log_softmax", "layer_norm", "batch_norm"]),
     ("Shapes", ["concat", "split", "slice", "sum", "mean", "flatten", "reshape", "transpose"]),
     ("Layers with parameters", ["dense", "embedding", "conv1d", "conv2d"]),
-    ("Pooling and dropout", ["maxpool2d", "avgpool2d", "dropout"]),
+    ("Pooling and dropout", ["maxpool2d", "avgpool2d", "maxpool_time", "avgpool_time", "dropout"]),
     ("Losses", ["cross_entropy", "mse"]),
+    ("Losses per element", ["huber", "l1", "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"]),
     ("Sequences", ["last", "first", "max_over_time", "mean_over_time", "reverse", "attention"]),
 ]
 

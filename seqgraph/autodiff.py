@@ -61,11 +61,12 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
     inputs of ``n`` that need a contribution, and ``rule``, the rule it applies.
     """
     seeds, wrt = list(seeds), list(wrt)
-    upstream = set(seeds).union(*(nx.ancestors(graph, s) for s in seeds))
+    order = list(nx.topological_sort(graph))
+    upstream = reaching(graph, seeds)
     downstream = set(wrt).union(*(nx.descendants(graph, w) for w in wrt))
     relevant = {n for n in upstream & downstream if graph.nodes[n]["dtype"] == "float"}
     backward = nx.DiGraph(seeds=seeds, wrt=wrt)
-    for node in reversed(list(nx.topological_sort(graph))):
+    for node in reversed(order):
         if node not in relevant:
             continue
         parts = [("seed", node)] if node in seeds else []
@@ -87,6 +88,29 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                               rule=graph.nodes[node]["rule"])
             backward.add_edge(grad_id, f"vjp:{node}")
     return backward
+
+
+def reaching(graph: nx.DiGraph, seeds) -> set:
+    """The nodes a gradient can flow into from ``seeds``: the seeds, and every node feeding a
+    differentiable input of one of them (not a target fed only to a loss's target port)."""
+    reached, todo = set(seeds), list(seeds)
+    while todo:
+        node = todo.pop()
+        for port, arg in enumerate(graph.nodes[node]["args"]):
+            if arg not in reached and differentiable(graph, node, port):
+                reached.add(arg)
+                todo.append(arg)
+    return reached
+
+
+def held_constant(graph: nx.DiGraph, seeds) -> set:
+    """The nodes whose values reach ``seeds`` through an input an op holds constant (a loss's
+    target, see Op.held: a distillation teacher's through kl_div's), with everything they
+    depend on: their gradients, where they have one through other paths, leave that out."""
+    reached = reaching(graph, seeds)
+    blocked = {arg for node in reached for port, arg in enumerate(graph.nodes[node]["args"])
+               if port in getattr(REGISTRY.get(graph.nodes[node]["op"]), "held", ())}
+    return blocked.union(*(nx.ancestors(graph, node) for node in blocked))
 
 
 def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict, seeds: dict) -> dict:

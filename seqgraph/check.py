@@ -211,6 +211,12 @@ class Context:
         """The lengths of time axis ``time``."""
         return self.checker.lengths_value(self.builder, time)
 
+    def constant(self, number: float) -> Value:
+        """The number ``number`` as a value, as if written at the call."""
+        return self.builder.add("const", [], VType("float", (), batched=False), self.call_span,
+                                scope=self.block.id_scope, attrs={"value": float(number)},
+                                layer=self.block.layer)
+
     def apply(self, op_name: str, inputs, *, lengths: bool = False, lengths_of: Optional[Value] = None,
               drop_time: bool = False, scalar: bool = False, kind_from: Optional[int] = None,
               **attrs) -> Value:
@@ -339,6 +345,11 @@ class Checker:
             except _Poisoned:
                 self._poison_targets(stmt, block)
         loss = block.names.get("loss")
+        if loss is not None and loss is not POISON and not loss.type.shape and loss.type.batched:
+            # one number per example or per step: averaged over the batch and the valid steps
+            ctx = Context(self, builder, block)
+            ctx.call_span = loss.span
+            loss = library.over_batch(ctx, loss, mean=True)
         if loss is not None and loss is not POISON:
             if loss.type.batched or loss.type.shape or loss.type.timed or loss.type.time:
                 self.collector.add(_err(f"'loss' must be a single number, got {loss.type}", loss.span,
@@ -786,7 +797,8 @@ class Evaluator:
         self.ctx.call_span = expr.span
         return self.ctx.apply("neg", [operand])
 
-    _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
+    _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", ">": "greater", "<": "less",
+               ">=": "greater_equal", "<=": "less_equal", "==": "equal", "!=": "not_equal"}
 
     def _binop(self, expr: ast.BinOp) -> Value:
         left, right = self.single(expr.left), self.single(expr.right)

@@ -133,15 +133,33 @@ def _all_axes(x) -> tuple:
     return tuple(range(-len(x.type.shape), 0))
 
 
-@builtin("sum", X)
+OVER = Param("over", "option", "features", ("features", "all"))
+
+
+def over_batch(ctx, x, mean: bool, param_name: str = "x"):
+    """The sum or mean of every valid entry of ``x``: over its features, the batch and the
+    valid steps of a sequence (one number, such as a loss)."""
+    if x.type.timed:
+        raise SeqgraphError("a reduction over the batch cannot run inside a cell", ctx.span_of(param_name),
+                            "reduce the cell's output sequence after the call")
+    return ctx.apply("total", [ctx.float_value(x, param_name)], lengths=x.type.is_seq, scalar=True, mean=mean)
+
+
+@builtin("sum", X, OVER)
 def _sum(ctx, a):
-    """Sum over all feature axes (one number per example)."""
+    """Sum over all feature axes (one number per example); with over = all, over the batch and
+    the valid steps of a sequence too (one number: PyTorch's reduction='sum')."""
+    if a["over"] == "all":
+        return over_batch(ctx, a["x"], mean=False)
     return ctx.apply("sum", [a["x"]], axis=_all_axes(a["x"]))
 
 
-@builtin("mean", X)
+@builtin("mean", X, OVER)
 def _mean(ctx, a):
-    """Mean over all feature axes (one number per example)."""
+    """Mean over all feature axes (one number per example); with over = all, over the batch and
+    the valid steps of a sequence too (one number: PyTorch's reduction='mean')."""
+    if a["over"] == "all":
+        return over_batch(ctx, a["x"], mean=True)
     return ctx.apply("mean", [a["x"]], axis=_all_axes(a["x"]))
 
 
@@ -207,10 +225,25 @@ _CONV_PARAMS = (X, Param("channels", "size"), Param("kernel", "size"),
                 Param("stride", "size", 1), Param("pad", "int", 0))
 
 
-@builtin("conv1d", *_CONV_PARAMS, layer=True)
+@builtin("conv1d", *_CONV_PARAMS, Param("dilation", "size", 1), layer=True)
 def _conv1d(ctx, a):
-    """1-d convolution of tensor[float, C, L] with `channels` filters of width `kernel` (He init), plus bias."""
-    return _conv(ctx, a, "conv1d", 1)
+    """1-d convolution of tensor[float, C, L] with `channels` filters of width `kernel` (He init), plus bias.
+
+    Over a sequence seq[float, C] it runs along the time axis, each sequence within its own
+    length (padding read as zeros), giving seq[float, channels] on the same time axis: stride
+    1 and PyTorch's padding='same', the window's taps `dilation` steps apart."""
+    x = ctx.float_value(a["x"], "x")
+    if not x.type.is_seq:
+        if a["dilation"] != 1:
+            raise SeqgraphError("dilation is for convolutions along a sequence's time axis", ctx.span_of("dilation"))
+        return _conv(ctx, a, "conv1d", 1)
+    if a["stride"] != 1 or a["pad"] != 0 or len(x.type.shape) != 1:
+        raise SeqgraphError("conv1d along a sequence keeps its length: stride 1, no pad, over seq[float, C]",
+                            ctx.span_of("stride" if a["stride"] != 1 else "pad" if a["pad"] else "x"),
+                            "the padding is PyTorch's 'same'; pool with maxpool_time or max_over_time")
+    weight = ctx.param("weight", (a["channels"], x.type.shape[0], a["kernel"]), ("he",))
+    bias = ctx.param("bias", (a["channels"],), ("constant", 0.0))
+    return ctx.apply("time_conv1d", [x, weight, bias], lengths=True, dilation=a["dilation"])
 
 
 @builtin("conv2d", *_CONV_PARAMS, layer=True)
@@ -219,19 +252,29 @@ def _conv2d(ctx, a):
     return _conv(ctx, a, "conv2d", 2)
 
 
-def _pool(op: str, doc: str):
+def _pool(op: str, doc: str, *options: Param):
     def expand(ctx, a):
         x = ctx.float_value(a["x"], "x")
         if len(x.type.shape) != 3:
             raise SeqgraphError(f"{op} needs tensor[float, C, H, W], got {x.type}", ctx.span_of("x"))
         stride = a["stride"] if a["stride"] is not None else a["kernel"]
-        return ctx.apply(op, [x], kernel=a["kernel"], stride=stride, pad=a["pad"])
+        chosen = {p.name: a[p.name] == "true" if p.kind == "option" else a[p.name] for p in options}
+        return ctx.apply(op, [x], kernel=a["kernel"], stride=stride, pad=a["pad"], **chosen)
     expand.__doc__ = doc
-    builtin(op, X, Param("kernel", "size"), Param("stride", "size", None), Param("pad", "int", 0))(expand)
+    builtin(op, X, Param("kernel", "size"), Param("stride", "size", None), Param("pad", "int", 0), *options)(expand)
 
 
-_pool("maxpool2d", "Maximum over each kernel x kernel window (stride defaults to the kernel).")
-_pool("avgpool2d", "Average over each kernel x kernel window, zero padding counted.")
+def flag(name: str, default: bool) -> Param:
+    """A true/false option."""
+    return Param(name, "option", "true" if default else "false", ("false", "true"))
+
+
+_pool("maxpool2d", "Maximum over each kernel x kernel window (stride defaults to the kernel); the "
+      "window's elements dilation apart, ceil_mode = true keeping a last partial window (torch.nn.MaxPool2d).",
+      Param("dilation", "size", 1), flag("ceil_mode", False))
+_pool("avgpool2d", "Average over each kernel x kernel window, zero padding counted unless "
+      "count_include_pad = false; ceil_mode = true keeps a last partial window (torch.nn.AvgPool2d).",
+      flag("ceil_mode", False), flag("count_include_pad", True))
 
 
 @builtin("dropout", X, Param("p", "float"))
@@ -248,19 +291,56 @@ def _dropout(ctx, a):
 
 # --- losses -----------------------------------------------------------------------------------
 
-@builtin("cross_entropy", Param("logits"), Param("target"))
+@builtin("cross_entropy", Param("logits"), Param("target"), Param("label_smoothing", "float", 0.0))
 def _cross_entropy(ctx, a):
-    """Mean of -log softmax(logits)[target] over the batch and the valid steps of a sequence."""
-    logits, target = ctx.float_value(a["logits"], "logits"), a["target"]
+    """Mean of -log softmax(logits)[target] over the batch and the valid steps of a sequence.
+
+    A float target of the logits' shape holds class probabilities (soft targets: the mean of
+    -sum(target * log_softmax(logits))). ``label_smoothing`` = e mixes the target with the
+    uniform distribution, (1 - e) target + e / classes, as in PyTorch."""
+    logits, target, smoothing = ctx.float_value(a["logits"], "logits"), a["target"], a["label_smoothing"]
+    if not 0 <= smoothing <= 1:
+        raise SeqgraphError(f"label_smoothing must be in [0, 1], got {smoothing}", ctx.span_of("label_smoothing"))
+    if target.type.dtype != "int" and target.type.shape == logits.type.shape:
+        return _soft_cross_entropy(ctx, logits, target, smoothing)
     if target.type.dtype != "int":
         raise SeqgraphError(f"cross_entropy needs integer class targets, got {target.type}",
-                            ctx.span_of("target"), "declare the target as int[K] or seq[int, K]")
+                            ctx.span_of("target"), "declare the target as int[K] or seq[int, K], "
+                            "or give class probabilities shaped like the logits")
     classes = logits.type.shape[-1] if logits.type.shape else None
     if target.type.bound is not None and classes is not None and target.type.bound != classes:
         raise SeqgraphError(
             f"cross_entropy: logits have {classes} classes but the target has {target.type.bound}",
             ctx.span_of("logits"), f"project to {target.type.bound} classes, e.g. dense(h, {target.type.bound})")
-    return ctx.loss("cross_entropy", logits, target)
+    loss = ctx.loss("cross_entropy", logits, target)
+    if not smoothing:
+        return loss
+    return _mix(ctx, loss, _uniform_cross_entropy(ctx, logits), smoothing)
+
+
+def _soft_cross_entropy(ctx, logits, probabilities, smoothing: float):
+    """The mean over the batch (and valid steps) of -sum(p * log_softmax(logits))."""
+    if logits.type.is_seq != probabilities.type.is_seq:
+        raise SeqgraphError(f"cross_entropy: logits are {logits.type} but the target is {probabilities.type}",
+                            ctx.call_span, "both must be sequences, or neither")
+    log_p = ctx.apply("log_softmax", [logits], axis=-1)
+    terms = ctx.apply("sum", [ctx.apply("mul", [probabilities, log_p])], axis=(-1,))
+    loss = over_batch(ctx, ctx.apply("neg", [terms]), mean=True, param_name="logits")
+    return _mix(ctx, loss, _uniform_cross_entropy(ctx, logits, log_p), smoothing) if smoothing else loss
+
+
+def _uniform_cross_entropy(ctx, logits, log_p=None):
+    """The cross-entropy against the uniform distribution: the mean of -mean(log_softmax)."""
+    log_p = log_p if log_p is not None else ctx.apply("log_softmax", [logits], axis=-1)
+    return over_batch(ctx, ctx.apply("neg", [ctx.apply("mean", [log_p], axis=(-1,))]), mean=True,
+                      param_name="logits")
+
+
+def _mix(ctx, loss, uniform, smoothing: float):
+    """(1 - smoothing) loss + smoothing uniform."""
+    def scaled(value, factor):
+        return ctx.apply("mul", [value, ctx.constant(factor)])
+    return ctx.apply("add", [scaled(loss, 1 - smoothing), scaled(uniform, smoothing)])
 
 
 @builtin("mse", Param("prediction"), Param("target"))
@@ -325,10 +405,12 @@ EXAMPLES = {
     "transpose": ("x : tensor[float, 2, 3]", "out = transpose(x)"),
     "dense": ("x : seq[float, 6]", "out = dense(x, 4)"),
     "embedding": ("ids : seq[int, 10]", "out = embedding(ids, 10, 4)"),
-    "conv1d": ("x : tensor[float, 2, 9]", "out = conv1d(x, 3, 3, stride = 2, pad = 1)"),
+    "conv1d": ("x : tensor[float, 2, 9]\ns : seq[float, 2]",
+               "over_length = conv1d(x, 3, 3, stride = 2, pad = 1)\nout = conv1d(s, 3, 2, dilation = 2) * sum(over_length)"),
     "conv2d": ("x : tensor[float, 2, 6, 6]", "out = conv2d(x, 3, 3, pad = 1)"),
-    "maxpool2d": ("x : tensor[float, 2, 6, 6]", "out = maxpool2d(x, 2)"),
-    "avgpool2d": ("x : tensor[float, 2, 5, 5]", "out = avgpool2d(x, 3, stride = 2, pad = 1)"),
+    "maxpool2d": ("x : tensor[float, 2, 6, 6]", "out = maxpool2d(x, 2) + maxpool2d(x, 3, stride = 2, pad = 1, dilation = 2, ceil_mode = true)"),
+    "avgpool2d": ("x : tensor[float, 2, 5, 5]",
+                  "out = avgpool2d(x, 3, stride = 2, pad = 1) + avgpool2d(x, 2, ceil_mode = true, count_include_pad = false)"),
     "dropout": ("x : [4]", "out = dropout(x, 0.5)"),
     "cross_entropy": ("logits : seq[float, 5]\nids : seq[int, 5]", "out = cross_entropy(logits, ids)"),
     "mse": ("prediction : [3]\nwanted : [3]", "out = mse(prediction, wanted)"),
@@ -348,3 +430,6 @@ def example_source(name: str, loss: str = "") -> str:
     lines = [f"input {line}" for line in declarations.splitlines()] + body.splitlines()
     lines += loss.splitlines() if loss else ["output out"]
     return "model Example() {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+from . import building_blocks  # noqa: E402,F401  (registers more built-ins and their examples)

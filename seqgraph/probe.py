@@ -225,10 +225,12 @@ class Probe:
             return grads[unrolled_id]
         if graph.nodes[unrolled_id]["dtype"] != "float":
             raise SeqgraphError(f"'{unrolled_id}' holds integers: it has no gradient")
-        if unrolled_id in grads:
+        read = any(unrolled_id in nx.ancestors(graph, seed) for seed in self._seeded)
+        depends = any(graph.nodes[n]["op"] in ("param", "input") for n in nx.ancestors(graph, unrolled_id) | {unrolled_id})
+        if unrolled_id in grads or (read and depends):
             raise SeqgraphError(f"no gradient flows back into '{unrolled_id}': the ops reading it treat "
                                 "it as a constant (as a loss treats its target)")
-        if any(unrolled_id in nx.ancestors(graph, seed) for seed in self._seeded):
+        if read:
             raise SeqgraphError(f"the gradient of '{unrolled_id}' is not computed: it depends on no "
                                 "parameter or input")
         return self.network.backend.xp.zeros_like(self.reference.values[unrolled_id])

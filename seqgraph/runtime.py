@@ -27,7 +27,8 @@ FEED_OPS = ("input", "lengths", "state_init")
 
 @dataclass
 class Feed:
-    """The arrays a run starts from (inputs, lengths, initial states, dropout masks), by node id."""
+    """The arrays a run starts from (inputs, lengths, initial states, dropout masks and the
+    training flag), by node id."""
     arrays: dict
     steps: dict
     batch: int
@@ -161,10 +162,12 @@ def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict
 
 def _dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training: bool, rng) -> dict:
     """One mask per dropout node for the whole run (all steps at once), so the compiled and the
-    reference executor draw the same numbers."""
+    reference executor draw the same numbers; and the training flag batch_norm reads."""
     xp = backend.xp
     masks = {}
     for node, data in graph.nodes(data=True):
+        if data["op"] == "training_flag":  # what batch_norm reads to tell training from evaluation
+            masks[node] = xp.full((), 1.0 if training else 0.0, dtype=dtype)
         if data["op"] != "dropout_mask":
             continue
         if not training:
@@ -214,6 +217,8 @@ class Reference:
             return self.network.params[data["key"]]
         if op == PREV:
             return inputs[0]
+        if op == "training_flag":
+            return feed.masks[base]
         if op == "dropout_mask":
             mask = feed.masks[base]
             return mask[data["step"]] if data["timed"] and mask.ndim else mask
@@ -234,8 +239,11 @@ class Reference:
 
 
 def _wrt_nodes(model, graph) -> dict:
-    """Parameter keys and float input names → node ids."""
-    wrt = dict(model.checked.params)
+    """Parameter keys and float input names → node ids. A parameter no gradient reaches from
+    the model's outputs (batch_norm's running statistics, a teacher's weights seen only as
+    soft targets) is not trained: left out."""
+    reached = autodiff.reaching(graph, model.outputs.values())
+    wrt = {key: node for key, node in model.checked.params.items() if node in reached}
     for name, node in {**model.checked.inputs, **model.checked.targets}.items():
         if graph.nodes[node]["dtype"] == "float":
             wrt[name] = node
@@ -326,11 +334,11 @@ class Network:
         seeds = self.seeds(cotangents)
         names = _wrt_nodes(self.model, self.model.graph)
         if wrt is not None:
-            unknown = [name for name in wrt if name not in names]
+            unknown = [name for name in wrt if name not in names and name not in self.params]
             if unknown:
                 raise SeqgraphError(f"no parameter or float input '{unknown[0]}' to differentiate by",
                                     hint=did_you_mean(unknown[0], names))
-            names = {name: names[name] for name in wrt}
+            names = {name: names[name] for name in wrt if name in names}  # state has no gradient
         grads = self.program.backward(self.backend.xp, self._run,
                                       {self.model.outputs[n]: v for n, v in seeds.items()},
                                       None if wrt is None else set(names.values()))
@@ -356,6 +364,11 @@ class Network:
             if grad is not None:
                 result[name] = grad
         return result
+
+    @property
+    def trained(self) -> list:
+        """The keys of the parameters a gradient reaches (the others are state, or frozen)."""
+        return [key for key in _wrt_nodes(self.model, self.model.graph) if key in self.params]
 
     def reference(self) -> Reference:
         """A reference executor sharing this network's parameters."""

@@ -243,6 +243,19 @@ def _copy_in(network, arrays: dict, origin: str, owner: str) -> None:
         network.params[key] = network.backend.asarray(value.astype(network.dtype))
 
 
+def load_matching(network, arrays: dict, origin: str) -> list:
+    """Copy into ``network`` the ``arrays`` held under its keys with its shapes (a trained
+    teacher's layers in a distilling model); their keys. Sharing none is a SeqgraphError."""
+    shared = sorted(key for key, value in arrays.items()
+                    if key in network.params and tuple(value.shape) == tuple(network.params[key].shape))
+    if not shared:
+        raise SeqgraphError(f"{origin} holds no parameter of model {network.model.name}",
+                            hint="layers are matched by key and shape: name them alike with name = ...")
+    for key in shared:
+        network.params[key] = network.backend.asarray(arrays[key].astype(network.dtype))
+    return shared
+
+
 # --- PyTorch state dicts ---------------------------------------------------------------------
 #
 # Every built-in layer keeps PyTorch's parameter layout, so a state dict maps onto a layer's

@@ -56,7 +56,7 @@ CASES = [
         model.sg:3:11: error: syntax error: unexpected character '$'
                 y = x $ 2
                       ^
-        hint: expected '(', ')', '*', '+', ',', '-', '/', '@', ...
+        hint: expected '!=', '(', ')', '*', '+', ',', '-', '/', ...
     """),
     Case("syntax_old_value", "only v[t-1] is a delayed read", """
         cell C(x : [X]) -> h : [H] {
@@ -225,14 +225,14 @@ CASES = [
     Case("float_class_target", "cross_entropy needs integer targets", """
         model M {
             input x : [4]
-            target y : [3]
+            target y : [5]
             loss = cross_entropy(dense(x, 3), y)
         }
     """, """
-        model.sg:4:39: error: cross_entropy needs integer class targets, got [3]
+        model.sg:4:39: error: cross_entropy needs integer class targets, got [5]
                 loss = cross_entropy(dense(x, 3), y)
                                                   ^
-        hint: declare the target as int[K] or seq[int, K]
+        hint: declare the target as int[K] or seq[int, K], or give class probabilities shaped like the logits
     """),
     Case("class_count_mismatch", "logits and target disagree on the number of classes", """
         model M {

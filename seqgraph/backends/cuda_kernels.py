@@ -5,17 +5,28 @@ A chain's formulas are written in a small expression language over ``x{k}`` (inp
 and ``g{k}`` (the cotangent of output ``k``)::
 
     expr := number | name | expr (+ - * /) expr | -expr | expr (> < >= <= == !=) expr
-          | exp(expr) | log(expr) | tanh(expr) | max(expr, expr)
+          | exp(expr) | log(expr) | log1p(expr) | tanh(expr) | sqrt(expr) | abs(expr)
+          | erf(expr) | max(expr, expr) | min(expr, expr) | pow(expr, expr)
+          | where(expr, expr, expr)
+
+``where(c, a, b)`` is ``a`` where ``c`` is not 0, else ``b``.
 
 It is parsed once into a small tree (:func:`parse_formula`), and that one tree is both
 
 - **translated to CUDA C** (:func:`cuda_expression`, :func:`generate_kernel`): every number
-  becomes a literal of the kernel's element type ``T`` (``float`` or ``double``), ``max`` the
-  NaN-propagating maximum NumPy computes, a comparison ``1`` or ``0`` of type ``T``, and a
+  becomes a literal of the kernel's element type ``T`` (``float`` or ``double``), ``max`` and
+  ``min`` the NaN-propagating maximum and minimum NumPy computes, ``where`` a conditional
+  expression, a comparison ``1`` or ``0`` of type ``T``, and a
   sub-expression used more than once a ``const T`` local computed once (every output is
   computed before any is stored, so an output may share its buffer with an input); and
 - **evaluated with an array namespace** (:func:`evaluate`), which is how the formulas are
-  tested against the op registry without a GPU, and how a chain runs on NumPy.
+  tested against the op registry without a GPU, and how a chain runs on NumPy; or
+- **written as ufunc calls** (:func:`ufunc_expression`), one Python expression over the
+  names of :data:`seqgraph.ops.kernels.UFUNCS`, which is how an op stated by formulas runs
+  in a step loop on NumPy.
+
+Every value is of the element type: on an array namespace a comparison's or a ``where``'s
+result is cast to the dtype of the formula's arrays, as in the kernels.
 
 :class:`ChainKernel` runs one chain with either: CuPy ``ElementwiseKernel`` objects on the
 GPU, or :func:`evaluate` on any other namespace. Inputs broadcast like NumPy (a bias of shape
@@ -34,15 +45,24 @@ import numpy
 from ..errors import SeqgraphError
 from . import native
 
-FUNCTIONS = ("exp", "log", "tanh", "max")
+# each function of the formula language and how many arguments it takes
+FUNCTIONS = {"exp": 1, "log": 1, "log1p": 1, "tanh": 1, "sqrt": 1, "abs": 1, "erf": 1,
+             "max": 2, "min": 2, "pow": 2, "where": 3}
+# the ufunc each function is on an array namespace, where its name differs
+UFUNC_NAMES = {"abs": "absolute", "max": "maximum", "min": "minimum", "pow": "power"}
+# and in CUDA C
+CUDA_NAMES = {"abs": "fabs", "max": "sg_max", "min": "sg_min"}
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 COMPARE = {ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!="}
 
-# The helper the generated code calls for ``max``: NaN if either side is NaN, as
-# numpy.maximum (CUDA's fmax would return the other side instead).
+# The helpers the generated code calls for ``max`` and ``min``: NaN if either side is NaN,
+# as numpy.maximum and numpy.minimum (CUDA's fmax and fmin would return the other side).
 PREAMBLE = """
 template <typename V> __device__ __forceinline__ V sg_max(V a, V b) {
     return (a > b || a != a) ? a : b;
+}
+template <typename V> __device__ __forceinline__ V sg_min(V a, V b) {
+    return (a < b || a != a) ? a : b;
 }
 """
 
@@ -79,10 +99,10 @@ def _convert(tree, text: str) -> Node:
         return Node("cmp", COMPARE[type(tree.ops[0])],
                     (_convert(tree.left, text), _convert(tree.comparators[0], text)))
     if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in FUNCTIONS \
-            and not tree.keywords and len(tree.args) == (2 if tree.func.id == "max" else 1):
+            and not tree.keywords and len(tree.args) == FUNCTIONS[tree.func.id]:
         return Node("call", tree.func.id, tuple(_convert(a, text) for a in tree.args))
     raise SeqgraphError(f"fused formula {text!r} uses {ast.unparse(tree)!r}, which has no kernel form",
-                        hint="formulas may use + - * /, comparisons, exp, log, tanh and max")
+                        hint=f"formulas may use + - * /, comparisons and {', '.join(FUNCTIONS)}")
 
 
 # -- evaluation with an array namespace -------------------------------------------------------
@@ -92,27 +112,69 @@ def evaluate(formula, values: dict, xp):
     """The value of ``formula`` (text or a parsed tree) with ``values`` bound to ``x{k}`` and
     ``g{k}``, computed with ``xp`` (a repeated sub-expression is computed once)."""
     tree = parse_formula(formula) if isinstance(formula, str) else formula
-    return _evaluate(tree, values, xp, {})
+    return _evaluate(tree, values, xp, {}, float_dtype(values))
 
 
-def _evaluate(node: Node, values: dict, xp, memo: dict):
+def float_dtype(values: dict):
+    """The dtype of the first float array among ``values`` (None if there is none)."""
+    return next((v.dtype for v in values.values() if getattr(getattr(v, "dtype", None), "kind", "") == "f"), None)
+
+
+def _evaluate(node: Node, values: dict, xp, memo: dict, dtype):
     if node in memo:
         return memo[node]
     if node.kind == "num":
         return node.op
     if node.kind == "var":
         return values[node.op]
-    args = [_evaluate(a, values, xp, memo) for a in node.args]
+    args = [_evaluate(a, values, xp, memo, dtype) for a in node.args]
     if node.kind == "neg":
         result = xp.negative(args[0])
+    elif node.kind == "call" and node.op == "where":
+        result = xp.where(xp.not_equal(args[0], 0), args[1], args[2])
     elif node.kind == "call":
-        result = xp.maximum(*args) if node.op == "max" else getattr(xp, node.op)(args[0])
+        result = function(xp, UFUNC_NAMES.get(node.op, node.op))(*args)
     elif node.kind == "cmp":
         result = _COMPARE_UFUNCS[node.op](xp)(*args)
     else:
         result = _BINARY_UFUNCS[node.op](xp)(*args)
+    if dtype is not None and getattr(result, "dtype", dtype) != dtype:
+        result = result.astype(dtype)
     memo[node] = result
     return result
+
+
+def function(xp, name: str):
+    """Function ``name`` of namespace ``xp``; ``erf``, which NumPy lacks, is SciPy's (CuPy's
+    own on CuPy)."""
+    if name != "erf":
+        return getattr(xp, name)
+    if getattr(xp, "__name__", "") == "cupy":
+        from cupyx.scipy.special import erf
+    else:
+        from scipy.special import erf
+    return erf
+
+
+_UFUNC_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", ">": "greater",
+                    "<": "less", ">=": "greater_equal", "<=": "less_equal", "==": "equal",
+                    "!=": "not_equal"}
+
+
+def ufunc_expression(node: Node, names: dict) -> str:
+    """``node`` as one Python expression of ufunc calls, ``names`` giving the expression
+    each variable is read from (``where`` tests its condition against 0, as in the kernels)."""
+    if node.kind == "num":
+        return repr(node.op)
+    if node.kind == "var":
+        return names[node.op]
+    args = [ufunc_expression(a, names) for a in node.args]
+    if node.kind == "neg":
+        return f"negative({args[0]})"
+    if node.kind == "call" and node.op == "where":
+        return f"where(not_equal({args[0]}, 0), {args[1]}, {args[2]})"
+    name = UFUNC_NAMES.get(node.op, node.op) if node.kind == "call" else _UFUNC_OPERATORS[node.op]
+    return f"{name}({', '.join(args)})"
 
 
 _BINARY_UFUNCS = {"+": lambda xp: xp.add, "-": lambda xp: xp.subtract, "*": lambda xp: xp.multiply,
@@ -126,8 +188,9 @@ _COMPARE_UFUNCS = {">": lambda xp: xp.greater, "<": lambda xp: xp.less, ">=": la
 
 def cuda_expression(node: Node, names: dict, functions: dict = None) -> str:
     """CUDA C (or C) for ``node`` over element type ``T``; sub-trees in ``names`` are read
-    from the locals named there; ``functions`` renames functions (``max`` is ``sg_max``,
-    others keep their names unless renamed: C's float ``exp`` is ``expf``)."""
+    from the locals named there; ``functions`` renames functions (by default ``max`` is
+    ``sg_max``, ``abs`` is ``fabs`` (see :data:`CUDA_NAMES`), others keep their names unless
+    renamed: C's float ``exp`` is ``expf``)."""
     if node in names:
         return names[node]
     if node.kind == "num":
@@ -137,8 +200,10 @@ def cuda_expression(node: Node, names: dict, functions: dict = None) -> str:
     args = [cuda_expression(a, names, functions) for a in node.args]
     if node.kind == "neg":
         return f"(-{args[0]})"
+    if node.kind == "call" and node.op == "where":
+        return f"({args[0]} != ((T)0) ? {args[1]} : {args[2]})"
     if node.kind == "call":
-        name = (functions or {}).get(node.op, "sg_max" if node.op == "max" else node.op)
+        name = (functions or {}).get(node.op, CUDA_NAMES.get(node.op, node.op))
         return f"{name}({', '.join(args)})"
     if node.kind == "cmp":
         return f"((T)({args[0]} {node.op} {args[1]}))"
@@ -301,10 +366,10 @@ class ChainKernel:
             return tuple(out)
         values = dict(zip(source.inputs, arrays))
         memo: dict = {}
-        shape = _broadcast_shape(arrays)
+        shape, dtype = _broadcast_shape(arrays), float_dtype(values)
         # a formula that is one variable would hand back that input itself, which a store
         # into an output buffer sharing its memory would change
-        results = [self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo) if tree.kind != "var"
+        results = [self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo, dtype) if tree.kind != "var"
                                         else self.xp.copy(values[tree.op]), shape)
                    for tree in self._trees[direction]]
         if out is None:

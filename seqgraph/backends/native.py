@@ -37,8 +37,10 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", 
 LIBRARIES = ("-lmvec", "-lm")
 C_TYPES = {"float32": "float", "float64": "double"}
 TYPE_INDEX = {"float32": 0, "float64": 1}
-C_FUNCTIONS = {"float32": {"exp": "expf", "log": "logf", "tanh": "tanhf", "max": "sg_max_f"},
-               "float64": {"exp": "exp", "log": "log", "tanh": "tanh", "max": "sg_max_d"}}
+C_FUNCTIONS = {"float32": {"exp": "expf", "log": "logf", "tanh": "tanhf", "max": "sg_max_f", "min": "sg_min_f",
+                           "log1p": "log1pf", "sqrt": "sqrtf", "abs": "fabsf", "erf": "erff", "pow": "powf"},
+               "float64": {"exp": "exp", "log": "log", "tanh": "tanh", "max": "sg_max_d", "min": "sg_min_d",
+                           "log1p": "log1p", "sqrt": "sqrt", "abs": "fabs", "erf": "erf", "pow": "pow"}}
 
 # libmvec has vector versions of these; declaring them ``simd`` lets the compiler call them
 # on whole registers without -ffast-math (which would also drop NaN and inf semantics)
@@ -55,9 +57,11 @@ double exp(double);
 double log(double);
 #pragma omp declare simd notinbranch
 double tanh(double);
-/* NaN if either side is NaN, as numpy.maximum */
+/* NaN if either side is NaN, as numpy.maximum and numpy.minimum */
 static inline float sg_max_f(float a, float b) { return (a > b || a != a) ? a : b; }
 static inline double sg_max_d(double a, double b) { return (a > b || a != a) ? a : b; }
+static inline float sg_min_f(float a, float b) { return (a < b || a != a) ? a : b; }
+static inline double sg_min_d(double a, double b) { return (a < b || a != a) ? a : b; }
 
 /* Work over independent rows shared out among threads: share(job, part) for each part, on
    the threads of the OpenMP runtime MKL runs on. threading: that runtime's GOMP_parallel,

@@ -29,7 +29,7 @@ from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
 from ..backends import native, native_loop, shares_memory
-from ..ops.kernels import UFUNCS, needs
+from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
 FEED_OPS = ("input", "lengths", "state_init")
@@ -196,7 +196,7 @@ class Program:
         one: see :mod:`seqgraph.backends.native_loop`) with its scratch buffers and the
         callables ``functions()`` gives it, made once per key."""
         if key not in scan.cache.loops:
-            namespace = {name: getattr(xp, name) for name in UFUNCS}
+            namespace = ufunc_namespace(xp)
             exec(compiled, namespace)
             function = namespace["scan_backward" if key[0] == "backward" else "scan_forward"]
             batch, dtype = key[1], key[2]
@@ -474,7 +474,7 @@ def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
 def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     data = graph.nodes[node]
     op = data["op"]
-    if op in FEED_OPS or op in ("param", "const", "dropout_mask"):
+    if op in FEED_OPS or op in ("param", "const", "dropout_mask", "training_flag"):
         return Step(node, data, "leaf")
     if op in ("step", "stack") and (op == "stack" or data["timed"]):
         return Step(node, data, "identity")
@@ -498,14 +498,14 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
     time-parallel product is added in place."""
     data = graph.nodes[node]
     op = data["op"]
-    if op not in IN_PLACE:
-        return None
+    if op not in IN_PLACE or not (data["shape"] or data["type"].batched):
+        return None  # an op of 0-d arrays gives a NumPy scalar, no array to write into
     arity = len(data["args"])
-    read_here = {r for port in range(arity) for r in needs(op, port, arity) if r != "out"}
+    read_here = {r for port in range(arity) for r in needs(op, port, arity, data["attrs"]) if r != "out"}
     for port, arg in enumerate(data["args"]):
         source = graph.nodes[arg]
         producer_reads = {r for p in range(len(source["args"]))
-                          for r in needs(source["op"], p, len(source["args"]))}
+                          for r in needs(source["op"], p, len(source["args"]), source["attrs"])}
         if (source["op"] in FRESH and arg not in keep and port not in read_here
                 and "out" not in producer_reads and list(graph.successors(arg)) == [node]
                 and data["args"].count(arg) == 1 and not _recurrent(graph, arg)):
@@ -534,7 +534,7 @@ def _reads(graph: nx.DiGraph, reader, value) -> bool:
     """Whether ``reader``'s gradient rule reads ``value`` (its output, or one of its inputs)."""
     data = graph.nodes[reader]
     arity = len(data["args"])
-    read = {r for port in range(arity) for r in needs(data["op"], port, arity)}
+    read = {r for port in range(arity) for r in needs(data["op"], port, arity, data["attrs"])}
     if reader == value:
         return "out" in read
     return any(data["args"][index] == value for index in read if index != "out")

@@ -39,7 +39,7 @@ from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
-from ..ops.kernels import KERNELS, needs
+from ..ops.kernels import KERNELS, needs, node_kernel
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
@@ -134,7 +134,7 @@ class ScanCode:
             data = self.data[node]
             if data["op"] != PREV:
                 for port, arg in enumerate(data["args"]):
-                    if differentiable(self.graph, node, port):
+                    if self.graph.nodes[arg]["dtype"] == "float" and differentiable(self.graph, node, port):
                         yield node, port, arg
 
     def _gradient_reads(self, node, port: int) -> set:
@@ -147,7 +147,7 @@ class ScanCode:
         if (data["op"] in KERNELS and arg in self.members
                 and tuple(self.graph.nodes[arg]["shape"]) != tuple(data["shape"])):
             return set(data["args"]) | {node}
-        return {node if r == "out" else data["args"][r] for r in needs(data["op"], port, len(data["args"]))}
+        return {node if r == "out" else data["args"][r] for r in needs(data["op"], port, len(data["args"]), data["attrs"])}
 
     def _recomputed(self, wanted: set) -> set:
         """Values only gradient rules read that the backward loop recomputes instead of the
@@ -312,7 +312,7 @@ class ScanCode:
         i = self.index[node]
         ins = [self.arg_name(a) for a in data["args"]]
         if data["op"] in KERNELS:
-            return KERNELS[data["op"]].forward(f"v{i}", ins)
+            return node_kernel(data).forward(f"v{i}", ins)
         if self._matmul(node):
             return [f"dot({ins[1]}, wt_{_ident(data['args'][0])}, v{i})"]
         if node in self.copied:
@@ -369,7 +369,7 @@ class ScanCode:
     def _several_calls(self, node) -> bool:
         """Whether ``node``'s in-place kernel is more than one call (a sigmoid's is four)."""
         data = self.data[node]
-        return data["op"] in KERNELS and len(KERNELS[data["op"]].forward("v", ["x"] * len(data["args"]))) > 1
+        return data["op"] in KERNELS and len(node_kernel(data).forward("v", ["x"] * len(data["args"]))) > 1
 
     def _readers(self, node) -> set:
         """The core nodes that read ``node``'s value in the same step (through views)."""
@@ -694,7 +694,7 @@ class ScanCode:
         op = data["op"]
         reads = self._gradient_reads(node, port) & self.members
         if op in KERNELS and tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"]):
-            return KERNELS[op].gradients[port](dst, mode, g, out, ins, tmp), reads
+            return node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp), reads
         if self._matmul(node) and port == 1:
             # dot writes only into a contiguous buffer; a slice of a cotangent is not one
             call = "dot" if layout.region[arg] is None else "matmul"

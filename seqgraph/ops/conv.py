@@ -41,28 +41,33 @@ def _spatial_shape(x, kernel, stride, pad):
     return tuple(out_size(x[-2 + i], kernel[i], stride[i], pad[i]) for i in range(2))
 
 
-def windows(xp, x, kernel, stride, pad, fill=0.0):
-    """The strided windows of ``x`` (..., H, W) padded by ``fill``: (..., H', W', kH, kW)."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    if ph or pw:
-        widths = [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)]
+def windows(xp, x, kernel, stride, pad, fill=0.0, dilation=(1, 1), after=None):
+    """The strided windows of ``x`` (..., H, W) padded by ``fill``: (..., H', W', kH, kW).
+
+    ``pad`` is the padding before each axis, ``after`` the padding after it (``pad`` unless
+    given); a window's elements are ``dilation`` apart."""
+    after = pad if after is None else after
+    if any(pad) or any(after):
+        widths = [(0, 0)] * (x.ndim - 2) + [(pad[0], after[0]), (pad[1], after[1])]
         x = xp.pad(x, widths, mode="constant", constant_values=fill)
-    view = xp.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))
-    return view[..., ::sh, ::sw, :, :]
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    view = xp.lib.stride_tricks.sliding_window_view(x, span, axis=(-2, -1))
+    return view[..., ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]
 
 
-def scatter_windows(xp, part, shape, kernel, stride, pad, dtype):
+def scatter_windows(xp, part, shape, kernel, stride, pad, dtype, dilation=(1, 1), after=None):
     """The adjoint of :func:`windows`: sum window gradients back onto an input of ``shape``.
 
     ``part(i, j)`` is the gradient (..., H', W') of every window's element at offset (i, j).
     """
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    grad = xp.zeros(tuple(shape[:-2]) + (shape[-2] + 2 * ph, shape[-1] + 2 * pw), dtype=dtype)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
+    after = pad if after is None else after
+    grad = xp.zeros(tuple(shape[:-2]) + (shape[-2] + ph + after[0], shape[-1] + pw + after[1]), dtype=dtype)
     for i in range(kh):
         for j in range(kw):
             g = part(i, j)
             rows, cols = g.shape[-2], g.shape[-1]
-            grad[..., i:i + sh * (rows - 1) + 1:sh, j:j + sw * (cols - 1) + 1:sw] += g
+            grad[..., i * dh:i * dh + sh * (rows - 1) + 1:sh, j * dw:j * dw + sw * (cols - 1) + 1:sw] += g
     return grad[..., ph:ph + shape[-2], pw:pw + shape[-1]]
 
 
@@ -90,23 +95,23 @@ def _shape_conv2d(x, w, b, stride=1, pad=0):
     return tuple(x[:-3]) + (w[0],) + _spatial_shape(x, kernel, pair(stride), pair(pad))
 
 
-def _forward_conv2d(xp, x, w, b, stride=1, pad=0):
-    win = windows(xp, x, w.shape[2:], pair(stride), pair(pad))  # (..., C, H', W', kH, kW)
+def _forward_conv2d(xp, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
+    win = windows(xp, x, w.shape[2:], pair(stride), pair(pad), 0.0, dilation, after)  # (..., C, H', W', kH, kW)
     out = xp.tensordot(win, w, axes=([-5, -2, -1], [1, 2, 3]))  # (..., H', W', O)
     out = xp.moveaxis(out, -1, -3) + b[:, None, None]
     return xp.ascontiguousarray(out)
 
 
-def _vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0):
+def _vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
     stride, pad, kernel = pair(stride), pair(pad), w.shape[2:]
     lead = list(range(g.ndim - 3))
-    win = windows(xp, x, kernel, stride, pad)
+    win = windows(xp, x, kernel, stride, pad, 0.0, dilation, after)
     gw = xp.tensordot(g, win, axes=(lead + [-2, -1], lead + [-4, -3]))  # (O, C, kH, kW)
     gb = g.sum(axis=tuple(lead) + (-2, -1))
     gwin = xp.tensordot(g, w, axes=([-3], [0]))  # (..., H', W', C, kH, kW)
     gwin = xp.moveaxis(gwin, -3, -5)  # (..., C, H', W', kH, kW)
     gx = scatter_windows(xp, lambda i, j: gwin[..., i, j], x.shape, kernel, stride, pad,
-                         g.dtype)
+                         g.dtype, dilation, after)
     return gx, gw, gb
 
 
@@ -148,40 +153,69 @@ register(Op(
 
 
 # --- pooling ----------------------------------------------------------------------------
+# PyTorch's options: ``dilation`` spreads a max-pooling window's elements apart; ``ceil_mode``
+# rounds the window count up, a last window overhanging the padding (but starting inside the
+# input or the padding before it); ``count_include_pad`` (average pooling) divides by the
+# window's elements inside the input and its padding rather than inside the input alone.
 
 
-def _pool_params(kernel, stride, pad):
+def _pool_params(kernel, stride, pad, dilation=1):
     kernel = pair(kernel)
-    return kernel, pair(kernel if stride is None else stride), pair(pad)
+    return kernel, pair(kernel if stride is None else stride), pair(pad), pair(dilation)
 
 
-def _shape_pool(x, kernel, stride=None, pad=0):
-    kernel, stride, pad = _pool_params(kernel, stride, pad)
-    if any(2 * p > k for p, k in zip(pad, kernel)):
+def pool_axis(size, kernel: int, stride: int, pad: int, dilation: int = 1, ceil_mode: bool = False):
+    """``(windows, padding after)`` along one axis of a pooling op, as PyTorch counts them."""
+    span = dilation * (kernel - 1) + 1
+    if not ceil_mode:
+        return out_size(size, span, stride, pad), pad
+    if not isinstance(size, int):
+        raise ShapeError(f"ceil_mode needs a known size, got {size}", arg=0)
+    count = -(-(size + 2 * pad - span) // stride) + 1
+    if (count - 1) * stride >= size + pad:  # the last window would start in the padding after
+        count -= 1
+    if count < 1:
+        raise ShapeError(f"a window of {span} (pad {pad}) does not fit in size {size}", arg=0)
+    return count, max((count - 1) * stride + span - size - pad, pad)
+
+
+def _pool_geometry(x, kernel, stride, pad, dilation, ceil_mode):
+    """The output (H', W') and the padding after each axis."""
+    if len(x) < 2:
+        raise ShapeError(f"needs at least [H, W], got {format_shape(x)}", arg=0)
+    axes = [pool_axis(x[-2 + i], kernel[i], stride[i], pad[i], dilation[i], ceil_mode) for i in range(2)]
+    return tuple(n for n, _ in axes), tuple(a for _, a in axes)
+
+
+def _shape_pool(x, kernel, stride=None, pad=0, dilation=1, ceil_mode=False, count_include_pad=True):
+    kernel, stride, pad, dilation = _pool_params(kernel, stride, pad, dilation)
+    if any(2 * p > d * (k - 1) + 1 for p, k, d in zip(pad, kernel, dilation)):
         raise ShapeError(f"pad {pad} is more than half the kernel {kernel}", arg=0)
-    return tuple(x[:-2]) + _spatial_shape(x, kernel, stride, pad)
+    return tuple(x[:-2]) + _pool_geometry(x, kernel, stride, pad, dilation, ceil_mode)[0]
 
 
-def _flat_windows(xp, x, kernel, stride, pad, fill):
-    win = windows(xp, x, kernel, stride, pad, fill)
-    return win.reshape(win.shape[:-2] + (-1,))  # (..., H', W', kH * kW), row-major offsets
+def _max_windows(xp, x, kernel, stride, pad, dilation, ceil_mode):
+    after = _pool_geometry(x.shape, kernel, stride, pad, dilation, ceil_mode)[1]
+    win = windows(xp, x, kernel, stride, pad, -xp.inf, dilation, after)
+    return win.reshape(win.shape[:-2] + (-1,)), after  # (..., H', W', kH * kW), row-major offsets
 
 
-def _forward_maxpool2d(xp, x, kernel, stride=None, pad=0):
-    kernel, stride, pad = _pool_params(kernel, stride, pad)
-    return _flat_windows(xp, x, kernel, stride, pad, -xp.inf).max(axis=-1)
+def _forward_maxpool2d(xp, x, kernel, stride=None, pad=0, dilation=1, ceil_mode=False):
+    kernel, stride, pad, dilation = _pool_params(kernel, stride, pad, dilation)
+    return _max_windows(xp, x, kernel, stride, pad, dilation, ceil_mode)[0].max(axis=-1)
 
 
-def _vjp_maxpool2d(xp, g, out, x, kernel, stride=None, pad=0):
-    kernel, stride, pad = _pool_params(kernel, stride, pad)
+def _vjp_maxpool2d(xp, g, out, x, kernel, stride=None, pad=0, dilation=1, ceil_mode=False):
+    kernel, stride, pad, dilation = _pool_params(kernel, stride, pad, dilation)
+    flat, after = _max_windows(xp, x, kernel, stride, pad, dilation, ceil_mode)
     # argmax returns the first maximal offset in row-major order: that is the tie rule.
-    winner = _flat_windows(xp, x, kernel, stride, pad, -xp.inf).argmax(axis=-1)
+    winner = flat.argmax(axis=-1)
     zero = xp.zeros((), dtype=g.dtype)
 
     def part(i, j):
         return xp.where(winner == i * kernel[1] + j, g, zero)
 
-    return (scatter_windows(xp, part, x.shape, kernel, stride, pad, g.dtype),)
+    return (scatter_windows(xp, part, x.shape, kernel, stride, pad, g.dtype, dilation, after),)
 
 
 register(Op(
@@ -189,28 +223,44 @@ register(Op(
     forward=_forward_maxpool2d, vjp=_vjp_maxpool2d,
     rule="route g to each window's max",
     doc="The max of each kH x kW window of x (..., H, W), padded with -inf; stride defaults to "
-        "the kernel. Tie rule: the gradient goes to the first maximal element of each window "
-        "in row-major order.",
-    arity=1, attrs=("kernel", "stride", "pad"),
+        "the kernel; ``dilation`` and ``ceil_mode`` as torch.nn.MaxPool2d. Tie rule: the gradient "
+        "goes to the first maximal element of each window in row-major order.",
+    arity=1, attrs=("kernel", "stride", "pad", "dilation", "ceil_mode"),
 ))
 
 
-def _forward_avgpool2d(xp, x, kernel, stride=None, pad=0):
-    kernel, stride, pad = _pool_params(kernel, stride, pad)
-    return _flat_windows(xp, x, kernel, stride, pad, 0.0).mean(axis=-1)
+def _divisor(xp, shape, kernel, stride, pad, after, count_include_pad, dtype):
+    """How many elements each window (H', W') averages: those inside the input and, with
+    ``count_include_pad``, its padding (never a ceil_mode window's overhang past that)."""
+    height, width = shape[-2], shape[-1]
+    inside = xp.zeros((height + pad[0] + after[0], width + pad[1] + after[1]), dtype=dtype)
+    if count_include_pad:
+        inside[:height + 2 * pad[0], :width + 2 * pad[1]] = 1
+    else:
+        inside[pad[0]:pad[0] + height, pad[1]:pad[1] + width] = 1
+    return windows(xp, inside, kernel, stride, (0, 0)).sum(axis=(-2, -1))
 
 
-def _vjp_avgpool2d(xp, g, out, x, kernel, stride=None, pad=0):
-    kernel, stride, pad = _pool_params(kernel, stride, pad)
-    share = g / (kernel[0] * kernel[1])
-    return (scatter_windows(xp, lambda i, j: share, x.shape, kernel, stride, pad, g.dtype),)
+def _forward_avgpool2d(xp, x, kernel, stride=None, pad=0, ceil_mode=False, count_include_pad=True):
+    kernel, stride, pad, _ = _pool_params(kernel, stride, pad)
+    after = _pool_geometry(x.shape, kernel, stride, pad, (1, 1), ceil_mode)[1]
+    total = windows(xp, x, kernel, stride, pad, 0.0, (1, 1), after).sum(axis=(-2, -1))
+    return total / _divisor(xp, x.shape, kernel, stride, pad, after, count_include_pad, x.dtype)
+
+
+def _vjp_avgpool2d(xp, g, out, x, kernel, stride=None, pad=0, ceil_mode=False, count_include_pad=True):
+    kernel, stride, pad, _ = _pool_params(kernel, stride, pad)
+    after = _pool_geometry(x.shape, kernel, stride, pad, (1, 1), ceil_mode)[1]
+    share = g / _divisor(xp, x.shape, kernel, stride, pad, after, count_include_pad, g.dtype)
+    return (scatter_windows(xp, lambda i, j: share, x.shape, kernel, stride, pad, g.dtype, (1, 1), after),)
 
 
 register(Op(
     "avgpool2d", shape=_shape_pool,
     forward=_forward_avgpool2d, vjp=_vjp_avgpool2d,
-    rule="spread g / (kH * kW) over each window",
-    doc="The mean of each kH x kW window of x (..., H, W), zero padding counted in the divisor "
-        "(PyTorch's count_include_pad=True); stride defaults to the kernel.",
-    arity=1, attrs=("kernel", "stride", "pad"),
+    rule="spread g / count over each window",
+    doc="The mean of each kH x kW window of x (..., H, W); stride defaults to the kernel; the "
+        "divisor counts the zero padding (``count_include_pad`` true, PyTorch's default) or not; "
+        "``ceil_mode`` as torch.nn.AvgPool2d.",
+    arity=1, attrs=("kernel", "stride", "pad", "ceil_mode", "count_include_pad"),
 ))

@@ -223,7 +223,7 @@ register(Op(
     doc="The mean of -log softmax(logits)[target] over the valid entries: logits (..., V) "
         "floats, target (...) integer class ids, optional lengths (B,) for (T, B) leading axes "
         "(PyTorch's reduction='mean'). Takes 2 or 3 inputs.",
-    arity=None, nondiff=(1, 2),
+    arity=None, nondiff=(1, 2), held=(1,),
 ))
 
 
@@ -264,5 +264,5 @@ register(Op(
     rule="g * 2 (pred - target) / n",
     doc="The mean of (pred - target)**2 over all valid elements (PyTorch's MSELoss mean); "
         "optional lengths (B,) for (T, B) leading axes. Takes 2 or 3 inputs.",
-    arity=None, nondiff=(1, 2),
+    arity=None, nondiff=(1, 2), held=(1,),
 ))

@@ -69,6 +69,7 @@ class Op:
     selective: bool = False
     kernel: Optional[object] = None
     broadcasting: bool = False
+    held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

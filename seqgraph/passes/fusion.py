@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from ..autodiff import differentiable
-from ..ops.kernels import KERNELS
+from ..ops.kernels import KERNELS, node_kernel
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _node_formulas(graph: nx.DiGraph, nodes: list, formula: dict) -> dict:
     for node in nodes:
         if node not in formula:
             data = graph.nodes[node]
-            formula[node] = KERNELS[data["op"]].formula.format(*(f"({formula[a]})" for a in data["args"]))
+            formula[node] = node_kernel(data).formula.format(*(f"({formula[a]})" for a in data["args"]))
     return formula
 
 
@@ -122,7 +122,7 @@ def _cotangents(graph: nx.DiGraph, nodes: list, outputs: list, formula: dict) ->
         for port, arg in enumerate(data["args"]):
             if not differentiable(graph, node, port):
                 continue
-            rule = KERNELS[data["op"]].gradient_formulas[port]
+            rule = node_kernel(data).gradient_formulas[port]
             values = [f"({formula[a]})" for a in data["args"]]
             cotangent.setdefault(arg, []).append(
                 "(" + rule.format(*values, g=g, out=f"({formula[node]})") + ")")

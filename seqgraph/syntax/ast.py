@@ -64,7 +64,7 @@ class Call:
 
 @dataclass
 class BinOp:
-    """``left op right`` with op one of ``+ - * / @``."""
+    """``left op right`` with op one of ``+ - * / @`` or a comparison ``> < >= <= == !=``."""
     op: str
     left: "Expr"
     right: "Expr"

@@ -75,6 +75,8 @@ class ToAst(Transformer):
         return build
 
     add, sub, mul, div, matmul = _binop("+"), _binop("-"), _binop("*"), _binop("/"), _binop("@")
+    greater, less, greater_equal, less_equal = _binop(">"), _binop("<"), _binop(">="), _binop("<=")
+    equal, not_equal = _binop("=="), _binop("!=")
 
     # types
     def dims(self, children):

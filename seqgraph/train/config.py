@@ -38,6 +38,8 @@ setting               example                          meaning
                                                         NaN/inf (with a warning) instead of stopping
 ``memory``            ``"8G"``                          the memory a run may use ("" : what the
                                                         machine has free; "off": no check)
+``init``              ``"runs/teacher/best.npz"``        start from the parameters a checkpoint
+                                                        holds under the model's keys and shapes
 ====================  ===============================  ========================================
 
 Command-line overrides use the same syntax: ``--set optimizer="sgd(lr = 0.1)"``.
@@ -86,6 +88,7 @@ class TrainConfig:
     seed: int = 0
     skip_nonfinite: int = 0
     memory: str = ""
+    init: str = ""
     spans: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
@@ -105,7 +108,7 @@ _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "
          "accumulate"}
 _FLOATS = {"weight_decay", "clip", "clip_value", "valid", "temperature"}
 _CALLS = {"data", "optimizer", "schedule"}
-_STRINGS = {"prime", "memory"}
+_STRINGS = {"prime", "memory", "init"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
 
 

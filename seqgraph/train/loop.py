@@ -45,14 +45,30 @@ class Roles:
 
 
 def find_roles(model) -> Roles:
-    """The loss node and the prediction and target it compares."""
+    """The loss node and the prediction and target it compares: those of the first op found
+    searching back from the loss whose second input is one the model is fed (the loss may be
+    a weighted sum of several, or a reduction of a per-element one)."""
     loss = model.require_loss()
     graph = model.graph
-    prediction, target_node = graph.nodes[loss]["args"][:2]
     names = {node: name for name, node in model.inputs.items()}
+    prediction, target_node = _compared(graph, loss, names)
     target = names.get(target_node)
     inputs = [n for n in model.checked.inputs]
     return Roles(loss, prediction, target, inputs[0] if len(inputs) == 1 else None)
+
+
+def _compared(graph, loss, fed: dict) -> tuple:
+    """(prediction, target) of the comparison nearest the loss (breadth first)."""
+    queue, seen = [loss], {loss}
+    while queue:
+        node = queue.pop(0)
+        args = graph.nodes[node]["args"]
+        if len(args) >= 2 and args[1] in fed:
+            return args[0], args[1]
+        queue += [a for a in args if a not in seen]
+        seen.update(args)
+    args = graph.nodes[loss]["args"]
+    return (args[0] if args else loss), None
 
 
 class Interrupted(Exception):

@@ -10,8 +10,8 @@ from typing import Optional
 from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
+from ..weights import load_matching
 from . import data as datasets
-from ..weights import set_params
 from . import distributed
 from .checkpoint import read_checkpoint, read_params, restore
 from .config import resolve
@@ -78,8 +78,10 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
                    show_progress=progress, model_file=str(model_path))
     if resume is not None:
         trainer.resume(resume or out_dir)
-    elif init is not None:
-        set_params(trainer.net, read_params(init)[0], init)
+    elif init or config.init:
+        start = init or config.init
+        loaded = load_matching(trainer.net, read_params(start)[0], start)
+        echo(f"starting from {start}: {len(loaded)} parameters ({', '.join(loaded[:3])}{', ...' * (len(loaded) > 3)})")
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
          f"{len(trainer.train_data)} training {'examples' if dataset.kind != 'text' else 'words' if dataset.info.get('tokenizer') else 'characters'}; "
          f"writing to {out_dir}")

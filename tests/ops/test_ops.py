@@ -127,12 +127,23 @@ CASES = {
         Case([normal(2, 5, 9, 7)], [(5, 9, 7)], (2,), {"kernel": 2}),
         Case([normal(2, 3, 9, 7)], [(3, 9, 7)], (2,), {"kernel": (3, 2), "stride": (2, 1),
                                                       "pad": 1}),
+        Case([normal(2, 3, 9, 7)], [(3, 9, 7)], (2,), {"kernel": 2, "stride": 2, "pad": 1, "dilation": 2,
+                                                      "ceil_mode": True}),
     ],
     "avgpool2d": [
         Case([normal(2, 5, 9, 7)], [(5, 9, 7)], (2,), {"kernel": 2}),
         Case([normal(2, 3, 9, 7)], [(3, 9, 7)], (2,), {"kernel": (3, 2), "stride": (2, 1),
                                                       "pad": 1}),
+        Case([normal(2, 3, 9, 7)], [(3, 9, 7)], (2,), {"kernel": 3, "stride": 2, "pad": 1, "ceil_mode": True,
+                                                      "count_include_pad": False}),
     ],
+    "time_conv1d": [Case([normal(T, B, 3), normal(4, 3, 3), normal(4), LENGTHS], [(3,), (4, 3, 3), (4,), ()], (T, B)),
+                    Case([normal(T, B, 3), normal(5, 3, 2), normal(5), LENGTHS], [(3,), (5, 3, 2), (5,), ()], (T, B),
+                         {"dilation": 2})],
+    "time_maxpool": [Case([normal(T, B, 3), LENGTHS], [(3,), ()], (T, B), {"kernel": 3}),
+                     Case([normal(T, B, 3), LENGTHS], [(3,), ()], (T, B), {"kernel": 2, "dilation": 2})],
+    "time_avgpool": [Case([normal(T, B, 3), LENGTHS], [(3,), ()], (T, B), {"kernel": 3}),
+                     Case([normal(T, B, 3), LENGTHS], [(3,), ()], (T, B), {"kernel": 4, "count_include_pad": True})],
     "embedding": [Case([ints(7, T, B), normal(7, 5)], [(), (7, 5)], (T, B))],
     "step": [Case([normal(T, B, 3)], [(3,)], (B,), {"t": 4})],
     "stack": [Case([normal(B, 5), normal(B, 5), normal(B, 5)], [(5,)] * 3, (3, B))],
@@ -146,6 +157,38 @@ CASES = {
         Case([normal(B, 3), normal(T, B, 3), np.array([2, 5])], [(3,), (3,), ()], (B,)),
     ],
     "dropout_mask": [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"p": 0.3})],
+    # stated by formulas (seqgraph.ops.pointwise)
+    "sqrt": unary_cases(positive),
+    "abs": unary_cases(),
+    "pow": [Case([positive(2, 3, 5)], [(3, 5)], (2,), {"exponent": 1.5}),
+            Case([normal(2, 3, 5)], [(3, 5)], (2,), {"exponent": 3.0})],
+    "clamp": [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min": -0.5, "max": 0.7}),
+              Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min": 0.1})],
+    "hardtanh": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"min_val": -0.3, "max_val": 2.0})],
+    "minimum": binary_cases(),
+    **{name: binary_cases() for name in ("greater", "less", "greater_equal", "less_equal", "equal", "not_equal")},
+    "where": [Case([ints(2, 2, 3, 5).astype(float), normal(2, 3, 5), normal(5)], [(3, 5), (3, 5), (5,)], (2,)),
+              Case([ints(2, 5).astype(float), normal(3, 1), normal(2, 3, 5)], [(5,), (3, 1), (3, 5)], (2,))],
+    "softplus": unary_cases() + [Case([3 * normal(2, 3, 5)], [(3, 5)], (2,), {"beta": 2.0, "threshold": 3.0})],
+    "gelu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"approximate": "tanh"})],
+    "leaky_relu": unary_cases() + [Case([normal(2, 3, 5)], [(3, 5)], (2,), {"negative_slope": -0.3})],
+    # per-element losses and the reduction over the batch (seqgraph.ops.per_example)
+    "total": [Case([normal(2, 3, 5)], [(3, 5)], (), {"mean": True}),
+              Case([normal(T, B, 3), LENGTHS], [(3,), ()], (), {"mean": False}),
+              Case([normal(T, B, 3), LENGTHS], [(3,), ()], (), {"mean": True})],
+    "huber": binary_cases() + [Case([normal(2, 3, 5), normal(2, 3, 5)], [(3, 5), (3, 5)], (2,), {"delta": 0.4})],
+    "binary_cross_entropy": [Case([0.1 + 0.8 * RNG.random((2, 3, 5)), RNG.random((2, 3, 5))],
+                                  [(3, 5), (3, 5)], (2,))],
+    "binary_cross_entropy_with_logits": binary_cases(),
+    # normalisation (seqgraph.ops.norm); batch_norm while training (flag 1) and evaluating (0)
+    "layer_norm": [Case([normal(2, 3, 5)], [(3, 5)], (2,)), Case([normal(4, 6)], [(6,)], (4,), {"eps": 0.1})],
+    "batch_norm": [Case([normal(4, 3, 5), normal(3), positive(3), np.array(1.0)], [(3, 5), (3,), (3,), ()], (4,)),
+                   Case([normal(6, 3), normal(3), positive(3), np.array(1.0)], [(3,), (3,), (3,), ()], (6,),
+                        {"eps": 0.01, "momentum": 0.5}),
+                   Case([normal(4, 3, 5), normal(3), positive(3), np.array(0.0)], [(3, 5), (3,), (3,), ()], (4,))],
+    "training_flag": [Case([], [], (), {"dtype": "float64"})],
+    "kl_div": [Case([normal(2, 3, 5), RNG.random((2, 3, 5))], [(3, 5), (3, 5)], (2,)),
+               Case([normal(2, 3, 5), normal(2, 3, 5)], [(3, 5), (3, 5)], (2,), {"log_target": "true"})],
 }
 
 
@@ -262,12 +305,13 @@ def test_parameter_operand_gets_gradient_summed_over_batch():
         np.testing.assert_allclose(got, gb, rtol=1e-12)
 
 
-def test_maximum_splits_gradient_evenly_at_ties():
-    op = get_op("maximum")
+@pytest.mark.parametrize("name, to_a", [("maximum", [2.0, 0.0, 8.0]), ("minimum", [2.0, 6.0, 0.0])])
+def test_maximum_and_minimum_split_gradient_evenly_at_ties(name, to_a):
+    op = get_op(name)
     a, b, g = np.array([1.0, 2.0, 3.0]), np.array([1.0, 5.0, 0.0]), np.array([4.0, 6.0, 8.0])
     ga, gb = op.vjp(np, g, op(np, a, b), a, b)
-    np.testing.assert_array_equal(ga, [2.0, 0.0, 8.0])
-    np.testing.assert_array_equal(gb, [2.0, 6.0, 0.0])
+    np.testing.assert_array_equal(ga, to_a)
+    np.testing.assert_array_equal(gb, g - np.array(to_a))
     assert "tie" in op.doc.lower()
 
 

@@ -23,5 +23,5 @@ def test_compiled_matches_reference(path, name):
     net = sg.compile(model, dtype="float64", seed=5)
     inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=2)
     differences = reference_differences(net, inputs, lengths)
-    assert set(differences) >= set(model.outputs) | set(model.params)
+    assert set(differences) >= set(model.outputs) | set(net.trained)
     assert max(differences.values()) < 1e-12, differences

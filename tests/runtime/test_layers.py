@@ -24,10 +24,11 @@ RECURRENT = {
 
 
 def _trainable(source_of_out: str) -> sg.Model:
-    """The model with a loss on ``out``: out itself when it is one number, else mse to a target."""
+    """The model with a loss on ``out``: out itself when it is one number (or one per example
+    or step, averaged), else mse to a target."""
     model = sg.parse(source_of_out).model()
-    out_type = str(model.graph.nodes[model.outputs["out"]]["type"])
-    loss = "loss = out" if out_type == "scalar" else f"target y : {out_type}\nloss = mse(out, y)"
+    out_type = model.graph.nodes[model.outputs["out"]]["type"]
+    loss = "loss = out" if not out_type.shape else f"target y : {out_type}\nloss = mse(out, y)"
     return sg.parse(source_of_out.replace("    output out\n", "".join(
         f"    {line}\n" for line in loss.splitlines()))).model()
 

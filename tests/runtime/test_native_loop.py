@@ -221,5 +221,13 @@ def test_every_example_gives_the_python_loops_numbers(path, name, batch, monkeyp
         results.append({**{k: np.asarray(v) for k, v in outputs.items()}, **grads})
     for key in results[1]:
         np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-12, atol=1e-13, err_msg=key)
-    assert all(taken)  # every recurrent example's loops run natively
+    if path.stem in PYTHON_LOOPS:
+        assert not any(taken)
+        return
+    assert all(taken)  # every other recurrent example's loops run natively
     assert bool(taken) == any(isinstance(item, Scan) for item in net.program.schedule)
+
+
+# examples whose recurrent cells hold an op the native loop does not know (layer_norm is a
+# generic op's callable), so their loops run in Python
+PYTHON_LOOPS = {"ln_lstm"}

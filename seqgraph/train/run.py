@@ -10,7 +10,7 @@ from typing import Optional
 from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
-from ..weights import load_matching
+from ..weights import load_matching, set_params
 from . import data as datasets
 from . import distributed
 from .checkpoint import read_checkpoint, read_params, restore

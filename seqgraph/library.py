@@ -123,7 +123,7 @@ def _split(ctx, a):
                  for i in range(parts))
 
 
-@builtin("slice", X, Param("start", "size"), Param("stop", "size"))
+@builtin("slice", X, Param("start", "int"), Param("stop", "size"))
 def _slice(ctx, a):
     """Features start..stop-1 of the last axis."""
     return ctx.apply("slice", [a["x"]], start=a["start"], stop=a["stop"], axis=-1)

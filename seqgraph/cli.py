@@ -4,7 +4,7 @@
 
     seqgraph check MODEL.sg [--crosscheck]   parse, check, gradient check, parameters; NumPy vs CuPy
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
-    seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
+    seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR] [--init WEIGHTS]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
     seqgraph bench MODEL.sg [--batch B] [--steps T] [--size NAME=VALUE] [--dtype D] [--repeat N]
@@ -227,7 +227,7 @@ def cmd_run(args) -> int:
         run(args.model_file, model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
             lr=args.lr, backend=args.backend or "numpy", dtype=args.dtype, seed=args.seed, out=args.out,
             resume=args.resume, settings=args.set, sizes=parse_sizes(args.size),
-            progress=not args.quiet)
+            progress=not args.quiet, init=args.init)
     except Interrupted:
         return 130
     return 0
@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default runs/MODEL_FILE_STEM)")
     run.add_argument("--resume", nargs="?", const="", metavar="DIR_OR_CHECKPOINT",
                      help="continue a run (default: the last checkpoint in --out)")
+    run.add_argument("--init", metavar="WEIGHTS",
+                     help="start from these weights: a .npz of parameter keys, or a run folder or "
+                          "checkpoint (its parameters only)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help='override a train setting, written as in the train block: --set "clip = 1.0"')
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -171,11 +171,15 @@ def set_params(network, arrays: dict, origin: str) -> None:
         if extra:
             parts.append("unexpected " + ", ".join(extra[:4]) + ("..." if len(extra) > 4 else ""))
         raise SeqgraphError(f"{origin} does not match model {network.model.name}: " + "; ".join(parts),
-                            hint="was it saved from another model or with other sizes?")
+                            hint="was it saved from another model or with other sizes? the keys "
+                                 "are <layer>.<param> as `seqgraph check` lists them, e.g. "
+                                 f"{next(iter(expected), 'lstm_0.weight_ih')}")
     for key, value in arrays.items():
         if tuple(value.shape) != tuple(expected[key].shape):
             raise SeqgraphError(f"{origin}: parameter '{key}' has shape {tuple(value.shape)}, "
-                                f"the model expects {tuple(expected[key].shape)}")
+                                f"the model expects {tuple(expected[key].shape)}",
+                                hint="the weights were saved at other model sizes; pass the sizes "
+                                     "they were saved with (--size NAME=N)")
         if value.dtype.kind != "f":
             raise SeqgraphError(f"{origin}: parameter '{key}' is not a float array ({value.dtype})")
     for key, value in arrays.items():

@@ -359,14 +359,19 @@ def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
     if max_norm <= 0:
         raise SeqgraphError(f"clip: the largest gradient norm must be positive, not {max_norm!r}")
     arrays = [g for g in grads.values() if g is not None]
-    if not arrays:
-        return 0.0
-    norm = float(_global_norm(xp, arrays))
+    norm = grad_norm(xp, grads)
     scale = max_norm / (norm + 1e-6)
     if scale < 1.0 and math.isfinite(norm):  # a non-finite gradient is left for the caller to see
         for g in arrays:
             g *= g.dtype.type(scale)
     return norm
+
+
+def grad_norm(xp, grads: dict) -> float:
+    """The global L2 norm of the gradients (``None`` entries skipped) as a Python float: 0.0
+    for none, ``inf`` or ``nan`` when one is not finite."""
+    arrays = [g for g in grads.values() if g is not None]
+    return float(_global_norm(xp, arrays)) if arrays else 0.0
 
 
 def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):

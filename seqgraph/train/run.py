@@ -40,9 +40,14 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         batch: Optional[int] = None, lr: Optional[float] = None, backend: str = "numpy",
         dtype: str = "float32", seed: Optional[int] = None, out: Optional[str] = None,
         resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
-        echo=print) -> Trainer:
+        echo=print, init: Optional[str] = None, on_step=()) -> Trainer:
     """Train the model in ``model_path`` as its train block says, with these overrides
-    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text)."""
+    (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text),
+    starting from the weights at ``init`` when given, calling each of ``on_step`` after
+    every step (see :class:`~seqgraph.train.loop.Trainer`)."""
+    if init is not None and resume is not None:
+        raise SeqgraphError("--init and --resume cannot be used together",
+                            hint="--resume continues a run with its own weights; --init starts a new run")
     program = load(model_path)
     chosen = program.model(model)
     if sizes:
@@ -53,7 +58,9 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
     out_dir = Path(out) if out else Path("runs") / Path(model_path).stem
     dataset = load_dataset(config, chosen, Path(model_path).parent)
     trainer = Trainer(chosen, config, out_dir, dataset, backend=backend, dtype=dtype, echo=echo,
-                      show_progress=progress, model_file=str(model_path))
+                      show_progress=progress, model_file=str(model_path), on_step=on_step)
+    if init is not None:
+        trainer.init_from(init)
     if resume is not None:
         trainer.resume(resume or out_dir)
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "

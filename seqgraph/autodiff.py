@@ -7,7 +7,8 @@ graph holds
   (a weight used at every step of an unrolled graph gets one contribution per step); this is
   where fan-out in the forward graph becomes a sum in the backward graph, and
 - ``vjp:n`` — ``n``'s own local rule applied to ``grad:n``, giving one contribution to each
-  of its inputs (``add`` distributes, ``max`` routes, ``mul`` switches).
+  of its inputs (``add`` distributes, ``max`` routes, ``mul`` switches); only where some
+  contribution reaches ``n`` (none reaches a value that only a loss's target reads).
 
 Only what the requested gradients need is built. :func:`accumulate` is the one place in
 seqgraph where cotangents are added together.
@@ -72,7 +73,7 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
             if consumer not in relevant:
                 continue
             for port in graph.edges[node, consumer]["ports"]:
-                if differentiable(graph, consumer, port):
+                if f"vjp:{consumer}" in backward and differentiable(graph, consumer, port):
                     parts.append((f"vjp:{consumer}", port))
         grad_id = f"grad:{node}"
         backward.add_node(grad_id, kind="grad", of=node, parts=parts, rule="sum of contributions")
@@ -81,7 +82,7 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                 backward.add_edge(source, grad_id)
         ports = [p for p, arg in enumerate(graph.nodes[node]["args"])
                  if arg in relevant and differentiable(graph, node, p)]
-        if ports:
+        if ports and parts:  # no cotangent reaches a value only a loss's target reads
             backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports,
                               rule=graph.nodes[node]["rule"])
             backward.add_edge(grad_id, f"vjp:{node}")

@@ -102,6 +102,25 @@ def positive_size(expr, env: dict, what: str = "size"):
 
 # --- the context a block is checked in --------------------------------------------------------
 
+class LayerNames:
+    """The names of the layers called in one scope: a model, or one copy of a cell's body."""
+
+    def __init__(self):
+        self.counts: dict = {}
+        self.taken: set = set()
+
+    def name(self, function: str, given: Optional[str], span) -> str:
+        """``<function>_<n>`` counted per function in order of appearance, or the given ``name=``."""
+        if given is None:
+            count = self.counts.get(function, 0)
+            self.counts[function] = count + 1
+            given = f"{function}_{count}"
+        if given in self.taken:
+            raise _err(f"layer name '{given}' is used twice", span, "give each layer its own name=")
+        self.taken.add(given)
+        return given
+
+
 @dataclass
 class Block:
     """Names visible while checking one model or one cell instance."""
@@ -115,6 +134,7 @@ class Block:
     param_suffix: str = ""
     default_init: tuple = ("glorot",)
     layer: Optional[str] = None  # inside a cell instance: the layer every op belongs to
+    layer_names: LayerNames = field(default_factory=LayerNames)  # of the layers called in a cell
 
 
 class Context:
@@ -125,6 +145,7 @@ class Context:
         self.builder = builder
         self.block = block
         self.layer: Optional[str] = None
+        self.inner_layer: Optional[str] = None  # a layer called inside a cell: its parameters' owner
         self.call_span: Optional[Span] = None
         self.arg_spans: dict = {}
         self.use_spans: dict = {}
@@ -162,7 +183,10 @@ class Context:
     def param(self, local_name: str, shape, init: tuple, span=None) -> Value:
         """A trainable parameter of the current layer, keyed ``<layer>.<name>``."""
         shape = tuple(shape)
-        prefix = self.block.param_prefix or (self.layer + "." if self.layer else "")
+        if self.block.param_prefix:  # in a cell: <cell layer>.<layer called in it>.<name>
+            prefix = self.block.param_prefix + (f"{self.inner_layer}." if self.inner_layer else "")
+        else:
+            prefix = f"{self.layer}." if self.layer else ""
         key = f"{prefix}{local_name}{self.block.param_suffix}"
         return self.checker.make_param(self.builder, key, shape, init, span or self.call_span,
                                        self.layer)
@@ -195,6 +219,8 @@ class Context:
             raise _err(f"{op_name}: {error.message}", self._span_for(at), error.hint) from None
         except SizeError as error:
             raise _err(f"{op_name}: {error}", self.call_span) from None
+        if op.broadcasting:
+            inputs = [self._with_rank(v, len(shape)) for v in inputs]
         if scalar:
             vtype = VType("float", (), batched=False)
         elif drop_time:
@@ -204,6 +230,19 @@ class Context:
         return self.builder.add(op_name, inputs, vtype, self.call_span,
                                 scope=self.layer or self.block.id_scope, attrs=attrs,
                                 layer=self.layer or self.block.layer)
+
+    def _with_rank(self, value: Value, rank: int) -> Value:
+        """``value`` with leading 1s on its features up to ``rank`` when it is batched, so its
+        runtime array broadcasts as its feature shape does (see :mod:`seqgraph.ops.registry`)."""
+        shape = tuple(value.type.shape)
+        if not value.type.batched or len(shape) >= rank:
+            return value
+        widened = (1,) * (rank - len(shape)) + shape
+        aligned = self.builder.add("reshape", [value], value.type.with_shape(widened), self._span_for(value),
+                                   scope=self.layer or self.block.id_scope, layer=self.layer or self.block.layer,
+                                   attrs={"shape": widened, "ndim": len(shape)})
+        self.use_spans[aligned.id] = self._span_for(value)
+        return aligned
 
     def loss(self, op_name: str, prediction: Value, target: Value) -> Value:
         """A mean loss; over sequences it masks the padded steps."""
@@ -242,8 +281,7 @@ class Checker:
         self.collector = Collector()
         self.params: dict = {}
         self.lengths: dict = {}
-        self.layer_counts: dict = {}
-        self.layer_names: set = set()
+        self.layer_names = LayerNames()
         self.states: dict = {}
         self.final_states: dict = {}
 
@@ -267,17 +305,6 @@ class Checker:
             value = builder.add("lengths", [], VType("int", ()), None, stem=f"{time}.lengths", key=time)
             self.lengths[time] = value
         return self.lengths[time]
-
-    def layer_name(self, function: str, given: Optional[str], span) -> str:
-        """``<op>_<n>`` counted per op in order of appearance, or the given ``name=``."""
-        if given is None:
-            count = self.layer_counts.get(function, 0)
-            self.layer_counts[function] = count + 1
-            given = f"{function}_{count}"
-        if given in self.layer_names:
-            raise _err(f"layer name '{given}' is used twice", span, "give each layer its own name=")
-        self.layer_names.add(given)
-        return given
 
     # blocks
     def check_model(self, model: ast.Model, overrides: dict) -> CheckedModel:
@@ -708,10 +735,12 @@ class Evaluator:
             args, spans = self._bind_args(expr, function.params, function.usage())
             ctx = self.ctx
             ctx.call_span, ctx.arg_spans = expr.span, spans
-            if function.layer:
-                ctx.layer = self.checker.layer_name(expr.func, args.pop("name", None), expr.span)
+            if function.layer and self.block.in_cell:  # its ops are the cell's, its parameters its own
+                ctx.inner_layer = self.block.layer_names.name(expr.func, args.pop("name", None), expr.span)
+            elif function.layer:
+                ctx.layer = self.checker.layer_names.name(expr.func, args.pop("name", None), expr.span)
             result = function.expand(ctx, args)
-            ctx.layer = None
+            ctx.layer = ctx.inner_layer = None
             return _Values(result) if isinstance(result, tuple) else result
         if expr.func in self.checker.cells:
             return self._call_cell(expr, self.checker.cells[expr.func])
@@ -819,7 +848,7 @@ class Evaluator:
                        "call the cell once per layer to start each from its own state")
         if layers > 1 and len(cell.inputs) != 1:
             raise _err("layers= needs a cell with one input", spans["layers"])
-        layer = self.checker.layer_name(cell.name, args["name"], call.span)
+        layer = self.checker.layer_names.name(cell.name, args["name"], call.span)
         sizes = {}
         for port, value in zip(cell.inputs, inputs):
             _unify_port(port, value, sizes, spans.get(port.name, call.span))

@@ -37,6 +37,7 @@ class Model:
         self.program = program
         self.ast = node
         self.name = node.name
+        self.overrides = dict(sizes or {})  # the sizes given, not defaulted
         self.checked: CheckedModel = check.check_model(program.ast, node, program.cells, sizes)
         self.graph: nx.DiGraph = graph.build_graph(self.checked)
 
@@ -67,9 +68,9 @@ class Model:
         return self.program.train_block(self.name)
 
     def with_sizes(self, **sizes) -> "Model":
-        """The same model with other sizes (``hidden=256``)."""
-        merged = {**{k: v for k, v in self.sizes.items() if k in sizes}, **sizes}
-        return Model(self.program, self.ast, merged)
+        """The same model with other sizes (``hidden=256``), keeping those given before; a
+        size not given either way still follows its default (which may read other sizes)."""
+        return Model(self.program, self.ast, {**self.overrides, **sizes})
 
     def unroll(self, steps: int) -> nx.DiGraph:
         """The acyclic graph of ``steps`` time steps."""

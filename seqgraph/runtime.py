@@ -14,7 +14,7 @@ from typing import Optional
 import networkx as nx
 
 from . import autodiff, faults, resources
-from .backends import get_backend
+from .backends import get_backend, shares_memory
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
@@ -336,7 +336,9 @@ class Network:
         return self.collect_grads(grads, names)
 
     def collect_grads(self, grads: dict, wrt: dict) -> dict:
-        """Gradients by parameter key and input name (zeros where nothing flows)."""
+        """Gradients by parameter key and input name (zeros where nothing flows), each an
+        array of its own: a rule may hand one cotangent to two inputs (``add`` does, to an
+        LSTM's ``bias_ih`` and ``bias_hh``), and callers such as clipping scale each in place."""
         xp = self.backend.xp
         result = {}
         for name, node in wrt.items():
@@ -344,8 +346,11 @@ class Network:
             if grad is None:
                 shape = self.params[name].shape if name in self.params else None
                 grad = xp.zeros(shape, dtype=self.dtype) if shape is not None else None
-            result[name] = grad
-        return {k: v for k, v in result.items() if v is not None}
+            elif shares_memory(xp, grad, result.values()):
+                grad = grad.copy()
+            if grad is not None:
+                result[name] = grad
+        return result
 
     def reference(self) -> Reference:
         """A reference executor sharing this network's parameters."""

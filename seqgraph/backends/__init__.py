@@ -23,3 +23,12 @@ def get_backend(name):
         from .cupy_backend import CupyBackend
         return CupyBackend()
     raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
+
+
+def shares_memory(xp, value, arrays) -> bool:
+    """Whether ``value`` may overlap any of ``arrays`` in memory: the namespace's bounds
+    check (NumPy's and CuPy's ``may_share_memory``), else whether it is one of them."""
+    overlap = getattr(xp, "may_share_memory", None)
+    if overlap is None:
+        return any(value is a for a in arrays)
+    return any(overlap(value, a) for a in arrays)

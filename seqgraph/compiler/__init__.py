@@ -28,7 +28,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native, native_loop
+from ..backends import native, native_loop, shares_memory
 from ..ops.kernels import UFUNCS, needs
 from .scan import ScanCode, _ident
 
@@ -341,7 +341,7 @@ class Program:
             self._deferred(xp, code, layout, node, ports, arrays, values, grads)
         for node, value in grads.items():
             # a cotangent may still be a reused buffer; what a caller gets must be its own
-            if node in self.leaves and _shares(xp, value, reused.values()):
+            if node in self.leaves and shares_memory(xp, value, reused.values()):
                 grads[node] = value.copy()
 
     def _deferred(self, xp, code, layout, node, ports, arrays, env, grads):
@@ -415,11 +415,6 @@ def _fits_exactly(array, shape: tuple, dtype) -> bool:
     """Whether ``array`` is a writable C-ordered array of this shape and dtype."""
     return (array is not None and tuple(array.shape) == shape and array.dtype == dtype
             and array.flags.c_contiguous and array.flags.writeable)
-
-
-def _shares(xp, value, buffers) -> bool:
-    overlap = getattr(xp, "may_share_memory", None)
-    return overlap is not None and any(overlap(value, b) for b in buffers)
 
 
 def _call(xp, loaded: "Loaded", steps: int, arrays: dict):

@@ -129,11 +129,21 @@ class ScanCode:
             if data["op"] == PREV:
                 continue
             for port, arg in enumerate(data["args"]):
-                if self.graph.nodes[arg]["dtype"] != "float" or not differentiable(self.graph, node, port):
-                    continue
-                for read in needs(data["op"], port, len(data["args"])):
-                    kept.add(node if read == "out" else data["args"][read])
+                if self.graph.nodes[arg]["dtype"] == "float" and differentiable(self.graph, node, port):
+                    kept |= self._gradient_reads(node, port)
         return (kept & self.members) - set(self.masks)
+
+    def _gradient_reads(self, node, port: int) -> set:
+        """The values the gradient into input ``port`` of ``node`` reads: what its rule needs
+        (:func:`seqgraph.ops.kernels.needs`), except where the loop calls the op's vjp in
+        place of its kernel (an input of the core that the op broadcasts, whose gradient
+        must be summed back): that call is handed every input and the output."""
+        data = self.data[node]
+        arg = data["args"][port]
+        if (data["op"] in KERNELS and arg in self.members
+                and tuple(self.graph.nodes[arg]["shape"]) != tuple(data["shape"])):
+            return set(data["args"]) | {node}
+        return {node if r == "out" else data["args"][r] for r in needs(data["op"], port, len(data["args"]))}
 
     def _recomputed(self, wanted: set) -> set:
         """Values only gradient rules read that the backward loop recomputes instead of the
@@ -141,15 +151,32 @@ class ScanCode:
         ``tanh(c)`` from ``c``, a GRU's ``1 - z`` from ``z``). Keeping one is a ``(T, B, ...)``
         array written forward and read backward; recomputing it is one op a step, or none
         where a fused chain's backward formula recomputes it anyway."""
-        found = set()
+        found, read_after_loop = set(), self._read_after_loop()
         for node in self.order:
             data = self.data[node]
             if (node not in self.kept or data["op"] not in KERNELS or node in self.prev_of or node in self.outside
-                    or node in self.state_of or node in wanted or node in self.views or node in self.masks):
+                    or node in self.state_of or node in wanted or node in self.views or node in self.masks
+                    or node in read_after_loop):
                 continue
             if all(self.source(a) == "static" or self._stored_after(a, found) for a in data["args"]):
                 found.add(node)
         return found
+
+    def _read_after_loop(self) -> set:
+        """The core values that gradients into inputs from outside the core read: those run
+        once over all steps after the loop (:attr:`Layout.deferred`), so they need each value
+        at every step (a weight's gradient reads what it multiplied), not one step's."""
+        found = set()
+        for node in self.order:
+            data = self.data[node]
+            if data["op"] == PREV:
+                continue
+            for port, arg in enumerate(data["args"]):
+                if arg in self.members or not differentiable(self.graph, node, port):
+                    continue
+                for read in needs(data["op"], port, len(data["args"])):
+                    found.add(node if read == "out" else data["args"][read])
+        return found & self.members
 
     def _stored_after(self, node, dropped: set) -> bool:
         """Whether ``node`` stays stored for backward (:meth:`_stored`) once ``dropped`` are
@@ -667,10 +694,8 @@ class ScanCode:
         ins = [self.arg_name(a) for a in data["args"]]
         tmp = f"tmp_{self.index[arg]}_{i}_{port}"
         op = data["op"]
-        same = tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"])
-        reads = {node if r == "out" else data["args"][r] for r in needs(op, port, len(data["args"]))}
-        reads = {r for r in reads if r in self.members}
-        if op in KERNELS and same:
+        reads = self._gradient_reads(node, port) & self.members
+        if op in KERNELS and tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"]):
             return KERNELS[op].gradients[port](dst, mode, g, out, ins, tmp), reads
         if self._matmul(node) and port == 1:
             # dot writes only into a contiguous buffer; a slice of a cotangent is not one
@@ -679,7 +704,6 @@ class ScanCode:
             code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
             return code, reads
         call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
-        reads = {a for a in data["args"] if a in self.members} | {node}
         return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
 
     def _init_lines(self, layout: Layout) -> list:

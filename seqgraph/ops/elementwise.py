@@ -50,7 +50,7 @@ def _binary(name, forward, grads, rule, doc, kernel=None, summed=(None, None)):
                      for grad, direct, x, want in zip(grads, summed, (a, b), wanted))
 
     return register(Op(name, shape=broadcast_shapes, forward=forward, vjp=vjp, rule=rule,
-                       doc=doc, arity=2, selective=True, kernel=kernel))
+                       doc=doc, arity=2, selective=True, kernel=kernel, broadcasting=True))
 
 
 def _gradient(xp, grad, summed, g, out, a, b, shape):

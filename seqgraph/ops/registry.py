@@ -24,6 +24,11 @@ backend):
   compiler's step loops, as in-place ufunc calls and as formulas a GPU backend fuses into
   one kernel (a :class:`seqgraph.ops.kernels.Kernel`, checked against forward and vjp by
   the tests). An op without one runs its forward and vjp in the loops as they are.
+- **broadcasting** ops (the elementwise binary ones) broadcast their inputs' feature shapes
+  right-aligned, as the shape rule :func:`seqgraph.ops.elementwise.broadcast_shapes` does.
+  Runtime arrays broadcast the same way only when every input with leading axes has all
+  the result's feature axes, so the checker gives a batched input with fewer of them
+  leading 1s first (``x - mean(x)``: ``(T, B)`` becomes ``(T, B, 1)``, not ``(1, T, B)``).
 - **rule** is a short label of the gradient rule shown in graph views: ``distribute`` (add),
   ``route`` (max), ``switch`` (mul), or a formula.
 """
@@ -63,6 +68,7 @@ class Op:
     attrs: tuple = field(default=())
     selective: bool = False
     kernel: Optional[object] = None
+    broadcasting: bool = False
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

@@ -51,6 +51,7 @@ class Call:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     span: Optional[Span] = None
+    keyword_spans: dict = field(default_factory=dict, compare=False, repr=False)  # name -> where written
 
 
 @dataclass
@@ -119,7 +120,8 @@ def _value(name: str, expr):
         if not isinstance(expr, ast.Call):
             raise SeqgraphError(f"'{name}' is written as a call, e.g. adam(lr = 0.003)", expr.span)
         return Call(expr.func, tuple(_literal(a) for a in expr.args),
-                    {k.name: _literal(k.value) for k in expr.keywords}, expr.span)
+                    {k.name: _literal(k.value) for k in expr.keywords}, expr.span,
+                    {k.name: k.span for k in expr.keywords})
     value = _literal(expr)
     if name in _INTS:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

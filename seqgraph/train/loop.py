@@ -92,6 +92,7 @@ def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) ->
         raise SeqgraphError(f"unknown data source {call.name}(...)", call.span,
                             'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")')
     spec = call.args[0]
+    datasets.check_source_keywords(call.name, str(spec), call.kwargs, call.keyword_spans, call.span)
     if call.name == "builtin" or (call.name == "text" and str(spec).startswith("builtin:")):
         name = str(spec).split(":", 1)[-1]
         return datasets.builtin(name, n=config.examples, seed=config.seed, span=call.span, **call.kwargs)

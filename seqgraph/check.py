@@ -473,6 +473,10 @@ class Checker:
             if value.type.shape != declared.shape:
                 raise _err(f"state '{name}' is declared {format_shape(declared.shape)} but assigned "
                            f"{format_shape(value.type.shape)}", span or value.span)
+            if not value.type.batched:
+                raise _err(f"state '{name}' holds a value per example, but this is the same for every "
+                           "example: it reads only parameters and numbers", span or value.span,
+                           f"make it depend on an input or a state, or use a param instead of state '{name}'")
             block.assigned.add(name)
         elif block.names.get(name) is not None and block.names[name] is not POISON and \
                 block.names[name].op in ("input", "param") and not block.in_cell:

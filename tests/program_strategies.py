@@ -193,10 +193,17 @@ def cell(draw, name: str) -> tuple:
     return text, len(outputs)
 
 
+@dataclass
+class Program:
+    """A drawn file's text, and whether its loss compares with a computed target."""
+    text: str
+    computed_target: bool
+
+
 @st.composite
-def programs(draw) -> str:
-    """The text of a file: one or two cells and a model calling them (and the prelude's layers),
-    with a loss."""
+def programs(draw) -> Program:
+    """A :class:`Program`: one or two cells and a model calling them (and the prelude's
+    layers), with a loss."""
     cells = [draw(cell(f"C{i}")) for i in range(draw(st.integers(1, 2)))]
     scope = Scope(values=[("x", Counter({"": MODEL_INPUT}))], in_model=True)
     calls = draw(st.lists(st.sampled_from(list(range(len(cells))) + ["lstm", "gru", "rnn"]),
@@ -213,17 +220,18 @@ def programs(draw) -> str:
         scope.values.extend((name, Counter({"": HIDDEN})) for name in names)
     draw(body_statements(scope, [Counter({"": n}) for n in (HIDDEN, MODEL_INPUT, 2)],
                          draw(st.integers(0, 2)), depth=2))
-    declarations, loss = draw(loss_of(scope))
+    declarations, loss, computed = draw(loss_of(scope))
     lines = scope.params + ["input x : seq[float, 4]"] + declarations + scope.statements + [f"loss = {loss}"]
     model = f"model M(hidden = {HIDDEN}) {{\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
-    return "".join(text for text, _ in cells) + model
+    return Program("".join(text for text, _ in cells) + model, computed)
 
 
 @st.composite
 def loss_of(draw, scope: Scope) -> tuple:
-    """``(target declarations, loss expression)``: one or two terms, each an mse or a
-    cross-entropy of an expression, over every step or the last one."""
-    declarations, terms = [], []
+    """``(target declarations, loss expression, whether a target is computed)``: one or two
+    terms, each an mse or a cross-entropy of an expression, over every step or the last one;
+    an mse may compare with an expression instead of a declared target."""
+    declarations, terms, computed_target = [], [], False
     for index in range(draw(st.integers(1, 2))):
         over_time = draw(st.booleans())
         kind = draw(st.sampled_from(["mse", "mse_computed", "cross_entropy"]))
@@ -234,6 +242,7 @@ def loss_of(draw, scope: Scope) -> tuple:
         if kind == "mse_computed":
             computed = draw(expression(scope, width, 1))
             terms.append(f"mse({wrap(prediction)}, {wrap(computed)})")
+            computed_target = True
             continue
         if kind == "mse":
             declarations.append(f"target {target} : " + (f"seq[float, {CLASSES}]" if over_time else f"[{CLASSES}]"))
@@ -241,4 +250,4 @@ def loss_of(draw, scope: Scope) -> tuple:
             declarations.append(f"target {target} : " + (f"seq[int, {CLASSES}]" if over_time else f"int[{CLASSES}]"))
         terms.append(f"{kind}({wrap(prediction)}, {target})")
     weights = draw(st.lists(st.sampled_from(["", "0.5 * ", "2 * "]), min_size=len(terms), max_size=len(terms)))
-    return declarations, " + ".join(w + t for w, t in zip(weights, terms))
+    return declarations, " + ".join(w + t for w, t in zip(weights, terms)), computed_target

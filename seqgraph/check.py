@@ -546,6 +546,13 @@ class Checker:
             if name not in block.assigned:
                 errors.add(_err(f"state '{name}' is never assigned", block.states[name]["span"],
                                 f"give it a new value each step: {name} = ..."))
+        for name in state_order:
+            value = block.names.get(name)
+            if value is not None and value is not POISON and value.op == PREV:
+                # a delay line (hp = h[t-1]) gets a node of its own: the scan carries a state's
+                # value from its node, and a read of another state is no such node
+                block.names[name] = builder.add("copy", [value], value.type, value.span, scope=block.id_scope,
+                                                stem=name, layer=layer, name=name)
         outputs = []
         for port in cell.outputs:
             value = block.names.get(port.name)

@@ -132,3 +132,42 @@ def test_a_state_must_be_assigned_a_value_per_example():
     assert rendered.startswith(f"{FILENAME}:4:5: error: state 'h' holds a value per example, but this is "
                                "the same for every example"), rendered
     assert "hint: make it depend on an input or a state, or use a param" in rendered
+
+
+SECOND_ORDER = """
+cell SecondOrder(x : [X]) -> h : [H] {
+    param W : [H, H]
+    param U : [H, H]
+    param V : [H, X]
+    state h : [H] = 0
+    state hp : [H] = 0
+    h = tanh(W @ h[t-1] + U @ hp[t-1] + V @ x)
+    hp = h[t-1]
+}
+model M(hidden = 3) {
+    input x : seq[float, 2]
+    target y : seq[float, 3]
+    loss = mse(SecondOrder(x, hidden), y)
+}
+"""
+
+
+@pytest.mark.parametrize("switch", sorted(PATHS.values()))
+def test_a_state_that_holds_another_states_previous_value(switch):
+    """A delay line (``hp = h[t-1]``, so that ``hp[t-1]`` is h two steps back) made the
+    compiled program read the wrong step, or fail with a KeyError (``s = s[t-1]``): its value
+    node was another state's read, which the scan does not carry."""
+    model = checked_model(SECOND_ORDER)
+    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=1)
+    net = compiled_matches_reference(model, inputs, lengths, switch)
+    W, U, V = (net.params[f"SecondOrder_0.{k}"] for k in "WUV")
+    h = [np.zeros((3, 3))] * 2
+    for t in range(5):
+        h.append(np.tanh(h[-1] @ W.T + h[-2] @ U.T + inputs["x"][t] @ V.T))
+    h = np.stack(h[2:]) * (np.arange(5)[:, None] < lengths["time"][None, :])[..., None]
+    expected = ((h - inputs["y"] * (np.arange(5)[:, None] < lengths["time"][None, :])[..., None]) ** 2).sum() \
+        / (lengths["time"].sum() * 3)
+    np.testing.assert_allclose(net.forward(inputs, lengths)["loss"], expected, rtol=1e-12)
+    assert check_model(net, inputs, lengths).ok(1e-6)
+    constant = SECOND_ORDER.replace("hp = h[t-1]", "hp = hp[t-1]")
+    compiled_matches_reference(checked_model(constant), inputs, lengths, switch)

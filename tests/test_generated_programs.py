@@ -171,3 +171,21 @@ def test_a_state_that_holds_another_states_previous_value(switch):
     assert check_model(net, inputs, lengths).ok(1e-6)
     constant = SECOND_ORDER.replace("hp = h[t-1]", "hp = hp[t-1]")
     compiled_matches_reference(checked_model(constant), inputs, lengths, switch)
+
+
+def test_a_loss_that_adds_a_scaled_loss():
+    """``loss = mse(...) + 2 * mse(...)`` failed with "return arrays must be of ArrayType":
+    the sum was to be written into its operand in place, but 2 times a 0-d array is a NumPy
+    scalar, not an array."""
+    text = ("model M(hidden = 3) {\n    input x : seq[float, 4]\n    target y : [3]\n"
+            "    h = lstm(x, hidden)\n    loss = mse(last(h), y) + 2 * mse(last(tanh(h)), y)\n}\n")
+    model = checked_model(text)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    for switch in PATHS.values():
+        net = compiled_matches_reference(model, inputs, lengths, switch)
+    last = lambda h: h[lengths["time"] - 1, np.arange(3)]  # noqa: E731
+    probe = sg.Probe(net)
+    probe.forward(inputs, lengths)
+    h = last(probe.value("h"))
+    expected = ((h - inputs["y"]) ** 2).mean() + 2 * ((np.tanh(h) - inputs["y"]) ** 2).mean()
+    np.testing.assert_allclose(net.forward(inputs, lengths)["loss"], expected, rtol=1e-12)

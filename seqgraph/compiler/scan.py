@@ -703,6 +703,11 @@ class ScanCode:
             compute = (lambda target: [f"{call}({g}, {ins[0]}, {'' if call == 'dot' else 'out='}{target})"])
             code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
             return code, reads
+        if op == "slice" and data["attrs"].get("axis", -1) < 0:
+            # g fills the sliced columns of the input's cotangent: nothing forward is read
+            columns = f"[..., {data['attrs']['start']}:{data['attrs']['stop']}{', :' * (-data['attrs'].get('axis', -1) - 1)}]"
+            return ([f"{dst}.fill(0)", f"{dst}{columns} = {g}"] if mode == "set"
+                    else [f"{dst}{columns} += {g}"]), reads
         call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
         return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
 

@@ -185,7 +185,9 @@ def cell(draw, name: str) -> tuple:
         scope.values.append((state, H))
     outputs = states[:draw(st.integers(1, len(states)))]
     ports = ", ".join(f"{o} : [H]" for o in outputs)
-    starts = draw(st.permutations(["0", "0.5", "-1"]))  # distinct, so max(s0[t-1], s1[t-1]) is no tie
+    # distinct, so max(s0[t-1], s1[t-1]) is no tie; none 0, since a zero state through a
+    # dense layer (whose bias starts at 0) would put relu on its kink
+    starts = draw(st.permutations(["0.25", "0.5", "-1"]))
     declared = [f"state {s} : [H] = {start}" for s, start in zip(states, starts)]
     lines = scope.params + declared + scope.statements
     text = f"cell {name}(x : [X]) -> {'(' + ports + ')' if len(outputs) > 1 else ports} {{\n" + \

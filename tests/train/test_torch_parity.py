@@ -80,6 +80,28 @@ def assert_same_training(trainer, steps, torch_losses, torch_norms, torch_params
         np.testing.assert_allclose(trainer.net.params[key], value, rtol=0, atol=1e-10, err_msg=key)
 
 
+def torch_name(module, name: str) -> str:
+    """The torch attribute of seqgraph's parameter ``name`` (a recurrent layer's names end in ``_l0``)."""
+    return f"{name}_l0" if isinstance(module, torch.nn.RNNBase) else name
+
+
+def copy_into(layers: dict, weights: dict) -> None:
+    """Copy seqgraph's ``<layer>.<param>`` arrays into the torch modules ``layers`` by layer name."""
+    with torch.no_grad():
+        for key, value in weights.items():
+            layer, name = key.split(".")
+            getattr(layers[layer], torch_name(layers[layer], name)).copy_(torch.from_numpy(value))
+
+
+def params_of(layers: dict, keys) -> dict:
+    """The torch modules' parameters under seqgraph's keys, as NumPy arrays."""
+    found = {}
+    for key in keys:
+        layer, name = key.split(".")
+        found[key] = getattr(layers[layer], torch_name(layers[layer], name)).detach().numpy()
+    return found
+
+
 def clip_and_step(parameters, optimizer, clip: float) -> float:
     norm = float(torch.nn.utils.clip_grad_norm_(parameters, clip))
     optimizer.step()
@@ -99,13 +121,7 @@ def test_lstm_language_model_with_tbptt_momentum_clipping_and_weight_decay(tmp_p
     lstm = torch.nn.LSTM(4, 6).double()
     dense = torch.nn.Linear(6, 5).double()
     layers = {"embedding_0": embed, "lstm_0": lstm, "dense_0": dense}
-    with torch.no_grad():
-        for key, value in weights.items():
-            layer, name = key.split(".")
-            name = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0",
-                    "bias_ih": "bias_ih_l0", "bias_hh": "bias_hh_l0"}.get(name, name) \
-                if layer == "lstm_0" else name
-            getattr(layers[layer], name).copy_(torch.from_numpy(value))
+    copy_into(layers, weights)
     parameters = [p for layer in layers.values() for p in layer.parameters()]
     optimizer = torch.optim.SGD(parameters, lr=0.5, momentum=0.9, weight_decay=0.01)
     batch, window = 4, 7
@@ -125,9 +141,7 @@ def test_lstm_language_model_with_tbptt_momentum_clipping_and_weight_decay(tmp_p
             loss.backward()
             losses.append(float(loss))
             norms.append(clip_and_step(parameters, optimizer, 0.2))
-    params = {"embedding_0.weight": embed.weight, "dense_0.weight": dense.weight, "dense_0.bias": dense.bias,
-              **{f"lstm_0.{n}": getattr(lstm, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}}
-    assert_same_training(trainer, steps, losses, norms, {k: v.detach().numpy() for k, v in params.items()})
+    assert_same_training(trainer, steps, losses, norms, params_of(layers, weights))
 
 
 @pytest.mark.parametrize("cell, torch_layer", [("gru", "GRU"), ("rnn", "RNN")])
@@ -145,11 +159,8 @@ def test_recurrent_classifier_with_variable_lengths_adam_clipping_and_weight_dec
 
     recurrent = getattr(torch.nn, torch_layer)(3, 5).double()
     dense = torch.nn.Linear(5, 4).double()
-    with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(recurrent, f"{name}_l0").copy_(torch.from_numpy(weights[f"{cell}_0.{name}"]))
-        dense.weight.copy_(torch.from_numpy(weights["dense_0.weight"]))
-        dense.bias.copy_(torch.from_numpy(weights["dense_0.bias"]))
+    layers = {f"{cell}_0": recurrent, "dense_0": dense}
+    copy_into(layers, weights)
     parameters = list(recurrent.parameters()) + list(dense.parameters())
     optimizer = torch.optim.Adam(parameters, lr=0.02, weight_decay=0.001)
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
@@ -162,6 +173,4 @@ def test_recurrent_classifier_with_variable_lengths_adam_clipping_and_weight_dec
         loss.backward()
         losses.append(float(loss))
         norms.append(clip_and_step(parameters, optimizer, 0.3))
-    params = {f"{cell}_0.{n}": getattr(recurrent, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    params.update({"dense_0.weight": dense.weight, "dense_0.bias": dense.bias})
-    assert_same_training(trainer, steps, losses, norms, {k: v.detach().numpy() for k, v in params.items()})
+    assert_same_training(trainer, steps, losses, norms, params_of(layers, weights))

@@ -35,7 +35,7 @@ from program_strategies import programs
 
 FILENAME = "generated.sg"
 LOCATED = re.compile(rf"^{re.escape(FILENAME)}:\d+:\d+: error: ", re.M)
-BUDGET = int(os.environ.get("SEQGRAPH_GENERATED_PROGRAMS", "20"))
+BUDGET = int(os.environ.get("SEQGRAPH_GENERATED_PROGRAMS", "30"))
 SEED = os.environ.get("SEQGRAPH_GENERATED_SEED")
 PATHS = {"native loops and MKL": "1", "NumPy only": "0"}
 

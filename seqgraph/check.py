@@ -473,10 +473,7 @@ class Checker:
             if value.type.shape != declared.shape:
                 raise _err(f"state '{name}' is declared {format_shape(declared.shape)} but assigned "
                            f"{format_shape(value.type.shape)}", span or value.span)
-            if not value.type.batched:
-                raise _err(f"state '{name}' holds a value per example, but this is the same for every "
-                           "example: it reads only parameters and numbers", span or value.span,
-                           f"make it depend on an input or a state, or use a param instead of state '{name}'")
+            _require_per_example(f"state '{name}'", value, span or value.span)
             block.assigned.add(name)
         elif block.names.get(name) is not None and block.names[name] is not POISON and \
                 block.names[name].op in ("input", "param") and not block.in_cell:
@@ -572,6 +569,11 @@ class Checker:
                                 f"the cell's header declares {port.name} : {format_shape(want)} "
                                 f"(line {port.span.line})"))
                 continue
+            try:
+                _require_per_example(f"output '{port.name}'", value, value.span or port.span)
+            except SeqgraphError as error:
+                errors.add(error)
+                continue
             outputs.append(value)
         if span != cell.span and any(d.span is None or d.span.source is not span.source
                                      or d.span.line != span.line for d in errors.diagnostics):
@@ -623,8 +625,7 @@ class Checker:
             if init is not None and index < len(init):
                 start = init[index]
                 if tuple(start.type.shape) != shape or not start.type.batched or start.type.time:
-                    raise _err(f"initial value for state '{stmt.name}' is {start.type}, but the state "
-                               f"is {format_shape(shape)} per example", span)
+                    raise _initial_state_mismatch(stmt.name, start, shape, span)
             else:
                 fill = self._init_spec(stmt.init, block) if stmt.init is not None else ("constant", 0.0)
                 if fill[0] != "constant":
@@ -643,6 +644,31 @@ class Checker:
             raise _err("a cell's outputs are listed in its header", stmt.span,
                        "cell C(x : [X]) -> h : [H] { ... }")
         self._assign(stmt, builder, block)
+
+
+def _require_per_example(what: str, value: Value, span) -> None:
+    """A cell's state or output holds one value per example: it must depend on an input or
+    a state, not only on parameters and numbers (one value for the whole batch)."""
+    if not value.type.batched:
+        raise _err(f"{what} is {value.type}, one value for the whole batch: it depends on none of the "
+                   "cell's inputs and states", span,
+                   "compute it from an input or a state (h[t-1]), as in h = tanh(W @ x + U @ h[t-1])")
+
+
+def _initial_state_mismatch(state: str, start: Value, shape: tuple, span) -> SeqgraphError:
+    """``init = start`` for a state of ``shape`` per example, where ``start`` is not one."""
+    wanted = format_shape(shape)
+    written = start.name or "h0"
+    if start.type.time is not None:
+        return _err(f"initial value for state '{state}' is {start.type}, a value at every step, but the state "
+                    f"needs one {wanted} value per example", span,
+                    f"start from one step of it, e.g. init = last({written})")
+    if not start.type.batched:
+        return _err(f"initial value for state '{state}' is {start.type}, one value for the whole batch, but the "
+                    f"state needs one {wanted} value per example", span,
+                    f"start from a value per example: an input (input {written} : {wanted}) or one computed "
+                    f"from the data, e.g. init = tanh(dense(last(x), {', '.join(str(d) for d in shape)}))")
+    return _err(f"initial value for state '{state}' is {start.type}, but the state is {wanted} per example", span)
 
 
 # --- expressions ------------------------------------------------------------------------------

@@ -893,6 +893,7 @@ BUILTIN: dict = {
 # The keyword arguments each data source of a train block accepts (``data = text("f.txt")``);
 # a built-in task's are its sizes (see builtin_sizes), ``builtin("adding", length = 50)``.
 SOURCE_KEYWORDS = {"text": (), "npz": ()}
+SOURCES = ("builtin",) + tuple(SOURCE_KEYWORDS)
 
 
 def check_source_keywords(source: str, spec: str, keywords, spans: dict, span: Optional[Span] = None) -> None:

@@ -25,7 +25,7 @@ import numpy
 from .. import faults, resources
 from ..backends import get_backend
 from ..backends.capture import TrainingStep
-from ..errors import SeqgraphError
+from ..errors import SeqgraphError, did_you_mean
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
@@ -88,9 +88,13 @@ def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) ->
         raise SeqgraphError(f"model {model.name} says no data to train on",
                             model.train.span if model.train else model.ast.span,
                             'add  data = builtin("...")  to its train block, or pass --data FILE')
-    if call.name not in ("builtin", "text", "npz") or len(call.args) != 1:
+    usage = 'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")'
+    if call.name not in datasets.SOURCES:
         raise SeqgraphError(f"unknown data source {call.name}(...)", call.span,
-                            'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")')
+                            did_you_mean(call.name, datasets.SOURCES) or usage)
+    if len(call.args) != 1:
+        raise SeqgraphError(f"data source {call.name}(...) takes one argument before its keywords, "
+                            f"got {len(call.args)}", call.span, usage)
     spec = call.args[0]
     datasets.check_source_keywords(call.name, str(spec), call.kwargs, call.keyword_spans, call.span)
     if call.name == "builtin" or (call.name == "text" and str(spec).startswith("builtin:")):

@@ -51,3 +51,14 @@ def test_known_arguments_still_load(tmp_path):
     assert _load(tmp_path, 'text("f.txt")').kind == "text"
     assert _load(tmp_path, 'npz("a.npz")').arrays["x"].shape == (4, 3)
     assert _load(tmp_path, 'builtin("adding", length = 7)').arrays["x"].shape[1] == 7
+
+
+@pytest.mark.parametrize("source, message, hint", [
+    ('txt("f.txt")', "unknown data source txt(...)", "did you mean 'text'?"),
+    ('text("f.txt", "g.txt")', "data source text(...) takes one argument before its keywords, got 2",
+     'use builtin("name", sizes...), text("file.txt") or npz("arrays.npz")'),
+])
+def test_a_wrong_source_or_argument_count_says_which(tmp_path, source, message, hint):
+    with pytest.raises(SeqgraphError) as caught:
+        _load(tmp_path, source)
+    assert (caught.value.message, caught.value.hint) == (message, hint)

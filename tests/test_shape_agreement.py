@@ -1,11 +1,13 @@
-"""What the checker accepts, every executor runs: an elementwise op of values with different
-numbers of feature axes broadcasts them right-aligned, as the op's shape rule says, whatever
-leading (time, batch) axes the runtime arrays carry."""
+"""The checker and the executors agree on shapes: what the checker accepts, every executor
+runs, and what an op's shape rule allows the checker accepts. An elementwise op of values
+with different numbers of feature axes broadcasts them right-aligned, as its shape rule
+says, whatever leading (time, batch) axes the runtime arrays carry."""
 
 import numpy as np
 import pytest
 
 import seqgraph as sg
+from seqgraph import SeqgraphError
 from seqgraph.gradcheck import check_model, random_inputs, reference_differences
 from seqgraph.ops import REGISTRY
 
@@ -86,3 +88,16 @@ def test_a_cell_scaling_its_state_by_its_own_sum_runs():
     net = sg.compile(model, dtype="float64", seed=2)
     compare_with_reference(net, batch=3, steps=5)
     assert check_model(net, *random_inputs(model, batch=3, steps=5, ragged=True, seed=1)).worst_error < 1e-7
+
+
+def test_a_slice_from_the_first_feature_is_accepted_and_runs():
+    model = _model("concat(slice(x, 1, 3), slice(x, 0, 1))")
+    net = sg.compile(model, dtype="float64")
+    inputs, _ = random_inputs(model, batch=2, steps=3, seed=1)
+    np.testing.assert_allclose(net.forward(inputs)["o"], np.roll(inputs["x"], -1, axis=-1), rtol=1e-14)
+
+
+def test_a_slice_outside_the_features_is_the_shape_rule_s_error():
+    with pytest.raises(SeqgraphError) as caught:
+        _model("slice(x, 2, 5)")
+    assert caught.value.message == "slice: [2:5] does not fit in axis -1 of [3]"

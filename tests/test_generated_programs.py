@@ -110,30 +110,6 @@ def test_the_strategy_writes_programs_that_check():
 
 # --- regressions: each program was once refused or broken ------------------------------------
 
-def test_a_slice_may_start_at_the_first_feature():
-    """``slice(x, 0, H)`` was refused: its start was read as a size, which must be positive."""
-    model = checked_model("model M {\n    input x : [6]\n    output y = slice(x, 0, 4)\n}\n")
-    out = sg.compile(model, dtype="float64").forward({"x": np.arange(12.0).reshape(2, 6)})
-    np.testing.assert_array_equal(out["y"], [[0, 1, 2, 3], [6, 7, 8, 9]])
-    with pytest.raises(SeqgraphError) as caught:
-        sg.parse("model M {\n    input x : [6]\n    output y = slice(x, -1, 4)\n}\n", FILENAME)
-    assert caught.value.render().startswith(f"{FILENAME}:3:22: error: slice: [-1:4] does not fit")
-
-
-def test_a_state_must_be_assigned_a_value_per_example():
-    """``h = tanh(p)`` of a parameter passed the checker, then the executors failed on a
-    state without a batch axis (an IndexError in ``last``, a KeyError, a product MKL could
-    not write)."""
-    text = ("cell C(x : [X]) -> h : [H] {\n    param p : [H]\n    state h : [H] = 0\n    h = tanh(p)\n}\n"
-            "model M {\n    input x : seq[float, 4]\n    target y : [3]\n    loss = mse(last(C(x, 3)), y)\n}\n")
-    with pytest.raises(SeqgraphError) as caught:
-        sg.parse(text, FILENAME)
-    rendered = caught.value.render()
-    assert rendered.startswith(f"{FILENAME}:4:5: error: state 'h' holds a value per example, but this is "
-                               "the same for every example"), rendered
-    assert "hint: make it depend on an input or a state, or use a param" in rendered
-
-
 SECOND_ORDER = """
 cell SecondOrder(x : [X]) -> h : [H] {
     param W : [H, H]

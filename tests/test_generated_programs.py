@@ -200,3 +200,18 @@ def test_the_gradient_check_passes_a_parameter_the_loss_is_blind_to(tmp_path, ca
     net.forward(inputs, lengths)
     assert abs(float(net.backward()["shift"])) < 1e-15
     assert check_model(net, inputs, lengths).ok(1e-6)
+
+
+def test_a_product_of_a_parameter_joined_to_an_input():
+    """``W @ concat(p, x)`` (p a parameter) made compiling fail with a KeyError: split in two,
+    the parameter's half is a bias to the input's, and folding that pair into one affine op
+    removed a node the pass was still to visit."""
+    text = ("cell C(x : [X]) -> s : [H] {\n    param p : [H]\n    param W : [H, H + X]\n    state s : [H] = 0.5\n"
+            "    s = tanh(W @ concat(p, x)) * s[t-1]\n}\n"
+            "model M {\n    input x : seq[float, 4]\n    target y : [3]\n    loss = mse(last(C(x, 3)), y)\n}\n")
+    model = checked_model(text)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    for switch in PATHS.values():
+        net = compiled_matches_reference(model, inputs, lengths, switch)
+    assert "affine" in {data["op"] for _, data in net.program.graph.nodes(data=True)}
+    assert check_model(net, inputs, lengths).ok(1e-6)

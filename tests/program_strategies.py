@@ -8,7 +8,7 @@ the model a number. The bodies mix what a user writes: elementwise functions and
 number, products of parameter matrices with gated, delayed or concatenated states
 (``W @ (h[t-1] * s)``, ``W @ concat(x, h[t-1])``), ``split`` and ``slice``, several states and
 outputs, layer calls inside cells (``dense``), several calls of the same cell, the prelude's
-``lstm``, ``gru`` and ``rnn``, and a loss built from one or two losses whose prediction (and
+``lstm``, ``gru`` and ``rnn``, backward and stacked calls, and a loss built from one or two losses whose prediction (and
 sometimes target) are expressions.
 """
 
@@ -39,6 +39,7 @@ def width_text(width: Counter) -> str:
 
 
 def scaled(width: Counter, factor: int) -> Counter:
+    """``width`` times ``factor``."""
     return Counter({s: c * factor for s, c in width.items()})
 
 
@@ -195,6 +196,10 @@ def cell(draw, name: str) -> tuple:
     return text, len(outputs)
 
 
+# options of a recurrent call that keep its output [hidden] per step
+CALL_OPTIONS = ["", "", "", ", direction = backward", ", layers = 2"]
+
+
 @dataclass
 class Program:
     """A drawn file's text, and whether its loss compares with a computed target."""
@@ -212,13 +217,14 @@ def programs(draw) -> Program:
                           min_size=1, max_size=3))
     for called in calls:
         source = draw(st.sampled_from([text for text, _ in scope.values]))
+        options = draw(st.sampled_from(CALL_OPTIONS))
         if isinstance(called, int):
             outputs = cells[called][1]
-            names = [scope.fresh("h") for _ in range(draw(st.integers(1, outputs)))]
-            scope.statements.append(f"{', '.join(names)} = C{called}({source}, hidden)")
+            names = [scope.fresh("h") for _ in range(draw(st.integers(1, outputs if not options else 1)))]
+            scope.statements.append(f"{', '.join(names)} = C{called}({source}, hidden{options})")
         else:
             names = [scope.fresh("h")]
-            scope.statements.append(f"{names[0]} = {called}({source}, hidden)")
+            scope.statements.append(f"{names[0]} = {called}({source}, hidden{options})")
         scope.values.extend((name, Counter({"": HIDDEN})) for name in names)
     draw(body_statements(scope, [Counter({"": n}) for n in (HIDDEN, MODEL_INPUT, 2)],
                          draw(st.integers(0, 2)), depth=2))

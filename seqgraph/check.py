@@ -238,10 +238,11 @@ class Context:
         if not value.type.batched or len(shape) >= rank:
             return value
         widened = (1,) * (rank - len(shape)) + shape
-        aligned = self.builder.add("reshape", [value], value.type.with_shape(widened), self._span_for(value),
-                                   scope=self.layer or self.block.id_scope, layer=self.layer or self.block.layer,
-                                   attrs={"shape": widened, "ndim": len(shape)})
-        self.use_spans[aligned.id] = self._span_for(value)
+        span = self._span_for(value)
+        aligned = self.builder.add("reshape", [value], value.type.with_shape(widened), span,
+                                   scope=self.layer or self.block.id_scope, attrs={"shape": widened, "ndim": len(shape)},
+                                   layer=self.layer or self.block.layer)
+        self.use_spans[aligned.id] = span
         return aligned
 
     def loss(self, op_name: str, prediction: Value, target: Value) -> Value:

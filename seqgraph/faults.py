@@ -17,6 +17,7 @@ from typing import Optional
 
 import networkx as nx
 
+from .autodiff import differentiable
 from .errors import Span, printable
 
 
@@ -74,7 +75,8 @@ def first_nonfinite(network) -> Optional[Fault]:
         if grad is not None and not _finite(xp, grad):
             # Every consumer's gradient is finite, so the vjp of one of them made this one
             # non-finite: name the consumer, the op whose backward rule overflowed.
-            users = [user for user in graph.successors(node) if user in reference.grads]
+            users = [user for user in graph.successors(node) if reference.grads.get(user) is not None
+                     and any(differentiable(graph, user, port) for port in graph.edges[node, user]["ports"])]
             fault = _fault(xp, graph, users[0] if len(users) == 1 else node, grad, "gradient")
             fault.into = graph.nodes[node].get("base", node)
             return fault

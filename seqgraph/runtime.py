@@ -228,7 +228,7 @@ class Reference:
         backward = autodiff.gradient_graph(graph, [net.model.outputs[n] for n in seeds], wrt.values())
         seed_values = {net.model.outputs[n]: v for n, v in seeds.items()}
         self.grads = autodiff.run_gradient_graph(net.backend.xp, backward, graph, self.values, seed_values)
-        return net.collect_grads(self.grads, wrt)
+        return net.collect_grads(self.grads, wrt, seed_values.values())
 
 
 def _wrt_nodes(model, graph) -> dict:
@@ -333,20 +333,23 @@ class Network:
                                       {self.model.outputs[n]: v for n, v in seeds.items()},
                                       None if wrt is None else set(names.values()))
         self._overwritten = self.program.spent
-        return self.collect_grads(grads, names)
+        return self.collect_grads(grads, names, seeds.values())
 
-    def collect_grads(self, grads: dict, wrt: dict) -> dict:
+    def collect_grads(self, grads: dict, wrt: dict, held=()) -> dict:
         """Gradients by parameter key and input name (zeros where nothing flows), each an
-        array of its own: a rule may hand one cotangent to two inputs (``add`` does, to an
-        LSTM's ``bias_ih`` and ``bias_hh``), and callers such as clipping scale each in place."""
+        array of its own, apart from one another and from the caller's arrays ``held`` (its
+        cotangents): a rule may hand one cotangent to two inputs (``add`` does, to an LSTM's
+        ``bias_ih`` and ``bias_hh``, or an output's to an input), and callers such as
+        clipping scale each gradient in place."""
         xp = self.backend.xp
+        held = list(held)
         result = {}
         for name, node in wrt.items():
             grad = grads.get(node)
             if grad is None:
                 shape = self.params[name].shape if name in self.params else None
                 grad = xp.zeros(shape, dtype=self.dtype) if shape is not None else None
-            elif shares_memory(xp, grad, result.values()):
+            elif shares_memory(xp, grad, held + list(result.values())):
                 grad = grad.copy()
             if grad is not None:
                 result[name] = grad

@@ -59,3 +59,20 @@ def test_the_failing_node_finder_names_the_broken_rule_past_a_computed_target(mo
     ok, text = quick_report(model)
     assert not ok
     assert text.endswith("first node whose gradient disagrees: tanh (tanh)")
+
+
+@pytest.mark.parametrize("target", ["x * 0", "x"])
+def test_a_gradient_fault_names_the_rule_that_made_it_not_the_target_beside_it(target):
+    model = sg.parse(f"""
+    model M {{
+        input  x : seq[float, 2]
+        target y : seq[float, 2]
+        loss = mse(log(x), {target})
+    }}""", "fault.sg").model()
+    net = sg.compile(model, dtype="float64")
+    x = np.ones((3, 2, 2))
+    x[1, 0, 1] = 1e-320  # log is finite (-737), its gradient 1/x is not
+    with np.errstate(over="ignore", divide="ignore"):
+        net.forward({"x": x, "y": np.zeros_like(x)})
+        fault = net.first_nonfinite()
+    assert (fault.phase, fault.node, fault.into) == ("gradient", "log", "x")

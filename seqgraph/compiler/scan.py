@@ -124,14 +124,18 @@ class ScanCode:
 
     def _kept(self, wanted: set) -> set:
         kept = set(self.prev_of) | set(self.state_of) | (self.outside | (wanted & self.members))
+        for node, port, _ in self._gradient_ports():
+            kept |= self._gradient_reads(node, port)
+        return (kept & self.members) - set(self.masks)
+
+    def _gradient_ports(self):
+        """``(node, port, arg)`` for each input of a core op that a gradient flows into."""
         for node in self.order:
             data = self.data[node]
-            if data["op"] == PREV:
-                continue
-            for port, arg in enumerate(data["args"]):
-                if self.graph.nodes[arg]["dtype"] == "float" and differentiable(self.graph, node, port):
-                    kept |= self._gradient_reads(node, port)
-        return (kept & self.members) - set(self.masks)
+            if data["op"] != PREV:
+                for port, arg in enumerate(data["args"]):
+                    if differentiable(self.graph, node, port):
+                        yield node, port, arg
 
     def _gradient_reads(self, node, port: int) -> set:
         """The values the gradient into input ``port`` of ``node`` reads: what its rule needs
@@ -167,15 +171,9 @@ class ScanCode:
         once over all steps after the loop (:attr:`Layout.deferred`), so they need each value
         at every step (a weight's gradient reads what it multiplied), not one step's."""
         found = set()
-        for node in self.order:
-            data = self.data[node]
-            if data["op"] == PREV:
-                continue
-            for port, arg in enumerate(data["args"]):
-                if arg in self.members or not differentiable(self.graph, node, port):
-                    continue
-                for read in needs(data["op"], port, len(data["args"])):
-                    found.add(node if read == "out" else data["args"][read])
+        for node, port, arg in self._gradient_ports():
+            if arg not in self.members:
+                found |= self._gradient_reads(node, port)
         return found & self.members
 
     def _stored_after(self, node, dropped: set) -> bool:

@@ -111,3 +111,22 @@ def test_a_namespace_without_an_overlap_check_still_gets_its_own_arrays():
     grads = net.backward()
     assert grads["lstm_0.bias_ih"] is not grads["lstm_0.bias_hh"]
     np.testing.assert_array_equal(grads["lstm_0.bias_ih"], grads["lstm_0.bias_hh"])
+
+
+def test_a_gradient_is_never_the_caller_s_own_cotangent():
+    model = sg.parse("""
+    model M {
+        input  x : seq[float, 2]
+        target y : seq[float, 2]
+        output o = x + 0
+        loss = mse(x, y)
+    }""").model()
+    net = sg.compile(model, dtype="float64")
+    inputs = {"x": np.ones((3, 2, 2)), "y": np.zeros((3, 2, 2))}
+    cotangent = np.full((3, 2, 2), 0.5)
+    probe = sg.Probe(net)
+    probe.forward(inputs)
+    net.forward(inputs)
+    for grads in (net.backward({"o": cotangent}), probe.backward({"o": cotangent})):
+        assert not np.may_share_memory(grads["x"], cotangent)
+        np.testing.assert_array_equal(grads["x"], cotangent)

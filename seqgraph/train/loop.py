@@ -62,7 +62,8 @@ class Step:
     ``epoch`` and ``batch`` count from 1 (``batch`` within its epoch), ``step`` counts the
     run's steps from 1. ``grad_norm`` is the global L2 norm of the parameter gradients before
     clipping (``None`` on CuPy, where the step runs as one CUDA graph and nothing is read
-    back); ``clipped`` says whether clipping scaled them (``False`` where the norm is ``None``). ``lr`` is the rate the update used.
+    back); ``clipped`` says whether clipping scaled them (``False`` where the norm is
+    ``None``). ``lr`` is the rate the update used.
     """
     epoch: int
     batch: int
@@ -355,8 +356,7 @@ class Trainer:
     def _report_step(self, index: int, loss: float, norm: Optional[float]) -> None:
         """Hand the step's :class:`Step` to every ``on_step`` callback."""
         self.steps_taken += 1
-        clipped = bool(self.config.clip) and norm is not None and \
-            self.config.clip / (norm + 1e-6) < 1.0
+        clipped = bool(self.config.clip) and norm is not None and optim.clips(norm, self.config.clip)
         step = Step(self.epoch + 1, index + 1, self.steps_taken, loss, norm, clipped, self.optimizer.lr)
         for callback in self.on_step:
             callback(step)

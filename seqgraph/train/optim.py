@@ -361,10 +361,16 @@ def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
     arrays = [g for g in grads.values() if g is not None]
     norm = grad_norm(xp, grads)
     scale = max_norm / (norm + 1e-6)
-    if scale < 1.0 and math.isfinite(norm):  # a non-finite gradient is left for the caller to see
+    if clips(norm, max_norm):
         for g in arrays:
             g *= g.dtype.type(scale)
     return norm
+
+
+def clips(norm: float, max_norm: float) -> bool:
+    """Whether :func:`clip_grad_norm` scales gradients of global norm ``norm`` (a
+    non-finite norm is left for the caller to see)."""
+    return math.isfinite(norm) and max_norm / (norm + 1e-6) < 1.0
 
 
 def grad_norm(xp, grads: dict) -> float:

@@ -8,8 +8,9 @@ the model a number. The bodies mix what a user writes: elementwise functions and
 number, products of parameter matrices with gated, delayed or concatenated states
 (``W @ (h[t-1] * s)``, ``W @ concat(x, h[t-1])``), ``split`` and ``slice``, several states and
 outputs, layer calls inside cells (``dense``), several calls of the same cell, the prelude's
-``lstm``, ``gru`` and ``rnn``, backward and stacked calls, and a loss built from one or two losses whose prediction (and
-sometimes target) are expressions.
+``lstm``, ``gru`` and ``rnn``, backward, bidirectional and stacked calls, and a loss built
+from one or two losses whose prediction (and sometimes target) are expressions, over every
+step or reduced over time (``last``, ``first``, ``mean_over_time``, ``max_over_time``).
 """
 
 from __future__ import annotations
@@ -196,8 +197,11 @@ def cell(draw, name: str) -> tuple:
     return text, len(outputs)
 
 
-# options of a recurrent call that keep its output [hidden] per step
-CALL_OPTIONS = ["", "", "", ", direction = backward", ", layers = 2"]
+# options of a recurrent call, and how many times [hidden] its output is per step
+CALL_OPTIONS = [("", 1), ("", 1), ("", 1), (", direction = backward", 1), (", layers = 2", 1),
+                (", direction = both", 2)]
+# what turns a sequence into one value per example for a loss, or leaves it a sequence
+OVER_TIME = ["", "", "last", "last", "first", "mean_over_time", "max_over_time"]
 
 
 @dataclass
@@ -217,7 +221,7 @@ def programs(draw) -> Program:
                           min_size=1, max_size=3))
     for called in calls:
         source = draw(st.sampled_from([text for text, _ in scope.values]))
-        options = draw(st.sampled_from(CALL_OPTIONS))
+        options, widening = draw(st.sampled_from(CALL_OPTIONS))
         if isinstance(called, int):
             outputs = cells[called][1]
             names = [scope.fresh("h") for _ in range(draw(st.integers(1, outputs if not options else 1)))]
@@ -225,7 +229,7 @@ def programs(draw) -> Program:
         else:
             names = [scope.fresh("h")]
             scope.statements.append(f"{names[0]} = {called}({source}, hidden{options})")
-        scope.values.extend((name, Counter({"": HIDDEN})) for name in names)
+        scope.values.extend((name, Counter({"": widening * HIDDEN})) for name in names)
     draw(body_statements(scope, [Counter({"": n}) for n in (HIDDEN, MODEL_INPUT, 2)],
                          draw(st.integers(0, 2)), depth=2))
     declarations, loss, computed = draw(loss_of(scope))
@@ -241,11 +245,12 @@ def loss_of(draw, scope: Scope) -> tuple:
     an mse may compare with an expression instead of a declared target."""
     declarations, terms, computed_target = [], [], False
     for index in range(draw(st.integers(1, 2))):
-        over_time = draw(st.booleans())
+        reduce = draw(st.sampled_from(OVER_TIME))
+        over_time = not reduce
         kind = draw(st.sampled_from(["mse", "mse_computed", "cross_entropy"]))
         width = Counter({"": CLASSES})
         prediction = draw(expression(scope, width, 2))
-        wrap = (lambda e: e) if over_time else (lambda e: f"last({e})")
+        wrap = (lambda e: f"{reduce}({e})") if reduce else (lambda e: e)
         target = f"y{index}"
         if kind == "mse_computed":
             computed = draw(expression(scope, width, 1))

@@ -109,7 +109,7 @@ def test_the_strategy_writes_programs_that_check():
 
     collect()
     accepted = sum(checked_model(text) is not None for text in texts)
-    assert accepted >= 0.6 * len(texts), f"only {accepted} of {len(texts)} programs check"
+    assert accepted >= 0.5 * len(texts), f"only {accepted} of {len(texts)} programs check"
     assert any("[t-1] *" in text or "* s" in text for text in texts)  # gated products appear
 
 

@@ -11,9 +11,10 @@ docstring for what they mix). For each one:
   ragged batch;
 - and its gradients equal central differences of the loss (a random direction per
   parameter and input), unless a loss compares with a computed target: a target is a
-  constant to the loss by design, so there the gradient is not the loss's derivative. Since the compiled gradients equal the reference's to 1e-12, this
-  also holds the reference to the differences, without running the slow reference
-  executor once per difference.
+  constant to the loss by design, so there the gradient is not the loss's derivative.
+  Since the compiled gradients equal the reference's to 1e-12, this also holds the
+  reference to the differences, without running the slow reference executor once per
+  difference.
 
 The budget is fixed and the examples are derived from the test's name, so CI runs the same
 programs every time, in well under a minute. ``SEQGRAPH_GENERATED_PROGRAMS=N`` runs ``N``
@@ -97,7 +98,7 @@ def test_every_accepted_program_runs_and_equals_the_reference(program):
 
 
 def test_the_strategy_writes_programs_that_check():
-    """Most drawn programs pass the checker (a generator that only wrote refusals would test
+    """At least half the drawn programs pass the checker (a generator that only wrote refusals would test
     nothing past the checker); counted on a fixed sample."""
     texts = []
 

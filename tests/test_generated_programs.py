@@ -221,3 +221,18 @@ def test_a_product_of_a_parameter_joined_to_an_input():
         net = compiled_matches_reference(model, inputs, lengths, switch)
     assert "affine" in {data["op"] for _, data in net.program.graph.nodes(data=True)}
     assert check_model(net, inputs, lengths).ok(1e-6)
+
+
+@pytest.mark.parametrize("switch", sorted(PATHS.values()))
+def test_two_states_that_hold_the_same_value(switch):
+    """``s = s[t-1] + mean(c[t-1]); c = s`` gave wrong gradients (W's off by 77): both states'
+    values were one node, and the scan, which finds a state's previous value from its value
+    node, kept only one of the two."""
+    text = ("cell C(x : [X]) -> s : [H] {\n    state s : [H] = 0.25\n    state c : [H] = -1\n"
+            "    s = s[t-1] + mean(c[t-1]) * tanh(s[t-1])\n    c = s\n}\n"
+            "model M {\n    param W : [7, 3]\n    input x : seq[float, 4]\n    target y : seq[float, 3]\n"
+            "    loss = mse(slice(W @ C(x, 3), 0, 3), y)\n}\n")
+    model = checked_model(text)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    net = compiled_matches_reference(model, inputs, lengths, switch)
+    assert check_model(net, inputs, lengths).ok(1e-6)

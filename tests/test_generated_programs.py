@@ -236,3 +236,22 @@ def test_two_states_that_hold_the_same_value(switch):
     inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
     net = compiled_matches_reference(model, inputs, lengths, switch)
     assert check_model(net, inputs, lengths).ok(1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_cell_output_that_is_a_slice_read_by_another_state(layers):
+    """``s = slice(W @ concat(x, c[t-1]), H, 2*H)``, an output that another state also reads,
+    gave wrong gradients on NumPy (W's off by 0.56): the add reading it was given the
+    slice's place in the backward loop as if it were the slice's only cotangent, and wrote
+    over the output's own."""
+    text = ("cell C(x : [X]) -> s : [H] {\n    param W : [2*H, H + X]\n    param U : [H, H]\n"
+            "    state s : [H] = 0.5\n    state a : [H] = -1\n    state c : [H] = 0.25\n"
+            "    s = slice(W @ concat(x, c[t-1]), H, 2*H)\n    a = tanh(s + a[t-1])\n"
+            "    c = tanh(U @ c[t-1] + a)\n}\n"
+            f"model M {{\n    input x : seq[float, 4]\n    target y : seq[float, 3]\n"
+            f"    loss = mse(C(x, 3, layers = {layers}), y)\n}}\n")
+    model = checked_model(text)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    for switch in PATHS.values():
+        net = compiled_matches_reference(model, inputs, lengths, switch)
+    assert check_model(net, inputs, lengths).ok(1e-6)

@@ -255,3 +255,33 @@ def test_a_cell_output_that_is_a_slice_read_by_another_state(layers):
     for switch in PATHS.values():
         net = compiled_matches_reference(model, inputs, lengths, switch)
     assert check_model(net, inputs, lengths).ok(1e-6)
+
+
+KNOWN_WRONG = """
+cell C(x : [X]) -> s : [H] {
+    param W : [2*H, H + X]
+    param V : [2*H, H]
+    param U : [H, H]
+    param P : [2*H, X]
+    state s : [H] = 0.5
+    state a : [H] = -1
+    state c : [H] = 0.25
+    s = slice((W @ concat(x, c[t-1])) * tanh(V @ c[t-1]), H, 2*H)
+    a = tanh(s + a[t-1])
+    c = (U @ (c[t-1] * c[t-1]) + sum(dense(a, H))) * dense(slice(P @ x, 0, H), H)
+}
+model M {
+    input x : seq[float, 4]
+    target y : seq[float, 3]
+    loss = mse(C(x, 3), y)
+}
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="an open compiler bug the generated programs found: the "
+                                       "gradient of the time-parallel dense(slice(P @ x, 0, H), H) "
+                                       "differs from the reference (by 0.01) on every path")
+def test_known_wrong_gradient_of_a_time_parallel_factor():
+    model = checked_model(KNOWN_WRONG)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    compiled_matches_reference(model, inputs, lengths, "0")

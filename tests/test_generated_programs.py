@@ -285,3 +285,25 @@ def test_known_wrong_gradient_of_a_time_parallel_factor():
     model = checked_model(KNOWN_WRONG)
     inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
     compiled_matches_reference(model, inputs, lengths, "0")
+
+
+@pytest.mark.parametrize("switch", sorted(PATHS.values()))
+def test_two_delay_lines_of_one_state(switch):
+    """``a = c[t-1]; b = c[t-1]`` computed a wrong loss (off by 3): common-subexpression
+    elimination merged the two states' values into one node, which the scan then carried as
+    one state."""
+    text = ("cell C(x : [X]) -> c : [H] {\n    param V : [H, X]\n    state a : [H] = 0.25\n"
+            "    state b : [H] = 0.5\n    state c : [H] = -1\n    a = c[t-1]\n    b = c[t-1]\n"
+            "    c = tanh(a - b[t-1] + a[t-1] + V @ x)\n}\n"
+            "model M {\n    input x : seq[float, 4]\n    target y : seq[float, 3]\n    loss = mse(C(x, 3), y)\n}\n")
+    model = checked_model(text)
+    inputs, lengths = random_inputs(model, batch=3, steps=5, ragged=True, seed=1)
+    net = compiled_matches_reference(model, inputs, lengths, switch)
+    V = net.params["C_0.V"]
+    a, b, c, expected = 0.25, 0.5, -1.0, []
+    for t in range(5):
+        a, b, c = c, c, np.tanh(c - b + a + inputs["x"][t] @ V.T)
+        expected.append(c)
+    valid = (np.arange(5)[:, None] < lengths["time"][None, :])[..., None]
+    loss = (((np.stack(expected) - inputs["y"]) * valid) ** 2).sum() / (valid.sum() * 3)
+    np.testing.assert_allclose(net.forward(inputs, lengths)["loss"], loss, rtol=1e-12)

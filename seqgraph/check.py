@@ -574,6 +574,17 @@ class Checker:
             if name not in block.assigned:
                 errors.add(_err(f"state '{name}' is never assigned", block.states[name]["span"],
                                 f"give it a new value each step: {name} = ..."))
+        held = set()
+        for name in state_order:
+            value = block.names.get(name)
+            if value is None or value is POISON:
+                continue
+            if value.op == PREV or value.id in held:
+                # the scan carries each state's value from a node of its own: a delay line
+                # (hp = h[t-1]) or a second name for a state's value (c = h) gets a copy
+                value = block.names[name] = builder.add("copy", [value], value.type, value.span,
+                                                        scope=block.id_scope, stem=name, layer=layer, name=name)
+            held.add(value.id)
         outputs = []
         for port in cell.outputs:
             value = block.names.get(port.name)

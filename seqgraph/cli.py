@@ -4,7 +4,7 @@
 
     seqgraph check MODEL.sg [--crosscheck]   parse, check, gradient check, parameters; NumPy vs CuPy
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
-    seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR]
+    seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR] [--init WEIGHTS]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
     seqgraph bench MODEL.sg [--batch B] [--steps T] [--size NAME=VALUE] [--dtype D] [--repeat N]
@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="", metavar="DIR_OR_CHECKPOINT",
                      help="continue a run (default: the last checkpoint in --out)")
     run.add_argument("--init", metavar="RUN_OR_FILE",
-                     help="start from these weights: a run folder, a checkpoint, or saved "
-                          "parameters (.npz or .safetensors)")
+                     help="start from these weights: a run folder or checkpoint (its parameters "
+                          "only), or saved parameters (.npz or .safetensors)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help='override a train setting, written as in the train block: --set "clip = 1.0"')
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -60,8 +60,17 @@ def random_inputs(model, batch: int = 2, steps=3, seed: int = 0, ragged: bool = 
     return inputs, lengths
 
 
-def _relative(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(a), abs(b), 1e-8)
+def _relative(a: float, b: float, floor: float = 1e-8) -> float:
+    return abs(a - b) / max(abs(a), abs(b), floor)
+
+
+def _noise_floor(loss: float, eps: float) -> float:
+    """The smallest directional derivative central differences at ``eps`` can tell from 0:
+    rounding in a float64 loss (about 1e-14 relative, after its sums) divided by ``eps``,
+    with room for a tolerance of 1e-6. A gradient that is 0 in truth (a loss unchanged by a
+    parameter, such as a shift of every logit before a softmax) differs from its differences
+    only by that noise, and passes."""
+    return max(1e-8, 1e-8 * abs(loss) / eps)
 
 
 def _richardson(along, eps: float) -> float:
@@ -78,7 +87,7 @@ def check_model(network, inputs: dict, lengths=None, eps: float = 1e-4, seed: in
     """Compare ``network``'s gradients with central differences along one random direction
     per parameter and float input. ``network`` must be float64."""
     rng = numpy.random.default_rng(seed)
-    network.forward(inputs, lengths)
+    floor = _noise_floor(float(network.backend.to_host(network.forward(inputs, lengths)["loss"])), eps)
     grads = {k: network.backend.to_host(v) for k, v in network.backward().items()}
     inputs = {k: numpy.asarray(v) for k, v in inputs.items()}
 
@@ -107,7 +116,7 @@ def check_model(network, inputs: dict, lengths=None, eps: float = 1e-4, seed: in
         numeric = _richardson(along, eps)
         put(base)
         analytic = float((grad * direction).sum())
-        errors[name] = _relative(numeric, analytic)
+        errors[name] = _relative(numeric, analytic, floor)
     worst = max(errors, key=errors.get) if errors else ""
     result = GradCheck(errors.get(worst, 0.0), worst, errors)
     if not result.ok():

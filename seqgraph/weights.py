@@ -225,7 +225,9 @@ def set_params(network, arrays: dict, origin: str) -> None:
         if extra:
             parts.append("unexpected " + ", ".join(extra[:4]) + ("..." if len(extra) > 4 else ""))
         raise SeqgraphError(f"{origin} does not match model {network.model.name}: " + "; ".join(parts),
-                            hint="was it saved from another model or with other sizes?")
+                            hint="was it saved from another model or with other sizes? the keys "
+                                 "are <layer>.<param> as `seqgraph check` lists them, e.g. "
+                                 f"{next(iter(expected), 'lstm_0.weight_ih')}")
     _copy_in(network, arrays, f"{origin}: ", "the model")
 
 
@@ -236,7 +238,9 @@ def _copy_in(network, arrays: dict, origin: str, owner: str) -> None:
         want = tuple(network.params[key].shape)
         if tuple(value.shape) != want:
             raise SeqgraphError(f"{origin}parameter '{key}' has shape {tuple(value.shape)}, "
-                                f"{owner} expects {want}")
+                                f"{owner} expects {want}",
+                                hint="the weights were saved at other model sizes; pass the sizes "
+                                     "they were saved with (--size NAME=N)")
         if value.dtype.kind != "f":
             raise SeqgraphError(f"{origin}parameter '{key}' is not a float array ({value.dtype})")
     for key, value in arrays.items():

@@ -545,7 +545,10 @@ def _recurrent(graph: nx.DiGraph, node) -> bool:
 
 
 def _fits(xp, target, inputs) -> bool:
-    """Whether ``target`` can hold the result of a broadcasting op on ``inputs``."""
+    """Whether ``target`` can hold the result of a broadcasting op on ``inputs`` (an array:
+    arithmetic on 0-d arrays gives NumPy scalars, which cannot be written into)."""
+    if not isinstance(target, xp.ndarray):
+        return False
     shape = ()
     for x in inputs:
         try:

@@ -480,13 +480,14 @@ class ScanCode:
     def _share_with_slice(self, node, active: set, inits: dict, contributions: dict, root: dict,
                           region: dict) -> None:
         """An add whose whole cotangent passes to a slice that is the slice's only one (a GRU's
-        ``x_rz + h_rz``) keeps it in that slice's place, in its input's cotangent, instead of
-        a buffer of its own that would be copied there."""
+        ``x_rz + h_rz``; not when the slice also starts from an outside cotangent, as a
+        cell's output does) keeps it in that slice's place, in its input's cotangent, instead
+        of a buffer of its own that would be copied there."""
         data = self.data[node]
         if node not in active or node in inits or root[node] != node or region[node] is not None:
             return
         for port, arg in enumerate(data["args"]):
-            if (arg in active and arg in self.sliced and region.get(arg) is not None
+            if (arg in active and arg in self.sliced and region.get(arg) is not None and arg not in inits
                     and (data["op"], port) in PASS_THROUGH and contributions[arg] == [(node, port)]
                     and tuple(self.data[arg]["shape"]) == tuple(data["shape"])):
                 start = region[arg][0]
@@ -701,8 +702,22 @@ class ScanCode:
             compute = (lambda target: [f"{call}({g}, {ins[0]}, {'' if call == 'dot' else 'out='}{target})"])
             code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
             return code, reads
+        if op == "slice" and data["attrs"].get("axis", -1) < 0:
+            return self._slice_gradient_lines(data["attrs"], dst, g, mode), reads
         call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
         return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
+
+    @staticmethod
+    def _slice_gradient_lines(attrs: dict, dst: str, g: str, mode: str) -> list:
+        """A slice's gradient: ``g`` into its columns of the input's cotangent ``dst`` (zeros
+        elsewhere when ``mode`` is "set"), reading no forward value. ``g`` is written first,
+        since it may share memory with ``dst``."""
+        start, stop, axis = attrs["start"], attrs["stop"], attrs.get("axis", -1)
+        after = ", :" * (-axis - 1)
+        if mode != "set":
+            return [f"{dst}[..., {start}:{stop}{after}] += {g}"]
+        return [f"{dst}[..., {start}:{stop}{after}] = {g}", f"{dst}[..., :{start}{after}] = 0",
+                f"{dst}[..., {stop}:{after}] = 0"]
 
     def _init_lines(self, layout: Layout) -> list:
         lines, later = [], []

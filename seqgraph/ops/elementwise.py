@@ -201,6 +201,10 @@ def _sigmoid_in_place(out, ins):
             f"reciprocal({out}, {out})"]
 
 
+_unary("copy", lambda xp, x: x.copy(), lambda xp, x, y: 1, "g",
+       "x itself, as a value of its own: a state that holds another state's previous value "
+       "(a delay line, hp = h[t-1]).")
+
 # The kernels' gradients of sigmoid and tanh read the kept output y: y (1 - y) and 1 - y^2.
 _unary("neg", lambda xp, x: -x, lambda xp, x, y: -1, "-g", "-x.",
        Kernel(ufunc_call("negative"), {0: negated}, "-{0}", {0: "-{g}"}, {0: ()}))

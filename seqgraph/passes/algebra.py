@@ -128,7 +128,9 @@ def fold_biases_into_products(graph: nx.DiGraph) -> nx.DiGraph:
     graph = graph.copy()
     core = core_nodes(graph)
     for node in list(graph.nodes):
-        found = _affine_parts(graph, node, core)
+        # a product folded into an earlier add is gone (W @ concat(b, x), split in two by
+        # split_concat_products, is a product of x plus a static product that is a bias)
+        found = _affine_parts(graph, node, core) if node in graph else None
         if found is None:
             continue
         product, bias = found

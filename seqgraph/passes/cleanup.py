@@ -21,10 +21,12 @@ def eliminate_common_subexpressions(graph: nx.DiGraph, keep=()) -> nx.DiGraph:
     """Nodes applying the same op to the same arguments become one node.
 
     Repeated until nothing changes, so equal chains collapse link by link. A node in ``keep``
-    (an output or final state) is never the one removed.
+    (an output or final state) is never the one removed, nor is a state's value: the scan
+    carries each state from a node of its own, so two states that compute the same value
+    (``a = h[t-1]; b = h[t-1]``) stay two nodes.
     """
     graph = graph.copy()
-    keep = set(keep)
+    keep = set(keep) | {data["args"][0] for _, data in graph.nodes(data=True) if data["op"] == PREV}
     changed = True
     while changed:
         changed = False

@@ -76,6 +76,17 @@ def read_params(location) -> tuple:
     return _section(arrays, "param/"), header["sizes"]
 
 
+def initial_params(location) -> dict:
+    """The parameters to start a run from, as host arrays by key: those of a run folder's
+    newest checkpoint or of a checkpoint file, or every array of any other ``.npz`` file (one
+    written by :func:`seqgraph.weights.save_params`, or plain ``np.savez(path, **params)``)."""
+    if Path(location).is_file():
+        arrays, header = load_arrays(location)
+        if header.get("kind") != "checkpoint":
+            return arrays
+    return read_params(location)[0]
+
+
 def restore(network, optimizer, arrays: dict, header: dict) -> dict:
     """Load a checkpoint into ``network`` and ``optimizer``; returns the carried states.
 

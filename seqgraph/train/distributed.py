@@ -349,7 +349,7 @@ class DataParallelTrainer(Trainer):
         grads = self.fused.views()
         if total:
             self.fused.flat[:self.fused.length] /= total
-        result = self._update(loss_sum / max(total, 1), grads, last)
+        result = self._update(loss_sum / max(total, 1), grads, last, index)
         if inputs is None:
             self.carried = {}
         return result

@@ -27,10 +27,10 @@ from ..backends import get_backend
 from ..backends.capture import TrainingStep
 from ..errors import SeqgraphError, did_you_mean
 from ..runtime import Network
-from ..weights import atomic_write, remove_temporaries
+from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
 from . import optim, report, tables
-from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
+from .checkpoint import BEST, FINAL, LAST, initial_params, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
 
@@ -69,6 +69,25 @@ def _compared(graph, loss, fed: dict) -> tuple:
         seen.update(args)
     args = graph.nodes[loss]["args"]
     return (args[0] if args else loss), None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one training step did; every callback in :attr:`Trainer.on_step` gets one.
+
+    ``epoch`` and ``batch`` count from 1 (``batch`` within its epoch), ``step`` counts the
+    run's steps from 1. ``grad_norm`` is the global L2 norm of the parameter gradients before
+    clipping (``None`` on CuPy, where the step runs as one CUDA graph and nothing is read
+    back); ``clipped`` says whether clipping scaled them (``False`` where the norm is
+    ``None``). ``lr`` is the rate the update used.
+    """
+    epoch: int
+    batch: int
+    step: int
+    loss: float
+    grad_norm: Optional[float]
+    clipped: bool
+    lr: float
 
 
 class Interrupted(Exception):
@@ -177,14 +196,19 @@ class Trainer:
 
     ``writes`` says whether this trainer writes the run's files (metrics, samples, plots);
     in data-parallel training (:mod:`seqgraph.train.distributed`) only rank 0 does.
+    ``on_step`` holds callables that are handed a :class:`Step` after every update (not after
+    a skipped step); append to it, or pass ``on_step=[...]``. ``init_from(location)`` starts
+    from given weights instead of the seeded initialisation.
     """
 
     writes = True
 
     def __init__(self, model, config: TrainConfig, out_dir, dataset: datasets.Dataset,
                  backend: str = "numpy", dtype: str = "float32", echo=print, show_progress: bool = True,
-                 model_file: Optional[str] = None):
+                 model_file: Optional[str] = None, on_step=()):
         self.config, self.out_dir, self.echo = config, Path(out_dir), echo
+        self.on_step = list(on_step)
+        self.steps_taken = 0
         self.show_progress = show_progress
         self.model_file = model_file
         self.dataset = dataset
@@ -238,6 +262,12 @@ class Trainer:
             batch = min(self.config.batch, len(next(iter(data.arrays.values()))))
             steps = max((data.arrays[name].shape[1] for name in data.time_axes), default=1)
         return resources.estimate(model, batch, steps, dtype)
+
+    def init_from(self, location) -> None:
+        """Start from the parameters in ``location``: a run folder, a training checkpoint, a
+        file written by ``save_params``, or a plain ``.npz`` holding one array per parameter
+        key. Every key and shape must be the model's (a SeqgraphError says which is not)."""
+        set_params(self.net, initial_params(location), str(location))
 
     def resume(self, location) -> None:
         """Continue from the checkpoint in a run folder (or a checkpoint file)."""
@@ -365,7 +395,7 @@ class Trainer:
         loss, grads = self._gradients(inputs, lengths)
         if grads is None:
             return self._nonfinite(f"the loss became {loss}")
-        return self._update(loss, grads, last)
+        return self._update(loss, grads, last, index)
 
     def _gradients(self, inputs, lengths) -> tuple:
         """``(loss, gradients of the parameters)`` of one training pass; the gradients are
@@ -377,24 +407,29 @@ class Trainer:
             return loss, None
         return loss, {k: v for k, v in net.backward().items() if k in net.params}
 
-    def _update(self, loss: float, grads: dict, last: bool = False) -> Optional[float]:
+    def _update(self, loss: float, grads: dict, last: bool = False, index: int = 0) -> Optional[float]:
         """Check, gather (``accumulate``), clip and apply ``grads``; the loss, or None for a
         skipped step."""
         net = self.net
-        if not all(bool(self.xp.isfinite(g).all()) for g in grads.values()):
+        norm = optim.grad_norm(self.xp, grads)  # finite exactly when every gradient is
+        if not math.isfinite(norm):
             return self._nonfinite("a gradient became NaN or infinite")
         if self.dataset.kind == "text":  # a skipped window does not pass its state on
             self.carried = dict(net.final_states)
-        grads = self._gather(grads, last)
-        if grads is not None:
-            if self.config.clip_value:
-                optim.clip_grad_value(self.xp, grads, self.config.clip_value)
-            if self.config.clip:
-                optim.clip_grad_norm(self.xp, grads, self.config.clip)
-            if self.schedule.per == "step":
-                self._scheduled_lr()
-            self.optimizer.step(net.params, grads)
-            self._check_update()
+        gathered = self._gather(grads, last)
+        if gathered is None:
+            return loss
+        if self.config.clip_value:
+            optim.clip_grad_value(self.xp, gathered, self.config.clip_value)
+        if gathered is not grads or self.config.clip_value:
+            norm = optim.grad_norm(self.xp, gathered)
+        if self.config.clip:
+            optim.clip_grad_norm(self.xp, gathered, self.config.clip, norm)
+        if self.schedule.per == "step":
+            self._scheduled_lr()
+        self.optimizer.step(net.params, gathered)
+        self._check_update()
+        self._report_step(index, loss, norm)
         return loss
 
     def _gather(self, grads: dict, last: bool) -> Optional[dict]:
@@ -415,6 +450,14 @@ class Trainer:
         self.accumulated, self.gathered = {}, 0
         return mean
 
+    def _report_step(self, index: int, loss: float, norm: Optional[float]) -> None:
+        """Hand the step's :class:`Step` to every ``on_step`` callback."""
+        self.steps_taken += 1
+        clipped = bool(self.config.clip) and norm is not None and optim.clips(norm, self.config.clip)
+        step = Step(self.epoch + 1, index + 1, self.steps_taken, loss, norm, clipped, self.optimizer.lr)
+        for callback in self.on_step:
+            callback(step)
+
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
         finite has already been undone on the device."""
@@ -424,6 +467,7 @@ class Trainer:
         if self.dataset.kind == "text":
             self.carried = dict(self.net.final_states)
         self._check_update()
+        self._report_step(self.batch_index, loss, None)
         return loss
 
     def _check_update(self) -> None:

@@ -403,26 +403,38 @@ def _check_betas(owner: str, betas) -> tuple:
             _check_number(owner, "betas[1]", beta2, low=0.0, high=1.0, high_open=True))
 
 
-def clip_grad_norm(xp, grads: dict, max_norm: float) -> float:
+def clip_grad_norm(xp, grads: dict, max_norm: float, norm: Optional[float] = None) -> float:
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
     As ``torch.nn.utils.clip_grad_norm_``: ``norm = sqrt(sum over arrays of sum(g * g))``;
     when ``norm > max_norm`` every gradient is multiplied in place by
     ``max_norm / (norm + 1e-6)``. Returns the norm before clipping, as a Python float
     (``inf`` or ``nan`` when a gradient is not finite; the caller decides what to do).
+    ``norm``, when the caller has it already, saves computing it again.
     """
     _check_number("clip", "max_norm", max_norm, low=0.0)
     if max_norm <= 0:
         raise SeqgraphError(f"clip: the largest gradient norm must be positive, not {max_norm!r}")
     arrays = [g for g in grads.values() if g is not None]
-    if not arrays:
-        return 0.0
-    norm = float(_global_norm(xp, arrays))
+    norm = grad_norm(xp, grads) if norm is None else norm
     scale = max_norm / (norm + 1e-6)
-    if scale < 1.0 and math.isfinite(norm):  # a non-finite gradient is left for the caller to see
+    if clips(norm, max_norm):
         for g in arrays:
             g *= g.dtype.type(scale)
     return norm
+
+
+def clips(norm: float, max_norm: float) -> bool:
+    """Whether :func:`clip_grad_norm` scales gradients of global norm ``norm`` (a
+    non-finite norm is left for the caller to see)."""
+    return math.isfinite(norm) and max_norm / (norm + 1e-6) < 1.0
+
+
+def grad_norm(xp, grads: dict) -> float:
+    """The global L2 norm of the gradients (``None`` entries skipped) as a Python float: 0.0
+    for none, ``inf`` or ``nan`` when one is not finite."""
+    arrays = [g for g in grads.values() if g is not None]
+    return float(_global_norm(xp, arrays)) if arrays else 0.0
 
 
 def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):

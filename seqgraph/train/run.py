@@ -45,12 +45,16 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
         batch: Optional[int] = None, lr: Optional[float] = None, backend: str = "numpy",
         dtype: str = "float32", seed: Optional[int] = None, out: Optional[str] = None,
         resume: Optional[str] = None, settings=None, sizes: Optional[dict] = None, progress: bool = True,
-        echo=print, init: Optional[str] = None) -> Trainer:
+        echo=print, init: Optional[str] = None, on_step=()) -> Trainer:
     """Train the model in ``model_path`` as its train block says, with these overrides
     (``sizes`` replaces model sizes, ``settings`` train settings as ``KEY=VALUE`` text).
-    ``init`` names weights to start from (a run folder, a checkpoint or saved parameters).
+    ``init`` names weights to start from (a run folder, a checkpoint or saved parameters);
+    each of ``on_step`` is called after every step (see :class:`~seqgraph.train.loop.Trainer`).
     Launched by ``mpiexec -n N``, it is one rank of a data-parallel run
     (:mod:`seqgraph.train.distributed`): only rank 0 prints and writes."""
+    if init is not None and resume is not None:
+        raise SeqgraphError("--init and --resume cannot be used together",
+                            hint="--resume continues a run with its own weights; --init starts a new run")
     world = distributed.world()
     if world is not None:
         echo, progress = world.echo(echo), progress and world.rank == 0
@@ -59,11 +63,11 @@ def run(model_path, model: Optional[str] = None, data: Optional[str] = None, epo
             echo(world.prepare(backend))
         return _train(world, model_path, model=model, data=data, epochs=epochs, batch=batch, lr=lr,
                       backend=backend, dtype=dtype, seed=seed, out=out, resume=resume, settings=settings,
-                      sizes=sizes, progress=progress, echo=echo, init=init)
+                      sizes=sizes, progress=progress, echo=echo, init=init, on_step=on_step)
 
 
 def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, seed, out, resume, settings,
-           sizes, progress, echo, init) -> Trainer:
+           sizes, progress, echo, init, on_step) -> Trainer:
     program = load(model_path)
     chosen = program.model(model)
     if sizes:
@@ -75,13 +79,14 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
     dataset = load_dataset(config, chosen, Path(model_path).parent)
     make = Trainer if world is None else partial(distributed.DataParallelTrainer, world)
     trainer = make(chosen, config, out_dir, dataset, backend=backend, dtype=dtype, echo=echo,
-                   show_progress=progress, model_file=str(model_path))
+                   show_progress=progress, model_file=str(model_path), on_step=on_step)
     if resume is not None:
         trainer.resume(resume or out_dir)
-    elif init or config.init:
-        start = init or config.init
-        loaded = load_matching(trainer.net, read_params(start)[0], start)
-        echo(f"starting from {start}: {len(loaded)} parameters ({', '.join(loaded[:3])}{', ...' * (len(loaded) > 3)})")
+    elif init is not None:
+        trainer.init_from(init)
+    elif config.init:  # the train block's init: the layers that match (a distilling model's teacher)
+        loaded = load_matching(trainer.net, read_params(config.init)[0], config.init)
+        echo(f"starting from {config.init}: {len(loaded)} parameters ({', '.join(loaded[:3])}{', ...' * (len(loaded) > 3)})")
     echo(f"training {chosen.name} on {dataset.name}: {_count(trainer)} parameters, "
          f"{len(trainer.train_data)} training {'examples' if dataset.kind != 'text' else 'words' if dataset.info.get('tokenizer') else 'characters'}; "
          f"writing to {out_dir}")

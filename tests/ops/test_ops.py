@@ -63,6 +63,7 @@ CASES = {
     "div": binary_cases(positive),
     "maximum": binary_cases(),
     "neg": unary_cases(),
+    "copy": unary_cases(),
     "sigmoid": unary_cases(),
     "tanh": unary_cases(),
     "relu": unary_cases(),

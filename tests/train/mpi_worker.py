@@ -39,14 +39,14 @@ def main(result, model, out, *options):
     losses = []
     update = loop.Trainer._update
 
-    def recording_update(self, loss, grads, last=False):
+    def recording_update(self, loss, grads, *rest):
         event = events.get(len(losses))
         if event == "interrupt" and RANK == 0:
             os.kill(os.getpid(), signal.SIGINT)
         if event == "fail" and RANK == 1:
             raise SeqgraphError("a failure on rank 1 alone")
         losses.append(loss)
-        return update(self, loss, grads, last)
+        return update(self, loss, grads, *rest)
 
     loop.Trainer._update = recording_update
     distributed.AGREE_SECONDS = 1.0

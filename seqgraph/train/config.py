@@ -88,6 +88,14 @@ class TrainConfig:
             out[item.name] = value
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config :meth:`as_dict` wrote (a run's saved settings)."""
+        known = {item.name for item in fields(cls)} - {"spans"}
+        return cls(**{name: Call(value["call"], tuple(value["args"]), dict(value["kwargs"]))
+                      if isinstance(value, dict) else value
+                      for name, value in values.items() if name in known})
+
 
 _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite"}
 _FLOATS = {"weight_decay", "clip", "valid", "temperature"}

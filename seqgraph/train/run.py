@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+import numpy
+
 from ..errors import SeqgraphError
 from ..program import load
 from ..runtime import Network
@@ -13,6 +15,7 @@ from . import data as datasets
 from .checkpoint import read_checkpoint, restore
 from .config import TrainConfig, resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
+from .generation import as_numpy_rows, decode_dataset, decoder_inputs, pair_lines, render, summary
 from .sampling import sample_text
 
 
@@ -133,3 +136,90 @@ def sample(location, length: int = 200, prime: str = "", temperature: float = 0.
     if unknown:
         raise SeqgraphError(f"the prime text has characters the model never saw: {''.join(unknown)!r}")
     return sample_text(trained.net, trained.roles, corpus, length, temperature, prime, seed)
+
+
+def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, backend: str = "numpy",
+             **options) -> str:
+    """What ``seqgraph generate`` prints: sequences decoded by the fed-back decoder of a run
+    (``options`` as for ``net.generate``). Without ``inputs``, the run's held-out examples
+    with the exact match and token accuracy of what was generated; else each ``--input``
+    (ids, or text for a text model) or the arrays of one ``.npz`` file. ``output`` saves the
+    generated ids (``tokens`` (N, T), ``lengths`` (N,)) to an ``.npz`` file."""
+    trained = load_run(location, backend)
+    net = trained.net
+    names = decoder_inputs(net.model)
+    if not inputs and names:
+        data = trained.held_out()
+        decoded = decode_dataset(net, data, trained.roles.target, **options)
+        lines = [f"{len(data)} held-out examples of {data.name}:",
+                 *pair_lines(decoded, data, names[0], show), summary(decoded)]
+        rows = decoded.generated
+    else:
+        arrays, lengths, shown = _given_inputs(trained, names, inputs)
+        rows = net.generate(arrays, lengths, **options).sequences()
+        shown = shown or [""] * len(rows)
+        lines = [f"{text}  ->  {render(row, vocab=trained.vocab)}".strip() for text, row in zip(shown, rows)]
+    if output:
+        tokens, lengths = as_numpy_rows(rows)
+        try:
+            numpy.savez(output, tokens=tokens, lengths=lengths)
+        except OSError as error:
+            raise SeqgraphError(f"cannot write {output}: {error.strerror}") from None
+        lines.append(f"saved {output}: tokens {tokens.shape}, lengths {lengths.shape}")
+    return "\n".join(lines)
+
+
+def _given_inputs(trained: TrainedRun, names: list, inputs) -> tuple:
+    """``(arrays, lengths, texts)`` for the decoder from ``--input`` values: one ``.npz``
+    file of example-major arrays named after the inputs (an int sequence's length runs to its
+    last non-zero id), or ids / text, one example each, for a model with one sequence input."""
+    model = trained.net.model
+    if not names:
+        if inputs:
+            raise SeqgraphError(f"model {model.name} reads nothing but its own output: it takes no "
+                                "--input", hint="use --count N for N sequences")
+        return {}, None, []
+    if len(inputs) == 1 and str(inputs[0]).endswith(".npz"):
+        return _npz_inputs(model, names, inputs[0])
+    node = model.graph.nodes[model.inputs[names[0]]]
+    if len(names) != 1 or not node["type"].is_seq or node["dtype"] != "int":
+        raise SeqgraphError(f"model {model.name} reads {', '.join(names)}: give them as one .npz file",
+                            hint="--input arrays.npz, with one example-major array per input")
+    rows = [_ids(text, trained.vocab, node["type"].bound) for text in inputs]
+    lengths = numpy.array([len(r) for r in rows])
+    array = numpy.zeros((lengths.max(), len(rows)), dtype=numpy.int64)
+    for b, row in enumerate(rows):
+        array[:len(row), b] = row
+    return {names[0]: array}, {node["time"]: lengths}, list(inputs)
+
+
+def _ids(text: str, vocab, bound: int) -> list:
+    if vocab:
+        corpus = datasets.CharCorpus.from_vocab(vocab)
+        return [int(i) for i in corpus.encode(text)]
+    parts = text.replace(",", " ").split()
+    if not parts or not all(p.isdigit() and int(p) < bound for p in parts):
+        raise SeqgraphError(f"--input '{text}' is not a list of ids in 0..{bound - 1}", hint='e.g. --input "5 3 9"')
+    return [int(p) for p in parts]
+
+
+def _npz_inputs(model, names: list, path) -> tuple:
+    """``(arrays, lengths, labels)``: the decoder's inputs from an ``.npz`` file."""
+    from ..weights import read_npz
+    arrays = read_npz(path, f"input file '{path}'")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise SeqgraphError(f"{path} has no array '{missing[0]}'", hint="arrays: " + ", ".join(arrays))
+    fed, lengths = {}, {}
+    for name in names:
+        node = model.graph.nodes[model.inputs[name]]
+        array = numpy.asarray(arrays[name])
+        if node["type"].is_seq:
+            if node["dtype"] == "int":
+                filled = array != 0
+                lengths[node["time"]] = numpy.where(
+                    filled.any(axis=1), array.shape[1] - numpy.argmax(filled[:, ::-1], axis=1), 1)
+            array = numpy.swapaxes(array, 0, 1)
+        fed[name] = array
+    count = len(numpy.asarray(arrays[names[0]]))
+    return fed, lengths or None, [f"example {i}" for i in range(count)]

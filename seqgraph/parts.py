@@ -50,7 +50,11 @@ def compile_part(model, outputs: dict, cut=(), renamed_args=None) -> Part:
         for source in set(graph.predecessors(node)) - set(args):
             graph.remove_edge(source, node)
     wanted = set(outputs.values())
-    part = graph.subgraph(wanted.union(*(nx.ancestors(graph, n) for n in wanted))).copy()
+    needed = wanted.union(*(nx.ancestors(graph, n) for n in wanted))
+    # removed from a copy, not taken as a subgraph: the nodes keep their order (a small
+    # subgraph of networkx iterates in the order of the set it was made from)
+    part = graph.copy()
+    part.remove_nodes_from([n for n in graph if n not in needed])
     checked = model.checked
     declared = {**checked.inputs, **checked.targets}
     sub = replace(checked, inputs={name: node for name, node in declared.items() if node in part},

@@ -24,6 +24,10 @@ setting               example                          meaning
 ``sample``            ``200``                           characters sampled after each epoch
 ``temperature``       ``0.8``                           sampling temperature
 ``prime``             ``"The "``                        text that starts each sample
+``show``              ``3``                             a model with a fed-back input: after each
+                                                        epoch, this many held-out pairs and the
+                                                        exact match and token accuracy of the
+                                                        *generated* outputs (0: off)
 ``seed``              ``0``                             seeds data order, init and dropout
 ``skip_nonfinite``    ``0``                             1: skip steps whose loss or gradient is
                                                         NaN/inf (with a warning) instead of stopping
@@ -71,6 +75,7 @@ class TrainConfig:
     sample: int = 0
     temperature: float = 0.8
     prime: str = ""
+    show: int = 3
     seed: int = 0
     skip_nonfinite: int = 0
     memory: str = ""
@@ -97,7 +102,8 @@ class TrainConfig:
                       for name, value in values.items() if name in known})
 
 
-_INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite"}
+_INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite",
+         "show"}
 _FLOATS = {"weight_decay", "clip", "valid", "temperature"}
 _CALLS = {"data", "optimizer", "schedule"}
 _STRINGS = {"prime", "memory"}

@@ -29,7 +29,7 @@ from ..errors import SeqgraphError
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
-from . import optim, report
+from . import generation, optim, report
 from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -228,6 +228,8 @@ class Trainer:
                 report.write_metrics(self.out_dir / "metrics.csv", self.history)
                 if self.config.sample and self.dataset.kind == "text":
                     self._show_sample()
+                if self.config.show and self.net.model.checked.feedback and self.valid_data is not None:
+                    self._show_generated(row)
                 if self.config.patience and stale >= self.config.patience:
                     self.echo(f"early stop: no better validation loss for {stale} epochs")
                     break
@@ -408,6 +410,18 @@ class Trainer:
         atomic_write(self.out_dir / "samples.txt", lambda f: f.write("\n\n".join(
             f"--- epoch {i + 1} ---\n{s}" for i, s in enumerate(self.samples)).encode("utf-8")))
         self.echo("  sample: " + text.replace("\n", " ")[: self.config.sample + 40])
+
+    def _show_generated(self, row: dict) -> None:
+        """Pairs of held-out source and generated output, and how well what was generated
+        (greedy, fed back) matches the targets; the two rates go into the epoch's row."""
+        decoded = generation.decode_dataset(self.net, self.valid_data, self.roles.target)
+        source = generation.decoder_inputs(self.net.model)
+        for line in generation.pair_lines(decoded, self.valid_data, source[0] if source else None,
+                                          self.config.show):
+            self.echo(line)
+        self.echo("  " + generation.summary(decoded))
+        row["generated_exact_match"] = decoded.exact_match()
+        row["generated_token_accuracy"] = decoded.token_accuracy()
 
     def _save(self, name: str) -> Path:
         path = self.out_dir / name

@@ -192,7 +192,7 @@ def generate(net, inputs: dict, lengths=None, *, feedback: Optional[str] = None,
     if beam > 1:
         return _beam_search(decoder, inputs, lengths, beam, limit, length_penalty, count)
     rng = numpy.random.default_rng(seed)
-    choose = (lambda logp: _draw(logp, temperature, top_k, top_p, rng)) if sample else \
+    choose = (lambda logp: draw(logp, temperature, top_k, top_p, rng)) if sample else \
         (lambda logp: logp.argmax(axis=1))
     return _each_step(decoder, decoder.start(inputs, lengths, count=count), limit, choose)
 
@@ -229,7 +229,7 @@ def _each_step(decoder: Decoder, context: Context, limit: int, choose) -> Genera
     return Generated(out[:lengths.max()], lengths, scores, end)
 
 
-def _draw(logp, temperature: float, top_k: int, top_p: float, rng):
+def draw(logp, temperature: float, top_k: int, top_p: float, rng):
     """One token per row drawn from ``softmax(logp / temperature)``, cut to the ``top_k``
     most likely tokens and to the smallest set whose probability reaches ``top_p``."""
     z = logp / temperature

@@ -28,6 +28,9 @@ setting               example                          meaning
                                                         epoch, this many held-out pairs and the
                                                         exact match and token accuracy of the
                                                         *generated* outputs (0: off)
+``scheduled_sampling`` ``linear(end = 0.25)``           feed a fed-back decoder its own tokens
+                      ``exponential(k = 0.999)``        with a probability rising over training
+                      ``inverse_sigmoid(k = 200)``      (see seqgraph.train.scheduled)
 ``seed``              ``0``                             seeds data order, init and dropout
 ``skip_nonfinite``    ``0``                             1: skip steps whose loss or gradient is
                                                         NaN/inf (with a warning) instead of stopping
@@ -76,6 +79,7 @@ class TrainConfig:
     temperature: float = 0.8
     prime: str = ""
     show: int = 3
+    scheduled_sampling: Call = Call("off")
     seed: int = 0
     skip_nonfinite: int = 0
     memory: str = ""
@@ -105,7 +109,7 @@ class TrainConfig:
 _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite",
          "show"}
 _FLOATS = {"weight_decay", "clip", "valid", "temperature"}
-_CALLS = {"data", "optimizer", "schedule"}
+_CALLS = {"data", "optimizer", "schedule", "scheduled_sampling"}
 _STRINGS = {"prime", "memory"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
 

@@ -46,17 +46,22 @@ def decoder_inputs(model) -> list:
     return [name for name in model.checked.inputs if name not in model.checked.feedback]
 
 
+def decoder_feed(model, arrays: dict, lengths) -> tuple:
+    """``(inputs, lengths)`` of a batch that a decoder reads (no fed-back input, no target)."""
+    names = decoder_inputs(model)
+    axes = {model.graph.nodes[model.inputs[n]]["time"] for n in names}
+    given = {axis: value for axis, value in (lengths or {}).items() if axis in axes}
+    return {name: arrays[name] for name in names}, given or None
+
+
 def decode_dataset(net, data: datasets.Dataset, target: str, batch: int = 256, **options) -> Decoded:
     """Generate for every example of ``data`` (``options`` as for ``net.generate``) and
     collect the ``target`` sequences beside them."""
     model = net.model
     feedback = next(iter(model.checked.feedback.values()))
-    names = decoder_inputs(model)
-    axes = {model.graph.nodes[model.inputs[n]]["time"] for n in names}
     generated, expected = [], []
     for arrays, lengths in datasets.batches(data, batch, shuffle=False):
-        given = {axis: value for axis, value in lengths.items() if axis in axes}
-        result = net.generate({name: arrays[name] for name in names}, given or None, **options)
+        result = net.generate(*decoder_feed(model, arrays, lengths), **options)
         generated.extend(result.sequences())
         expected.extend(_target_rows(arrays[target], lengths.get(data.time_axes.get(target)), feedback.end))
     return Decoded(generated, expected, feedback.end)

@@ -26,10 +26,11 @@ from .. import faults, resources
 from ..backends import get_backend
 from ..backends.capture import TrainingStep
 from ..errors import SeqgraphError
+from ..generate import Decoder
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
-from . import generation, optim, report
+from . import generation, optim, report, scheduled
 from .checkpoint import BEST, FINAL, LAST, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -168,6 +169,8 @@ class Trainer:
         self.epoch, self.batch_index = 0, 0
         self.carried: dict = {}
         self.samples: list = []
+        self.sampling = scheduled.make_sampling_schedule(config.scheduled_sampling, model)
+        self._own_tokens = None  # scheduled sampling: (decoder, [generated, fed] counts this epoch)
 
     # set-up
     def _fit_vocabulary(self, model, dataset):
@@ -213,6 +216,9 @@ class Trainer:
                     row = self._train_epoch()
                 self.history.append(row)
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
+                if "fed_generated" in row:
+                    self.echo(f"  scheduled sampling: {row['fed_generated']:.1%} of the fed-back "
+                              "tokens were the model's own")
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
                 score = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
                 # Both checkpoints hold the state after this epoch, so a run killed between
@@ -260,6 +266,7 @@ class Trainer:
         batches = list(self._batches(self.train_data, train=True))
         limit = self.config.steps or len(batches)
         batches = batches[:limit]
+        self._batches_per_epoch = len(batches)
         total, count, units = self._partial_sums()
         bar = report.progress(len(batches), f"epoch {self.epoch + 1}", self.show_progress)
         bar.update(self.batch_index)
@@ -280,9 +287,14 @@ class Trainer:
         self._partial = None
         valid_loss, metric_value = self._evaluate()
         train_loss = total / count if count else math.nan  # nan, not 0, when every step was skipped
-        return {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
-                "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
-                "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
+        row = {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
+               "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
+               "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
+        if self._own_tokens is not None:
+            generated, fed = self._own_tokens[1]
+            row["fed_generated"] = generated / max(fed, 1)
+            self._own_tokens[1] = [0, 0]
+        return row
 
     def _partial_sums(self):
         partial = getattr(self, "_partial", None)
@@ -297,6 +309,8 @@ class Trainer:
         net = self.net
         net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
         state = self.carried if self.dataset.kind == "text" else None
+        if self.sampling is not None:
+            inputs = self._with_own_tokens(inputs, lengths, index)
         if self.captured is not None:
             return self._captured_step(inputs, lengths, state)
         loss = float(net.backend.to_host(net.forward(inputs, lengths, state=state or None, training=True)["loss"]))
@@ -315,6 +329,24 @@ class Trainer:
         self.optimizer.step(net.params, grads)
         self._check_update()
         return loss
+
+    def _with_own_tokens(self, inputs: dict, lengths, index: int) -> dict:
+        """Scheduled sampling: the batch with some steps of its fed-back input replaced by
+        the decoder's own tokens, at the schedule's rate for this step of the run."""
+        if self._own_tokens is None:
+            self._own_tokens = [Decoder(self.net), [0, 0]]
+        decoder, counts = self._own_tokens
+        total = self.config.epochs * self._batches_per_epoch
+        rate = self.sampling(self.epoch * self._batches_per_epoch + index, total)
+        rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 13])
+        fed, generated = scheduled.mixed_inputs(decoder, inputs, lengths, rate, rng)
+        node = self.net.model.graph.nodes[decoder.feedback.input]
+        steps = numpy.arange(len(fed))[:, None]
+        valid = (steps >= 1) & (steps < numpy.asarray(lengths[node["time"]])[None, :]) \
+            if lengths and node["time"] in lengths else numpy.broadcast_to(steps >= 1, fed.shape)
+        counts[0] += int((generated & valid).sum())
+        counts[1] += int(valid.sum())
+        return {**inputs, node["name"]: fed}
 
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not

@@ -185,8 +185,7 @@ def generate(net, inputs: dict, lengths=None, *, feedback: Optional[str] = None,
     ``top_k`` most likely, ``top_p`` nucleus; reproducible from ``seed``); ``beam=K`` runs
     beam search with ``length_penalty``. ``max_length`` overrides the declared one; ``count``
     rows are made when the model has no other input to take the batch from."""
-    decoder = net._parts.get(("decoder", feedback)) or Decoder(net, feedback)
-    net._parts[("decoder", feedback)] = decoder
+    decoder = net.decoder(feedback)
     limit = max_length or decoder.feedback.max_length
     _check_options(beam, temperature, top_k, top_p, limit, count)
     if beam > 1:

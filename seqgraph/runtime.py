@@ -307,6 +307,15 @@ class Network:
             self._parts[names] = compile_part(model, {n: free[n] for n in names} if names else free)
         return self._parts[names]
 
+    def decoder(self, feedback: Optional[str] = None):
+        """The compiled :class:`~seqgraph.generate.Decoder` of the fed-back input ``feedback``
+        (the only one by default), made once."""
+        from .generate import Decoder
+        key = ("decoder", feedback)
+        if key not in self._parts:
+            self._parts[key] = Decoder(self, feedback)
+        return self._parts[key]
+
     def generate(self, inputs: Optional[dict] = None, lengths=None, **options):
         """Decode with output feedback (greedy, sampled or beam search): see
         :func:`seqgraph.generate.generate` for the options."""

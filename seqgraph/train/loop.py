@@ -26,7 +26,6 @@ from .. import faults, resources
 from ..backends import get_backend
 from ..backends.capture import TrainingStep
 from ..errors import SeqgraphError
-from ..generate import Decoder
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries
 from . import data as datasets
@@ -170,7 +169,7 @@ class Trainer:
         self.carried: dict = {}
         self.samples: list = []
         self.sampling = scheduled.make_sampling_schedule(config.scheduled_sampling, model)
-        self._own_tokens = None  # scheduled sampling: (decoder, [generated, fed] counts this epoch)
+        self._own_tokens = None  # scheduled sampling: [generated, fed] tokens this epoch
 
     # set-up
     def _fit_vocabulary(self, model, dataset):
@@ -291,9 +290,9 @@ class Trainer:
                "metric": self._metric_name(), "metric_value": metric_value, "lr": lr,
                "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
         if self._own_tokens is not None:
-            generated, fed = self._own_tokens[1]
+            generated, fed = self._own_tokens
             row["fed_generated"] = generated / max(fed, 1)
-            self._own_tokens[1] = [0, 0]
+            self._own_tokens = [0, 0]
         return row
 
     def _partial_sums(self):
@@ -333,9 +332,8 @@ class Trainer:
     def _with_own_tokens(self, inputs: dict, lengths, index: int) -> dict:
         """Scheduled sampling: the batch with some steps of its fed-back input replaced by
         the decoder's own tokens, at the schedule's rate for this step of the run."""
-        if self._own_tokens is None:
-            self._own_tokens = [Decoder(self.net), [0, 0]]
-        decoder, counts = self._own_tokens
+        decoder = self.net.decoder()
+        counts = self._own_tokens = self._own_tokens or [0, 0]
         total = self.config.epochs * self._batches_per_epoch
         rate = self.sampling(self.epoch * self._batches_per_epoch + index, total)
         rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 13])

@@ -79,7 +79,6 @@ class Decoder:
         stepped = on_axis.union(*(nx.descendants(graph, n) for n in on_axis))
         self.finals = {prev: model.checked.final_states[key] for key, prev in model.checked.states.items()
                        if prev in stepped}
-        _check_causal(model, stepped, self.axis, set(self.finals.values()))
         self.lengths = model.checked.time_axes[self.axis]
         self.starts = {prev: f"{prev}:start" for prev in self.finals}
         boundary = {arg for node in stepped for arg in graph.nodes[node]["args"] if arg not in stepped
@@ -87,6 +86,8 @@ class Decoder:
         self.step_part = compile_part(model, {"scores": self.scores, **self.finals},
                                       cut=boundary | {self.lengths},
                                       renamed_args={prev: {1: leaf} for prev, leaf in self.starts.items()})
+        # only what one step computes must be causal (a loss may well read the whole axis)
+        _check_causal(model, stepped & set(self.step_part.graph), self.axis, set(self.finals.values()))
         self.cut = sorted(n for n in boundary if n in self.step_part.graph and n != self.lengths)
         for name, node in self.step_part.checked.inputs.items():
             if node != self.feedback.input and node not in self.cut:

@@ -59,6 +59,10 @@ def _type_text(model: Model, node) -> str:
     text = str(vtype)
     if vtype.is_seq and vtype.time != "time":
         text += f"  (time axis '{vtype.time}')"
+    fed = [f for f in model.checked.feedback.values() if f.input == node]
+    if fed:
+        source = model.graph.nodes[fed[0].source]["name"] or fed[0].source
+        text += f"  (fed back from {source} when generating)"
     return text
 
 

@@ -218,3 +218,21 @@ def test_feedback_declaration_errors(option, message):
         sg.parse(source, "toy.sg")
     text = caught.value.render()
     assert message in text and "toy.sg:8:" in text
+
+
+def test_feedback_from_probabilities_decodes_as_from_logits():
+    from_probs = TOY.replace("feedback(logits,", "feedback(probs,").replace(
+        "    loss = cross_entropy", "    output probs = softmax(logits)\n    loss = cross_entropy")
+    nets = [sg.compile(sg.parse(text, "toy.sg").model(), dtype="float64", seed=5) for text in (TOY, from_probs)]
+    for net in nets:
+        for key in net.params:
+            net.params[key] = net.params[key] * 4.0
+    found = [net.generate(beam=3, count=2) for net in nets]
+    np.testing.assert_array_equal(found[0].tokens, found[1].tokens)
+    np.testing.assert_allclose(found[0].scores, found[1].scores, rtol=1e-12)
+
+
+def test_check_says_which_input_is_fed_back(capsys):
+    from seqgraph import cli
+    assert cli.main(["check", "models/cnn_lstm.sg"]) == 0
+    assert "caption_in  seq[int, 18]  (fed back from logits when generating)" in capsys.readouterr().out

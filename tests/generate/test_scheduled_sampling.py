@@ -75,3 +75,12 @@ def test_training_feeds_generated_tokens_at_the_scheduled_rate(tmp_path):
     assert second == pytest.approx(0.2 + 0.4 * 13 / 18, abs=0.04)
     assert sum("scheduled sampling:" in line for line in lines) == 2
     assert all(math.isfinite(row["train_loss"]) for row in trainer.history)
+
+
+def test_scheduled_sampling_runs_repeat_exactly(tmp_path):
+    settings = ["examples = 200", "batch = 40", "show = 0", "scheduled_sampling = exponential(k = 0.8)"]
+    losses = [[row["train_loss"] for row in run("models/seq2seq_attention.sg", epochs=1, out=str(tmp_path / name),
+                                                 sizes={"hidden": 8}, settings=settings, progress=False,
+                                                 echo=lambda *a: None).history]
+              for name in ("a", "b")]
+    assert losses[0] == losses[1]

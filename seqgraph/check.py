@@ -397,9 +397,8 @@ class Checker:
                 raise _err(f"feedback(...) has no option '{keyword.name}'", keyword.span,
                            did_you_mean(keyword.name, self.FEEDBACK_OPTIONS))
             options[keyword.name] = eval_size(keyword.value, block.sizes, keyword.name)
-        missing = [name for name in self.FEEDBACK_OPTIONS if name not in options]
-        if missing:
-            raise _err(f"feedback(...) needs {' and '.join(missing)}", call.span, f"write {usage}")
+        if "max_length" not in options:
+            raise _err("feedback(...) needs max_length", call.span, f"write {usage}")
         target, source_name = block.names[stmt.name], call.args[0]
         if source_name.id not in block.names:
             raise _err(f"unknown name '{source_name.id}'", source_name.span,
@@ -416,13 +415,13 @@ class Checker:
                        f"its {vocab} ids at each step of time axis '{target.type.time}'",
                        source_name.span, f"feed it from the logits (or probabilities): seq[float, {vocab}]")
         for name in ("start", "end"):
-            if not 0 <= options[name] < vocab:
+            if name in options and not 0 <= options[name] < vocab:
                 raise _err(f"feedback {name} token {options[name]} is not an id of '{stmt.name}' "
                            f"(0..{vocab - 1})", call.span)
         if options["max_length"] < 1:
             raise _err("feedback max_length must be at least 1", call.span)
-        return Feedback(target.id, source.id, options["start"], options["end"], options["max_length"],
-                        call.span)
+        return Feedback(target.id, source.id, options.get("start"), options.get("end"),
+                        options["max_length"], call.span)
 
     def _declare_name(self, name, span, block):
         if name in block.names:

@@ -48,12 +48,12 @@ class Generated:
     tokens: numpy.ndarray
     lengths: numpy.ndarray
     scores: numpy.ndarray
-    end: int
+    end: Optional[int]
 
     def sequences(self) -> list:
-        """Each row's tokens without the end token, as a list of lists of ids."""
+        """Each row's tokens (the prefix included) without the end token, as lists of ids."""
         rows = [[int(t) for t in self.tokens[:n, b]] for b, n in enumerate(self.lengths)]
-        return [row[:-1] if row and row[-1] == self.end else row for row in rows]
+        return [row[:-1] if row and self.end is not None and row[-1] == self.end else row for row in rows]
 
 
 @dataclass
@@ -180,21 +180,49 @@ def log_softmax(z):
 def generate(net, inputs: dict, lengths=None, *, feedback: Optional[str] = None, beam: int = 1,
              sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              seed: int = 0, max_length: Optional[int] = None, length_penalty: float = 1.0,
-             count: int = 1) -> Generated:
+             count: int = 1, prefix=None) -> Generated:
     """Decode ``inputs`` (the model's inputs but the fed-back one and the targets) with
     output feedback: greedy by default; ``sample=True`` draws each token (``temperature``,
     ``top_k`` most likely, ``top_p`` nucleus; reproducible from ``seed``); ``beam=K`` runs
     beam search with ``length_penalty``. ``max_length`` overrides the declared one; ``count``
-    rows are made when the model has no other input to take the batch from."""
+    rows are made when the model has no other input to take the batch from. ``prefix``
+    (ids, or one list of ids per row) is the start of every output, given rather than chosen
+    (a decoder without a start token needs one)."""
     decoder = net.decoder(feedback)
     limit = max_length or decoder.feedback.max_length
     _check_options(beam, temperature, top_k, top_p, limit, count)
     if beam > 1:
-        return _beam_search(decoder, inputs, lengths, beam, limit, length_penalty, count)
+        return _beam_search(decoder, inputs, lengths, beam, limit, length_penalty, count, prefix)
     rng = numpy.random.default_rng(seed)
     choose = (lambda logp: draw(logp, temperature, top_k, top_p, rng)) if sample else \
         (lambda logp: logp.argmax(axis=1))
-    return _each_step(decoder, decoder.start(inputs, lengths, count=count), limit, choose)
+    return _each_step(decoder, decoder.start(inputs, lengths, count=count), limit, choose, prefix)
+
+
+def _opening(feedback, prefix, rows: int, limit: int) -> tuple:
+    """``(forced, first, done)``: the ids each row's output must have at each step
+    (``(limit, rows)``, -1 where free), the tokens fed first, and how many output steps are
+    given before the first run (1 without a start token: the prefix's first id)."""
+    forced = numpy.full((limit, rows), -1, dtype=numpy.int64)
+    given = [] if prefix is None else list(prefix)
+    per_row = given if given and not numpy.isscalar(given[0]) else [given] * rows
+    if len(per_row) != rows:
+        raise SeqgraphError(f"prefix has {len(per_row)} rows, the batch {rows}")
+    for row, ids in enumerate(per_row):
+        ids = [int(i) for i in ids][:limit]
+        forced[:len(ids), row] = ids
+    if feedback.start is not None:
+        return forced, numpy.full(rows, feedback.start), 0
+    if (forced[0] < 0).any():
+        raise SeqgraphError("this decoder has no start token: generating needs a prefix for every row",
+                            feedback.span, "give a prefix (a prime; --input TEXT on the command "
+                                           "line), or declare feedback(..., start = ID)")
+    return forced, forced[0].copy(), 1
+
+
+def _end(feedback) -> int:
+    """The end token, or -1 (no id) when sequences run to their length."""
+    return -1 if feedback.end is None else feedback.end
 
 
 def _check_options(beam, temperature, top_k, top_p, limit, count) -> None:
@@ -207,18 +235,20 @@ def _check_options(beam, temperature, top_k, top_p, limit, count) -> None:
                                      "positive, top_k at least 0, top_p in (0, 1]")
 
 
-def _each_step(decoder: Decoder, context: Context, limit: int, choose) -> Generated:
-    """Greedy or sampled decoding: one token per row per step, chosen by ``choose``."""
-    start, end = decoder.feedback.start, decoder.feedback.end
+def _each_step(decoder: Decoder, context: Context, limit: int, choose, prefix=None) -> Generated:
+    """Greedy or sampled decoding: one token per row per step, chosen by ``choose`` where
+    the prefix does not say."""
+    end = _end(decoder.feedback)
     rows = numpy.arange(context.batch)
-    tokens = numpy.full(context.batch, start)
+    forced, tokens, done = _opening(decoder.feedback, prefix, context.batch, limit)
     out = numpy.zeros((limit, context.batch), dtype=numpy.int64)
+    out[:done] = forced[:done]
     finished = numpy.zeros(context.batch, dtype=bool)
-    lengths, scores = numpy.zeros(context.batch, dtype=numpy.int64), numpy.zeros(context.batch)
+    lengths, scores = numpy.full(context.batch, done, dtype=numpy.int64), numpy.zeros(context.batch)
     states = context.states
-    for t in range(limit):
+    for t in range(done, limit):
         logp, states = decoder.step(tokens, context, states)
-        chosen = choose(logp)
+        chosen = numpy.where(forced[t] >= 0, forced[t], choose(logp))
         scores += numpy.where(finished, 0.0, logp[rows, chosen])
         out[t] = numpy.where(finished, 0, chosen)
         lengths += ~finished
@@ -226,7 +256,7 @@ def _each_step(decoder: Decoder, context: Context, limit: int, choose) -> Genera
         tokens = numpy.where(finished, end, chosen)
         if finished.all():
             break
-    return Generated(out[:lengths.max()], lengths, scores, end)
+    return Generated(out[:lengths.max()], lengths, scores, decoder.feedback.end)
 
 
 def draw(logp, temperature: float, top_k: int, top_p: float, rng):
@@ -248,21 +278,24 @@ def draw(logp, temperature: float, top_k: int, top_p: float, rng):
 
 
 def _beam_search(decoder: Decoder, inputs, lengths, width: int, limit: int, alpha: float,
-                 count: int) -> Generated:
+                 count: int, prefix=None) -> Generated:
     """The best of ``width`` beams per example (see the module docstring)."""
-    start, end = decoder.feedback.start, decoder.feedback.end
+    end = _end(decoder.feedback)
     context = decoder.start(inputs, lengths, copies=width, count=count)
     batch = context.batch // width
+    forced, first, done = _opening(decoder.feedback, prefix, batch, limit)
     scores = numpy.full((batch, width), -numpy.inf)
     scores[:, 0] = 0.0  # every beam starts alike: expand one of them
-    history = numpy.zeros((batch, width, 0), dtype=numpy.int64)
+    history = numpy.repeat(forced[:done].T[:, None, :], width, axis=1)
     finished = numpy.zeros((batch, width), dtype=bool)
-    sizes = numpy.zeros((batch, width), dtype=numpy.int64)
-    tokens, states, examples = numpy.full(batch * width, start), context.states, numpy.arange(batch)[:, None]
-    for _ in range(limit):
+    sizes = numpy.full((batch, width), done, dtype=numpy.int64)
+    tokens, states, examples = numpy.repeat(first, width), context.states, numpy.arange(batch)[:, None]
+    for t in range(done, limit):
         logp, states = decoder.step(tokens, context, states)
         logp = logp.reshape(batch, width, -1)
         vocab = logp.shape[2]
+        given = forced[t] >= 0  # rows whose prefix says this step's token
+        logp[given] = numpy.where(numpy.arange(vocab) == forced[t][given, None, None], logp[given], -numpy.inf)
         logp[finished] = -numpy.inf
         logp[finished, end] = 0.0  # a finished beam stays as it is
         total = (scores[:, :, None] + logp).reshape(batch, -1)
@@ -282,4 +315,5 @@ def _beam_search(decoder: Decoder, inputs, lengths, width: int, limit: int, alph
     chosen = numpy.argmax(scores / numpy.maximum(sizes, 1) ** alpha, axis=1)
     tokens = history[numpy.arange(batch), chosen].T
     lengths = sizes[numpy.arange(batch), chosen]
-    return Generated(tokens[:lengths.max()], lengths, scores[numpy.arange(batch), chosen], end)
+    return Generated(tokens[:lengths.max()], lengths, scores[numpy.arange(batch), chosen],
+                     decoder.feedback.end)

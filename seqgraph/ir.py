@@ -84,12 +84,14 @@ class Feedback:
     when generating, ``x`` at step t is the token chosen from ``source`` at step t-1 (at step
     0 the ``start`` token); a sequence is done once it emits ``end`` or has ``max_length``
     tokens. ``input`` and ``source`` are node ids; ``source`` holds scores over the ``V`` ids
-    (logits, or the probabilities of a softmax)."""
+    (logits, or the probabilities of a softmax). Without a ``start`` token generating needs a
+    prefix (a language model's prime); without an ``end`` every sequence runs to
+    ``max_length``."""
 
     input: str
     source: str
-    start: int
-    end: int
+    start: Optional[int]
+    end: Optional[int]
     max_length: int
     span: Optional[Span] = None
 

@@ -34,8 +34,9 @@ class Decoded:
     def token_accuracy(self) -> float:
         """The fraction of target tokens (end token included) generated at their step."""
         right = total = 0
+        tail = [] if self.end is None else [self.end]
         for generated, expected in zip(self.generated, self.expected):
-            generated, expected = generated + [self.end], expected + [self.end]
+            generated, expected = generated + tail, expected + tail
             right += sum(g == e for g, e in zip(generated, expected))
             total += len(expected)
         return right / max(total, 1)
@@ -72,7 +73,7 @@ def _target_rows(target, lengths, end: int) -> list:
     rows = []
     for b in range(target.shape[1]):
         row = [int(t) for t in target[: (lengths[b] if lengths is not None else target.shape[0]), b]]
-        rows.append(row[:-1] if row and row[-1] == end else row)
+        rows.append(row[:-1] if row and end is not None and row[-1] == end else row)
     return rows
 
 

@@ -233,7 +233,8 @@ class Trainer:
                 report.write_metrics(self.out_dir / "metrics.csv", self.history)
                 if self.config.sample and self.dataset.kind == "text":
                     self._show_sample()
-                if self.config.show and self.net.model.checked.feedback and self.valid_data is not None:
+                if (self.config.show and self.net.model.checked.feedback and self.valid_data is not None
+                        and self.dataset.kind != "text"):
                     self._show_generated(row)
                 if self.config.patience and stale >= self.config.patience:
                     self.echo(f"early stop: no better validation loss for {stale} epochs")

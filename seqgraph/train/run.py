@@ -143,7 +143,8 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
     """What ``seqgraph generate`` prints: sequences decoded by the fed-back decoder of a run
     (``options`` as for ``net.generate``). Without ``inputs``, the run's held-out examples
     with the exact match and token accuracy of what was generated; else each ``--input``
-    (ids, or text for a text model) or the arrays of one ``.npz`` file. ``output`` saves the
+    (ids, or text for a text model) or the arrays of one ``.npz`` file; for a model that
+    reads nothing but its own output, each ``--input`` starts one output. ``output`` saves the
     generated ids (``tokens`` (N, T), ``lengths`` (N,)) to an ``.npz`` file."""
     trained = load_run(location, backend)
     net = trained.net
@@ -154,11 +155,18 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
         lines = [f"{len(data)} held-out examples of {data.name}:",
                  *pair_lines(decoded, data, names[0], show), summary(decoded)]
         rows = decoded.generated
+    elif not names:  # a language model: each --input is the start of one output (a prime)
+        node = net.model.graph.nodes[net.decoder().feedback.input]
+        primes = [_ids(text, trained.vocab, node["type"].bound) for text in inputs]
+        if len(primes) > 1:
+            options["count"] = len(primes)
+        rows = net.generate({}, prefix=primes if len(primes) > 1 else primes[0] if primes else None,
+                            **options).sequences()
+        lines = [render(row, vocab=trained.vocab) for row in rows]
     else:
         arrays, lengths, shown = _given_inputs(trained, names, inputs)
         rows = net.generate(arrays, lengths, **options).sequences()
-        shown = shown or [""] * len(rows)
-        lines = [f"{text}  ->  {render(row, vocab=trained.vocab)}".strip() for text, row in zip(shown, rows)]
+        lines = [f"{text}  ->  {render(row, vocab=trained.vocab)}" for text, row in zip(shown, rows)]
     if output:
         tokens, lengths = as_numpy_rows(rows)
         try:
@@ -174,11 +182,6 @@ def _given_inputs(trained: TrainedRun, names: list, inputs) -> tuple:
     file of example-major arrays named after the inputs (an int sequence's length runs to its
     last non-zero id), or ids / text, one example each, for a model with one sequence input."""
     model = trained.net.model
-    if not names:
-        if inputs:
-            raise SeqgraphError(f"model {model.name} reads nothing but its own output: it takes no "
-                                "--input", hint="use --count N for N sequences")
-        return {}, None, []
     if len(inputs) == 1 and str(inputs[0]).endswith(".npz"):
         return _npz_inputs(model, names, inputs[0])
     node = model.graph.nodes[model.inputs[names[0]]]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.generate import Decoder, log_softmax
+from seqgraph.generate import Decoder, _beam_search, log_softmax
 
 TOY = """
 cell Tiny(x : [E]) -> h : [H] {
@@ -93,7 +93,6 @@ def test_a_batch_decodes_as_its_examples_do_alone(seq2seq):
 
 def test_beam_of_width_one_is_greedy(seq2seq):
     """The beam-search loop itself (generate() sends beam=1 to the greedy loop)."""
-    from seqgraph.generate import _beam_search
     src, lengths = _sources()
     greedy = seq2seq.generate({"src": src}, {"src": lengths})
     for penalty in (0.0, 1.0):
@@ -210,6 +209,7 @@ def test_a_decoder_that_reads_its_whole_axis_cannot_generate():
     ("feedback(h, start = 0, end = 1, max_length = 3)", "scores over its 4 ids"),
     ("feedback(logit, start = 0, end = 1, max_length = 3)", "did you mean 'logits'"),
     ("feedback(logits, start = 0, end = 1)", "needs max_length"),
+    ("feedback(logits, start = 0, end = 1, max_length = 0)", "max_length must be at least 1"),
     ("copy(logits)", "says where it comes from"),
 ])
 def test_feedback_declaration_errors(option, message):
@@ -236,3 +236,35 @@ def test_check_says_which_input_is_fed_back(capsys):
     from seqgraph import cli
     assert cli.main(["check", "models/cnn_lstm.sg"]) == 0
     assert "caption_in  seq[int, 18]  (fed back from logits when generating)" in capsys.readouterr().out
+
+
+LANGUAGE_MODEL = TOY.replace("feedback(logits, start = 0, end = 1, max_length = 3)", "feedback(logits, max_length = 5)")
+
+
+def test_a_prefix_starts_every_output_and_the_rest_is_greedy():
+    net = _toy(seed=3)
+    free = net.generate(count=2)
+    given = net.generate(count=2, prefix=[[2, 3], [3]])
+    assert given.tokens[:2, 0].tolist() == [2, 3] and given.tokens[0, 1] == 3
+    for b, prefix in enumerate(([2, 3], [3])):
+        row = given.tokens[:given.lengths[b], b]
+        fed = np.concatenate([[0], row[:-1]]).reshape(-1, 1)
+        logp = log_softmax(net.predict({"y_in": fed})["logits"])[:, 0]
+        free_steps = range(len(prefix), len(row))
+        assert all(row[t] == logp[t].argmax() for t in free_steps)
+    assert free.tokens[0, 0] != 3 or free.tokens[1, 0] != 3  # the prefix changed something
+
+
+def test_a_language_model_needs_a_prefix_and_runs_to_its_length():
+    net = sg.compile(sg.parse(LANGUAGE_MODEL, "lm.sg").model(), dtype="float64", seed=2)
+    with pytest.raises(sg.SeqgraphError, match="no start token: generating needs a prefix"):
+        net.generate()
+    greedy = net.generate(prefix=[3, 1])
+    assert greedy.lengths.tolist() == [5] and greedy.tokens[:2, 0].tolist() == [3, 1]
+    fed = greedy.tokens[:-1]
+    logp = log_softmax(net.predict({"y_in": fed})["logits"])
+    assert (logp[1:, 0].argmax(-1) == greedy.tokens[2:, 0]).all()
+    beam = net.generate(prefix=[3, 1], beam=4, length_penalty=0.0)
+    assert beam.tokens[:2, 0].tolist() == [3, 1] and beam.scores[0] >= greedy.scores[0] - 1e-12
+    narrow = _beam_search(Decoder(net), {}, None, 1, 5, 1.0, 1, [3, 1])
+    np.testing.assert_array_equal(narrow.tokens, greedy.tokens)

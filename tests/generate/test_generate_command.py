@@ -81,3 +81,16 @@ def test_generated_metrics():
     assert decoded.exact_match() == pytest.approx(1 / 3)
     # targets with end tokens: [5 4 2] all right, [3 9 2] one right, [7 2] one right
     assert decoded.token_accuracy() == pytest.approx((3 + 1 + 1) / 8)
+
+
+def test_generate_continues_text_for_a_language_model(tmp_path, capsys):
+    out = tmp_path / "lm"
+    assert cli.main(["run", str(MODELS / "char_lstm.sg"), "--out", str(out), "--epochs", "1", "--quiet",
+                     "--size", "hidden=8", "--set", "steps = 2", "--set", "examples = 5000",
+                     "--set", "sample = 0"]) == 0
+    capsys.readouterr()
+    assert cli.main(["generate", str(out), "--input", "The ", "--temperature", "0.8", "--max-length", "30"]) == 0
+    text = capsys.readouterr().out[:-1]
+    assert text.startswith("The ") and len(text) == 30
+    assert cli.main(["generate", str(out)]) == 1
+    assert "needs a prefix" in capsys.readouterr().err

@@ -148,7 +148,7 @@ def train_section() -> str:
         value = getattr(defaults, item.name)
         if isinstance(value, config.Call):
             args = [repr(a) for a in value.args] + [f"{k} = {v!r}" for k, v in value.kwargs.items()]
-            value = f"{value.name}({', '.join(args)})" if args or value.name != "constant" else "constant"
+            value = f"{value.name}({', '.join(args)})" if args else value.name
         elif value is None:
             value = "none"
         else:

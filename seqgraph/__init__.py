@@ -8,16 +8,25 @@ The public API::
     out = net.forward({"x": x, "y": y})
     grads = net.backward()
     probe = seqgraph.Probe(net)                     # every value and gradient, by name and step
+    out = net.predict({"x": x})                     # outputs that need no target
+    run = seqgraph.load_run("runs/char_lstm")       # a trained run: run.net, run.config
 """
 
 from .errors import SeqgraphError
 from .probe import NodeInfo, Probe
 from .program import Model, Program, load, parse
 
-__all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile", "Probe", "NodeInfo"]
+__all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile", "load_run", "Probe", "NodeInfo"]
 
 
 def compile(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes):
     """Compile ``model`` into a runnable network (see :class:`seqgraph.runtime.Network`)."""
     from .runtime import compile_model
     return compile_model(model, backend=backend, dtype=dtype, seed=seed, **sizes)
+
+
+def load_run(location, backend: str = "numpy", dtype=None):
+    """A trained run (folder or checkpoint) with its weights and settings: see
+    :func:`seqgraph.train.run.load_run`."""
+    from .train.run import load_run as load_trained
+    return load_trained(location, backend=backend, dtype=dtype)

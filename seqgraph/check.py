@@ -16,7 +16,7 @@ from typing import Optional
 
 from . import library
 from .errors import Collector, Diagnostic, SeqgraphError, Span, did_you_mean
-from .ir import PREV, Builder, CheckedModel, Value, VType
+from .ir import PREV, Builder, CheckedModel, Feedback, Value, VType
 from .ops import REGISTRY, ShapeError
 from .sizes import Size, SizeError, format_shape
 from .syntax import ast
@@ -336,6 +336,7 @@ class Checker:
         builder = Builder()
         block = Block(sizes=sizes)
         inputs, targets, outputs = {}, {}, {}
+        feedback = {}
         for stmt in model.body:
             try:
                 self._model_statement(stmt, builder, block, inputs, targets, outputs)
@@ -344,6 +345,14 @@ class Checker:
                 self._poison_targets(stmt, block)
             except _Poisoned:
                 self._poison_targets(stmt, block)
+        for stmt in model.body:
+            if isinstance(stmt, ast.Declaration) and stmt.kind == "input" and stmt.init is not None:
+                try:
+                    feedback[stmt.name] = self._feedback(stmt, block)
+                except SeqgraphError as error:
+                    self.collector.add(error)
+                except _Poisoned:
+                    pass
         loss = block.names.get("loss")
         if loss is not None and loss is not POISON and not loss.type.shape and loss.type.batched:
             # one number per example or per step: averaged over the batch and the valid steps
@@ -360,7 +369,7 @@ class Checker:
             name=model.name, sizes=sizes, values=builder.values, inputs=inputs, targets=targets,
             outputs=outputs, params=dict(self.params), states=dict(self.states),
             final_states=dict(self.final_states), loss=outputs.get("loss"),
-            time_axes={t: v.id for t, v in self.lengths.items()}, span=model.span)
+            time_axes={t: v.id for t, v in self.lengths.items()}, span=model.span, feedback=feedback)
 
     def _model_sizes(self, model: ast.Model, overrides: dict) -> dict:
         sizes: dict = {}
@@ -425,6 +434,49 @@ class Checker:
             outputs[stmt.name] = value.id
         else:
             self._assign(stmt, builder, block)
+
+    FEEDBACK_OPTIONS = ("start", "end", "max_length")
+
+    def _feedback(self, stmt: ast.Declaration, block: Block) -> Feedback:
+        """``input x : seq[int, V] = feedback(source, start = s, end = e, max_length = n)``,
+        checked once the whole model is read (``source`` is usually defined after ``x``)."""
+        call, usage = stmt.init, "feedback(logits, start = 1, end = 2, max_length = 20)"
+        if not isinstance(call, ast.Call) or call.func != "feedback":
+            raise _err("an input's '= ...' says where it comes from when generating", stmt.init.span,
+                       f"write = {usage}")
+        if len(call.args) != 1 or not isinstance(call.args[0], ast.Name):
+            raise _err("feedback(...) takes the name of the output it reads", call.span, f"write {usage}")
+        options = {}
+        for keyword in call.keywords:
+            if keyword.name not in self.FEEDBACK_OPTIONS:
+                raise _err(f"feedback(...) has no option '{keyword.name}'", keyword.span,
+                           did_you_mean(keyword.name, self.FEEDBACK_OPTIONS))
+            options[keyword.name] = eval_size(keyword.value, block.sizes, keyword.name)
+        if "max_length" not in options:
+            raise _err("feedback(...) needs max_length", call.span, f"write {usage}")
+        target, source_name = block.names[stmt.name], call.args[0]
+        if source_name.id not in block.names:
+            raise _err(f"unknown name '{source_name.id}'", source_name.span,
+                       did_you_mean(source_name.id, block.names))
+        source = block.names[source_name.id]
+        if source is POISON or target is POISON:
+            raise _Poisoned()
+        vocab = target.type.bound
+        if not target.type.is_seq or target.type.dtype != "int":
+            raise _err(f"only a seq[int, V] input can be fed back, '{stmt.name}' is {target.type}", stmt.span)
+        if (not source.type.is_seq or source.type.time != target.type.time
+                or tuple(source.type.shape) != (vocab,)):
+            raise _err(f"'{source_name.id}' is {source.type}, but '{stmt.name}' is fed from scores over "
+                       f"its {vocab} ids at each step of time axis '{target.type.time}'",
+                       source_name.span, f"feed it from the logits (or probabilities): seq[float, {vocab}]")
+        for name in ("start", "end"):
+            if name in options and not 0 <= options[name] < vocab:
+                raise _err(f"feedback {name} token {options[name]} is not an id of '{stmt.name}' "
+                           f"(0..{vocab - 1})", call.span)
+        if options["max_length"] < 1:
+            raise _err("feedback max_length must be at least 1", call.span)
+        return Feedback(target.id, source.id, options.get("start"), options.get("end"),
+                        options["max_length"], call.span)
 
     def _declare_name(self, name, span, block):
         if name in block.names:

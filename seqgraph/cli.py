@@ -6,6 +6,7 @@
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR] [--init WEIGHTS]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
+    seqgraph generate RUN [--input IDS_TEXT_OR_NPZ]... [--beam K] [--greedy] [--temperature X] [--seed S]
     seqgraph grads MODEL.sg [--batch B] [--steps T] [--seed S] [--size NAME=VALUE] [--out PNG]
     seqgraph bench MODEL.sg [--batch B] [--steps T] [--size NAME=VALUE] [--dtype D] [--repeat N]
     seqgraph export RUN_OR_MODEL [--format onnx|safetensors] [-o FILE] [--weights RUN_OR_FILE]
@@ -59,6 +60,10 @@ def _type_text(model: Model, node) -> str:
     text = str(vtype)
     if vtype.is_seq and vtype.time != "time":
         text += f"  (time axis '{vtype.time}')"
+    fed = [f for f in model.checked.feedback.values() if f.input == node]
+    if fed:
+        source = model.graph.nodes[fed[0].source]["name"] or fed[0].source
+        text += f"  (fed back from {source} when generating)"
     return text
 
 
@@ -243,6 +248,18 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    """Decode with the fed-back decoder input of a trained run (see docs/language.md)."""
+    from .train.run import generate
+
+    sampled = not args.greedy and (args.temperature is not None or args.top_k or args.top_p < 1)
+    print(generate(args.run, args.input or (), output=args.output, show=args.show, beam=args.beam,
+                   sample=sampled, temperature=args.temperature or 1.0, top_k=args.top_k,
+                   top_p=args.top_p, seed=args.seed, max_length=args.max_length,
+                   length_penalty=args.length_penalty, count=args.count))
+    return 0
+
+
 # --- seqgraph bench ---------------------------------------------------------------------------
 
 def cmd_bench(args) -> int:
@@ -397,6 +414,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="below 1 sharpens the distribution, above 1 flattens it")
     sample.add_argument("--seed", type=int, metavar="S", default=0)
     sample.set_defaults(handler=cmd_sample)
+
+    generate = commands.add_parser("generate", help="decode with a model's fed-back input: held-out "
+                                                    "examples, given ids or text, or an .npz file")
+    generate.add_argument("run", metavar="RUN")
+    generate.add_argument("--input", action="append", metavar="IDS_TEXT_OR_NPZ",
+                          help='one example ("5 3 9", or text for a text model), or an .npz of inputs; '
+                               "default: the run's held-out examples, scored")
+    generate.add_argument("--beam", type=int, metavar="K", default=1, help="beam search of width K")
+    generate.add_argument("--greedy", action="store_true", help="the most likely token at each step "
+                                                                "(the default)")
+    generate.add_argument("--temperature", type=float, metavar="X", help="sample, at this temperature")
+    generate.add_argument("--top-k", type=int, metavar="K", default=0, help="sample from the K most likely")
+    generate.add_argument("--top-p", type=float, metavar="P", default=1.0,
+                          help="sample from the most likely tokens that reach probability P")
+    generate.add_argument("--seed", type=int, metavar="S", default=0)
+    generate.add_argument("--max-length", type=int, metavar="N", help="at most N tokens (default: "
+                                                                       "the model's max_length)")
+    generate.add_argument("--length-penalty", type=float, metavar="A", default=1.0,
+                          help="beams are ranked by log-probability / length**A (1.0)")
+    generate.add_argument("--count", type=int, metavar="N", default=1,
+                          help="sequences to make when the model reads nothing else")
+    generate.add_argument("--show", type=int, metavar="N", default=5, help="held-out pairs to print (5)")
+    generate.add_argument("--output", metavar="FILE.npz", help="save the generated ids (tokens, lengths)")
+    generate.set_defaults(handler=cmd_generate)
     return parser
 
 

@@ -78,6 +78,24 @@ class Value:
     init: Optional[tuple] = None
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """``input x : seq[int, V] = feedback(logits, start = 1, end = 2, max_length = 20)``:
+    when generating, ``x`` at step t is the token chosen from ``source`` at step t-1 (at step
+    0 the ``start`` token); a sequence is done once it emits ``end`` or has ``max_length``
+    tokens. ``input`` and ``source`` are node ids; ``source`` holds scores over the ``V`` ids
+    (logits, or the probabilities of a softmax). Without a ``start`` token generating needs a
+    prefix (a language model's prime); without an ``end`` every sequence runs to
+    ``max_length``."""
+
+    input: str
+    source: str
+    start: Optional[int]
+    end: Optional[int]
+    max_length: int
+    span: Optional[Span] = None
+
+
 @dataclass
 class CheckedModel:
     """A model after checking: its values in order and what they mean to the outside."""
@@ -94,6 +112,7 @@ class CheckedModel:
     loss: Optional[str]
     time_axes: dict
     span: Optional[Span] = None
+    feedback: dict = field(default_factory=dict)  # input name -> Feedback
 
 
 class Builder:

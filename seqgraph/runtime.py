@@ -20,6 +20,7 @@ from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
 from .ir import PREV
 from .ops import REGISTRY
+from .parts import compile_part
 
 DTYPES = ("float32", "float64")
 FEED_OPS = ("input", "lengths", "state_init")
@@ -269,6 +270,7 @@ class Network:
         self._run = None
         self._overwritten = frozenset()
         self.final_states: dict = {}
+        self._parts: dict = {}  # compiled parts of the model (predict, decoders), by what they are for
 
     @property
     def rng(self):
@@ -289,6 +291,46 @@ class Network:
         self._overwritten = frozenset()
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
         return {name: self._run.env[node] for name, node in self.model.outputs.items()}
+
+    def predict(self, inputs: dict, lengths=None, outputs=None) -> dict:
+        """The named outputs for ``inputs`` alone: no targets and no loss are needed (nor
+        computed). ``outputs`` names the ones wanted; by default every output that needs no
+        target."""
+        part = self._predictor(tuple(outputs) if outputs is not None else None)
+        feed = prepare_feed(part, self.backend, self.dtype, inputs, lengths)
+        run = part.program.forward(self.backend.xp, feed, self.params, self.dtype)
+        return {name: run.env[node] for name, node in part.checked.outputs.items()}
+
+    def _predictor(self, names):
+        """The compiled part behind :meth:`predict` for these output names (made once)."""
+        if names not in self._parts:
+            model = self.model
+            targets = set(model.checked.targets.values())
+            free = {name: node for name, node in model.outputs.items()
+                    if not targets & (nx.ancestors(model.graph, node) | {node})}
+            for name in names or ():
+                if name not in free:
+                    why = "it needs a target" if name in model.outputs else "there is no such output"
+                    raise SeqgraphError(f"cannot predict '{name}': {why}",
+                                        hint=did_you_mean(name, model.outputs) or "outputs without "
+                                        "targets: " + ", ".join(free))
+            self._parts[names] = compile_part(model, {n: free[n] for n in names} if names else free)
+        return self._parts[names]
+
+    def decoder(self, feedback: Optional[str] = None):
+        """The compiled :class:`~seqgraph.generate.Decoder` of the fed-back input ``feedback``
+        (the only one by default), made once."""
+        from .generate import Decoder
+        key = ("decoder", feedback)
+        if key not in self._parts:
+            self._parts[key] = Decoder(self, feedback)
+        return self._parts[key]
+
+    def generate(self, inputs: Optional[dict] = None, lengths=None, **options):
+        """Decode with output feedback (greedy, sampled or beam search): see
+        :func:`seqgraph.generate.generate` for the options."""
+        from .generate import generate
+        return generate(self, inputs or {}, lengths, **options)
 
     def value(self, node: str):
         """The value of folded-graph node ``node`` in the last forward run (whole sequences

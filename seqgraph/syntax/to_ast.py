@@ -109,8 +109,9 @@ class ToAst(Transformer):
     def _declared(kind):
         @v_args(meta=True)
         def build(self, meta, children):
-            name, type_ = children
-            return [ast.Declaration(kind, str(name), type_, None, self._token_span(name))]
+            name, type_, *init = children
+            return [ast.Declaration(kind, str(name), type_, init[0] if init else None,
+                                    self._token_span(name))]
         return build
 
     input, target = _declared("input"), _declared("target")

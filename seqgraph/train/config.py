@@ -33,6 +33,13 @@ setting               example                          meaning
                                                         sampled after each epoch
 ``temperature``       ``0.8``                           sampling temperature
 ``prime``             ``"The "``                        text that starts each sample
+``show``              ``3``                             a model with a fed-back input: after each
+                                                        epoch, this many held-out pairs and the
+                                                        exact match and token accuracy of the
+                                                        *generated* outputs (0: off)
+``scheduled_sampling`` ``linear(end = 0.25)``           feed a fed-back decoder its own tokens
+                      ``exponential(k = 0.999)``        with a probability rising over training
+                      ``inverse_sigmoid(k = 200)``      (see seqgraph.train.scheduled)
 ``seed``              ``0``                             seeds data order, init and dropout
 ``skip_nonfinite``    ``0``                             1: skip steps whose loss or gradient is
                                                         NaN/inf (with a warning) instead of stopping
@@ -85,6 +92,8 @@ class TrainConfig:
     sample: int = 0
     temperature: float = 0.8
     prime: str = ""
+    show: int = 3
+    scheduled_sampling: Call = Call("off")
     seed: int = 0
     skip_nonfinite: int = 0
     memory: str = ""
@@ -103,11 +112,18 @@ class TrainConfig:
             out[item.name] = value
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config :meth:`as_dict` wrote (a run's saved settings)."""
+        known = {item.name for item in fields(cls)} - {"spans"}
+        return cls(**{name: Call(value["call"], tuple(value["args"]), dict(value["kwargs"]))
+                      if isinstance(value, dict) else value
+                      for name, value in values.items() if name in known})
 
 _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "seed", "skip_nonfinite",
-         "accumulate"}
+         "accumulate", "show"}
 _FLOATS = {"weight_decay", "clip", "clip_value", "valid", "temperature"}
-_CALLS = {"data", "optimizer", "schedule"}
+_CALLS = {"data", "optimizer", "schedule", "scheduled_sampling"}
 _STRINGS = {"prime", "memory", "init"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
 

@@ -29,7 +29,7 @@ from ..errors import SeqgraphError, did_you_mean
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
-from . import optim, report, tables
+from . import generation, optim, report, scheduled, tables
 from .checkpoint import BEST, FINAL, LAST, initial_params, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -240,6 +240,8 @@ class Trainer:
         self.epoch, self.batch_index = 0, 0
         self.carried: dict = {}
         self.samples: list = []
+        self.sampling = scheduled.make_sampling_schedule(config.scheduled_sampling, model)
+        self._own_tokens = None  # scheduled sampling: [generated, fed] tokens this epoch
 
     # set-up
     def _fit_vocabulary(self, model, dataset):
@@ -299,6 +301,9 @@ class Trainer:
                     row = self._train_epoch()
                 self.history.append(row)
                 self.echo(report.epoch_line(row, self.config.epochs, self._unit()))
+                if "fed_generated" in row:
+                    self.echo(f"  scheduled sampling: {row['fed_generated']:.1%} of the fed-back "
+                              "tokens were the model's own")
                 improved = row["valid_loss"] is not None and row["valid_loss"] < self.best
                 score = _score(row)
                 # Both checkpoints hold the state after this epoch, so a run killed between
@@ -315,6 +320,9 @@ class Trainer:
                     report.write_metrics(self.out_dir / "metrics.csv", self.history)
                     if self.config.sample and self.dataset.kind == "text":
                         self._show_sample()
+                    if (self.config.show and self.net.model.checked.feedback and self.valid_data is not None
+                            and self.dataset.kind != "text"):
+                        self._show_generated(row)
                 if self.config.patience and stale >= self.config.patience:
                     self.echo(f"early stop: no better validation loss for {stale} epochs")
                     break
@@ -350,6 +358,7 @@ class Trainer:
         batches = list(self._batches(self.train_data, train=True))
         limit = self.config.steps or len(batches)
         batches = batches[:limit]
+        self._batches_per_epoch = len(batches)
         total, count, units = self._partial_sums()
         bar = report.progress(len(batches), f"epoch {self.epoch + 1}", self.show_progress)
         bar.update(self.batch_index)
@@ -370,9 +379,14 @@ class Trainer:
         self._partial = None
         valid_loss, metric_value = self._evaluate()
         train_loss = total / count if count else math.nan  # nan, not 0, when every step was skipped
-        return {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
-                "metric": self._metric_name(), "metric_value": metric_value, "lr": self.optimizer.lr,
-                "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
+        row = {"epoch": self.epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
+               "metric": self._metric_name(), "metric_value": metric_value, "lr": self.optimizer.lr,
+               "seconds": seconds, "throughput": units / max(seconds, 1e-9)}
+        if self._own_tokens is not None:
+            generated, fed = self._own_tokens
+            row["fed_generated"] = generated / max(fed, 1)
+            self._own_tokens = [0, 0]
+        return row
 
     def _partial_sums(self):
         partial = getattr(self, "_partial", None)
@@ -390,6 +404,8 @@ class Trainer:
         """One forward and backward, and an update when ``accumulate`` batches are gathered
         (or at the epoch's ``last`` batch); the loss, or None for a skipped step."""
         self.net._rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 7])
+        if self.sampling is not None:
+            inputs = self._with_own_tokens(inputs, lengths, index)
         if self.captured is not None:
             return self._captured_step(inputs, lengths, self.carried if self.dataset.kind == "text" else None)
         loss, grads = self._gradients(inputs, lengths)
@@ -457,6 +473,23 @@ class Trainer:
         step = Step(self.epoch + 1, index + 1, self.steps_taken, loss, norm, clipped, self.optimizer.lr)
         for callback in self.on_step:
             callback(step)
+
+    def _with_own_tokens(self, inputs: dict, lengths, index: int) -> dict:
+        """Scheduled sampling: the batch with some steps of its fed-back input replaced by
+        the decoder's own tokens, at the schedule's rate for this step of the run."""
+        decoder = self.net.decoder()
+        counts = self._own_tokens = self._own_tokens or [0, 0]
+        total = self.config.epochs * self._batches_per_epoch
+        rate = self.sampling(self.epoch * self._batches_per_epoch + index, total)
+        rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 13])
+        fed, generated = scheduled.mixed_inputs(decoder, inputs, lengths, rate, rng)
+        node = self.net.model.graph.nodes[decoder.feedback.input]
+        steps = numpy.arange(len(fed))[:, None]
+        valid = (steps >= 1) & (steps < numpy.asarray(lengths[node["time"]])[None, :]) \
+            if lengths and node["time"] in lengths else numpy.broadcast_to(steps >= 1, fed.shape)
+        counts[0] += int((generated & valid).sum())
+        counts[1] += int(valid.sum())
+        return {**inputs, node["name"]: fed}
 
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
@@ -558,6 +591,18 @@ class Trainer:
         atomic_write(self.out_dir / "samples.txt", lambda f: f.write("\n\n".join(
             f"--- epoch {i + 1} ---\n{s}" for i, s in enumerate(self.samples)).encode("utf-8")))
         self.echo("  sample: " + text.replace("\n", " ")[: self.config.sample + 40])
+
+    def _show_generated(self, row: dict) -> None:
+        """Pairs of held-out source and generated output, and how well what was generated
+        (greedy, fed back) matches the targets; the two rates go into the epoch's row."""
+        decoded = generation.decode_dataset(self.net, self.valid_data, self.roles.target)
+        source = generation.decoder_inputs(self.net.model)
+        for line in generation.pair_lines(decoded, self.valid_data, source[0] if source else None,
+                                          self.config.show):
+            self.echo(line)
+        self.echo("  " + generation.summary(decoded))
+        row["generated_exact_match"] = decoded.exact_match()
+        row["generated_token_accuracy"] = decoded.token_accuracy()
 
     def _save(self, name: str) -> Path:
         path = self.out_dir / name

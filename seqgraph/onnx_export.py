@@ -676,14 +676,22 @@ def _conv(spatial: int):
     return translate
 
 
-def _pool(op_type: str, **extra):
+def _pool(op_type: str, dilated: bool):
+    """MaxPool (``dilated``: it has PyTorch's dilation) or AveragePool (it has
+    count_include_pad instead), ceil_mode either way."""
     def translate(cx, x):
         if cx.lead(0) != 1:
             raise _unsupported(cx.data, f"ONNX's {op_type} takes one batch axis; this input has "
                                         f"{cx.lead(0)} leading axes")
-        pad = _pair(cx.attrs.get("pad", 0), 2)
-        return cx.op(op_type, [x], kernel_shape=_pair(cx.attrs["kernel"], 2),
-                     strides=_pair(cx.attrs.get("stride") or cx.attrs["kernel"], 2), pads=pad + pad, **extra)
+        attrs = cx.attrs
+        options = {"ceil_mode": int(bool(attrs.get("ceil_mode", False)))}
+        if dilated:
+            options["dilations"] = _pair(attrs.get("dilation", 1), 2)
+        else:
+            options["count_include_pad"] = int(bool(attrs.get("count_include_pad", True)))
+        pad = _pair(attrs.get("pad", 0), 2)
+        return cx.op(op_type, [x], kernel_shape=_pair(attrs["kernel"], 2),
+                     strides=_pair(attrs.get("stride") or attrs["kernel"], 2), pads=pad + pad, **options)
     return translate
 
 
@@ -744,20 +752,23 @@ def _training_flag(cx):
 
 def _batch_norm(cx, x, running_mean, running_var, training):
     """ONNX's BatchNormalization in inference mode, with unit scale and zero bias (the layer's
-    own weight and bias are separate ops)."""
+    own weight and bias are separate ops). eps joins the variance as a constant: the epsilon
+    attribute, a float32, would round it in a float64 model."""
     channels = cx.arg_data[0]["shape"][0]
     dtype = cx.exporter.dtype
     scale = cx.em.constant(numpy.ones(channels, dtype=dtype), "ones")
     bias = cx.em.constant(numpy.zeros(channels, dtype=dtype), "zeros")
-    return cx.op("BatchNormalization", [x, scale, bias, running_mean, running_var],
-                 epsilon=float(cx.attrs.get("eps", 1e-5)))
+    variance = cx.op("Add", [running_var, cx.scalar(cx.attrs.get("eps", 1e-5))])
+    return cx.op("BatchNormalization", [x, scale, bias, running_mean, variance], epsilon=0.0)
 
 
 def _layer_norm(cx, x):
-    """ONNX's LayerNormalization over the last axis, with unit scale and no bias."""
-    features = cx.data["shape"][-1]
-    scale = cx.em.constant(numpy.ones(features, dtype=cx.exporter.dtype), "ones")
-    return cx.op("LayerNormalization", [x, scale], axis=-1, epsilon=float(cx.attrs.get("eps", 1e-5)))
+    """(x - mean) / sqrt(var + eps) over the last axis, as reductions (LayerNormalization's
+    epsilon attribute, a float32, would round eps in a float64 model)."""
+    last = cx.em.ints([-1])
+    centred = cx.op("Sub", [x, cx.op("ReduceMean", [x, last])])
+    variance = cx.op("ReduceMean", [cx.op("Mul", [centred, centred]), last])
+    return cx.op("Div", [centred, cx.op("Sqrt", [cx.op("Add", [variance, cx.scalar(cx.attrs.get("eps", 1e-5))])])])
 
 
 def _compare(op_type: str, negate: bool = False):
@@ -809,7 +820,10 @@ def _gelu(cx, x):
 
 
 def _leaky_relu(cx, x):
-    return cx.op("LeakyRelu", [x], alpha=float(cx.attrs.get("negative_slope", 0.01)))
+    """x where x > 0, else slope x: a Where, since LeakyRelu's alpha, a float attribute, would
+    round the slope to float32."""
+    slope = cx.scalar(cx.attrs.get("negative_slope", 0.01))
+    return cx.op("Where", [cx.op("Greater", [x, cx.scalar(0.0)]), x, cx.op("Mul", [x, slope])])
 
 
 TRANSLATIONS = {
@@ -823,7 +837,7 @@ TRANSLATIONS = {
     "embedding": _embedding, "first": _first, "last": _last, "reverse": _reverse,
     "max_over_time": _max_over_time, "mean_over_time": _mean_over_time, "attention": _attention,
     "conv2d": _conv(2), "conv1d": _conv(1),
-    "maxpool2d": _pool("MaxPool"), "avgpool2d": _pool("AveragePool", count_include_pad=1),
+    "maxpool2d": _pool("MaxPool", dilated=True), "avgpool2d": _pool("AveragePool", dilated=False),
     "dropout_mask": _dropout_mask, "training_flag": _training_flag, "batch_norm": _batch_norm,
     "layer_norm": _layer_norm,
     "time_conv1d": _time_conv1d, "time_maxpool": _time_maxpool, "time_avgpool": _time_avgpool,

@@ -180,7 +180,9 @@ def test_a_cell_with_two_inputs_and_a_nonzero_start_runs_as_a_scan():
     _check_against_seqgraph(net, proto, "float64")
 
 
-# op -> a small model body over x, y : seq[float, 3] that uses it (each option once)
+# op -> a small model body over the inputs of OP_INPUTS that uses it (each option once)
+OP_INPUTS = "input x : seq[float, 3]  input y : seq[float, 3]  input img : tensor[float, 2, 6, 6]  " \
+            "input small : tensor[float, 2, 5, 5]"
 OPS = {
     "sqrt": "out = sqrt(exp(x))",
     "abs": "out = abs(x)",
@@ -200,13 +202,16 @@ OPS = {
     "avgpool_time": "out = avgpool_time(x, 3) + avgpool_time(y, 4, count_include_pad = true)",
     "maxpool_time": "out = maxpool_time(x, 2) + maxpool_time(y, 3, dilation = 2)",
     "conv1d": "out = conv1d(x, 2, 4) + conv1d(y, 2, 2, dilation = 3)",
+    "maxpool2d": "out = maxpool2d(img, 2) + maxpool2d(img, 3, stride = 2, pad = 1, dilation = 2, ceil_mode = true)",
+    "avgpool2d": "out = avgpool2d(small, 3, stride = 2, pad = 1)"
+                 " + avgpool2d(small, 2, ceil_mode = true, count_include_pad = false)",
 }
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_each_op_exports_and_matches(op, dtype):
-    source = f"model M {{ input x : seq[float, 3]  input y : seq[float, 3]  {OPS[op]}  output out }}"
+    source = f"model M {{ {OP_INPUTS}  {OPS[op]}  output out }}"
     net = _trained_like(sg.parse(source).model(), dtype)
     _check_against_seqgraph(net, net.export_onnx(), dtype)
 

@@ -2,8 +2,8 @@
 around it.
 
 The exported graph takes the model's inputs (its targets are left out) and, for each time
-axis whose lengths it reads (a recurrent op, ``last``, ``reverse``, pooling over time,
-attention), the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it
+axis whose lengths it reads (a recurrent op, ``last``, ``reverse``, convolution and pooling
+along time, attention), the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it
 hands back the model's outputs except the loss. Batch and time axes are dynamic (``batch``, and the
 axis' name, ``time`` by default). Sequences are time-major, as everywhere in seqgraph.
 

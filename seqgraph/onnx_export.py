@@ -2,8 +2,8 @@
 around it.
 
 The exported graph takes the model's inputs (its targets are left out) and, for each time
-axis whose lengths it reads (a recurrent op, ``last``, ``reverse``, pooling over time,
-attention), the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it
+axis whose lengths it reads (a recurrent op, ``last``, ``reverse``, convolution and pooling
+along time, attention), the valid length of every sequence (``time.lengths``, int64 ``[batch]``); it
 hands back the model's outputs except the loss. Batch and time axes are dynamic (``batch``, and the
 axis' name, ``time`` by default). Sequences are time-major, as everywhere in seqgraph.
 
@@ -676,19 +676,154 @@ def _conv(spatial: int):
     return translate
 
 
-def _pool(op_type: str, **extra):
+def _pool(op_type: str, dilated: bool):
+    """MaxPool (``dilated``: it has PyTorch's dilation) or AveragePool (it has
+    count_include_pad instead), ceil_mode either way."""
     def translate(cx, x):
         if cx.lead(0) != 1:
             raise _unsupported(cx.data, f"ONNX's {op_type} takes one batch axis; this input has "
                                         f"{cx.lead(0)} leading axes")
-        pad = _pair(cx.attrs.get("pad", 0), 2)
-        return cx.op(op_type, [x], kernel_shape=_pair(cx.attrs["kernel"], 2),
-                     strides=_pair(cx.attrs.get("stride") or cx.attrs["kernel"], 2), pads=pad + pad, **extra)
+        attrs = cx.attrs
+        options = {"ceil_mode": int(bool(attrs.get("ceil_mode", False)))}
+        if dilated:
+            options["dilations"] = _pair(attrs.get("dilation", 1), 2)
+        else:
+            options["count_include_pad"] = int(bool(attrs.get("count_include_pad", True)))
+        pad = _pair(attrs.get("pad", 0), 2)
+        return cx.op(op_type, [x], kernel_shape=_pair(attrs["kernel"], 2),
+                     strides=_pair(attrs.get("stride") or attrs["kernel"], 2), pads=pad + pad, **options)
     return translate
+
+
+def _along_time(cx, x, lengths, fill, kernel: int, window):
+    """A window op along a sequence's time axis, each sequence alone: x (T, B, C) with its
+    padded steps set to ``fill`` and PyTorch's 'same' padding of ``fill`` added (the smaller
+    half before), as (B, C, T') for ``window(image, **geometry)`` (stride 1, no padding of
+    its own: onnx's reference evaluator fails on padded pools), whose (B, C', T) result comes
+    back as (T, B, C') with its padded steps 0."""
+    from .ops.temporal import same_padding
+    if cx.lead(0) != 2:
+        raise _unsupported(cx.data, "it runs along the time axis of a whole sequence")
+    valid = cx.valid_steps(lengths, x, 1)
+    dilation = int(cx.attrs.get("dilation", 1))
+    before, after = same_padding(int(kernel), dilation)
+    filled = cx.op("Where", [valid, x, cx.scalar(fill)])
+    padded = cx.op("Pad", [filled, cx.em.ints([before, 0, 0, after, 0, 0]), cx.scalar(fill)])
+    geometry = dict(strides=[1], dilations=[dilation]) if dilation != 1 else dict(strides=[1])
+    out = window(cx.op("Transpose", [padded], perm=[1, 2, 0]), **geometry)
+    return cx.op("Where", [valid, cx.op("Transpose", [out], perm=[2, 0, 1]), cx.scalar(0.0)])
+
+
+def _time_conv1d(cx, x, w, b, lengths):
+    return _along_time(cx, x, lengths, 0.0, cx.arg_data[1]["shape"][2],
+                       lambda image, **geometry: cx.op("Conv", [image, w, b], **geometry))
+
+
+def _time_maxpool(cx, x, lengths):
+    kernel = int(cx.attrs["kernel"])
+    return _along_time(cx, x, lengths, -numpy.inf, kernel, lambda image, **geometry: cx.op(
+        "MaxPool", [image], kernel_shape=[kernel], **geometry))
+
+
+def _time_avgpool(cx, x, lengths):
+    """The window's mean with padding counted, or, without ``count_include_pad``, over its
+    steps inside the sequence: the mean over the share of valid steps (at least one step's
+    share: a padded step's window may hold none, and seqgraph counts it as 1)."""
+    kernel = int(cx.attrs["kernel"])
+
+    def mean(image, **geometry):
+        return cx.op("AveragePool", [image], kernel_shape=[kernel], **geometry)
+
+    total = _along_time(cx, x, lengths, 0.0, kernel, mean)
+    if cx.attrs.get("count_include_pad"):
+        return total
+    ones = cx.op("Cast", [cx.valid_steps(lengths, x, 1)], to=cx.exporter._elem_type("float"))
+    share = _along_time(cx, ones, lengths, 0.0, kernel, mean)
+    return cx.op("Div", [total, cx.op("Max", [share, cx.scalar(1.0 / kernel)])])
 
 
 def _dropout_mask(cx, x):
     return cx.scalar(1.0)  # an exported model runs for inference: dropout is the identity
+
+
+def _training_flag(cx):
+    return cx.scalar(0.0)  # an exported model evaluates: batch_norm uses its running statistics
+
+
+def _batch_norm(cx, x, running_mean, running_var, training):
+    """ONNX's BatchNormalization in inference mode, with unit scale and zero bias (the layer's
+    own weight and bias are separate ops). eps joins the variance as a constant: the epsilon
+    attribute, a float32, would round it in a float64 model."""
+    channels = cx.arg_data[0]["shape"][0]
+    dtype = cx.exporter.dtype
+    scale = cx.em.constant(numpy.ones(channels, dtype=dtype), "ones")
+    bias = cx.em.constant(numpy.zeros(channels, dtype=dtype), "zeros")
+    variance = cx.op("Add", [running_var, cx.scalar(cx.attrs.get("eps", 1e-5))])
+    return cx.op("BatchNormalization", [x, scale, bias, running_mean, variance], epsilon=0.0)
+
+
+def _layer_norm(cx, x):
+    """(x - mean) / sqrt(var + eps) over the last axis, as reductions (LayerNormalization's
+    epsilon attribute, a float32, would round eps in a float64 model)."""
+    last = cx.em.ints([-1])
+    centred = cx.op("Sub", [x, cx.op("ReduceMean", [x, last])])
+    variance = cx.op("ReduceMean", [cx.op("Mul", [centred, centred]), last])
+    return cx.op("Div", [centred, cx.op("Sqrt", [cx.op("Add", [variance, cx.scalar(cx.attrs.get("eps", 1e-5))])])])
+
+
+def _compare(op_type: str, negate: bool = False):
+    """A comparison as 1.0 or 0.0 in the model's float type."""
+    def translate(cx, a, b):
+        truth = cx.op(op_type, [a, b])
+        if negate:
+            truth = cx.op("Not", [truth])
+        return cx.op("Cast", [truth], to=cx.exporter._elem_type("float"))
+    return translate
+
+
+def _where(cx, cond, a, b):
+    return cx.op("Where", [cx.op("Cast", [cond], to=cx.exporter.onnx.TensorProto.BOOL), a, b])
+
+
+def _clip(low: tuple, high: tuple):
+    """Clip to the bounds given by attributes, ``low`` and ``high`` each a pair of the
+    attribute's name and its default (a bound of None is no bound)."""
+    def translate(cx, x):
+        bounds = [cx.attrs.get(name, default) for name, default in (low, high)]
+        return cx.op("Clip", [x] + ["" if bound is None else cx.scalar(bound) for bound in bounds])
+    return translate
+
+
+def _pow(cx, x):
+    return cx.op("Pow", [x, cx.scalar(cx.attrs.get("exponent", 2.0))])
+
+
+def _softplus(cx, x):
+    """log(1 + exp(beta x)) / beta, x itself where beta x > threshold (PyTorch's rule)."""
+    beta = cx.attrs.get("beta", 1.0)
+    z = cx.op("Mul", [x, cx.scalar(beta)])
+    smooth = cx.op("Div", [cx.op("Softplus", [z]), cx.scalar(beta)])
+    return cx.op("Where", [cx.op("Greater", [z, cx.scalar(cx.attrs.get("threshold", 20.0))]), x, smooth])
+
+
+def _gelu(cx, x):
+    """0.5 x (1 + erf(x / sqrt 2)), or PyTorch's tanh form (opset 18 has no Gelu op)."""
+    from .ops.pointwise import GELU_CUBIC, SQRT_2_OVER_PI, SQRT_HALF
+    if cx.attrs.get("approximate", "none") == "tanh":
+        cube = cx.op("Mul", [cx.op("Mul", [x, x]), x])
+        inner = cx.op("Mul", [cx.op("Add", [x, cx.op("Mul", [cube, cx.scalar(GELU_CUBIC)])]),
+                              cx.scalar(SQRT_2_OVER_PI)])
+        curve = cx.op("Tanh", [inner])
+    else:
+        curve = cx.op("Erf", [cx.op("Mul", [x, cx.scalar(SQRT_HALF)])])
+    return cx.op("Mul", [cx.op("Mul", [x, cx.scalar(0.5)]), cx.op("Add", [curve, cx.scalar(1.0)])])
+
+
+def _leaky_relu(cx, x):
+    """x where x > 0, else slope x: a Where, since LeakyRelu's alpha, a float attribute, would
+    round the slope to float32."""
+    slope = cx.scalar(cx.attrs.get("negative_slope", 0.01))
+    return cx.op("Where", [cx.op("Greater", [x, cx.scalar(0.0)]), x, cx.op("Mul", [x, slope])])
 
 
 TRANSLATIONS = {
@@ -702,6 +837,14 @@ TRANSLATIONS = {
     "embedding": _embedding, "first": _first, "last": _last, "reverse": _reverse,
     "max_over_time": _max_over_time, "mean_over_time": _mean_over_time, "attention": _attention,
     "conv2d": _conv(2), "conv1d": _conv(1),
-    "maxpool2d": _pool("MaxPool"), "avgpool2d": _pool("AveragePool", count_include_pad=1),
-    "dropout_mask": _dropout_mask,
+    "maxpool2d": _pool("MaxPool", dilated=True), "avgpool2d": _pool("AveragePool", dilated=False),
+    "dropout_mask": _dropout_mask, "training_flag": _training_flag, "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "time_conv1d": _time_conv1d, "time_maxpool": _time_maxpool, "time_avgpool": _time_avgpool,
+    "sqrt": _simple("Sqrt"), "abs": _simple("Abs"), "pow": _pow, "minimum": _simple("Min"),
+    "clamp": _clip(("min", None), ("max", None)), "hardtanh": _clip(("min_val", -1.0), ("max_val", 1.0)),
+    "greater": _compare("Greater"), "less": _compare("Less"), "greater_equal": _compare("GreaterOrEqual"),
+    "less_equal": _compare("LessOrEqual"), "equal": _compare("Equal"),
+    "not_equal": _compare("Equal", negate=True), "where": _where,
+    "softplus": _softplus, "gelu": _gelu, "leaky_relu": _leaky_relu,
 }

@@ -151,11 +151,7 @@ def load_run(location, backend: str = "numpy", dtype: Optional[str] = None) -> T
     """``seqgraph.load_run``: the model, trained weights and settings of a run folder (its
     newest checkpoint) or of one checkpoint file, in one call."""
     arrays, header = read_checkpoint(location)
-    model_file = header.get("model_file")
-    if not model_file or not Path(model_file).exists():
-        raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
-                            hint="load the run from the folder you trained in")
-    model = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
+    model_file, model = _run_model(header, "load the run from the folder you trained in")
     network = Network(model, backend=backend, dtype=dtype or header.get("config", {}).get("dtype", "float32"))
     restore(network, None, arrays, header)
     return TrainedRun(network, TrainConfig.from_dict(header.get("config", {})), header.get("vocab"),
@@ -279,14 +275,19 @@ def network_from(location, model: Optional[str] = None, weights: Optional[str] =
             chosen = chosen.with_sizes(**sizes)
         origin = weights
     else:
-        arrays, header = read_checkpoint(location)
-        model_file = header.get("model_file")
-        if not model_file or not Path(model_file).exists():
-            raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
-                                hint="name the model file and the weights: MODEL.sg --weights RUN")
-        chosen = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
+        header = read_checkpoint(location)[1]
+        chosen = _run_model(header, "name the model file and the weights: MODEL.sg --weights RUN")[1]
         params, origin = read_params(header["path"])[0], header["path"]
     network = Network(chosen, dtype=dtype, seed=seed)
     if params is not None:
         set_params(network, params, origin)
     return network
+
+
+def _run_model(header: dict, hint: str) -> tuple:
+    """``(model file, model at the run's sizes)`` of a checkpoint's header; a model file that
+    is gone is a SeqgraphError with ``hint``."""
+    model_file = header.get("model_file")
+    if not model_file or not Path(model_file).exists():
+        raise SeqgraphError(f"the model file of this run ({model_file}) is not there", hint=hint)
+    return model_file, load(model_file).model(header["model"]).with_sizes(**header["sizes"])

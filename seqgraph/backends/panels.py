@@ -35,9 +35,10 @@ SOURCE = r"""
 #include <immintrin.h>
 #define SG_DEPTH 256  /* rows of a panel taken at a time: 16 KiB of it and of the state in L1 */
 
-/* the product of ``mr`` (a constant once inlined) rows of ``a`` by one panel, into
-   ``c`` (or added to it when ``keep``); ``mask``: the panel's columns that exist */
-static inline __attribute__((always_inline)) void sg_tile(const int mr, long depth, const float* a, long lda,
+/* the product of ``mr`` (a constant once inlined) rows of the state, copied to ``a`` as
+   a[k * 16 + r], by one panel, into ``c`` (or added to it when ``keep``); ``mask``: the
+   panel's columns that exist */
+static inline __attribute__((always_inline)) void sg_tile(const int mr, long depth, const float* a,
         const float* panel, int keep, float* c, long ldc, __mmask16 mask) {
     __m512 sum[16];
     #pragma GCC unroll 16
@@ -45,31 +46,36 @@ static inline __attribute__((always_inline)) void sg_tile(const int mr, long dep
     for (long k = 0; k < depth; k++) {
         const __m512 b = _mm512_load_ps(panel + k * 16);
         #pragma GCC unroll 16
-        for (int r = 0; r < mr; r++) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + k]), b, sum[r]);
+        for (int r = 0; r < mr; r++) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[k * 16 + r]), b, sum[r]);
     }
     #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) _mm512_mask_storeu_ps(c + r * ldc, mask, sum[r]);
 }
-#define SG_TILE(R) case R: sg_tile(R, depth, ar, lda, panel, keep, cr, ldc, mask); break;
+#define SG_TILE(R) case R: sg_tile(R, depth, block, panel, keep, cr, ldc, mask); break;
 #endif
 
 /* c = a @ b + beta * c (beta 0 or 1) for row-major a (m, k) and b (k, n) in panels; the
-   arguments of MKL's cblas_sgemm_compute (layout, transposes and ldb are not read) */
+   arguments of MKL's cblas_sgemm_compute (layout, transposes and ldb are not read). Each
+   16 rows of a are copied column by column first: rows a whole number of pages apart
+   would fall in one set of the L1 cache, and its ways would not hold them. */
 void sg_panels_sgemm(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
                      const void* b, int ldb, float beta, float* c, int ldc) {
 #ifdef __AVX512F__
     const float* panels = (const float*)b;
+    float block[SG_DEPTH * 16] __attribute__((aligned(64)));
     for (long k0 = 0; k0 < k; k0 += SG_DEPTH) {
         const long depth = k - k0 < SG_DEPTH ? k - k0 : SG_DEPTH;
         const int keep = k0 > 0 || beta != 0;
-        for (long p = 0; p * 16 < n; p++) {
-            const long left = n - p * 16;
-            const __mmask16 mask = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            const float* panel = panels + (p * (long)k + k0) * 16;
-            for (long r0 = 0; r0 < m; r0 += 16) {
-                const float* ar = a + r0 * lda + k0;
+        for (long r0 = 0; r0 < m; r0 += 16) {
+            const int mr = m - r0 < 16 ? m - r0 : 16;
+            for (int r = 0; r < mr; r++)
+                for (long j = 0; j < depth; j++) block[j * 16 + r] = a[(r0 + r) * (long)lda + k0 + j];
+            for (long p = 0; p * 16 < n; p++) {
+                const long left = n - p * 16;
+                const __mmask16 mask = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+                const float* panel = panels + (p * (long)k + k0) * 16;
                 float* cr = c + r0 * ldc + p * 16;
-                switch (m - r0 < 16 ? m - r0 : 16) {
+                switch (mr) {
                 SG_TILE(1) SG_TILE(2) SG_TILE(3) SG_TILE(4) SG_TILE(5) SG_TILE(6) SG_TILE(7) SG_TILE(8)
                 SG_TILE(9) SG_TILE(10) SG_TILE(11) SG_TILE(12) SG_TILE(13) SG_TILE(14) SG_TILE(15) SG_TILE(16)
                 }

@@ -1,7 +1,7 @@
 """A recurrent step's float32 product by seqgraph's own AVX-512 kernel, where MKL's is slow.
 
 MKL takes its generic code path on CPUs that are not Intel's: on a 2-core AMD EPYC (Zen 4,
-AVX-512) its packed GEMM ran a step's ``(16, H) @ (H, 4H)`` at 62-75 GFLOP/s on one core,
+AVX-512) its packed GEMM ran a step's ``(16, H) @ (H, 4H)`` at 49-76 GFLOP/s on one core,
 where PyTorch's oneDNN kernels reach about 100 (see docs/compiler.md for the measurements,
 and for OpenBLAS, BLIS and oneDNN from the registry). The product a step cannot batch over
 time is small and always the same shape, so one plain kernel does it well: the weight is

@@ -532,7 +532,8 @@ TIME_SPLIT = {
     "(`libmkl_def`, kernel `sgemm_kernel_0_zen`, by `perf`), and its packed GEMM ran a "
     "step's `(16, H) @ (H, 4H)` at 49-76 GFLOP/s on one core, seqgraph's panel kernel at "
     "75-110 and oneDNN's `dnnl_sgemm` (the kernels of PyTorch's `nn.LSTM`) at 97-99; "
-    "OpenBLAS (NumPy's) 59-84, BLIS from PyPI (generic build) 21-32, AOCL-BLAS (inside `aoclda`) 69-110. With 1 thread at "
+    "OpenBLAS (NumPy's) 59-84, BLIS from PyPI (generic build) 21-32, AOCL-BLAS (inside "
+    "`aoclda`) 69-110. With 1 thread at "
     "hidden 256 (`perf`), the step loops took about half of seqgraph's step and the "
     "products batched over time two fifths.",
 }

@@ -533,9 +533,10 @@ TIME_SPLIT = {
     "step's `(16, H) @ (H, 4H)` at 49-76 GFLOP/s on one core, seqgraph's panel kernel at "
     "75-110 and oneDNN's `dnnl_sgemm` (the kernels of PyTorch's `nn.LSTM`) at 97-99; "
     "OpenBLAS (NumPy's) 59-84, BLIS from PyPI (generic build) 21-32, AOCL-BLAS (inside "
-    "`aoclda`) 69-110. With 1 thread at "
-    "hidden 256 (`perf`), the step loops took about half of seqgraph's step and the "
-    "products batched over time two fifths.",
+    "`aoclda`) 69-110. At hidden 256 (timed around each call) the step loops and the "
+    "products batched over time (MKL's) took about half of seqgraph's step each, with 1 "
+    "thread and with 2. Those products by NumPy's OpenBLAS instead took 2% less time with "
+    "1 thread and twice the time with 2 (its thread pool spinning beside MKL's).",
 }
 
 

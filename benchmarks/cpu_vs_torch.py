@@ -518,9 +518,9 @@ STEP_KERNELS = {"mkl": "MKL (the weight packed once per pass)",
                 "avx512": "seqgraph's AVX-512 panel kernel (the weight copied into panels once per pass)",
                 "numpy": "NumPy"}
 
-# what was measured of where the time goes, per choice of the step's product
+# what was measured of where the time goes, per CPU vendor and choice of the step's product
 TIME_SPLIT = {
-    "mkl": "- Where the time goes at hidden 128 (2 threads; py-spy samples of the training loop): "
+    ("GenuineIntel", "mkl"): "- Where the time goes at hidden 128 (2 threads; py-spy samples of the training loop): "
     "the two recurrent loops about a third (per step and thread about 16 us of product and "
     "5 us of chains forward), the products batched over time about two fifths (the recurrent "
     "weight's gradient the largest), the loss, the weights' packing, the bias column and "
@@ -528,7 +528,7 @@ TIME_SPLIT = {
     "MKL rate and dominate. With 1 thread nothing is shared and both libraries are bound by "
     "the same products: at hidden 256 seqgraph's step took 0.90-1.13x PyTorch's over six "
     "full runs.",
-    "avx512": "- Why a kernel of its own here: MKL takes its generic code path on this CPU "
+    ("AuthenticAMD", "avx512"): "- Why a kernel of its own here: MKL takes its generic code path on this CPU "
     "(`libmkl_def`, kernel `sgemm_kernel_0_zen`, by `perf`), and its packed GEMM ran a "
     "step's `(16, H) @ (H, 4H)` at 49-76 GFLOP/s on one core, seqgraph's panel kernel at "
     "75-110 and oneDNN's `dnnl_sgemm` (the kernels of PyTorch's `nn.LSTM`) at 97-99; "
@@ -554,7 +554,7 @@ def reading(info: dict) -> list:
     "`nn.LSTM` runs one product over both threads and one fused oneDNN kernel per step. The "
     "products that can be batched over time (input projections, output layer, every weight "
     "gradient) run as single large products.",
-    *([TIME_SPLIT[info['step']]] if info['step'] in TIME_SPLIT else []),
+    *([TIME_SPLIT[info['vendor'], info['step']]] if (info['vendor'], info['step']) in TIME_SPLIT else []),
     "- Peak memory: the LSTM's input projection holds its pre-activations and then their "
     "gradient (no scan buffer for either), values one op recomputes (tanh(c), 1 - z) are not "
     "kept, and a scan repacks its weights into the same buffer every pass.",

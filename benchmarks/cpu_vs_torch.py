@@ -407,9 +407,28 @@ def machine() -> dict:
     return {"products": products, "step": step, "cpu": identity["name"] or platform.processor(),
             "vendor": identity["vendor"],
             "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
+            "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}{openblas_core()}",
             "torch": torch.__version__, "torch_blas": torch_blas, "seqgraph": seqgraph.__version__
             if hasattr(seqgraph, "__version__") else "checkout"}
+
+
+def openblas_core() -> str:
+    """`` (<kernels> kernels)`` of the OpenBLAS NumPy loaded, with ``OPENBLAS_CORETYPE`` where
+    that is set (it picks slower kernels than the CPU's own); empty where not found."""
+    import ctypes
+
+    path = next((line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                 if "openblas" in line and ".so" in line), None)
+    if path is None:
+        return ""
+    library = ctypes.CDLL(path)
+    name = next((n for n in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                             "openblas_get_corename") if hasattr(library, n)), None)
+    if name is None:
+        return ""
+    getattr(library, name).restype = ctypes.c_char_p
+    asked = os.environ.get("OPENBLAS_CORETYPE")
+    return f" ({getattr(library, name)().decode()} kernels" + (f", OPENBLAS_CORETYPE={asked})" if asked else ")")
 
 
 @dataclass

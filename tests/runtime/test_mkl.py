@@ -10,7 +10,7 @@ from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.errors import SeqgraphError
 from seqgraph.gradcheck import random_inputs
 
-from .conftest import example_models
+from .conftest import example_models, lstm_language_model
 
 needs_mkl = pytest.mark.skipif(mkl.library() is None, reason="MKL (the mkl package) is not installed")
 
@@ -143,13 +143,7 @@ def test_float32_lstm_training_step_with_packed_weights_matches_numpy(step_produ
     kind = {"mkl": mkl.Packed, "avx512": panels.Panels}[step_products]
     monkeypatch.setattr(mkl.PackedWeight, "product",
                         lambda self, a, out=None: calls.append((type(self), a.shape)) or product(self, a, out))
-    model = sg.parse("""
-model M(hidden = 48) {
-    input  x : seq[float, 16]
-    target y : seq[int, 10]
-    loss = cross_entropy(dense(lstm(x, hidden), 10), y)
-}
-""").model()
+    model = lstm_language_model(hidden=48, inputs=16, classes=10)
     inputs, lengths = random_inputs(model, batch=8, steps=12, seed=1)
     grads = []
     for backend in (NumpyBackend(mkl=True), NumpyBackend(mkl=False)):

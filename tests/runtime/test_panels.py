@@ -10,6 +10,8 @@ from seqgraph.backends import mkl, native, panels
 from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.gradcheck import random_inputs
 
+from .conftest import lstm_language_model
+
 needs_kernel = pytest.mark.skipif(mkl.library() is None or panels.kernel() is None,
                                   reason="needs MKL and a CPU with AVX-512 (and a C compiler)")
 
@@ -91,13 +93,7 @@ def test_a_float32_lstm_step_loop_on_the_kernel_gives_mkl_s_numbers(monkeypatch)
     run = native_loop.NativeLoop.run
     monkeypatch.setattr(native_loop.NativeLoop, "run", lambda self, steps, arrays: runs.append(
         (self.products.step_products(), run(self, steps, arrays))) or runs[-1][1])
-    model = sg.parse("""
-model M(hidden = 40) {
-    input  x : seq[float, 12]
-    target y : seq[int, 7]
-    loss = cross_entropy(dense(lstm(x, hidden), 7), y)
-}
-""").model()
+    model = lstm_language_model(hidden=40, inputs=12, classes=7)
     inputs, lengths = random_inputs(model, batch=20, steps=9, seed=3)
     inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     grads = {}

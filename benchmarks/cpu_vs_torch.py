@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -392,18 +393,42 @@ def machine() -> dict:
 
     import seqgraph
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    from seqgraph.backends.native import cpu_identity
+    from seqgraph.backends.numpy_backend import NumpyBackend
+
+    identity = cpu_identity()
     blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
     torch_blas = "MKL" if torch.backends.mkl.is_available() else "unknown"
-    from seqgraph.backends.numpy_backend import NumpyBackend
-    products = NumpyBackend().products
+    backend = NumpyBackend()
+    products, step = backend.products, "numpy"
     if products == "MKL":
-        products = f"MKL {importlib.metadata.version('mkl')}, recurrent weights packed once per pass"
-    return {"products": products, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}",
+        step = backend.xp.step_products()
+        products = f"MKL {importlib.metadata.version('mkl')}; a step's recurrent product by {STEP_KERNELS[step]}"
+    return {"products": products, "step": step, "cpu": identity["name"] or platform.processor(),
+            "vendor": identity["vendor"],
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "blas": f"{blas.get('name')} {blas.get('version')}{openblas_core()}",
             "torch": torch.__version__, "torch_blas": torch_blas, "seqgraph": seqgraph.__version__
             if hasattr(seqgraph, "__version__") else "checkout"}
+
+
+def openblas_core() -> str:
+    """`` (<kernels> kernels)`` of the OpenBLAS NumPy loaded, with ``OPENBLAS_CORETYPE`` where
+    that is set (it picks slower kernels than the CPU's own); empty where not found."""
+    import ctypes
+
+    path = next((line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                 if "openblas" in line and ".so" in line), None)
+    if path is None:
+        return ""
+    library = ctypes.CDLL(path)
+    name = next((n for n in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                             "openblas_get_corename") if hasattr(library, n)), None)
+    if name is None:
+        return ""
+    getattr(library, name).restype = ctypes.c_char_p
+    asked = os.environ.get("OPENBLAS_CORETYPE")
+    return f" ({getattr(library, name)().decode()} kernels" + (f", OPENBLAS_CORETYPE={asked})" if asked else ")")
 
 
 @dataclass
@@ -462,7 +487,7 @@ def _module_tables(result: Result, limit: float, verdicts: list) -> list:
             continue
         names = [n for n, _ in CONTESTANTS[kind]]
         ours = names[0]
-        lines += [f"### {title}", "",
+        lines += [f"#### {title}", "",
                   "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
                   f" | seqgraph / {reference.split()[1]} | seqgraph GFLOP/s (% of peak) | compile (ms) "
                   f"| peak memory seqgraph / torch (MiB) | load (1-min) | others' CPU share | rounds kept |",
@@ -489,7 +514,7 @@ def _cell_table(result: Result, limit: float, verdicts: list) -> list:
     if not rows:
         return []
     names = [n for n, _ in CONTESTANTS["cells"]]
-    lines = ["### User-written cells against the built-in lstm", "",
+    lines = ["#### User-written cells against the built-in lstm", "",
              "| hidden | " + " | ".join(f"{n} (ms)" for n in names) +
              " | Peephole / lstm | GateLSTM / lstm | compile lstm / Peephole / GateLSTM (ms) "
              "| peak memory (MiB) | load (1-min) | others' CPU share | rounds kept |",
@@ -508,19 +533,13 @@ def _cell_table(result: Result, limit: float, verdicts: list) -> list:
     return lines + [""]
 
 
-READING = [
-    "## Reading the numbers", "",
-    "- How a step runs: each recurrent loop is one native call per pass (the generated loop "
-    "translated to a tape of instructions a C function runs), and each step in it one matrix "
-    "product by MKL (the weight packed once per pass) and one loop per fused elementwise "
-    "chain: for the LSTM the product accumulates straight into the input projection's row, "
-    "then two loops forward; backward one product, an add, a copy and two loops. With more "
-    "than one thread the batch's rows are shared out: each thread runs every step of the loop "
-    "on its own 16 rows, its products on one thread, and nothing waits between steps. "
-    "`nn.LSTM` runs one product over both threads and one fused oneDNN kernel per step. The "
-    "products that can be batched over time (input projections, output layer, every weight "
-    "gradient) run as single large products.",
-    "- Where the time goes at hidden 128 (2 threads; py-spy samples of the training loop): "
+STEP_KERNELS = {"mkl": "MKL (the weight packed once per pass)",
+                "avx512": "seqgraph's AVX-512 panel kernel (the weight copied into panels once per pass)",
+                "numpy": "NumPy"}
+
+# what was measured of where the time goes, per CPU vendor and choice of the step's product
+TIME_SPLIT = {
+    ("GenuineIntel", "mkl"): "- Where the time goes at hidden 128 (2 threads; py-spy samples of the training loop): "
     "the two recurrent loops about a third (per step and thread about 16 us of product and "
     "5 us of chains forward), the products batched over time about two fifths (the recurrent "
     "weight's gradient the largest), the loss, the weights' packing, the bias column and "
@@ -528,6 +547,33 @@ READING = [
     "MKL rate and dominate. With 1 thread nothing is shared and both libraries are bound by "
     "the same products: at hidden 256 seqgraph's step took 0.90-1.13x PyTorch's over six "
     "full runs.",
+    ("AuthenticAMD", "avx512"): "- Why a kernel of its own here: MKL takes its generic code path on this CPU "
+    "(`libmkl_def`, kernel `sgemm_kernel_0_zen`, by `perf`), and its packed GEMM ran a "
+    "step's `(16, H) @ (H, 4H)` at 49-76 GFLOP/s on one core, seqgraph's panel kernel at "
+    "75-110 and oneDNN's `dnnl_sgemm` (the kernels of PyTorch's `nn.LSTM`) at 97-99; "
+    "OpenBLAS (NumPy's) 59-84, BLIS from PyPI (generic build) 21-32, AOCL-BLAS (inside "
+    "`aoclda`) 69-110. At hidden 256 (timed around each call) the step loops and the "
+    "products batched over time (MKL's) took about half of seqgraph's step each, with 1 "
+    "thread and with 2. Those products by NumPy's OpenBLAS instead took 2% less time with "
+    "1 thread and twice the time with 2 (its thread pool spinning beside MKL's).",
+}
+
+
+def reading(info: dict) -> list:
+    """The notes under the tables, for the step products this machine ran on."""
+    return [
+    "### Reading the numbers", "",
+    "- How a step runs: each recurrent loop is one native call per pass (the generated loop "
+    "translated to a tape of instructions a C function runs), and each step in it one matrix "
+    f"product by {STEP_KERNELS[info['step']]} and one loop per fused elementwise "
+    "chain: for the LSTM the product accumulates straight into the input projection's row, "
+    "then two loops forward; backward one product, an add, a copy and two loops. With more "
+    "than one thread the batch's rows are shared out: each thread runs every step of the loop "
+    "on its own 16 rows, its products on one thread, and nothing waits between steps. "
+    "`nn.LSTM` runs one product over both threads and one fused oneDNN kernel per step. The "
+    "products that can be batched over time (input projections, output layer, every weight "
+    "gradient) run as single large products.",
+    *([TIME_SPLIT[info['vendor'], info['step']]] if (info['vendor'], info['step']) in TIME_SPLIT else []),
     "- Peak memory: the LSTM's input projection holds its pre-activations and then their "
     "gradient (no scan buffer for either), values one op recomputes (tanh(c), 1 - z) are not "
     "kept, and a scan repacks its weights into the same buffer every pass.",
@@ -543,15 +589,15 @@ READING = [
 
 def write_report(path: Path, results: list, info: dict, args, elapsed: float, compile_times: dict) -> str:
     limit = args.max_others
-    lines = ["# Benchmarks: seqgraph against PyTorch on the CPU", "",
-             "Written by `python benchmarks/cpu_vs_torch.py` (do not edit by hand; rerun it).", "",
+    lines = [f"## {info['cpu']} ({info['vendor']}), {info['cores']} cores", "",
+             "Written by `python benchmarks/cpu_vs_torch.py` on this machine (do not edit by hand; rerun it).", "",
              "One **training step** of a one-layer recurrent language model: forward over all 64 steps, "
              "a dense projection to 65 classes and the mean cross-entropy at every step, backward "
              "through time, an SGD update. Batch 32, 64 inputs per step, float32. Times are medians "
              "over rounds; in each round every contestant runs once, and the order alternates "
              "from round to round.", "",
-             "## The machine", "",
-             f"- CPU: {info['cpu']}, {info['cores']} cores",
+             "### The machine", "",
+             f"- CPU: {info['cpu']} (vendor {info['vendor']}), {info['cores']} cores",
              f"- seqgraph on NumPy {info['numpy']} with {info['blas']}, matrix products by "
              f"{info['products']}; PyTorch {info['torch']} "
              f"({info['torch_blas']}); Python {info['python']}",
@@ -575,7 +621,7 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
     for result in results:
         verdicts = []
         rates = result.step_rates
-        lines += [f"## {result.threads} thread{'s' if result.threads > 1 else ''}", "",
+        lines += [f"### {result.threads} thread{'s' if result.threads > 1 else ''}", "",
                   f"Float32 2048x2048 matrix-product peak in this run: seqgraph's products "
                   f"{result.peaks['numpy']:.0f} GFLOP/s, PyTorch {result.peaks['torch']:.0f} GFLOP/s "
                   "(*% of peak* is the step's matrix-product work over its time, over seqgraph's "
@@ -587,14 +633,14 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
         lines += _module_tables(result, limit, verdicts)
         lines += _cell_table(result, limit, verdicts)
         verdict_sections.append((result.threads, verdicts))
-    lines += ["## Compile time of the example models", "",
+    lines += ["### Compile time of the example models", "",
               "Graph passes and code generation (`compile_program`), median of 3. It does not "
               "depend on the number of steps: the program is made from the folded graph "
               "(`tests/compiler/test_program.py` checks that 10 and 1000 steps give the same "
               "program).", "", "| model | compile (ms) |", "|---|---|"]
     lines += [f"| {name} | {seconds * 1e3:.0f} |" for name, seconds in compile_times.items()]
     slowest = max(compile_times.values())
-    lines += ["", "## Targets", "", "Aim: seqgraph's step at least as fast as PyTorch's module (20% "
+    lines += ["", "### Targets", "", "Aim: seqgraph's step at least as fast as PyTorch's module (20% "
               "less time is the goal), user cells within 15% of the built-in lstm, lower peak memory, "
               "compile time under half a second.", "",
               f"- {'met' if slowest < 0.5 else '**not met**'}: compile time of every example model "
@@ -603,8 +649,8 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
         lines += ["", f"With {threads} thread{'s' if threads > 1 else ''}:", ""]
         for text, met, note in verdicts:
             lines.append(f"- {'met' if met else '**not met**'}: {text}" + (f" ({note})" if note else ""))
-    lines += [""] + READING
-    lines += ["", "## How it is measured", "",
+    lines += [""] + reading(info)
+    lines += ["", "### How it is measured", "",
               "- seqgraph: `seqgraph.compile(model, dtype='float32')`, then per step "
               "`forward`, `backward`, `params -= lr * grads` (`seqgraph.bench.training_step`). "
               "Compile time is `compile_program` (graph passes and code generation), median of 3.",
@@ -621,11 +667,15 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
               "the steps.",
               f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant.", ""]
     text = "\n".join(lines)
-    write_section(path, text, CPU_MARKERS)
+    write_section(path, text, machine_markers(info))
     return text
 
 
-CPU_MARKERS = ("<!-- cpu_vs_torch.py: start -->", "<!-- cpu_vs_torch.py: end -->")
+def machine_markers(info: dict) -> tuple:
+    """The markers around this machine's section of the report: a run replaces only the
+    section of the CPU it ran on (vendor and model name), and adds one for a new CPU."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{info['vendor']} {info['cpu']}".lower()).strip("-")
+    return f"<!-- cpu_vs_torch.py {slug}: start -->", f"<!-- cpu_vs_torch.py {slug}: end -->"
 
 
 def write_section(path: Path, text: str, markers: tuple) -> None:

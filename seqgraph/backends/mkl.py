@@ -132,6 +132,7 @@ class Products:
         self._max_threads = _bind(lib, "MKL_Get_Max_Threads", [], _INT)
         self._local_threads = function_address(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT))
         self._threading = None  # the threading entry points as an array native code reads, once asked
+        self._step_products = None  # who runs a step's float32 product, once asked
 
     def __getattr__(self, name):
         value = getattr(numpy, name)
@@ -140,14 +141,14 @@ class Products:
 
     def matmul(self, a, b, out=None):
         """``a @ b`` (into ``out``): MKL for 2-D float matrices, NumPy otherwise."""
-        if type(b) is Packed:
+        if isinstance(b, PackedWeight):
             return b.product(a, out)
         done = self._gemm(a, b, out)
         return done if done is not None else numpy.matmul(a, b, out=out)
 
     def dot(self, a, b, out=None):
         """``numpy.dot`` with the products of :meth:`matmul`."""
-        if type(b) is Packed:
+        if isinstance(b, PackedWeight):
             return b.product(a, out)
         done = self._gemm(a, b, out)
         return done if done is not None else numpy.dot(a, b, out=out)
@@ -161,13 +162,29 @@ class Products:
         layout = matrix_layout(weight) if weight.ndim == 2 else None
         if routines is None or layout is None or rows < 1 or 0 in weight.shape:
             return numpy.ascontiguousarray(weight)
+        if weight.dtype == numpy.float32 and self.step_products() == "avx512":
+            from .panels import Panels
+            return Panels(weight, rows, reuse)
         return Packed(routines, weight, layout, rows, reuse)
 
+    def step_products(self) -> str:
+        """Who multiplies by a packed float32 weight: ``mkl``, or ``avx512`` (seqgraph's
+        own kernel, on CPUs where MKL's is slow: see :mod:`seqgraph.backends.panels`)."""
+        if self._step_products is None:
+            from .panels import choice
+            self._step_products = choice()
+        return self._step_products
+
     def routine_addresses(self, dtype) -> tuple:
-        """The addresses of MKL's ``cblas_?gemm_compute`` (packed right operand) and
-        ``cblas_?gemm`` for ``dtype``, for native code to call."""
+        """The addresses of the routine that multiplies by a weight :meth:`pack` packed
+        for ``dtype`` (MKL's ``cblas_?gemm_compute`` or seqgraph's own, with its arguments)
+        and of MKL's ``cblas_?gemm``, for native code to call."""
         routines = self._routines[numpy.dtype(dtype)]
-        return function_address(routines.compute), function_address(routines.gemm)
+        compute = routines.compute
+        if numpy.dtype(dtype) == numpy.float32 and self.step_products() == "avx512":
+            from .panels import kernel
+            compute = kernel()
+        return function_address(compute), function_address(routines.gemm)
 
     def threads(self) -> int:
         """How many threads MKL's products use (``MKL_NUM_THREADS``, else the cores)."""
@@ -220,20 +237,19 @@ class Products:
         return out
 
 
-class Packed:
-    """A right operand packed by MKL for products ``(rows, k) @ (k, n)``."""
+class PackedWeight:
+    """A right operand prepared once for many products ``(rows, k) @ (k, n)``: its copy
+    starts at ``address``, and ``routine`` (with the arguments of ``cblas_?gemm_compute``)
+    multiplies by it. :class:`Packed` is MKL's packing; ``seqgraph.backends.panels.Panels``
+    seqgraph's own."""
 
-    __slots__ = ("_routines", "rows", "inner", "cols", "dtype", "buffer", "_pointer")
+    __slots__ = ("_routine", "rows", "inner", "cols", "dtype", "buffer", "_pointer")
+    left_transposed = True  # whether the routine reads a transposed left operand
 
-    def __init__(self, routines: _Routines, weight, layout, rows: int, reuse=None):
-        self._routines = routines
-        self.rows, (self.inner, self.cols) = rows, weight.shape
-        self.dtype = weight.dtype
-        size = routines.pack_size(_B_MATRIX, rows, self.cols, self.inner) + _ALIGN
-        self.buffer = reuse if reuse is not None and reuse.size >= size else numpy.empty(size, dtype=numpy.uint8)
-        self._pointer = -(-self.buffer.ctypes.data // _ALIGN) * _ALIGN  # MKL's kernels want 64-byte rows
-        routines.pack(_ROW_MAJOR, _B_MATRIX, layout[0], rows, self.cols, self.inner, 1.0,
-                      address(weight), layout[1], self._pointer)
+    def __init__(self, routine, rows: int, inner: int, cols: int, dtype, buffer, pointer: int):
+        self._routine = routine
+        self.rows, self.inner, self.cols, self.dtype = rows, inner, cols, dtype
+        self.buffer, self._pointer = buffer, pointer
 
     @property
     def shape(self) -> tuple:
@@ -242,8 +258,13 @@ class Packed:
 
     @property
     def address(self) -> int:
-        """Where the packed weight starts, for native code to hand MKL."""
+        """Where the packed weight starts, for native code to hand its routine."""
         return self._pointer
+
+    @property
+    def routine(self) -> int:
+        """The address of the routine that multiplies by it, for native code to call."""
+        return function_address(self._routine)
 
     def product(self, a, out=None):
         """``a @ weight`` into ``out`` (made when None)."""
@@ -251,17 +272,32 @@ class Packed:
             raise ValueError(f"packed for ({self.rows}, {self.inner}) {self.dtype} operands, "
                              f"got {a.shape} {a.dtype}")
         layout = matrix_layout(a)
-        if layout is None:
+        if layout is None or (layout[0] == _TRANS and not self.left_transposed):
             a, layout = numpy.ascontiguousarray(a), (_NO_TRANS, self.inner)
         if out is None:
             out = numpy.empty((self.rows, self.cols), dtype=self.dtype)
         elif not _writable_rows(out, (self.rows, self.cols), self.dtype) or numpy.may_share_memory(out, a):
             raise ValueError(f"cannot write a ({self.rows}, {self.cols}) {self.dtype} product "
                              f"into {out.shape} {out.dtype} with strides {out.strides}")
-        self._routines.compute(_ROW_MAJOR, layout[0], _PACKED, self.rows, self.cols, self.inner,
-                               address(a), layout[1], self._pointer, self.cols, 0.0, address(out),
-                               out.strides[0] // out.itemsize)
+        self._routine(_ROW_MAJOR, layout[0], _PACKED, self.rows, self.cols, self.inner,
+                      address(a), layout[1], self._pointer, self.cols, 0.0, address(out),
+                      out.strides[0] // out.itemsize)
         return out
+
+
+class Packed(PackedWeight):
+    """A right operand packed by MKL (``cblas_?gemm_pack``)."""
+
+    __slots__ = ()
+
+    def __init__(self, routines: _Routines, weight, layout, rows: int, reuse=None):
+        inner, cols = weight.shape
+        size = routines.pack_size(_B_MATRIX, rows, cols, inner) + _ALIGN
+        buffer = reuse if reuse is not None and reuse.size >= size else numpy.empty(size, dtype=numpy.uint8)
+        pointer = -(-buffer.ctypes.data // _ALIGN) * _ALIGN  # MKL's kernels want 64-byte rows
+        routines.pack(_ROW_MAJOR, _B_MATRIX, layout[0], rows, cols, inner, 1.0,
+                      address(weight), layout[1], pointer)
+        super().__init__(routines.compute, rows, inner, cols, weight.dtype, buffer, pointer)
 
 
 def matrix_layout(matrix):

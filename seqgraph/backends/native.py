@@ -11,7 +11,10 @@ versions (libmvec), so the loop is vectorised as NumPy's own loops are.
 Used on Linux x86-64 when a C compiler (``$CC``, else ``cc``) builds and loads a test
 kernel; ``SEQGRAPH_NATIVE=0`` turns it off. Without it a chain runs as NumPy calls. The
 cache is ``$SEQGRAPH_CACHE`` (default ``~/.cache/seqgraph``), one library per chain, named
-by a hash of its source, the compiler and the CPU's features.
+by a hash of its source, the compiler and the CPU's identity (vendor, family, model and
+feature flags: a library built with ``-march=native`` runs only on such a CPU). A cache in
+a home directory shared between hosts of a cluster so keeps one library per kind of CPU,
+and a library is loaded only where the identity written into it is this CPU's.
 """
 
 from __future__ import annotations
@@ -291,15 +294,16 @@ def _address(library, name: str) -> int:
 
 
 def _build(text: str, cc: str) -> Path:
-    """The shared library of C source ``text``: built once, then found in the cache."""
-    key = hashlib.sha256("\n".join([text, cc, *FLAGS, *LIBRARIES, _cpu_features()]).encode()).hexdigest()[:24]
+    """The shared library of C source ``text``: built once, then found in the cache (one
+    built for another CPU under the same name is built again, never loaded)."""
+    key = hashlib.sha256("\n".join([text, cc, *FLAGS, *LIBRARIES, _identity_line()]).encode()).hexdigest()[:24]
     folder = _cache_folder()
     library = folder / f"sg_{key}.so"
-    if library.exists():
+    if library.exists() and built_for(library) == cpu_key():
         return library
     with tempfile.TemporaryDirectory(dir=folder) as work:
         source = Path(work) / "kernel.c"
-        source.write_text(text)
+        source.write_text(f'{text}\nconst char sg_built_for[] = "{_BUILT_FOR}{cpu_key()}";\n')
         built = Path(work) / "kernel.so"
         subprocess.run([cc, *FLAGS, str(source), "-o", str(built), *LIBRARIES], check=True,
                        capture_output=True, timeout=120)
@@ -347,13 +351,40 @@ def _cache_folder() -> Path:
     return folder
 
 
+_BUILT_FOR = "seqgraph native library for CPU "
+_IDENTITY_FIELDS = {"vendor_id": "vendor", "cpu family": "family", "model": "model",
+                    "model name": "name", "flags": "flags"}
+
+
 @lru_cache(maxsize=None)
-def _cpu_features() -> str:
-    """The CPU's feature flags: a library built with -march=native runs only where they hold."""
+def cpu_identity() -> dict:
+    """This CPU's ``vendor`` (``GenuineIntel``, ``AuthenticAMD``), ``family``, ``model``,
+    ``name`` and feature ``flags``, from the first processor of /proc/cpuinfo (what is not
+    there is empty; off Linux the machine and processor names stand in)."""
+    identity = dict.fromkeys(_IDENTITY_FIELDS.values(), "")
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor()
+        return {**identity, "vendor": platform.machine(), "name": platform.processor()}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        field, _, value = line.partition(":")
+        if field.strip() in _IDENTITY_FIELDS:
+            identity[_IDENTITY_FIELDS[field.strip()]] = value.strip()
+    return identity
+
+
+def _identity_line() -> str:
+    identity = cpu_identity()
+    return "|".join(identity[name] for name in _IDENTITY_FIELDS.values())
+
+
+def cpu_key() -> str:
+    """A short hash of :func:`cpu_identity`: which CPUs a native library may be loaded on."""
+    return hashlib.sha256(_identity_line().encode()).hexdigest()[:16]
+
+
+def built_for(library: Path) -> str:
+    """The :func:`cpu_key` written into a native library when it was built ('' if none)."""
+    data = library.read_bytes()
+    at = data.find(_BUILT_FOR.encode())
+    return data[at + len(_BUILT_FOR):at + len(_BUILT_FOR) + 16].decode(errors="replace") if at >= 0 else ""

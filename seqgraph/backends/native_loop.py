@@ -28,7 +28,7 @@ from enum import IntEnum
 import numpy
 
 from . import native
-from .mkl import Packed, Products, address, matrix_layout
+from .mkl import PackedWeight, Products, address, matrix_layout
 
 
 class Code(IntEnum):
@@ -438,9 +438,11 @@ class _Plan:
         self.products.append((a, o))
         weight = self.arrays.get(weight_name)
         self.slots.append(weight_name)
-        if type(weight) is Packed:
+        if isinstance(weight, PackedWeight):
             if weight.dtype != self.dtype or (weight.rows, weight.inner, weight.cols) != (rows, inner, cols):
                 raise Untranslatable("packed shape")
+            if weight.routine != self.slots[0]:
+                raise Untranslatable("packed for another routine")
             return [Code.PRODUCT_PACKED, a, o, len(self.slots) - 1, int(accumulate)]
         layout = matrix_layout(weight) if isinstance(weight, numpy.ndarray) and weight.ndim == 2 else None
         if layout is None or weight.dtype != self.dtype or weight.shape != (inner, cols):
@@ -474,8 +476,8 @@ def _layout_key(value):
     """What of a loop's argument its plan depends on: everything but where it is."""
     if isinstance(value, numpy.ndarray):
         return value.dtype.char, value.shape, value.strides, value.flags.writeable
-    if type(value) is Packed:
-        return "packed", value.dtype.char, value.rows, value.inner, value.cols
+    if isinstance(value, PackedWeight):
+        return type(value), value.dtype.char, value.rows, value.inner, value.cols
     return type(value)
 
 
@@ -483,7 +485,7 @@ def _base(value) -> int:
     """The address ``value`` starts at (a packed weight's buffer; 0 for anything else)."""
     if isinstance(value, numpy.ndarray):
         return address(value)
-    return value.address if type(value) is Packed else 0
+    return value.address if isinstance(value, PackedWeight) else 0
 
 
 def _overlap(one, other, dtype) -> bool:

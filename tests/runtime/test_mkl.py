@@ -10,13 +10,16 @@ from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.errors import SeqgraphError
 from seqgraph.gradcheck import random_inputs
 
-from .conftest import example_models
+from .conftest import example_models, lstm_language_model
 
 needs_mkl = pytest.mark.skipif(mkl.library() is None, reason="MKL (the mkl package) is not installed")
 
 
 @pytest.fixture
-def xp():
+def xp(monkeypatch):
+    """MKL's products, its own packing for float32 too (on CPUs where seqgraph's kernel
+    would be chosen: see test_panels.py)."""
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "mkl")
     return mkl.products(True)
 
 
@@ -129,17 +132,18 @@ def test_every_example_gives_the_same_numbers_with_and_without_mkl(path, name):
 
 
 @needs_mkl
-def test_float32_lstm_training_step_with_packed_weights_matches_numpy(monkeypatch):
+@pytest.mark.parametrize("step_products", ["mkl", "avx512"])
+def test_float32_lstm_training_step_with_packed_weights_matches_numpy(step_products, monkeypatch):
+    from seqgraph.backends import panels
+    if step_products == "avx512" and panels.kernel() is None:
+        pytest.skip("seqgraph's AVX-512 kernel is not built on this CPU")
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", step_products)
     calls = []
-    product = mkl.Packed.product
-    monkeypatch.setattr(mkl.Packed, "product", lambda self, a, out=None: calls.append(a.shape) or product(self, a, out))
-    model = sg.parse("""
-model M(hidden = 48) {
-    input  x : seq[float, 16]
-    target y : seq[int, 10]
-    loss = cross_entropy(dense(lstm(x, hidden), 10), y)
-}
-""").model()
+    product = mkl.PackedWeight.product
+    kind = {"mkl": mkl.Packed, "avx512": panels.Panels}[step_products]
+    monkeypatch.setattr(mkl.PackedWeight, "product",
+                        lambda self, a, out=None: calls.append((type(self), a.shape)) or product(self, a, out))
+    model = lstm_language_model(hidden=48, inputs=16, classes=10)
     inputs, lengths = random_inputs(model, batch=8, steps=12, seed=1)
     grads = []
     for backend in (NumpyBackend(mkl=True), NumpyBackend(mkl=False)):
@@ -147,6 +151,6 @@ model M(hidden = 48) {
         net.program.native_loops = False  # the Python loops, whose product calls are counted
         net.forward({k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}, lengths)
         grads.append(net.backward())
-    assert calls == [(8, 48)] * 12 + [(8, 192)] * 12  # h @ W_hh.T forward, g @ W_hh back, packed
+    assert calls == [(kind, (8, 48))] * 12 + [(kind, (8, 192))] * 12  # h @ W_hh.T forward, g @ W_hh back
     for key in grads[0]:
         np.testing.assert_allclose(grads[0][key], grads[1][key], rtol=2e-4, atol=1e-6, err_msg=key)

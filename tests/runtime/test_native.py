@@ -2,6 +2,9 @@
 formulas give evaluated with NumPy, and arrays the loops cannot read as laid out are refused
 before anything is written."""
 
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,6 +160,40 @@ def test_a_library_is_built_once_and_then_found_in_the_cache(tmp_path, monkeypat
     finally:
         native._cache_folder.cache_clear()
 
+
+
+INTEL = {"vendor": "GenuineIntel", "family": "6", "model": "143", "name": "Intel(R) Xeon(R) Processor",
+         "flags": "fpu sse2 avx2 avx512f amx_tile"}
+
+
+def test_a_cache_shared_between_hosts_keeps_a_library_per_cpu_and_loads_only_this_one_s(tmp_path, monkeypatch):
+    """Home directories shared on a cluster: a host of another CPU finds another library's
+    name, and a library under this CPU's name written for another CPU is built again."""
+    monkeypatch.setenv("SEQGRAPH_CACHE", str(tmp_path))
+    native._cache_folder.cache_clear()
+    text = native.PREAMBLE + "int sg_one(void) { return 1; }\n"
+    try:
+        here = native._build(text, native.compiler())
+        assert native.built_for(here) == native.cpu_key()
+        with monkeypatch.context() as other_host:
+            other_host.setattr(native, "cpu_identity", lambda: INTEL)
+            other_host.setattr(native, "cpu_key", lambda: "f" * 16)
+            there = native._build(text, native.compiler())
+            assert there != here and native.built_for(there) == "f" * 16
+        assert native._build(text, native.compiler()) == here
+        here.write_bytes(there.read_bytes())  # a foreign library under this CPU's name
+        assert native.built_for(here) == "f" * 16
+        assert native._build(text, native.compiler()) == here and native.built_for(here) == native.cpu_key()
+    finally:
+        native._cache_folder.cache_clear()
+
+
+def test_the_cpu_identity_reads_vendor_model_and_flags():
+    identity = native.cpu_identity()
+    assert set(identity) == {"vendor", "family", "model", "name", "flags"}
+    if Path("/proc/cpuinfo").exists() and platform.machine() == "x86_64":
+        assert identity["vendor"] in Path("/proc/cpuinfo").read_text() and "sse2" in identity["flags"].split()
+    assert len(native.cpu_key()) == 16
 
 def _namespace(shared: bool, monkeypatch):
     """NumPy, or NumPy with MKL's products whose three threads share out every 4 rows of an

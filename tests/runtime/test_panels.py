@@ -1,0 +1,123 @@
+"""seqgraph's own AVX-512 kernel for a step's float32 product: the same numbers as NumPy's
+product for every shape a step loop hands it, the choice of kernel per CPU and its
+override, and native step loops that run it."""
+
+import numpy as np
+import pytest
+
+import seqgraph as sg
+from seqgraph.backends import mkl, native, panels
+from seqgraph.backends.numpy_backend import NumpyBackend
+from seqgraph.gradcheck import random_inputs
+
+from .conftest import lstm_language_model
+
+needs_kernel = pytest.mark.skipif(mkl.library() is None or panels.kernel() is None,
+                                  reason="needs MKL and a CPU with AVX-512 (and a C compiler)")
+
+AMD = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "name": "AMD EPYC",
+       "flags": "fpu sse2 avx2 fma avx512f avx512bw"}
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, inner, cols", [(32, 256, 1024), (16, 128, 512), (1, 3, 1), (21, 300, 37),
+                                               (40, 513, 64), (7, 16, 17)])
+def test_panels_give_numpy_s_product_for_every_shape(rows, inner, cols, monkeypatch):
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "avx512")
+    xp = mkl.products(True)
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((inner, cols)).astype(np.float32)
+    state = rng.standard_normal((rows, inner)).astype(np.float32)
+    packed = xp.pack(weight, rows)
+    assert type(packed) is panels.Panels and packed.shape == (inner, cols)
+    expected = state.astype(np.float64) @ weight.astype(np.float64)
+    wide = np.full((rows, cols + 6), np.nan, dtype=np.float32)
+    xp.dot(state, packed, wide[:, 3:3 + cols])  # into a column slice, nothing else touched
+    np.testing.assert_allclose(wide[:, 3:3 + cols], expected, rtol=1e-4, atol=1e-4 * np.sqrt(inner))
+    assert np.isnan(wide[:, :3]).all() and np.isnan(wide[:, 3 + cols:]).all()
+    np.testing.assert_allclose(xp.dot(np.asfortranarray(state), packed), expected, rtol=1e-4,
+                               atol=1e-4 * np.sqrt(inner))  # a transposed left operand is copied
+
+
+@needs_kernel
+def test_the_kernel_adds_into_its_output_with_beta_one():
+    rng = np.random.default_rng(1)
+    weight, state = rng.standard_normal((300, 40)).astype(np.float32), rng.standard_normal((18, 300)).astype(np.float32)
+    packed = panels.Panels(weight.T.copy().T, 18)  # a weight laid out by columns packs alike
+    out = rng.standard_normal((18, 40)).astype(np.float32)
+    expected = out + state.astype(np.float64) @ weight
+    panels.kernel()(101, 111, 151, 18, 40, 300, state.ctypes.data, 300, packed.address, 40, 1.0, out.ctypes.data, 40)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-3)
+
+
+@needs_kernel
+def test_a_packing_reuses_a_buffer_large_enough():
+    rng = np.random.default_rng(2)
+    first, second = rng.standard_normal((2, 16, 40)).astype(np.float32)
+    old = panels.Panels(first, 4)
+    new = panels.Panels(second, 4, reuse=old.buffer)
+    state = rng.standard_normal((4, 16)).astype(np.float32)
+    assert new.buffer is old.buffer
+    np.testing.assert_allclose(new.product(state), state @ second, rtol=1e-5, atol=1e-5)
+    assert panels.Panels(rng.standard_normal((64, 64)).astype(np.float32), 4, reuse=old.buffer).buffer is not old.buffer
+
+
+@pytest.mark.parametrize("identity, expected", [
+    ({**AMD, "vendor": "GenuineIntel", "name": "Intel(R) Xeon(R) Processor"}, "mkl"),  # MKL measured fastest
+    (AMD, "avx512"),
+    ({**AMD, "flags": "fpu sse2 avx2 fma"}, "mkl"),  # no AVX-512: no kernel to run
+    ({**AMD, "vendor": "HygonGenuine"}, "avx512"),
+])
+def test_the_table_keeps_mkl_on_intel_and_takes_the_kernel_on_other_avx512_cpus(identity, expected):
+    assert panels.table_choice(identity) == expected
+
+
+def test_the_environment_overrides_the_table_where_the_kernel_is_built(monkeypatch):
+    monkeypatch.setattr(native, "cpu_identity", lambda: AMD)
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "mkl")
+    assert panels.choice() == "mkl"
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "avx512")
+    assert panels.choice() == ("avx512" if panels.kernel() is not None else "mkl")
+    monkeypatch.setattr(panels, "kernel", lambda: None)  # asked for, but not built here
+    assert panels.choice() == "mkl"
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "nonsense")  # not a choice: the table's
+    monkeypatch.setattr(native, "cpu_identity", lambda: {**AMD, "vendor": "GenuineIntel"})
+    assert panels.choice() == "mkl"
+
+
+@needs_kernel
+def test_a_float32_lstm_step_loop_on_the_kernel_gives_mkl_s_numbers(monkeypatch):
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
+    from seqgraph.backends import native_loop
+    runs = []
+    run = native_loop.NativeLoop.run
+    monkeypatch.setattr(native_loop.NativeLoop, "run", lambda self, steps, arrays: runs.append(
+        (self.products.step_products(), run(self, steps, arrays))) or runs[-1][1])
+    model = lstm_language_model(hidden=40, inputs=12, classes=7)
+    inputs, lengths = random_inputs(model, batch=20, steps=9, seed=3)
+    inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+    grads = {}
+    for step_products in ("avx512", "mkl"):
+        monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", step_products)
+        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float32", seed=2)
+        net.forward(inputs, lengths)
+        grads[step_products] = net.backward()
+    assert runs == [("avx512", True)] * 2 + [("mkl", True)] * 2  # forward and backward, natively
+    for key in grads["mkl"]:
+        np.testing.assert_allclose(grads["avx512"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@needs_kernel
+def test_a_loop_refuses_a_weight_packed_for_the_other_routine(monkeypatch):
+    from seqgraph.backends import native_loop
+    monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
+    source = "def scan_forward(T, S0, w):\n    for t in range(T):\n        dot(S0[t], w, S0[t + 1])\n"
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "mkl")
+    xp = mkl.products(True)
+    states = np.zeros((4, 3, 5), dtype=np.float32)
+    states[0] = 1
+    foreign = panels.Panels(np.eye(5, dtype=np.float32), 3)
+    loop = native_loop.compile_loop(source, xp)
+    assert not loop.run(3, {"S0": states, "w": foreign}) and not states[1:].any()
+    assert loop.run(3, {"S0": states, "w": xp.pack(np.eye(5, dtype=np.float32), 3)})
+    np.testing.assert_array_equal(states[3], 1)

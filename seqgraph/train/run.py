@@ -151,7 +151,12 @@ def load_run(location, backend: str = "numpy", dtype: Optional[str] = None) -> T
     """``seqgraph.load_run``: the model, trained weights and settings of a run folder (its
     newest checkpoint) or of one checkpoint file, in one call."""
     arrays, header = read_checkpoint(location)
-    model_file, model = _run_model(header, "load the run from the folder you trained in")
+    model_file = header.get("model_file")
+    if not model_file or not Path(model_file).exists():
+        raise SeqgraphError(f"the model file of this run ({model_file}) is not there",
+                            hint="load the run from the folder you trained in, or name the model "
+                                 "file and the weights: MODEL.sg --weights RUN")
+    model = load(model_file).model(header["model"]).with_sizes(**header["sizes"])
     network = Network(model, backend=backend, dtype=dtype or header.get("config", {}).get("dtype", "float32"))
     restore(network, None, arrays, header)
     return TrainedRun(network, TrainConfig.from_dict(header.get("config", {})), header.get("vocab"),
@@ -265,29 +270,17 @@ def network_from(location, model: Optional[str] = None, weights: Optional[str] =
                  sizes: Optional[dict] = None, dtype: str = "float32", seed: int = 0) -> Network:
     """A network to hand on: ``location`` is a model file (freshly initialised from ``seed``,
     or with ``weights``: a run folder, a checkpoint or saved parameters), or a run folder or
-    checkpoint, whose own model file and sizes are used."""
+    checkpoint (:func:`load_run`), whose own model file and sizes are used."""
+    if not str(location).endswith(".sg"):
+        return load_run(location, dtype=dtype).net
+    chosen = load(location).model(model)
     params = None
-    if str(location).endswith(".sg"):
-        chosen = load(location).model(model)
-        if weights is not None:
-            params, sizes = read_params(weights)
-        if sizes:
-            chosen = chosen.with_sizes(**sizes)
-        origin = weights
-    else:
-        header = read_checkpoint(location)[1]
-        chosen = _run_model(header, "name the model file and the weights: MODEL.sg --weights RUN")[1]
-        params, origin = read_params(header["path"])[0], header["path"]
+    if weights is not None:
+        params, sizes = read_params(weights)
+    if sizes:
+        chosen = chosen.with_sizes(**sizes)
     network = Network(chosen, dtype=dtype, seed=seed)
     if params is not None:
-        set_params(network, params, origin)
+        set_params(network, params, weights)
     return network
 
-
-def _run_model(header: dict, hint: str) -> tuple:
-    """``(model file, model at the run's sizes)`` of a checkpoint's header; a model file that
-    is gone is a SeqgraphError with ``hint``."""
-    model_file = header.get("model_file")
-    if not model_file or not Path(model_file).exists():
-        raise SeqgraphError(f"the model file of this run ({model_file}) is not there", hint=hint)
-    return model_file, load(model_file).model(header["model"]).with_sizes(**header["sizes"])

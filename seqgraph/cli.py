@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import grads, inspect, resources
+from . import grads, inspection, resources
 from .errors import SeqgraphError
 from .program import Model, load
 from .weights import set_params
@@ -139,7 +139,7 @@ def _output_format(args) -> str:
     if args.format:
         return args.format
     suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
-    return suffix if suffix in inspect.FORMATS and suffix != "text" else "text"
+    return suffix if suffix in inspection.FORMATS and suffix != "text" else "text"
 
 
 def cmd_graph(args) -> int:
@@ -148,10 +148,10 @@ def cmd_graph(args) -> int:
     if args.unroll is not None and args.unroll < 1:
         raise SeqgraphError(f"--unroll needs a positive number of steps, got {args.unroll}")
     if args.grad:
-        graph = inspect.with_gradients(model, args.unroll)
+        graph = inspection.with_gradients(model, args.unroll)
     else:
         graph = model.unroll(args.unroll) if args.unroll else model.graph
-    data = inspect.view(graph, _output_format(args), layer=args.layer, roles=inspect.roles(model))
+    data = inspection.view(graph, _output_format(args), layer=args.layer, roles=inspection.roles(model))
     if args.output:
         try:
             Path(args.output).write_bytes(data)
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--grad", action="store_true",
                        help="draw the backward (gradient) graph beside the forward one")
     graph.add_argument("--layer", metavar="NAME", help="only this layer (lstm_0, dense_1, a name=)")
-    graph.add_argument("--format", choices=inspect.FORMATS, default=None,
+    graph.add_argument("--format", choices=inspection.FORMATS, default=None,
                        help="text (default), dot, or svg/png drawn by Graphviz")
     graph.add_argument("-o", "--output", metavar="FILE",
                        help="write here instead of stdout (its suffix picks the format)")

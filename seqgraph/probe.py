@@ -34,7 +34,7 @@ from typing import Optional, Union
 
 import networkx as nx
 
-from . import inspect
+from . import inspection
 from .errors import SeqgraphError, Span, did_you_mean
 from .graph import step_id
 
@@ -121,7 +121,7 @@ class Probe:
         """The nodes of one layer, op and/or source variable name, in the order they are
         computed: of the folded graph, or with ``step`` the per-step nodes' copies at that step."""
         folded = self.model.graph
-        chosen = inspect.layer_nodes(folded, layer) if layer is not None else set(folded.nodes)
+        chosen = inspection.layer_nodes(folded, layer) if layer is not None else set(folded.nodes)
         if op is not None:
             ops = {data["op"] for _, data in folded.nodes(data=True)}
             if op not in ops:
@@ -129,7 +129,7 @@ class Probe:
             chosen = {n for n in chosen if folded.nodes[n]["op"] == op}
         if name is not None:
             chosen = {n for n in chosen if folded.nodes[n]["name"] == name}
-        order = [n for n in inspect.topological_order(folded) if n in chosen]
+        order = [n for n in inspection.topological_order(folded) if n in chosen]
         if step is None:
             return [self._info(folded, n) for n in order]
         unrolled = self._unrolled()
@@ -199,7 +199,7 @@ class Probe:
     def _info(self, graph: nx.DiGraph, node_id: str, step: Optional[int] = None) -> NodeInfo:
         data = graph.nodes[node_id]
         return NodeInfo(id=node_id, base=data.get("base", node_id), op=data["op"], layer=data["layer"],
-                        name=data["name"], shape=tuple(data["shape"]), type=inspect.describe_type(data),
+                        name=data["name"], shape=tuple(data["shape"]), type=inspection.describe_type(data),
                         span=data["span"], rule=data["rule"], timed=data["timed"],
                         step=data.get("step", step))
 

@@ -31,7 +31,8 @@ from typing import Optional
 import numpy as np
 
 from ..errors import SeqgraphError, did_you_mean
-from .data import TIME, Dataset, _capital, _Grammar, read_utf8
+from .data import TIME, Dataset, read_utf8
+from .data.grammar import Grammar, capital
 from .words import UNKNOWN, WordCorpus, build_vocab, tokenize
 
 DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "space": " ", "bar": "|"}
@@ -200,12 +201,12 @@ def tense_text(n: int = 2_000, seed: int = 0) -> str:
     verb (``tense``: ``past`` or ``present``), from the grammar of ``grammar_text``. Nested
     relative clauses take tenses of their own, so the label is a fact about the main clause,
     not about any one word."""
-    grammar = _Grammar(random.Random(seed))
+    grammar = Grammar(random.Random(seed))
     lines = ["sentence\ttense"]
     for _ in range(n):
         plural, tense = grammar.chance(0.35), grammar.pick(["past", "present"])
         clause = f"{grammar.subject(plural)} {grammar.predicate(plural, tense, 0)}"
-        lines.append(f"{_capital(clause)}.\t{tense}")
+        lines.append(f"{capital(clause)}.\t{tense}")
     return "\n".join(lines) + "\n"
 
 

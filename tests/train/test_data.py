@@ -9,6 +9,7 @@ import pytest
 
 from seqgraph.errors import SeqgraphError
 from seqgraph.train import data as D
+from seqgraph.train.data import grammar
 from seqgraph.train.data import (BUILTIN, CharCorpus, Dataset, batches, bptt_windows, builtin,
                                  load_npz, load_text, rename, split, unigram_entropy)
 
@@ -130,10 +131,11 @@ def test_grammar_text_is_sentences_of_known_words():
     assert data.kind == "text" and data.metric == "perplexity"
     assert data.vocab == sorted(set(text)) and data.vocab_size == len(data.vocab)
     lexicon = set()
-    for table in (D._ANIMATE, D._THINGS, D._TRANSITIVE, D._INTRANSITIVE):
+    for table in (grammar._ANIMATE, grammar._THINGS, grammar._TRANSITIVE, grammar._INTRANSITIVE):
         lexicon.update(w for entry in table for w in entry)
-    for table in (D._PLACES, D._ADJECTIVES, D._NAMES, D._SINGULAR_DETS, D._PLURAL_DETS,
-                  D._PREPOSITIONS, D._ADVERBS, D._JOINERS, D._SUBORDINATORS):
+    for table in (grammar._PLACES, grammar._ADJECTIVES, grammar._NAMES, grammar._SINGULAR_DETS,
+                  grammar._PLURAL_DETS, grammar._PREPOSITIONS, grammar._ADVERBS, grammar._JOINERS,
+                  grammar._SUBORDINATORS):
         lexicon.update(w for phrase in table for w in phrase.split())
     lexicon.update("an that he she they we do does did not said".split())
     words = set(re.findall(r"[A-Za-z]+", text))

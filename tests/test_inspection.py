@@ -1,4 +1,4 @@
-"""Text and DOT views of graphs (seqgraph.inspect)."""
+"""Text and DOT views of graphs (seqgraph.inspection)."""
 
 import re
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import seqgraph as sg
-from seqgraph import SeqgraphError, inspect
+from seqgraph import SeqgraphError, inspection
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -28,7 +28,7 @@ def lines_of(text: str) -> dict:
 
 
 def test_text_has_one_line_per_node_in_topological_order(lstm):
-    text = inspect.text(lstm.graph, roles=inspect.roles(lstm))
+    text = inspection.text(lstm.graph, roles=inspection.roles(lstm))
     assert text.splitlines()[0] == "# LSTMAdding: folded graph, 2 delay edges, 40 nodes"
     lines = text.splitlines()[1:]
     assert len(lines) == lstm.graph.number_of_nodes()
@@ -39,26 +39,26 @@ def test_text_has_one_line_per_node_in_topological_order(lstm):
 
 
 def test_text_line_shows_op_args_shape_layer_rule_and_name(lstm):
-    line = lines_of(inspect.text(lstm.graph))["lstm_0/mul.2"]
+    line = lines_of(inspection.text(lstm.graph))["lstm_0/mul.2"]
     assert re.fullmatch(r"lstm_0/mul\.2 +  = mul\(lstm_0/sigmoid\.2, lstm_0/tanh\.1\)  \[32\] per-step"
                         r"  layer lstm_0  rule: switch  \(h\)", line)
 
 
 def test_text_marks_delayed_reads(lstm):
-    lines = lines_of(inspect.text(lstm.graph))
+    lines = lines_of(inspection.text(lstm.graph))
     assert "= prev(lstm_0/mul.2 @ t-1, lstm_0/h_init)" in lines["lstm_0/h_prev"]
     assert "= prev(lstm_0/add.3 @ t-1, lstm_0/c_init)" in lines["lstm_0/c_prev"]
 
 
 def test_text_of_an_unrolled_graph_names_steps(lstm):
-    lines = lines_of(inspect.text(lstm.unroll(2)))
+    lines = lines_of(inspection.text(lstm.unroll(2)))
     assert "= prev(lstm_0/mul.2@0)" in lines["lstm_0/h_prev@1"]
     assert "[32] step 1" in lines["lstm_0/mul.2@1"]
     assert "rule: distribute" in lines["lstm_0/add.3@0"]
 
 
 def test_text_marks_loss_outputs_targets_and_params(lstm):
-    lines = lines_of(inspect.text(lstm.graph, roles=inspect.roles(lstm)))
+    lines = lines_of(inspection.text(lstm.graph, roles=inspection.roles(lstm)))
     assert lines["mse"].endswith("[loss]")
     assert lines["dense_0/add"].endswith("[output pred]")
     assert lines["y"].endswith("[target]")
@@ -66,21 +66,21 @@ def test_text_marks_loss_outputs_targets_and_params(lstm):
 
 
 def test_text_narrowed_to_one_layer(lstm):
-    text = inspect.text(lstm.unroll(3), layer="dense_0")
+    text = inspection.text(lstm.unroll(3), layer="dense_0")
     assert sorted(lines_of(text)) == ["dense_0.bias", "dense_0.weight", "dense_0/add", "dense_0/matmul"]
 
 
 def test_an_unknown_layer_suggests_a_known_one(lstm):
     with pytest.raises(SeqgraphError) as info:
-        inspect.text(lstm.graph, layer="lstm0")
+        inspection.text(lstm.graph, layer="lstm0")
     assert info.value.message == "no layer 'lstm0' in this graph"
     assert info.value.hint == "did you mean 'lstm_0'?"
 
 
 def test_dot_colours_kinds_and_labels_gate_rules(lstm):
-    source = inspect.dot(lstm.graph, roles=inspect.roles(lstm))
+    source = inspection.dot(lstm.graph, roles=inspection.roles(lstm))
     assert source.startswith('digraph "LSTMAdding" {') and source.rstrip().endswith("}")
-    fill = {kind: style[0] for kind, style in inspect.KIND_STYLE.items()}
+    fill = {kind: style[0] for kind, style in inspection.KIND_STYLE.items()}
     for node, kind in [("lstm_0.weight_ih", "param"), ("x", "input"), ("y", "target"),
                        ("lstm_0/h_prev", "state"), ("lstm_0/h_init", "state"),
                        ("lstm_0/mul.2", "op"), ("mse", "loss"), ("dense_0/add", "output")]:
@@ -93,13 +93,13 @@ def test_dot_colours_kinds_and_labels_gate_rules(lstm):
 
 
 def test_dot_draws_delay_edges_dashed_and_labelled(lstm):
-    source = inspect.dot(lstm.graph)
+    source = inspection.dot(lstm.graph)
     delay = re.findall(r'"([^"]+)" -> "([^"]+)" \[style=dashed[^\]]*label="t-1"', source)
     assert sorted(delay) == [("lstm_0/add.3", "lstm_0/c_prev"), ("lstm_0/mul.2", "lstm_0/h_prev")]
 
 
 def test_dot_groups_unrolled_steps_in_clusters(lstm):
-    source = inspect.dot(lstm.unroll(3))
+    source = inspection.dot(lstm.unroll(3))
     for step in range(3):
         assert f'subgraph "cluster_t{step}" {{' in source
         assert f'label="t = {step}"' in source
@@ -110,26 +110,26 @@ def test_dot_groups_unrolled_steps_in_clusters(lstm):
 
 
 def test_dot_narrowed_to_a_layer_shows_its_neighbours_dashed(lstm):
-    source = inspect.dot(lstm.graph, layer="dense_0")
+    source = inspection.dot(lstm.graph, layer="dense_0")
     assert '"dense_0/matmul"' in source
     assert 'style="rounded,filled,dashed"' in statement(source, "last")  # it feeds the layer
     assert '"lstm_0/mul.2"' not in source
 
 
 def test_dot_escapes_quotes():
-    assert inspect._quote('a"b\\c') == '"a\\"b\\\\c"'
+    assert inspection._quote('a"b\\c') == '"a\\"b\\\\c"'
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 def test_svg_is_drawn_by_graphviz(lstm):
-    svg = inspect.view(lstm.unroll(2), "svg", roles=inspect.roles(lstm))
+    svg = inspection.view(lstm.unroll(2), "svg", roles=inspection.roles(lstm))
     assert b"<svg" in svg and b"lstm_0/mul.2@1" in svg
 
 
 def test_without_graphviz_svg_is_a_clear_error(lstm, monkeypatch):
-    monkeypatch.setattr(inspect.shutil, "which", lambda name: None)
+    monkeypatch.setattr(inspection.shutil, "which", lambda name: None)
     with pytest.raises(SeqgraphError) as info:
-        inspect.view(lstm.graph, "png")
+        inspection.view(lstm.graph, "png")
     assert "needs Graphviz" in info.value.message
     assert "apt-get install graphviz" in info.value.hint and "brew install graphviz" in info.value.hint
 
@@ -142,21 +142,21 @@ def rnn():
 
 
 def test_gradient_view_folds_the_backward_graph_with_t_plus_1_edges(lstm):
-    graph = inspect.with_gradients(lstm)
+    graph = inspection.with_gradients(lstm)
     # c_t's gradient sums what tanh(c_t) hands back and what step t+1's c[t-1] hands back
     assert set(graph.nodes["grad:lstm_0/add.3"]["args"]) == {"vjp:lstm_0/tanh.1", "vjp:lstm_0/c_prev"}
     assert graph.edges["vjp:lstm_0/c_prev", "grad:lstm_0/add.3"]["delay"] == 1
     assert not graph.edges["vjp:lstm_0/tanh.1", "grad:lstm_0/add.3"]["delay"]
     assert graph.nodes["vjp:lstm_0/add.3"]["rule"] == "distribute"
     assert graph.nodes["vjp:lstm_0/mul.2"]["rule"] == "switch"
-    lines = lines_of(inspect.text(graph))
+    lines = lines_of(inspection.text(graph))
     assert "= grad(vjp:lstm_0/tanh.1, vjp:lstm_0/c_prev @ t+1)" in lines["grad:lstm_0/add.3"]
     assert "= grad(1)" in lines["grad:mse"]
     assert "grad:y" not in graph  # a loss's target gets no gradient
 
 
 def test_unrolled_gradient_view_sums_a_weight_over_steps(rnn):
-    graph = inspect.with_gradients(rnn, 3)
+    graph = inspection.with_gradients(rnn, 3)
     assert graph.nodes["grad:rnn_0.weight_hh"]["args"] == tuple(f"vjp:rnn_0/matmul.1@{t}" for t in (2, 1, 0))
     assert graph.edges["vjp:rnn_0/h_prev@2", "grad:rnn_0/tanh@1"]["carry"]
     assert graph.nodes["grad:rnn_0/tanh@1"]["step"] == 1
@@ -164,12 +164,12 @@ def test_unrolled_gradient_view_sums_a_weight_over_steps(rnn):
 
 
 def test_gradient_dot_puts_forward_and_backward_side_by_side(rnn):
-    source = inspect.dot(inspect.with_gradients(rnn, 2), roles=inspect.roles(rnn))
+    source = inspection.dot(inspection.with_gradients(rnn, 2), roles=inspection.roles(rnn))
     assert source.index('subgraph "cluster_forward" {') < source.index('subgraph "cluster_backward" {')
     backward = source.split('subgraph "cluster_backward" {')[1]
     assert 'subgraph "cluster_backward_t1" {' in backward and '"grad:rnn_0/tanh@1" [' in backward
     assert '"rnn_0/tanh@1" [' not in backward
-    fill = {kind: style[0] for kind, style in inspect.KIND_STYLE.items()}
+    fill = {kind: style[0] for kind, style in inspection.KIND_STYLE.items()}
     grad = statement(source, "grad:rnn_0.weight_hh")
     assert grad.startswith(r'"grad:rnn_0.weight_hh" [label="d loss\ngrad:rnn_0.weight_hh\n[32, 32]'
                            r'\nsum of 2 contributions"')
@@ -183,7 +183,7 @@ def test_gradient_dot_puts_forward_and_backward_side_by_side(rnn):
 
 
 def test_gradient_view_narrowed_to_a_layer(rnn):
-    lines = lines_of(inspect.text(inspect.with_gradients(rnn), layer="dense_0"))
+    lines = lines_of(inspection.text(inspection.with_gradients(rnn), layer="dense_0"))
     assert sorted(lines) == ["dense_0.bias", "dense_0.weight", "dense_0/add", "dense_0/matmul",
                              "grad:dense_0.bias", "grad:dense_0.weight", "grad:dense_0/add",
                              "grad:dense_0/matmul", "vjp:dense_0/add", "vjp:dense_0/matmul"]
@@ -192,7 +192,7 @@ def test_gradient_view_narrowed_to_a_layer(rnn):
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
 def test_gradient_view_is_drawn_by_graphviz(rnn, fmt, magic):
-    image = inspect.view(inspect.with_gradients(rnn, 2), fmt, layer="rnn_0", roles=inspect.roles(rnn))
+    image = inspection.view(inspection.with_gradients(rnn, 2), fmt, layer="rnn_0", roles=inspection.roles(rnn))
     assert magic in image[:1000]
     if fmt == "svg":
         assert b"grad:rnn_0/tanh@1" in image and b"t = 1" in image

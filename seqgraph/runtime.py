@@ -14,7 +14,7 @@ from typing import Optional
 import networkx as nx
 
 from . import autodiff, faults, resources
-from .backends import get_backend, shares_memory
+from .backends import Footprint, get_backend
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
@@ -394,16 +394,17 @@ class Network:
         ``bias_ih`` and ``bias_hh``, or an output's to an input), and callers such as
         clipping scale each gradient in place."""
         xp = self.backend.xp
-        held = list(held)
+        taken = Footprint(xp, held)  # one search per gradient, not a check against each other
         result = {}
         for name, node in wrt.items():
             grad = grads.get(node)
             if grad is None:
                 shape = self.params[name].shape if name in self.params else None
                 grad = xp.zeros(shape, dtype=self.dtype) if shape is not None else None
-            elif shares_memory(xp, grad, held + list(result.values())):
+            elif taken.overlaps(grad):
                 grad = grad.copy()
             if grad is not None:
+                taken.add(grad)
                 result[name] = grad
         return result
 

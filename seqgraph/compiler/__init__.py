@@ -515,19 +515,28 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
 
 def _spent_after_forward(graph: nx.DiGraph, keep: set) -> frozenset:
     """Time-parallel values whose arrays are free once the forward pass is over: a new array of
-    their own that no gradient rule reads, read only through slices whose readers' rules do
-    not read them either. The backward pass adds the slices' gradients into such an array (a
-    GRU's input projection holds its own gradient) instead of a new one."""
+    their own that no gradient rule reads, read only through slices (of slices) whose readers'
+    rules do not read them either (:func:`_unread_slice`). The backward pass adds the slices'
+    gradients into such an array (a GRU's input projection holds its own gradient) instead of
+    a new one."""
     spent = set()
     for node, data in graph.nodes(data=True):
-        users = list(graph.successors(node))
-        if (data["op"] not in FRESH or node in keep or not users or _recurrent(graph, node)
-                or _reads(graph, node, node)):
+        if (data["op"] not in FRESH or node in keep or not list(graph.successors(node))
+                or _recurrent(graph, node) or _reads(graph, node, node)):
             continue
-        if all(graph.nodes[s]["op"] == "slice" and s not in keep and
-               not any(_reads(graph, r, s) for r in graph.successors(s)) for s in users):
+        if all(_unread_slice(graph, s, keep) for s in graph.successors(node)):
             spent.add(node)
     return frozenset(spent)
+
+
+def _unread_slice(graph: nx.DiGraph, node, keep: set) -> bool:
+    """Whether ``node`` is a slice nobody keeps and no gradient rule reads, and so is every
+    slice of it (a slice is a view: a rule reading a slice of a slice reads the sliced value's
+    array, as a dense layer on a slice of a merged product does)."""
+    return (graph.nodes[node]["op"] == "slice" and node not in keep
+            and not any(_reads(graph, r, node) for r in graph.successors(node))
+            and all(graph.nodes[r]["op"] != "slice" or _unread_slice(graph, r, keep)
+                    for r in graph.successors(node)))
 
 
 def _reads(graph: nx.DiGraph, reader, value) -> bool:

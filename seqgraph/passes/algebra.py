@@ -127,13 +127,12 @@ def fold_biases_into_products(graph: nx.DiGraph) -> nx.DiGraph:
     """
     graph = graph.copy()
     core = core_nodes(graph)
-    for node in list(graph.nodes):
-        # a product folded into an earlier add is gone (W @ concat(b, x), split in two by
-        # split_concat_products, is a product of x plus a static product that is a bias)
-        found = _affine_parts(graph, node, core) if node in graph else None
-        if found is None:
-            continue
-        product, bias = found
+    # planned on the graph as given, then applied: a fold removes its product, which the
+    # walk would otherwise still visit (W @ concat(b, x), split in two by split_concat_products,
+    # is a product of x plus a static product that is a bias). A product is read by its add
+    # alone, so no fold changes what another one finds.
+    folds = [(node, found) for node in graph if (found := _affine_parts(graph, node, core)) is not None]
+    for node, (product, bias) in folds:
         weight, operand = graph.nodes[product]["args"]
         graph.nodes[node]["op"] = "affine"
         graph.nodes[node]["attrs"] = {}

@@ -83,6 +83,36 @@ def test_the_input_projection_and_its_biases_become_one_affine_op():
     assert not any(graph.nodes[n]["op"] == "matmul" and n not in core for n in graph)
 
 
+def _in_reverse_order(graph):
+    """``graph`` with its nodes stored in the reverse order (a pass walks them in this order)."""
+    reordered = graph.__class__(**graph.graph)
+    reordered.add_nodes_from(reversed(list(graph.nodes(data=True))))
+    reordered.add_edges_from(graph.edges(data=True))
+    return reordered
+
+
+@pytest.mark.parametrize("order", ["as built", "reversed"])
+def test_folding_biases_plans_its_folds_before_removing_products(order):
+    """``W @ concat(p, x)`` splits into a product of ``x`` and a static product that is its
+    bias; folding removes products while the walk goes on, which once visited a removed node.
+    In either node order every fold is made, on the original graph, and the graph stays well
+    formed."""
+    model = sg.parse("cell C(x : [X]) -> s : [H] {\n    param p : [H]\n    param W : [H, H + X]\n"
+                     "    param b : [H]\n    state s : [H] = 0.5\n"
+                     "    s = tanh(W @ concat(p, x) + b) * s[t-1]\n}\n"
+                     "model M {\n    input x : seq[float, 4]\n    target y : [3]\n"
+                     "    loss = mse(dense(last(C(x, 3)), 3), y)\n}\n").model()
+    split = hoist_time_parallel_terms(split_concat_products(model.graph))
+    graph = fold_biases_into_products(split if order == "as built" else _in_reverse_order(split))
+    check_graph(graph)
+    affine = {n: graph.nodes[n]["args"] for n in graph if graph.nodes[n]["op"] == "affine"}
+    assert affine == {"C_0/add": ("C_0.W[3:7]", "C_0/add/grouped", "C_0/x"),  # its bias is W_p @ p + b,
+                      "C_0/add/grouped": ("C_0.W[0:3]", "C_0.b", "C_0.p"),  # itself folded
+                      "dense_0/add": ("dense_0.weight", "dense_0.bias", "last")}
+    assert not any(graph.nodes[n]["op"] == "matmul" for n in graph)
+    assert _snapshot(split) == _snapshot(hoist_time_parallel_terms(split_concat_products(model.graph)))
+
+
 def test_merge_shared_products_makes_one_product_per_operand():
     model = language_model("GateLSTM", extra=USER_LSTM)
     split = split_concat_products(model.graph)

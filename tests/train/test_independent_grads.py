@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seqgraph as sg
 from seqgraph.gradcheck import random_inputs
@@ -130,3 +132,41 @@ def test_a_gradient_is_never_the_caller_s_own_cotangent():
     for grads in (net.backward({"o": cotangent}), probe.backward({"o": cotangent})):
         assert not np.may_share_memory(grads["x"], cotangent)
         np.testing.assert_array_equal(grads["x"], cotangent)
+
+
+def _views(draw_slices):
+    """Views of two buffers (one of them read backwards) from the drawn ``(buffer, start,
+    stop, step)`` tuples, with a 2-d view of each and a 0-size one."""
+    buffers = [np.arange(40.0), np.arange(30.0)[::-1]]
+    views = [buffers[b][start:stop:step] for b, start, stop, step in draw_slices]
+    return views + [buffers[0].reshape(8, 5)[1:4, ::2], buffers[1][5:5]]
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 39), st.integers(0, 40),
+                          st.sampled_from([1, 2, 3, -1])), max_size=12), st.randoms(use_true_random=False))
+def test_the_footprint_answers_as_the_pairwise_bounds_check(slices, random):
+    """Whether each array overlaps those before it: one binary search, the same answer as
+    ``may_share_memory`` against each."""
+    from seqgraph.backends import Footprint
+
+    views = _views(slices)
+    random.shuffle(views)
+    footprint = Footprint(np)
+    for k, view in enumerate(views):
+        assert footprint.overlaps(view) == any(np.may_share_memory(view, v) for v in views[:k]), k
+        footprint.add(view)
+
+
+def test_overlapping_gradients_are_copied_and_the_others_handed_back_as_they_are():
+    model = sg.parse(LSTM).model()
+    net = sg.compile(model, dtype="float64", seed=3)
+    buffer, cotangent = np.arange(24.0), np.ones(4)
+    grads = {"a": buffer[:8], "b": buffer[4:12], "c": buffer[12:16], "d": buffer[13::2], "e": buffer[:8],
+             "f": cotangent, "g": buffer[20:24]}
+    result = net.collect_grads(grads, {name: name for name in grads}, held=[cotangent])
+    copied = sorted(name for name in grads if result[name] is not grads[name])
+    assert copied == ["b", "d", "e", "f"]  # d interleaves with c: its bounds overlap c's
+    assert _overlapping(result) == [] and not any(np.may_share_memory(g, cotangent) for g in result.values())
+    for name, grad in grads.items():
+        np.testing.assert_array_equal(result[name], grad)

@@ -21,9 +21,8 @@ It is parsed once into a small tree (:func:`parse_formula`), and that one tree i
   computed before any is stored, so an output may share its buffer with an input); and
 - **evaluated with an array namespace** (:func:`evaluate`), which is how the formulas are
   tested against the op registry without a GPU, and how a chain runs on NumPy; or
-- **written as ufunc calls** (:func:`ufunc_expression`), one Python expression over the
-  names of :data:`seqgraph.ops.kernels.UFUNCS`, which is how an op stated by formulas runs
-  in a step loop on NumPy.
+- **written as ufunc calls** (:func:`seqgraph.ops.kernels.formula_call`), which is how an
+  op stated by formulas runs in a step loop on NumPy.
 
 Every value is of the element type: on an array namespace a comparison's or a ``where``'s
 result is cast to the dtype of the formula's arrays, as in the kernels.
@@ -154,27 +153,6 @@ def function(xp, name: str):
     else:
         from scipy.special import erf
     return erf
-
-
-_UFUNC_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", ">": "greater",
-                    "<": "less", ">=": "greater_equal", "<=": "less_equal", "==": "equal",
-                    "!=": "not_equal"}
-
-
-def ufunc_expression(node: Node, names: dict) -> str:
-    """``node`` as one Python expression of ufunc calls, ``names`` giving the expression
-    each variable is read from (``where`` tests its condition against 0, as in the kernels)."""
-    if node.kind == "num":
-        return repr(node.op)
-    if node.kind == "var":
-        return names[node.op]
-    args = [ufunc_expression(a, names) for a in node.args]
-    if node.kind == "neg":
-        return f"negative({args[0]})"
-    if node.kind == "call" and node.op == "where":
-        return f"where(not_equal({args[0]}, 0), {args[1]}, {args[2]})"
-    name = UFUNC_NAMES.get(node.op, node.op) if node.kind == "call" else _UFUNC_OPERATORS[node.op]
-    return f"{name}({', '.join(args)})"
 
 
 _BINARY_UFUNCS = {"+": lambda xp: xp.add, "-": lambda xp: xp.subtract, "*": lambda xp: xp.multiply,

@@ -13,7 +13,7 @@ import numpy
 
 from ..backends import native
 from ..sizes import format_shape
-from .kernels import Kernel, into, negated, over, passed, slope_times, times, ufunc_call
+from .kernels import Call, Kernel, into, negated, over, passed, slope_times, times, ufunc_call
 from .registry import Op, ShapeError, register, unbroadcast
 
 
@@ -160,8 +160,8 @@ _binary("mul", lambda xp, a, b: a * b,
          lambda xp, g, out, a, b, shape: _row_dots(xp, g, a, shape)))
 def _div_gradient_b(dst, mode, g, out, ins, tmp):
     # d(a / b)/db = -out / b
-    return into(dst, mode, tmp, lambda t: [f"multiply({g}, {out}, {t})",
-                                           f"divide({t}, {ins[1]}, {t})", f"negative({t}, {t})"])
+    return into(dst, mode, tmp, lambda t: [Call("multiply", (g, out), t), Call("divide", (t, ins[1]), t),
+                                           Call("negative", (t,), t)])
 
 
 _binary("div", lambda xp, a, b: a / b,
@@ -197,8 +197,8 @@ def _forward_sigmoid(xp, x):
 def _sigmoid_in_place(out, ins):
     # 1 / (1 + exp(-x)); exp may overflow to inf for very negative x, and 1 / inf is exactly
     # the right 0 (the step loops run with overflow warnings off).
-    return [f"negative({ins[0]}, {out})", f"exp({out}, {out})", f"add({out}, 1.0, {out})",
-            f"reciprocal({out}, {out})"]
+    return [Call("negative", (ins[0],), out), Call("exp", (out,), out), Call("add", (out, 1.0), out),
+            Call("reciprocal", (out,), out)]
 
 
 _unary("copy", lambda xp, x: x.copy(), lambda xp, x, y: 1, "g",
@@ -211,17 +211,17 @@ _unary("neg", lambda xp, x: -x, lambda xp, x, y: -1, "-g", "-x.",
 _unary("sigmoid", _forward_sigmoid, lambda xp, x, y: y * (1 - y), "g * y * (1 - y)",
        "The logistic function 1 / (1 + exp(-x)), computed without overflow for any x.",
        Kernel(_sigmoid_in_place, {0: slope_times(lambda t, out, ins: [
-           f"subtract(1.0, {out}, {t})", f"multiply({t}, {out}, {t})"])},
+           Call("subtract", (1.0, out), t), Call("multiply", (t, out), t)])},
            "1 / (1 + exp(-{0}))", {0: "{g} * {out} * (1 - {out})"}, {0: ("out",)}))
 _unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, x, y: 1 - y * y, "g * (1 - y^2)",
        "The hyperbolic tangent.",
        Kernel(ufunc_call("tanh"), {0: slope_times(lambda t, out, ins: [
-           f"multiply({out}, {out}, {t})", f"subtract(1.0, {t}, {t})"])},
+           Call("multiply", (out, out), t), Call("subtract", (1.0, t), t)])},
            "tanh({0})", {0: "{g} * (1 - {out} * {out})"}, {0: ("out",)}))
 _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda xp, x, y: x > 0, "g * [x > 0]",
        "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).",
-       Kernel(lambda out, ins: [f"maximum({ins[0]}, 0.0, out={out})"],
-              {0: slope_times(lambda t, out, ins: [f"greater({ins[0]}, 0.0, {t})"])},
+       Kernel(lambda out, ins: [Call("maximum", (ins[0], 0.0), out, keyword=True)],
+              {0: slope_times(lambda t, out, ins: [Call("greater", (ins[0], 0.0), t)])},
               "max({0}, 0)", {0: "{g} * ({0} > 0)"}, {0: (0,)}))
 _unary("exp", lambda xp, x: xp.exp(x), lambda xp, x, y: y, "g * y", "e to the power x.",
        Kernel(ufunc_call("exp"), {0: times(lambda out, ins: out)}, "exp({0})",

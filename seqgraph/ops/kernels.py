@@ -11,8 +11,9 @@ so the kernel writes the op as
 
 - **in-place ufunc calls** (the NumPy path): ``multiply(a, b, out)`` writes straight into a
   buffer, with no allocation and no Python function of ours in between. Forward emitters
-  take ``(out, ins)``, the names of the output buffer and of the inputs, and return source
-  lines. Gradient emitters take ``(dst, mode, g, out, ins, tmp)`` and write one input's
+  take ``(out, ins)``, the names of the output buffer and of the inputs, and return a list
+  of :class:`Call` records (:func:`render` writes one as the source line it stands for).
+  Gradient emitters take ``(dst, mode, g, out, ins, tmp)`` and write one input's
   contribution into ``dst``: ``mode`` is ``"set"`` for the first contribution of a step and
   ``"add"`` for the rest; ``tmp`` names a scratch buffer shaped like that input;
 - **formulas** over ``{0}``, ``{1}`` (inputs), ``{out}`` and ``{g}``, the data a fused chain
@@ -27,10 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
 from functools import lru_cache
+from typing import Optional, Union
 
-from ..backends.cuda_kernels import function, parse_formula, ufunc_expression
+from ..backends.cuda_kernels import UFUNC_NAMES, Node, function, parse_formula
 
 # The functions generated code may call; the scan binds each name to the backend's ufunc.
 UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "tanh", "reciprocal",
@@ -41,6 +42,50 @@ UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "ta
 def namespace(xp) -> dict:
     """The names of :data:`UFUNCS` bound to namespace ``xp``'s functions."""
     return {name: function(xp, name) for name in UFUNCS}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a ufunc of :data:`UFUNCS`: ``ufunc(*operands, out)``.
+
+    An operand is a buffer's name, a number, or a nested call (an expression temporary,
+    ``out`` None, whose result the enclosing call reads). ``keyword`` passes the output as
+    ``out=`` (as ``matmul`` wants it). ``copyto`` copies its one operand into ``out``."""
+    ufunc: str
+    operands: tuple
+    out: Optional[str] = None
+    keyword: bool = False
+
+    def __post_init__(self):
+        if self.ufunc not in UFUNCS:
+            raise ValueError(f"{self.ufunc!r} is not one of the step loops' ufuncs")
+
+    def buffers(self) -> list:
+        """The names of the buffers this call reads (nested calls' included), in order."""
+        found = []
+        for operand in self.operands:
+            if isinstance(operand, Call):
+                found += operand.buffers()
+            elif isinstance(operand, str):
+                found.append(operand)
+        return found
+
+
+Operand = Union[str, float, Call]
+
+
+def render(call: Operand) -> str:
+    """The Python source of ``call`` (or of one operand) as a step loop runs it."""
+    if isinstance(call, str):
+        return call
+    if not isinstance(call, Call):
+        return repr(call)
+    operands = [render(operand) for operand in call.operands]
+    if call.ufunc == "copyto":
+        operands.insert(0, call.out)  # numpy.copyto(dst, src) takes its output first
+    elif call.out is not None:
+        operands.append(f"out={call.out}" if call.keyword else call.out)
+    return f"{call.ufunc}({', '.join(operands)})"
 
 
 @dataclass(frozen=True)
@@ -55,44 +100,45 @@ class Kernel:
 
 def ufunc_call(ufunc):
     """The forward ``ufunc(inputs..., out)``: one call writing into the output buffer."""
-    return lambda out, ins: [f"{ufunc}({', '.join(ins)}, {out})"]
+    return lambda out, ins: [Call(ufunc, tuple(ins), out)]
 
 
 def into(dst, mode, tmp, compute):
-    """Lines writing ``compute(target)`` into ``dst`` (set) or adding it (add)."""
+    """Calls writing ``compute(target)`` into ``dst`` (set) or adding it (add)."""
     if mode == "set":
         return compute(dst)
-    return compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
+    return compute(tmp) + [Call("add", (dst, tmp), dst)]
 
 
 def passed(dst, mode, g, out, ins, tmp):
     """The gradient ``g`` itself (add's, on both inputs)."""
-    return [f"copyto({dst}, {g})"] if mode == "set" else [f"add({dst}, {g}, {dst})"]
+    return [Call("copyto", (g,), dst)] if mode == "set" else [Call("add", (dst, g), dst)]
 
 
 def negated(dst, mode, g, out, ins, tmp):
     """The gradient ``-g``."""
-    return [f"negative({g}, {dst})"] if mode == "set" else [f"subtract({dst}, {g}, {dst})"]
+    return [Call("negative", (g,), dst)] if mode == "set" else [Call("subtract", (dst, g), dst)]
 
 
 def times(factor):
     """The gradient ``g * factor(out, ins)``."""
     return lambda dst, mode, g, out, ins, tmp: into(
-        dst, mode, tmp, lambda t: [f"multiply({g}, {factor(out, ins)}, {t})"])
+        dst, mode, tmp, lambda t: [Call("multiply", (g, factor(out, ins)), t)])
 
 
 def over(divisor):
     """The gradient ``g / divisor(out, ins)``."""
     return lambda dst, mode, g, out, ins, tmp: into(
-        dst, mode, tmp, lambda t: [f"divide({g}, {divisor(out, ins)}, {t})"])
+        dst, mode, tmp, lambda t: [Call("divide", (g, divisor(out, ins)), t)])
 
 
-def slope_times(lines):
-    """The gradient ``g * s`` where ``lines(t, out, ins)`` compute the slope ``s`` into ``t``."""
+def slope_times(calls):
+    """The gradient ``g * s`` where ``calls(t, out, ins)`` compute the slope ``s`` into ``t``."""
     def emit(dst, mode, g, out, ins, tmp):
-        body = lines(tmp, out, ins) + [f"multiply({g}, {tmp}, {tmp})"]
-        return body[:-1] + [f"multiply({g}, {tmp}, {dst})"] if mode == "set" else \
-            body + [f"add({dst}, {tmp}, {dst})"]
+        slope = calls(tmp, out, ins)
+        if mode == "set":
+            return slope + [Call("multiply", (g, tmp), dst)]
+        return slope + [Call("multiply", (g, tmp), tmp), Call("add", (dst, tmp), dst)]
     return emit
 
 
@@ -107,14 +153,36 @@ def formula_tree(text: str, arity: int):
     return parse_formula(text.format(*slots[:arity], g="g0", out=slots[arity]))
 
 
+# the ufunc each operator of the formula language is
+OPERATOR_UFUNCS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", ">": "greater",
+                   "<": "less", ">=": "greater_equal", "<=": "less_equal", "==": "equal",
+                   "!=": "not_equal"}
+
+
+def formula_call(node: Node, names: dict) -> Operand:
+    """Parsed formula ``node`` as one nested ufunc call, ``names`` giving the buffer each
+    variable is read from (``where`` tests its condition against 0, as in the kernels)."""
+    if node.kind == "num":
+        return node.op
+    if node.kind == "var":
+        return names[node.op]
+    args = tuple(formula_call(a, names) for a in node.args)
+    if node.kind == "neg":
+        return Call("negative", args)
+    if node.kind == "call" and node.op == "where":
+        return Call("where", (Call("not_equal", (args[0], 0)),) + args[1:])
+    name = UFUNC_NAMES.get(node.op, node.op) if node.kind == "call" else OPERATOR_UFUNCS[node.op]
+    return Call(name, args)
+
+
 def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
     """The :class:`Kernel` of an op stated by its formulas alone: the in-place form is each
-    formula written as ufunc calls (:func:`~seqgraph.backends.cuda_kernels.ufunc_expression`),
-    and what each gradient reads is what its formula names."""
+    formula written as one nested ufunc call (:func:`formula_call`), and what each gradient
+    reads is what its formula names."""
     slots = formula_slots(arity)
 
     def expression(node, out, ins, g="g"):
-        return ufunc_expression(node, dict(zip(slots, list(ins) + [out]), g0=g))
+        return formula_call(node, dict(zip(slots, list(ins) + [out]), g0=g))
 
     value = formula_tree(formula, arity)
     slopes = {port: formula_tree(text, arity) for port, text in gradient_formulas.items()}
@@ -122,13 +190,13 @@ def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
     def gradient(node):
         def emit(dst, mode, g, out, ins, tmp):
             if mode == "set":
-                return [f"copyto({dst}, {expression(node, out, ins, g)})"]
-            return [f"add({dst}, {expression(node, out, ins, g)}, {dst})"]
+                return [Call("copyto", (expression(node, out, ins, g),), dst)]
+            return [Call("add", (dst, expression(node, out, ins, g)), dst)]
         return emit
 
     reads = {port: tuple(k for k in range(arity) if "{%d}" % k in text) + (("out",) if "{out}" in text else ())
              for port, text in gradient_formulas.items()}
-    return Kernel(lambda out, ins: [f"copyto({out}, {expression(value, out, ins)})"],
+    return Kernel(lambda out, ins: [Call("copyto", (expression(value, out, ins),), out)],
                   {port: gradient(node) for port, node in slopes.items()}, formula, gradient_formulas, reads)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seqgraph.backends.cuda_kernels import evaluate
-from seqgraph.ops.kernels import KERNELS, namespace as ufunc_namespace
+from seqgraph.ops.kernels import KERNELS, Call, namespace as ufunc_namespace, render
 from seqgraph.ops import REGISTRY
 
 SHAPE = (3, 4)
@@ -17,10 +17,10 @@ def _inputs(op, rng):
     return [rng.uniform(low, high, size=SHAPE) for _ in range(REGISTRY[op].arity)]
 
 
-def _run(lines, names):
+def _run(calls, names):
     namespace = ufunc_namespace(np)
     namespace.update(names)
-    exec("\n".join(lines), namespace)
+    exec("\n".join(render(call) for call in calls), namespace)
     return namespace
 
 
@@ -76,3 +76,13 @@ def test_sigmoid_kernel_survives_extreme_inputs():
         _run(KERNELS["sigmoid"].forward("out", ["a0"]), names)
     np.testing.assert_allclose(names["out"], REGISTRY["sigmoid"].forward(np, x), rtol=1e-15)
     assert names["out"][0] == 0.0 and names["out"][-1] == 1.0
+
+
+def test_a_call_renders_as_the_source_line_it_stands_for():
+    nested = Call("where", (Call("not_equal", ("c", 0)), "g", 0.5))
+    assert render(Call("copyto", (nested,), "dst")) == "copyto(dst, where(not_equal(c, 0), g, 0.5))"
+    assert render(Call("multiply", ("a", "b"), "out")) == "multiply(a, b, out)"
+    assert render(Call("maximum", ("x", 0.0), "v", keyword=True)) == "maximum(x, 0.0, out=v)"
+    assert Call("add", ("a", nested), "a").buffers() == ["a", "c", "g"]
+    with pytest.raises(ValueError):
+        Call("print", ("a",))

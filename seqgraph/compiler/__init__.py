@@ -170,10 +170,10 @@ class Program:
             arrays[name] = env[arg]
         for weight in code.transposed():
             arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch, scan, weight)
-        compiled, buffers, chains, source = code.fused_forward() if self._fuses(xp) else \
-            (code.forward_code, code.forward_buffers, (), code.forward_source)
-        loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, source,
-                              buffers, lambda: code.forward_functions(xp, run.dtype, chains))
+        compiled, buffers, chains, _, loop = code.fused_forward() if self._fuses(xp) else \
+            (code.forward_code, code.forward_buffers, (), code.forward_source, code.forward_loop)
+        loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, loop,
+                              buffers, lambda: code.forward_functions(xp, run.dtype, loop))
         _call(xp, loaded, steps, arrays)
         for node, role, i in code.over_time:
             env[node] = arrays[f"S{i}"][1:] if role == "S" else arrays[f"{role}{i}"]
@@ -191,10 +191,10 @@ class Program:
             return self.fuse_chains
         return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
 
-    def _loaded(self, xp, scan: Scan, key, compiled, source: str, buffers: dict, functions):
-        """The generated function for ``key`` (and its native loop, where the namespace has
-        one: see :mod:`seqgraph.backends.native_loop`) with its scratch buffers and the
-        callables ``functions()`` gives it, made once per key."""
+    def _loaded(self, xp, scan: Scan, key, compiled, loop, buffers: dict, functions):
+        """The generated function for ``key`` (and its native loop, lowered from ``loop``
+        where the namespace has one: see :mod:`seqgraph.backends.native_loop`) with its
+        scratch buffers and the callables ``functions()`` gives it, made once per key."""
         if key not in scan.cache.loops:
             namespace = ufunc_namespace(xp)
             exec(compiled, namespace)
@@ -202,8 +202,8 @@ class Program:
             batch, dtype = key[1], key[2]
             scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
                        for name, (shape, _) in buffers.items()}
-            loop = native_loop.compile_loop(source, xp) if self.native_loops else None
-            scan.cache.loops[key] = Loaded(function, {**scratch, **functions()}, loop)
+            runner = native_loop.compile_loop(loop, xp) if self.native_loops else None
+            scan.cache.loops[key] = Loaded(function, {**scratch, **functions()}, runner)
         return scan.cache.loops[key]
 
     # backward
@@ -296,14 +296,14 @@ class Program:
         code, env = scan.code, run.env
         outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
         seeded = frozenset(n for n in outside if n in needs)
-        layout, compiled, source, buffers, chains = code.backward_code(seeded, needs, self._fuses(xp))
+        layout, compiled, _, buffers, chains, loop = code.backward_code(seeded, needs, self._fuses(xp))
         if not layout.active:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
         arrays = {}
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
         spare = [env[parent] for parent, names in self.spent_inputs[id(scan)].items()
-                 if parent in env and not any(name in source for name in names)]
+                 if parent in env and not any(name in loop.buffers for name in names)]
         for node, i, roles in layout.arrays:
             shape = (batch,) + code.shapes[node]
             if "S" in roles:
@@ -330,8 +330,8 @@ class Program:
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
                 arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
-        loaded = self._loaded(xp, scan, key, compiled, source, buffers,
-                              lambda: code.backward_functions(xp, layout, chains))
+        loaded = self._loaded(xp, scan, key, compiled, loop, buffers,
+                              lambda: code.backward_functions(xp, layout, loop))
         _call(xp, loaded, steps, arrays)
         for prev, state in code.state_of.items():
             initial = code.data[prev]["args"][1]

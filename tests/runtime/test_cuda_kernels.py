@@ -190,8 +190,7 @@ def test_the_forward_loop_with_fused_chains_computes_the_same_numbers(path, name
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-14, err_msg=key)
     for code in [item.code for item in fused.program.schedule if isinstance(item, Scan)]:
-        chains = code.fused_forward()[2]
-        source = code._forward_source(chains)[0]
+        _, _, chains, source, _ = code.fused_forward()
         assert chains and all(f"F{code.index[c.nodes[-1]]}(" in source for c in chains)
 
 

@@ -4,6 +4,7 @@
 
     seqgraph check MODEL.sg [--crosscheck]   parse, check, gradient check, parameters; NumPy vs CuPy
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
+    seqgraph graph --program MODEL.sg        each recurrent core's step program
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR] [--init WEIGHTS]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph generate RUN [--input IDS_TEXT_OR_NPZ]... [--beam K] [--greedy] [--temperature X] [--seed S]
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import grads, inspection, resources
+from .compiler import Scan, compile_program
 from .errors import SeqgraphError
 from .program import Model, load
 from .weights import set_params
@@ -142,16 +144,34 @@ def _output_format(args) -> str:
     return suffix if suffix in inspection.FORMATS and suffix != "text" else "text"
 
 
+def step_programs(model: Model) -> str:
+    """What ``seqgraph graph --program`` prints: the step program of each recurrent core of
+    ``model`` (its loops with in-place ufunc calls, as NumPy runs them with no fused chain)."""
+    scans = [item for item in compile_program(model.graph, model.checked).schedule if isinstance(item, Scan)]
+    if not scans:
+        return f"# {model.name}: no recurrent core, so no step program (every op runs once over all steps)\n"
+    parts = [f"# {model.name}: scan {k} over time axis {scan.time}, {len(scan.code.order)} nodes\n"
+             f"{scan.code.program()}\n" for k, scan in enumerate(scans)]
+    return "\n".join(parts)
+
+
+def _shown_graph(model: Model, args):
+    """The graph ``seqgraph graph`` shows: folded, unrolled, or with its gradients."""
+    if args.grad:
+        return inspection.with_gradients(model, args.unroll)
+    return model.unroll(args.unroll) if args.unroll else model.graph
+
+
 def cmd_graph(args) -> int:
     program = load(args.model_file)
     model = program.model(args.model)
     if args.unroll is not None and args.unroll < 1:
         raise SeqgraphError(f"--unroll needs a positive number of steps, got {args.unroll}")
-    if args.grad:
-        graph = inspection.with_gradients(model, args.unroll)
+    if args.program:
+        data = step_programs(model).encode()
     else:
-        graph = model.unroll(args.unroll) if args.unroll else model.graph
-    data = inspection.view(graph, _output_format(args), layer=args.layer, roles=inspection.roles(model))
+        data = inspection.view(_shown_graph(model, args), _output_format(args), layer=args.layer,
+                               roles=inspection.roles(model))
     if args.output:
         try:
             Path(args.output).write_bytes(data)
@@ -355,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--unroll", type=int, metavar="T", help="unroll over T time steps")
     graph.add_argument("--grad", action="store_true",
                        help="draw the backward (gradient) graph beside the forward one")
+    graph.add_argument("--program", action="store_true",
+                       help="print each recurrent core's compiled step program (forward and backward loops)")
     graph.add_argument("--layer", metavar="NAME", help="only this layer (lstm_0, dense_1, a name=)")
     graph.add_argument("--format", choices=inspection.FORMATS, default=None,
                        help="text (default), dot, or svg/png drawn by Graphviz")

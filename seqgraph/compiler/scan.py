@@ -558,7 +558,7 @@ class ScanCode:
         the fused chains' kernels."""
         seeded = frozenset(self.outside if seeded is None else seeded)
         forward = self.fused_forward()[4] if fused else self.forward_loop
-        return StepProgram(forward, self.backward_code(seeded, None, fused)[5])
+        return StepProgram(forward, self.backward_code(seeded, None, fused)[5], tuple(map(str, self.order)))
 
     def _backward_loop(self, layout: Layout, fused=()):
         """The backward :class:`Loop` and its scratch buffers; each ``(chain, at)`` in

@@ -156,8 +156,10 @@ class Loop:
     ``body`` at every step ``t``, from the last step down when ``reverse``. ``buffers`` are
     the arrays it reads and writes by name, ``functions`` the callables it is handed (fused
     chains' kernels, generic ops), ``chains`` the fused chains run (by function name);
-    ``liveness`` the first and last instruction (in order over prelude and body) at which
-    each value held in scratch is alive, and ``sharing`` the scratch buffer each one got."""
+    ``liveness`` the first and last position at which each value held in scratch is alive
+    (forward: in the step order of the core's nodes; backward: in the order of the gradient
+    contributions), and ``sharing`` the scratch buffer each one got: values alive at once
+    never share one."""
     name: str
     prelude: tuple
     body: tuple
@@ -192,13 +194,17 @@ class Loop:
 
 @dataclass(frozen=True)
 class StepProgram:
-    """A scan's forward loop and the backward loop for one set of outside cotangents."""
+    """A scan's forward loop and the backward loop for one set of outside cotangents;
+    ``nodes`` are the core's nodes in step order: ``v<i>`` names node ``i``'s value in the
+    loops, ``g<i>`` its cotangent."""
     forward: Loop
     backward: Optional[Loop] = None
+    nodes: tuple = ()
 
     def format(self) -> str:
-        """Both loops readably (see :meth:`Loop.format`)."""
-        return "\n".join(str(loop) for loop in (self.forward, self.backward) if loop is not None)
+        """The nodes, then both loops readably (see :meth:`Loop.format`)."""
+        lines = [f"v{i}, g{i}: {node}" for i, node in enumerate(self.nodes)]
+        return "\n".join(lines + [str(loop) for loop in (self.forward, self.backward) if loop is not None])
 
     __str__ = format
 

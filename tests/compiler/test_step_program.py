@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
+from seqgraph import cli
 from seqgraph.compiler import Scan
 from seqgraph.compiler.step_program import (Buffer, Instruction, Loop, StepProgram, View, ordered_views,
                                             python_source, ufunc)
 from seqgraph.ops.kernels import Call, namespace
 
-from .conftest import language_model
+from .conftest import ROOT, language_model
 
 
 def _code(cell: str, hidden: int = 6):
@@ -128,3 +129,11 @@ def test_a_loop_lowered_to_python_runs_its_instructions():
         expected = np.tanh(expected * 0.5 + xs[t])
         np.testing.assert_allclose(states[t + 1], expected, rtol=1e-14)
     assert "every step:" in StepProgram(loop).format()
+
+
+def test_the_program_the_compiler_docs_show_is_what_the_command_prints(capsys):
+    assert cli.main(["graph", "--program", str(ROOT / "models" / "rnn_adding.sg")]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    docs = (ROOT / "docs" / "compiler.md").read_text()
+    shown = docs.split("$ seqgraph graph --program models/rnn_adding.sg\n", 1)[1].split("\n```", 1)[0]
+    assert shown == printed

@@ -5,9 +5,10 @@ The compiler makes each recurrent core's forward and backward step a
 matrix product, an add or a copy, the fused chains' native loops. Run from Python, at the
 sizes recurrent cells run at, the Python and ctypes cost of each call is a good part of the
 work itself (about 3 us a call beside a 30 us product and 5 us chains). Where it knows every
-instruction of a loop, this module lowers the loop once (:func:`lower`) into a **tape**: instructions over **blocks**, each block a 2-D ``(rows, columns)`` part
-of one of the loop's arrays whose address moves by a fixed number of bytes from step to step
-(``S[t + 1]``, ``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
+instruction of a loop, this module lowers the loop once (:func:`lower`) into a **tape**:
+instructions over **blocks**, each block a 2-D ``(rows, columns)`` part of one of the loop's
+arrays whose address moves by a fixed number of bytes from step to step (``S[t + 1]``,
+``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
 runs every step: products through MKL (packed weights or plain GEMM), adds, copies, zero
 fills and the chains' own ``_rows`` loops, the same code the Python loop calls. Where each
 row of the loop runs on its own (the batch's sequences), the rows are shared out among MKL's

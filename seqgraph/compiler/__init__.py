@@ -4,8 +4,9 @@
 node of the optimised folded graph into one of two kinds:
 
 - the **recurrent core**: nodes on a cycle through a delay edge. Each strongly connected
-  group of them becomes a :class:`Scan`, compiled by :class:`~.scan.ScanCode` to generated
-  forward and backward step loops over preallocated buffers;
+  group of them becomes a :class:`Scan`, compiled by :class:`~.scan.ScanCode` to its step
+  program (:mod:`.step_program`): forward and backward step loops over preallocated buffers,
+  which each backend lowers its own way;
 - **time-parallel**: every other node. It runs once over all steps at once, on whole
   ``(T, B, ...)`` arrays (ops act on any leading axes): an LSTM's input projection, an
   output layer, a loss, each is one large operation.

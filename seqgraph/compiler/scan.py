@@ -3,7 +3,8 @@
 Each loop is a :class:`~seqgraph.compiler.step_program.Loop` of typed instructions, in-place
 ufunc calls and matrix products into buffers allocated before the loop, so a step never
 walks networkx, never looks an op up in the registry and never allocates. Each backend
-lowers the loops its own way (generated Python for NumPy and CuPy, a native tape). For the core's nodes in step order ``n_0 .. n_k``::
+lowers the loops its own way (generated Python for NumPy and CuPy, a native tape). For the
+core's nodes in step order ``n_0 .. n_k``::
 
     for t in range(T):                      # forward
         v_i = op_i(inputs at t; a prev node reads its state's buffer at t-1)
@@ -617,23 +618,7 @@ class ScanCode:
                 lifetimes[root] = (-1, lifetimes[root][1])
         plan = share_buffers(lifetimes, keys)
         buffers = {f"b{k}": (keys[v][0], "float") for v, k in plan.items()}
-        views, zeroed, per_step = [], [], []
-        for root in sorted({layout.root[n] for n in layout.active}, key=self.index.get):
-            i = self.index[root]
-            if root in self.state_of:
-                views.append(View(f"g{i}", f"C{i}"))
-                zeroed.append(Instruction("zero", (f"g{i}",)))
-            elif root in layout.full:
-                per_step.append(View(f"g{i}", f"G{i}", 0))
-            else:
-                views.append(View(f"g{i}", f"b{plan[root]}"))
-        for node in sorted(layout.active, key=self.index.get):
-            r = layout.root[node]
-            if r != node:
-                view = View(f"g{self.index[node]}", f"g{self.index[r]}", columns=layout.region[node])
-                (per_step if r in layout.full else views).append(view)
-        prelude = ordered_views(views) + zeroed
-        per_step = ordered_views(per_step)
+        prelude, per_step = self._cotangent_views(layout, plan)
         read = {name for code, *_ in emitted for instruction in code for name in instruction.names()}
         fetch = [View(f"x_{_ident(a)}", f"X_{_ident(a)}", 0) for _, (kind, a) in self.external().items()
                  if kind == "seq" and self.arg_name(a) in read]
@@ -657,6 +642,26 @@ class ScanCode:
                           chains=[chain for chain, _ in fused], liveness=liveness, sharing=sharing)
         return loop, buffers
 
+    def _cotangent_views(self, layout: Layout, plan: dict):
+        """The prelude (views, then the carried cotangents' zero fills) and the per-step
+        views that bind ``g<i>`` to each active node's cotangent: a carried buffer, a row of
+        one kept over time, a scratch buffer (``plan``) or a part of its root's."""
+        views, zeroed, per_step = [], [], []
+        for root in sorted({layout.root[n] for n in layout.active}, key=self.index.get):
+            i = self.index[root]
+            if root in self.state_of:
+                views.append(View(f"g{i}", f"C{i}"))
+                zeroed.append(Instruction("zero", (f"g{i}",)))
+            elif root in layout.full:
+                per_step.append(View(f"g{i}", f"G{i}", 0))
+            else:
+                views.append(View(f"g{i}", f"b{plan[root]}"))
+        for node in sorted(layout.active, key=self.index.get):
+            r = layout.root[node]
+            if r != node:
+                view = View(f"g{self.index[node]}", f"g{self.index[r]}", columns=layout.region[node])
+                (per_step if r in layout.full else views).append(view)
+        return ordered_views(views) + zeroed, ordered_views(per_step)
 
     def fused_backward_chains(self, layout: Layout) -> list:
         """``(chain, at)`` for each fusible chain whose backward can run as one call in the

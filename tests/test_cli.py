@@ -214,7 +214,8 @@ def test_graph_program_prints_each_step_loop_with_its_buffers_named(capsys):
     assert lines[0] == "# RNNAdding: scan 0 over time axis time, 4 nodes"
     assert "v3, g3: rnn_0/tanh" in lines
     forward, backward = out.split("scan_forward (for t in 0 .. T-1)")[1].split("scan_backward")
-    assert "  buffer S3: state steps of node 3, shape [32]" in forward
+    assert "  buffer S3: state steps of node 3, [T+1, B, 32]" in forward
+    assert "  buffer wt_rnn_0_weight_hh: transposed weight, [32, 32]" in forward
     calls = [line.strip() for line in forward.split("every step:")[1].splitlines() if "(" in line]
     assert calls == ["dot(v0, wt_rnn_0_weight_hh, v1)", "add(v1, x_rnn_0_add_2_grouped, v2)", "tanh(v2, v3)"]
     assert "(for t from T-1 down to 0)" in backward and "buffer C0: carried cotangent of node 0" in backward

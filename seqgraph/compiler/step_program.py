@@ -57,6 +57,13 @@ class Buffer:
         """Whether the array has a leading step axis that the loop indexes by ``t``."""
         return self.role in ("S", "K", "M", "G", "O", "X")
 
+    def layout(self) -> str:
+        """The whole array's axes: ``T+1`` steps for a state's, ``T`` for others over time,
+        then ``B`` rows (a parameter has neither), then the shape."""
+        lead = ["T+1"] if self.role == "S" else ["T"] if self.over_time else []
+        rows = [] if self.role in ("w", "wt") else ["B"]
+        return "[" + ", ".join(lead + rows + [str(n) for n in self.shape]) + "]"
+
 
 @dataclass(frozen=True)
 class View:
@@ -184,7 +191,7 @@ class Loop:
         for name in sorted(self.buffers):
             buffer = self.buffers[name]
             node = "" if buffer.index is None else f" of node {buffer.index}"
-            lines.append(f"  buffer {name}: {ROLES[buffer.role]}{node}, shape {list(buffer.shape)}")
+            lines.append(f"  buffer {name}: {ROLES[buffer.role]}{node}, {buffer.layout()}")
         lines += ["  once:"] + [f"    {item}" for item in self.prelude]
         lines += ["  every step:"] + [f"    {item}" for item in self.body]
         return "\n".join(lines)

@@ -33,8 +33,9 @@ def test_an_rnn_forward_step_is_a_product_an_add_and_a_tanh_over_its_state_steps
     roles = _roles(loop)
     (state,) = roles["S"]
     assert state.shape == (6,) and state.index == code.index["rnn_0/tanh"] and state.over_time
+    assert state.layout() == "[T+1, B, 6]"
     (weight,) = roles["wt"]
-    assert weight.shape == (6, 6) and not weight.over_time
+    assert weight.shape == (6, 6) and not weight.over_time and weight.layout() == "[6, 6]"
     assert [buffer.shape for buffer in roles["X"]] == [(6,)]
     assert [(i.call.ufunc, i.call.out) for i in loop.instructions()] == [
         ("dot", "v1"), ("add", "v2"), ("tanh", f"v{state.index}")]
@@ -83,7 +84,8 @@ def test_the_backward_loop_carries_each_state_cotangent_and_reads_the_outside_on
     text = str(program)
     assert f"v{states[0]}, g{states[0]}: {code.order[states[0]]}" in text
     assert "scan_backward (for t from T-1 down to 0)" in text
-    assert f"buffer C{states[0]}: carried cotangent of node {states[0]}, shape [6]" in text
+    assert f"buffer C{states[0]}: carried cotangent of node {states[0]}, [B, 6]" in text
+    assert [b.layout() for b in roles["O"]] == ["[T, B, 6]"] * len(outside)
 
 
 def test_views_render_and_bind_after_what_they_are_part_of():

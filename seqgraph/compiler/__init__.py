@@ -28,7 +28,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native, native_loop, ops_for, shares_memory
+from ..backends import capabilities, native_loop, ops_for, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
@@ -189,7 +189,7 @@ class Program:
     def _fuses(self, xp) -> bool:
         if self.fuse_chains is not None:
             return self.fuse_chains
-        return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
+        return capabilities(xp).chain_kernels
 
     def _loaded(self, xp, scan: Scan, key, compiled, source: str, buffers: dict, functions):
         """The generated function for ``key`` (and its native loop, where the namespace has
@@ -380,11 +380,10 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower).
     A pass packs weight ``name`` into the buffer of the scan's last packing of it, forward
     or backward: that one is done with, and a fresh buffer would be faulted in page by page."""
-    pack = getattr(xp, "pack", None)
-    if pack is None:
+    if not capabilities(xp).packed_products:
         return xp.ascontiguousarray(weight)
     buffers = scan.cache.packing
-    packed = pack(weight, rows, buffers.get(name))
+    packed = xp.pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed
 
@@ -425,11 +424,10 @@ def _call(xp, loaded: "Loaded", steps: int, arrays: dict):
         return
     function = loaded.function
     names = function.__code__.co_varnames[1:function.__code__.co_argcount]
-    errstate = getattr(xp, "errstate", None)
-    if errstate is None:
+    if not capabilities(xp).float_errors:
         function(steps, *[arrays[n] for n in names])
         return
-    with errstate(over="ignore", under="ignore"):
+    with xp.errstate(over="ignore", under="ignore"):
         function(steps, *[arrays[n] for n in names])
 
 

@@ -16,6 +16,7 @@ from .protocol import Backend, Capabilities, Override
 
 BACKENDS = ("numpy", "cupy")  # the names get_backend knows, for command-line choices
 DEFAULT_BACKEND = "numpy"
+GPU_BACKEND = "cupy"  # what a cross-check compares the default backend with
 
 # Backends by the identity of their namespace, so that the compiler, handed a namespace, asks
 # the backend that made it. A backend holds its namespace, so no id is reused while it is
@@ -28,19 +29,19 @@ _MADE: dict = {}
 def get_backend(name) -> Backend:
     """The backend called ``name``: ``numpy`` or ``cupy``. A :class:`Backend` object is
     returned as it is, so a caller may bring its own."""
-    if isinstance(name, str):
-        name = _made(name)
-    _GIVEN[id(name.xp)] = name
-    return name
+    backend = backend_kind(name)() if isinstance(name, str) else name
+    _GIVEN[id(backend.xp)] = backend
+    return backend
 
 
-def _made(name: str) -> Backend:
+def backend_kind(name: str) -> type:
+    """The class of the backend called ``name`` (none is made: CuPy is not imported)."""
     if name == "numpy":
         from .numpy_backend import NumpyBackend
-        return NumpyBackend()
+        return NumpyBackend
     if name == "cupy":
         from .cupy_backend import CupyBackend
-        return CupyBackend()
+        return CupyBackend
     raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Optional
 
+from ..errors import SeqgraphError
 from ..ops.registry import REGISTRY
 
 
@@ -30,7 +31,10 @@ class Capabilities:
       product library's threads;
     - ``memory_bounds``: ``xp.may_share_memory`` tells whether two arrays may overlap, and
       arrays expose where their bytes lie (``data.ptr`` or ``__array_interface__``);
-    - ``float_errors``: ``xp.errstate`` silences floating-point warnings for a block.
+    - ``float_errors``: ``xp.errstate`` silences floating-point warnings for a block;
+    - ``step_capture``: a training step can be recorded once and replayed
+      (:meth:`Backend.recorder`, see :mod:`seqgraph.backends.capture`);
+    - ``cuda_arrays``: arrays live in a CUDA device's memory (ranks sum them through NCCL).
     """
     chain_kernels: bool = False
     native_loops: bool = False
@@ -38,6 +42,8 @@ class Capabilities:
     row_sharing: bool = False
     memory_bounds: bool = False
     float_errors: bool = False
+    step_capture: bool = False
+    cuda_arrays: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Backend:
 
     name: str = ""
     xp: object = None
+    products: str = ""  # who runs the matrix products, as reports name it (empty: the name)
     overrides: Mapping[str, Override] = {}
 
     def capabilities(self) -> Capabilities:
@@ -134,6 +141,22 @@ class Backend:
     def ops(self) -> OpTable:
         """The op registry with this backend's overrides in front (see :class:`OpTable`)."""
         return table_of(self.overrides)
+
+    def recorder(self):
+        """What records a training step once for replays (see
+        :mod:`seqgraph.backends.capture`), where ``step_capture`` is a capability."""
+        raise SeqgraphError(f"the {self.name or type(self).__name__} backend cannot record a training step")
+
+    @classmethod
+    def use_device_of_rank(cls, local_rank: int, local_size: int) -> Optional[str]:
+        """Before the backend is made: give data-parallel rank ``local_rank`` of the
+        ``local_size`` on this machine a device of its own, and say which; None where the
+        backend has no devices to choose from."""
+        return None
+
+    def free_memory(self) -> Optional[int]:
+        """Bytes its device can still allocate; None where arrays live in host memory."""
+        return None
 
     def asarray(self, array, dtype=None):
         """A backend array from a host array."""

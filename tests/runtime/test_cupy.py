@@ -10,7 +10,7 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.backends import get_backend
-from seqgraph.backends.capture import TrainingStep
+from seqgraph.train.captured import TrainingStep
 from seqgraph.backends.chains import ChainKernel
 from seqgraph.crosscheck import crosscheck
 from seqgraph.gradcheck import check_model, random_inputs

@@ -79,10 +79,11 @@ def _vjp_with(op, fast):
         if done is None:
             return op.partial_vjp(xp, g, out, *inputs, wanted=wanted, **attrs)
         asked = wanted if wanted is not None else (True,) * len(done)
+        done = tuple(got if want else None for want, got in zip(asked, done))
         missing = tuple(bool(want) and got is None and port not in op.nondiff
                         for port, (want, got) in enumerate(zip(asked, done)))
         if not any(missing):
-            return tuple(done)
+            return done
         rest = op.partial_vjp(xp, g, out, *inputs, wanted=missing, **attrs)
         return tuple(got if got is not None else other for got, other in zip(done, rest))
     return vjp

@@ -8,13 +8,17 @@ is asked for.
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from bisect import bisect_left, bisect_right
 
 from ..errors import SeqgraphError, did_you_mean
 from .protocol import Backend, Capabilities, Override
 
-BACKENDS = ("numpy", "cupy")  # the names get_backend knows, for command-line choices
+# every backend by name: the module and the class, imported only when asked for (so CuPy
+# is not imported until its backend is); the order is that in which bare namespaces are tried
+_KINDS = {"numpy": ("numpy_backend", "NumpyBackend"), "cupy": ("cupy_backend", "CupyBackend")}
+BACKENDS = tuple(_KINDS)  # the names get_backend knows, for command-line choices
 DEFAULT_BACKEND = "numpy"
 GPU_BACKEND = "cupy"  # what a cross-check compares the default backend with
 
@@ -35,14 +39,11 @@ def get_backend(name) -> Backend:
 
 
 def backend_kind(name: str) -> type:
-    """The class of the backend called ``name`` (none is made: CuPy is not imported)."""
-    if name == "numpy":
-        from .numpy_backend import NumpyBackend
-        return NumpyBackend
-    if name == "cupy":
-        from .cupy_backend import CupyBackend
-        return CupyBackend
-    raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
+    """The class of the backend called ``name`` (none is made, so CuPy is not imported)."""
+    if name not in _KINDS:
+        raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
+    module, kind = _KINDS[name]
+    return getattr(importlib.import_module(f".{module}", __name__), kind)
 
 
 def backend_of(xp) -> Backend:
@@ -52,10 +53,8 @@ def backend_of(xp) -> Backend:
     known = _GIVEN.get(id(xp)) or _MADE.get(id(xp))
     if known is not None:
         return known
-    from .cupy_backend import CupyBackend
-    from .numpy_backend import NumpyBackend
-    for kind in (NumpyBackend, CupyBackend):
-        backend = kind.over(xp)
+    for name in BACKENDS:
+        backend = backend_kind(name).over(xp)
         if backend is not None:
             break
     else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..autodiff import accumulate, differentiable
+from ..autodiff import accumulate, accumulate_into, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..ops.elementwise import broadcast_shapes
@@ -266,7 +266,7 @@ class Program:
         elif total is None or id(total) not in self._owned:
             placed = xp.zeros(value.shape, dtype=g.dtype)
             if total is not None:
-                placed += total
+                accumulate_into(placed, total)
             total = grads[parent] = placed
             self._owned[id(total)] = (total, axis, None)  # held, so the id is not reused in this pass
         _, along, written = self._owned[id(total)]
@@ -277,7 +277,7 @@ class Program:
                 xp.copyto(target, g)
             return
         self._finish(xp, total)
-        target += g
+        accumulate_into(target, g)
 
     def _finish(self, xp, gradient) -> None:
         """Zero what no slice wrote of a spent value's array that holds its gradient; from

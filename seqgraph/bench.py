@@ -128,7 +128,7 @@ def measure(model, batch: int = 32, steps: int = 64, dtype: str = "float32", rep
     compile_s = time.perf_counter() - start
     network = compile_model(model, backend=backend, dtype=dtype, seed=seed)
     inputs, lengths = bench_inputs(network, batch, steps, seed)
-    synchronize = getattr(network.backend, "synchronize", lambda: None)
+    synchronize = network.backend.synchronize
     forward = _timed(lambda: network.forward(inputs, lengths), repeat, warmup, synchronize)
     if model.checked.loss is None:
         train = Timing([float("nan")])

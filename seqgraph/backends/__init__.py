@@ -90,6 +90,15 @@ def shares_memory(xp, value, arrays) -> bool:
     return any(xp.may_share_memory(value, a) for a in arrays)
 
 
+def same_place(xp, a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` of namespace ``xp`` are the same elements of the same
+    memory (never, where its backend cannot locate arrays' bytes)."""
+    if not (capabilities(xp).memory_bounds and isinstance(a, xp.ndarray) and isinstance(b, xp.ndarray)):
+        return False
+    backend = backend_of(xp)
+    return backend.first_byte(a) == backend.first_byte(b) and a.shape == b.shape and a.strides == b.strides
+
+
 class Footprint:
     """The memory a growing set of arrays spans, as sorted disjoint byte ranges, so that
     whether one more array may overlap any of them is a binary search: the same answer as
@@ -136,8 +145,7 @@ class Footprint:
             return None
         if value.size == 0:
             return None
-        data = value.data
-        start = data.ptr if hasattr(data, "ptr") else value.__array_interface__["data"][0]
+        start = backend_of(self.xp).first_byte(value)
         reach = [stride * (count - 1) for stride, count in zip(value.strides, value.shape)]
         return (start + sum(r for r in reach if r < 0),
                 start + sum(r for r in reach if r > 0) + value.itemsize)

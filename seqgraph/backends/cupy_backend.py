@@ -80,6 +80,10 @@ class CupyBackend(Backend):
         free, _ = self.xp.cuda.runtime.memGetInfo()
         return int(free)
 
+    def first_byte(self, array) -> int:
+        """The device address of ``array``'s first element."""
+        return array.data.ptr
+
     def asarray(self, array, dtype=None):
         """A device array from a host (or device) array."""
         return self.xp.asarray(array, dtype=dtype)

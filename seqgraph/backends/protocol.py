@@ -91,19 +91,22 @@ def _vjp_with(op, fast):
 
 class OpTable(Mapping):
     """The registry's ops as one backend runs them: each op with an entry in ``overrides``
-    has that override in front of its own rules (made once per op), the rest are the
-    registry's records themselves."""
+    has that override in front of its own rules (put together once per registry record),
+    the rest are the registry's records themselves."""
 
     def __init__(self, overrides: Mapping[str, Override]):
         self.overrides = overrides
         self._made: dict = {}
 
     def __getitem__(self, name: str):
-        if name not in self._made:
-            op = REGISTRY[name]
-            override = self.overrides.get(name)
-            self._made[name] = with_override(op, override) if override is not None else op
-        return self._made[name]
+        op = REGISTRY[name]
+        override = self.overrides.get(name)
+        if override is None:
+            return op
+        made = self._made.get(name)
+        if made is None or made[0] is not op:  # made again when the registry's record changes
+            made = self._made[name] = (op, with_override(op, override))
+        return made[1]
 
     def __iter__(self):
         return iter(REGISTRY)
@@ -165,6 +168,10 @@ class Backend:
     def free_memory(self) -> Optional[int]:
         """Bytes its device can still allocate; None where arrays live in host memory."""
         return None
+
+    def first_byte(self, array) -> int:
+        """The address of ``array``'s first element, where ``memory_bounds`` is a capability."""
+        raise NotImplementedError
 
     def asarray(self, array, dtype=None):
         """A backend array from a host array."""

@@ -28,7 +28,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import capabilities, native_loop, ops_for, shares_memory
+from ..backends import capabilities, native_loop, ops_for, same_place, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
@@ -273,7 +273,7 @@ class Program:
         target = total[index_along(axis, slice(*span))]
         if written is not None and along == axis and not any(a < span[1] and span[0] < b for a, b in written):
             written.append(span)
-            if not _same_place(target, g):
+            if not same_place(xp, target, g):
                 xp.copyto(target, g)
             return
         self._finish(xp, total)
@@ -386,14 +386,6 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     packed = xp.pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed
-
-
-def _same_place(a, b) -> bool:
-    """Whether arrays ``a`` and ``b`` are the same elements of the same memory."""
-    face_a, face_b = (getattr(x, "__array_interface__", None) or getattr(x, "__cuda_array_interface__", None)
-                      for x in (a, b))
-    return (face_a is not None and face_b is not None and face_a["data"][0] == face_b["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _spent_inputs(graph: nx.DiGraph, code: ScanCode, spent: frozenset) -> dict:

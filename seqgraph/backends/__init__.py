@@ -32,8 +32,12 @@ _MADE: dict = {}
 
 def get_backend(name) -> Backend:
     """The backend called ``name``: ``numpy`` or ``cupy``. A :class:`Backend` object is
-    returned as it is, so a caller may bring its own."""
-    backend = backend_kind(name)() if isinstance(name, str) else name
+    returned as it is, so a caller may bring its own; so may any object with ``name``,
+    ``xp``, ``asarray`` and ``to_host``, taken with no capabilities and no overrides."""
+    if isinstance(name, str):
+        backend = backend_kind(name)()
+    else:
+        backend = name if isinstance(name, Backend) else _Adopted(name)
     _GIVEN[id(backend.xp)] = backend
     return backend
 
@@ -70,6 +74,22 @@ class _Plain(Backend):
 
     def __init__(self, xp):
         self.xp = xp
+
+
+class _Adopted(Backend):
+    """A caller's object with ``name``, ``xp``, ``asarray`` and ``to_host`` as a backend."""
+
+    def __init__(self, given):
+        self.given = given
+        self.name, self.xp = given.name, given.xp
+
+    def asarray(self, array, dtype=None):
+        """The given object's ``asarray``."""
+        return self.given.asarray(array, dtype=dtype)
+
+    def to_host(self, array):
+        """The given object's ``to_host``."""
+        return self.given.to_host(array)
 
 
 def capabilities(xp) -> Capabilities:

@@ -1,7 +1,7 @@
 """A scan's step loop run as one native call.
 
 The compiler makes each recurrent core's forward and backward step a
-:class:`~seqgraph.compiler.step_program.Loop` of typed instructions: per step a few calls, a
+:class:`~seqgraph.step_program.Loop` of typed instructions: per step a few calls, a
 matrix product, an add or a copy, the fused chains' native loops. Run from Python, at the
 sizes recurrent cells run at, the Python and ctypes cost of each call is a good part of the
 work itself (about 3 us a call beside a 30 us product and 5 us chains). Where it knows every
@@ -27,8 +27,9 @@ from enum import IntEnum
 
 import numpy
 
-from ..compiler.step_program import Instruction, Loop, View
+from ..step_program import Instruction, Loop, View
 from . import native
+from .chains import ChainKernel
 from .mkl import PackedWeight, Products, address, matrix_layout
 
 
@@ -438,8 +439,8 @@ class _Plan:
 
     def _chain(self, name: str, inputs: list, outputs: list) -> list:
         function = self.arrays.get(name)
-        kernel = getattr(function, "__self__", None)
-        address = kernel.native_rows(function.__name__, self.dtype) if hasattr(kernel, "native_rows") else None
+        kernel = getattr(function, "__self__", None)  # a chain's kernel runs as its bound method
+        address = kernel.native_rows(function.__name__, self.dtype) if isinstance(kernel, ChainKernel) else None
         if address is None:
             raise Untranslatable(name)
         first = self.entries[self.numbers[outputs[0]]]

@@ -1,6 +1,6 @@
 """One recurrent core, compiled to its step program: a forward and a backward step loop.
 
-Each loop is a :class:`~seqgraph.compiler.step_program.Loop` of typed instructions, in-place
+Each loop is a :class:`~seqgraph.step_program.Loop` of typed instructions, in-place
 ufunc calls and matrix products into buffers allocated before the loop, so a step never
 walks networkx, never looks an op up in the registry and never allocates. Each backend
 lowers the loops its own way (generated Python for NumPy and CuPy, a native tape). For the
@@ -35,13 +35,14 @@ from functools import partial
 import networkx as nx
 
 from ..autodiff import differentiable
-from ..backends.cuda_kernels import ChainKernel
+from ..backends import ops_for
+from ..backends.chains import ChainKernel
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
 from ..ops.kernels import KERNELS, Call, needs, node_kernel
-from .step_program import Buffer, Instruction, Loop, StepProgram, View, ordered_views, python_source, ufunc
+from ..step_program import Buffer, Instruction, Loop, StepProgram, View, ordered_views, python_source, ufunc
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
@@ -422,7 +423,7 @@ class ScanCode:
         found = {}
         for node in self.order:
             if self._generic_forward(node):
-                op, attrs = REGISTRY[self.data[node]["op"]], self.data[node]["attrs"]
+                op, attrs = ops_for(xp)[self.data[node]["op"]], self.data[node]["attrs"]
                 found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
         for name, chain in loop.chains.items():
             if (xp, name) not in self._chain_kernels:
@@ -811,7 +812,7 @@ class ScanCode:
             data = self.data[node]
             if data["op"] == PREV:
                 continue
-            op = REGISTRY[data["op"]]
+            op = ops_for(xp)[data["op"]]
             for port, arg in enumerate(data["args"]):
                 wanted = [k == port for k in range(len(data["args"]))]
                 found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data["attrs"])

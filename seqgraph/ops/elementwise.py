@@ -6,12 +6,6 @@ switches it (each input gets it times the other input), ``maximum`` routes it to
 
 from __future__ import annotations
 
-import ctypes
-import math
-
-import numpy
-
-from ..backends import native
 from ..sizes import format_shape
 from .kernels import Call, Kernel, into, negated, over, passed, slope_times, times, ufunc_call
 from .registry import Op, ShapeError, register, unbroadcast
@@ -38,101 +32,17 @@ def broadcast_shapes(a: tuple, b: tuple) -> tuple:
     return tuple(out)
 
 
-def _binary(name, forward, grads, rule, doc, kernel=None, summed=(None, None)):
+def _binary(name, forward, grads, rule, doc, kernel=None):
     """Register a broadcasting binary op. ``grads`` holds one function per input,
     ``grad(xp, g, out, a, b)``, giving that input's full-size gradient, which is summed back
-    to the input's shape here; only the wanted ones run. ``summed`` may hold, per input, a
-    function ``(xp, g, out, a, b, shape)`` giving the gradient already summed to ``shape`` in
-    one pass, or None where it cannot. ``kernel``: see Op.kernel."""
+    to the input's shape here; only the wanted ones run. ``kernel``: see Op.kernel."""
 
     def vjp(xp, g, out, a, b, wanted=(True, True)):
-        return tuple(_gradient(xp, grad, direct, g, out, a, b, x.shape) if want else None
-                     for grad, direct, x, want in zip(grads, summed, (a, b), wanted))
+        return tuple(unbroadcast(xp, grad(xp, g, out, a, b), x.shape) if want else None
+                     for grad, x, want in zip(grads, (a, b), wanted))
 
     return register(Op(name, shape=broadcast_shapes, forward=forward, vjp=vjp, rule=rule,
                        doc=doc, arity=2, selective=True, kernel=kernel, broadcasting=True))
-
-
-def _gradient(xp, grad, summed, g, out, a, b, shape):
-    done = summed(xp, g, out, a, b, shape) if summed is not None and g.shape != tuple(shape) else None
-    return done if done is not None else unbroadcast(xp, grad(xp, g, out, a, b), shape)
-
-
-# The gradient of a value broadcast over the leading (time, batch) axes, such as a peephole
-# weight times the cell state, is sum over those axes of g * other. NumPy forms the product
-# as a new (T, B, H) array and then sums it; this native loop (seqgraph.backends.native)
-# takes one pass, summing eight rows at a time in their type and those sums in float64,
-# each share of the rows (native.shares) into its own row of totals.
-ROW_DOTS = "".join(f"""
-typedef struct {{
-    long rows, cols; const {ctype}* g; long g_step; const {ctype}* x; long x_step; double* totals; long parts;
-}} sg_row_dots_{ctype}_job;
-
-static void sg_row_dots_share_{ctype}(void* data, long part) {{
-    const sg_row_dots_{ctype}_job* job = (const sg_row_dots_{ctype}_job*)data;
-    const long cols = job->cols, end = sg_share_start(job->rows, job->parts, part + 1);
-    const {ctype}* g = job->g;
-    const {ctype}* x = job->x;
-    double* total = job->totals + part * cols;
-    {ctype} sums[cols];
-    for (long first = sg_share_start(job->rows, job->parts, part); first < end; first += 8) {{
-        const long last = first + 8 < end ? first + 8 : end;
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) sums[j] = 0;
-        for (long r = first; r < last; r++) {{
-            #pragma omp simd
-            for (long j = 0; j < cols; j++) sums[j] += g[r * job->g_step + j] * x[r * job->x_step + j];
-        }}
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) total[j] += sums[j];
-    }}
-}}
-
-void sg_row_dots_{ctype}(long rows, long cols, const {ctype}* g, long g_step, const {ctype}* x,
-                         long x_step, double* totals, long parts, void* const* threading) {{
-    sg_row_dots_{ctype}_job job = {{rows, cols, g, g_step, x, x_step, totals, parts}};
-    sg_share_out(sg_row_dots_share_{ctype}, &job, parts, threading);
-}}""" for ctype in ("float", "double"))
-
-
-def _row_step(array, lead: int):
-    """Elements from one row to the next when ``array``'s leading ``lead`` axes are read as
-    rows of contiguous trailing elements (a cotangent's column slice is), else None."""
-    item = array.itemsize
-    trailing = array.shape[lead:]
-    expected = item
-    for size, stride in zip(reversed(trailing), reversed(array.strides[lead:])):
-        if size != 1 and stride != expected:
-            return None
-        expected *= size
-    step = array.strides[lead - 1]
-    for axis in range(lead - 1):
-        if array.shape[axis + 1] != 1 and array.strides[axis] != array.strides[axis + 1] * array.shape[axis + 1]:
-            return None
-    return step // item if step % item == 0 and step >= 0 else None
-
-
-def _row_dots(xp, g, other, shape):
-    """``sum(g * other)`` over g's leading axes down to ``shape``, natively, or None."""
-    shape = tuple(shape)
-    lead = g.ndim - len(shape)
-    ctype = native.C_TYPES.get(str(g.dtype))
-    if (ctype is None or lead < 1 or not shape or g.shape[lead:] != shape or other.shape != g.shape
-            or other.dtype != g.dtype or 0 in g.shape or not native.usable(xp)):
-        return None
-    steps = _row_step(g, lead), _row_step(other, lead)
-    loops = native.op_loops(ROW_DOTS)
-    if loops is None or None in steps:
-        return None
-    cols = math.prod(shape)
-    rows = g.size // cols
-    parts, threading = native.shares(xp, rows, native.SHARE_ROWS)
-    totals = numpy.zeros((parts, cols), dtype=numpy.float64)
-    pointer, long = ctypes.c_void_p, ctypes.c_long
-    getattr(loops, f"sg_row_dots_{ctype}")(long(rows), long(cols), pointer(g.ctypes.data), long(steps[0]),
-                                           pointer(other.ctypes.data), long(steps[1]),
-                                           pointer(totals.ctypes.data), long(parts), pointer(threading))
-    return totals.sum(axis=0).astype(g.dtype).reshape(shape)
 
 
 def _tie_weight(xp, g, a, b):
@@ -155,9 +65,7 @@ _binary("mul", lambda xp, a, b: a * b,
         "switch", "a * b elementwise, broadcasting; each input's gradient is g times the other.",
         Kernel(ufunc_call("multiply"), {0: times(lambda out, ins: ins[1]),
                                         1: times(lambda out, ins: ins[0])}, "{0} * {1}",
-               {0: "{g} * {1}", 1: "{g} * {0}"}, {0: (1,), 1: (0,)}),
-        (lambda xp, g, out, a, b, shape: _row_dots(xp, g, b, shape),
-         lambda xp, g, out, a, b, shape: _row_dots(xp, g, a, shape)))
+               {0: "{g} * {1}", 1: "{g} * {0}"}, {0: (1,), 1: (0,)}))
 def _div_gradient_b(dst, mode, g, out, ins, tmp):
     # d(a / b)/db = -out / b
     return into(dst, mode, tmp, lambda t: [Call("multiply", (g, out), t), Call("divide", (t, ins[1]), t),

@@ -7,7 +7,7 @@ import pytest
 import seqgraph as sg
 from seqgraph import cli
 from seqgraph.compiler import Scan
-from seqgraph.compiler.step_program import (Buffer, Instruction, Loop, StepProgram, View, ordered_views,
+from seqgraph.step_program import (Buffer, Instruction, Loop, StepProgram, View, ordered_views,
                                             python_source, ufunc)
 from seqgraph.ops.kernels import Call, namespace
 

@@ -10,8 +10,8 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.autodiff import differentiable
-from seqgraph.backends.cuda_kernels import (ChainKernel, cuda_statements, evaluate, generate_kernel,
-                                            parse_formula)
+from seqgraph.backends.chains import ChainKernel
+from seqgraph.backends.cuda_kernels import cuda_statements, evaluate, generate_kernel, parse_formula
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ops import REGISTRY, unbroadcast

@@ -13,7 +13,7 @@ import seqgraph as sg
 from seqgraph.backends import mkl, native, native_loop
 from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.compiler import Scan
-from seqgraph.compiler.step_program import Buffer, Instruction, Loop, View, python_source, ufunc
+from seqgraph.step_program import Buffer, Instruction, Loop, View, python_source, ufunc
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ops.kernels import Call
 

@@ -110,7 +110,7 @@ def test_a_float32_lstm_step_loop_on_the_kernel_gives_mkl_s_numbers(monkeypatch)
 @needs_kernel
 def test_a_loop_refuses_a_weight_packed_for_the_other_routine(monkeypatch):
     from seqgraph.backends import native_loop
-    from seqgraph.compiler.step_program import Buffer, Loop, View, ufunc
+    from seqgraph.step_program import Buffer, Loop, View, ufunc
     from seqgraph.ops.kernels import Call
     monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
     source = Loop("scan_forward", (), (View("h", "S0", 0), View("h1", "S0", 1), ufunc(Call("dot", ("h", "w"), "h1"))),

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..ops.kernels import Call, render
+from .ops.kernels import Call, render
 
 # What each kind of array a loop is handed holds, by the prefix of its name.
 ROLES = {

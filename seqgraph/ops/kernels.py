@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from functools import lru_cache
 
-from ..backends.cuda_kernels import function, parse_formula, ufunc_expression
+from .formula import function, parse_formula, ufunc_expression
 
 # The functions generated code may call; the scan binds each name to the backend's ufunc.
 UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "tanh", "reciprocal",
@@ -109,7 +109,7 @@ def formula_tree(text: str, arity: int):
 
 def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
     """The :class:`Kernel` of an op stated by its formulas alone: the in-place form is each
-    formula written as ufunc calls (:func:`~seqgraph.backends.cuda_kernels.ufunc_expression`),
+    formula written as ufunc calls (:func:`~seqgraph.ops.formula.ufunc_expression`),
     and what each gradient reads is what its formula names."""
     slots = formula_slots(arity)
 

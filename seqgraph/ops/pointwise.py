@@ -2,7 +2,7 @@
 comparisons, where, softplus, gelu and leaky_relu.
 
 Each op is its forward formula and one gradient formula per differentiable input, written in
-the formula language of :mod:`seqgraph.backends.cuda_kernels` over ``{0}``, ``{1}``, ...
+the formula language of :mod:`seqgraph.ops.formula` over ``{0}``, ``{1}``, ...
 (the inputs), ``{out}`` and ``{g}``. Everything else is derived from them, so nothing is
 stated twice: the forward and the vjp evaluate the formulas with the array namespace
 (broadcasting like NumPy, gradients summed back with :func:`unbroadcast`), the compiler's
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from functools import lru_cache, reduce
 
-from ..backends.cuda_kernels import evaluate
+from .formula import evaluate
 from .elementwise import broadcast_shapes
 from .kernels import formula_kernel, formula_slots, formula_tree
 from .registry import Op, register, unbroadcast

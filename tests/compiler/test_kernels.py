@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seqgraph.backends.cuda_kernels import evaluate
+from seqgraph.ops.formula import evaluate
 from seqgraph.ops.kernels import KERNELS, namespace as ufunc_namespace
 from seqgraph.ops import REGISTRY
 

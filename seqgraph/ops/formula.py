@@ -215,32 +215,20 @@ def evaluate(formula, values: dict, xp):
     """The value of ``formula`` (text or a parsed tree) with ``values`` bound to its variables,
     computed with namespace ``xp``."""
     tree = parse_formula(formula) if isinstance(formula, str) else formula
-    return evaluate_all((tree,), values, xp)[0]
+    return evaluator((tree,))(values, xp)[0]
 
 
 def evaluate_all(trees: tuple, values: dict, xp) -> list:
     """The values of several parsed formulas over the same ``values``; a sub-expression any
     of them share is computed once. A formula that is one variable gives that value itself."""
-    dtype = float_dtype(values)
-    computed = []
-    for node, operands in _schedule(tuple(trees)):
-        if node.kind == "num":
-            value = node.op
-        elif node.kind == "var":
-            value = values[node.op]
-        else:
-            value = _apply(node, [computed[k] for k in operands], xp)
-            if dtype is not None and getattr(value, "dtype", dtype) != dtype:
-                value = value.astype(dtype)
-        computed.append(value)
-    return [computed[k] for k in _schedule_roots(tuple(trees))]
+    return evaluator(tuple(trees))(values, xp)
 
 
 @lru_cache(maxsize=None)
-def _schedule(trees: tuple) -> tuple:
-    """The distinct sub-trees of ``trees``, each after its operands, with its operands'
-    positions in that order."""
-    position, steps = {}, []
+def evaluator(trees: tuple):
+    """A function ``(values, xp)`` giving the values of the parsed formulas ``trees`` (made
+    once per formula: what is evaluated repeatedly holds on to it)."""
+    steps, position = [], {}
 
     def visit(node: Node) -> None:
         if node in position:
@@ -248,26 +236,41 @@ def _schedule(trees: tuple) -> tuple:
         for arg in node.args:
             visit(arg)
         position[node] = len(steps)
-        steps.append((node, tuple(position[a] for a in node.args)))
+        steps.append(_step(node, tuple(position[a] for a in node.args)))
 
     for tree in trees:
         visit(tree)
-    return tuple(steps)
+    roots = [position[tree] for tree in trees]
+
+    def run(values: dict, xp) -> list:
+        dtype = float_dtype(values)
+        computed = []
+        for step, computes in steps:
+            value = step(computed, values, xp)
+            if computes and dtype is not None and getattr(value, "dtype", dtype) is not dtype and value.dtype != dtype:
+                value = value.astype(dtype)
+            computed.append(value)
+        return [computed[k] for k in roots]
+
+    return run
 
 
-@lru_cache(maxsize=None)
-def _schedule_roots(trees: tuple) -> tuple:
-    """Where each of ``trees`` stands in :func:`_schedule`'s order."""
-    order = [node for node, _ in _schedule(trees)]
-    return tuple(order.index(tree) for tree in trees)
-
-
-def _apply(node: Node, operands: list, xp):
-    if node.kind == "neg":
-        return xp.negative(operands[0])
+def _step(node: Node, operands: tuple) -> tuple:
+    """``(step, computes)``: ``step(computed, values, xp)`` gives the value of ``node`` from
+    the values computed before it (at ``operands``); ``computes`` says it is not a leaf."""
+    if node.kind == "num":
+        return (lambda computed, values, xp: node.op), False
+    if node.kind == "var":
+        return (lambda computed, values, xp: values[node.op]), False
     if node.kind == "call" and node.op == "where":
-        return xp.where(xp.not_equal(operands[0], 0), operands[1], operands[2])
-    return function(xp, ufunc_name(node))(*operands)
+        c, a, b = operands
+        return (lambda computed, values, xp: xp.where(xp.not_equal(computed[c], 0), computed[a], computed[b])), True
+    name = ufunc_name(node)
+    if len(operands) == 1:
+        (a,) = operands
+        return (lambda computed, values, xp: function(xp, name)(computed[a])), True
+    a, b = operands
+    return (lambda computed, values, xp: function(xp, name)(computed[a], computed[b])), True
 
 
 def ufunc_name(node: Node) -> str:

@@ -223,6 +223,10 @@ def _forward_sigmoid(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+register(Op("copy", shape=lambda x: tuple(x), forward=lambda xp, x: x.copy(), vjp=lambda xp, g, out, x: (g,),
+            rule="g", arity=1,
+            doc="x itself, as a value of its own: a state that holds another state's previous value "
+                "(a delay line, hp = h[t-1])."))
 pointwise("neg", 1, lambda: ("-{0}", {0: "-{g}"}), "-g", "-x.")
 # sigmoid's and tanh's gradients read the kept output y: y (1 - y) and 1 - y^2
 pointwise("sigmoid", 1, lambda: ("1 / (1 + exp(-{0}))", {0: "{g} * {out} * (1 - {out})"}), "g * y * (1 - y)",
@@ -234,10 +238,6 @@ pointwise("relu", 1, lambda: ("max({0}, 0)", {0: "{g} * ({0} > 0)"}), "g * [x > 
           "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).")
 pointwise("exp", 1, lambda: ("exp({0})", {0: "{g} * {out}"}), "g * y", "e to the power x.")
 pointwise("log", 1, lambda: ("log({0})", {0: "{g} / {0}"}), "g / x", "The natural logarithm.")
-register(Op("copy", shape=lambda x: tuple(x), forward=lambda xp, x: x.copy(), vjp=lambda xp, g, out, x: (g,),
-            rule="g", arity=1,
-            doc="x itself, as a value of its own: a state that holds another state's previous value "
-                "(a delay line, hp = h[t-1])."))
 
 
 # --- constants --------------------------------------------------------------------------

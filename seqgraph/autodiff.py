@@ -20,6 +20,7 @@ from typing import Iterable
 
 import networkx as nx
 
+from .backends import ops_for
 from .ir import PREV
 from .ops import REGISTRY
 
@@ -50,7 +51,7 @@ def local_vjp(xp, data: dict, g, out, inputs) -> tuple:
     op = data["op"]
     if op == PREV:
         return (g,)
-    return REGISTRY[op].vjp(xp, g, out, *inputs, **data["attrs"])
+    return ops_for(xp)[op].vjp(xp, g, out, *inputs, **data["attrs"])
 
 
 def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGraph:

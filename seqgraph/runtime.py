@@ -14,7 +14,7 @@ from typing import Optional
 import networkx as nx
 
 from . import autodiff, faults, resources
-from .backends import Footprint, get_backend
+from .backends import Footprint, get_backend, ops_for
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
@@ -225,7 +225,7 @@ class Reference:
             return mask[data["step"]] if data["timed"] and mask.ndim else mask
         if op == "const":
             return REGISTRY["const"].forward(xp, dtype=self.network.dtype, **data["attrs"])
-        return REGISTRY[op].forward(xp, *inputs, **data["attrs"])
+        return ops_for(xp)[op].forward(xp, *inputs, **data["attrs"])
 
     def backward(self, cotangents: Optional[dict] = None) -> dict:
         """d(loss or seeded outputs)/d(every parameter and float input), through the unrolled graph."""

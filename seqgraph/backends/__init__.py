@@ -1,23 +1,40 @@
-"""Array backends: one array namespace ``xp`` (NumPy or CuPy) and host transfers.
+"""Array backends: one array namespace ``xp`` (NumPy or CuPy), host transfers, what each can
+do and its faster pieces of some ops, behind one small protocol (:mod:`.protocol`).
 
-Nothing above this package imports NumPy or CuPy for computation; CuPy is imported only when
-the ``cupy`` backend is asked for.
+Nothing above this package imports NumPy or CuPy for computation, nor asks a namespace what
+it has: it asks the backend's capabilities. CuPy is imported only when the ``cupy`` backend
+is asked for.
 """
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left, bisect_right
 
 from ..errors import SeqgraphError, did_you_mean
+from .protocol import Backend, Capabilities, Override
 
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy")  # the names get_backend knows, for command-line choices
+DEFAULT_BACKEND = "numpy"
+
+# Backends by the identity of their namespace, so that the compiler, handed a namespace, asks
+# the backend that made it. A backend holds its namespace, so no id is reused while it is
+# here: those get_backend gave are held as long as their users hold them, those made for a
+# bare namespace (NumPy's module) for good.
+_GIVEN: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_MADE: dict = {}
 
 
-def get_backend(name):
-    """The backend called ``name``: ``numpy`` or ``cupy`` (a backend object is returned as it
-    is, so a caller may bring its own: one with ``name``, ``xp``, ``asarray``, ``to_host``)."""
-    if not isinstance(name, str):
-        return name
+def get_backend(name) -> Backend:
+    """The backend called ``name``: ``numpy`` or ``cupy``. A :class:`Backend` object is
+    returned as it is, so a caller may bring its own."""
+    if isinstance(name, str):
+        name = _made(name)
+    _GIVEN[id(name.xp)] = name
+    return name
+
+
+def _made(name: str) -> Backend:
     if name == "numpy":
         from .numpy_backend import NumpyBackend
         return NumpyBackend()
@@ -27,13 +44,50 @@ def get_backend(name):
     raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
 
 
+def backend_of(xp) -> Backend:
+    """The backend whose array namespace is ``xp``: the one :func:`get_backend` gave for it,
+    else the built-in backend over such a namespace (NumPy's, MKL's products, CuPy's), else a
+    plain :class:`Backend` with no capabilities and no overrides."""
+    known = _GIVEN.get(id(xp)) or _MADE.get(id(xp))
+    if known is not None:
+        return known
+    from .cupy_backend import CupyBackend
+    from .numpy_backend import NumpyBackend
+    for kind in (NumpyBackend, CupyBackend):
+        backend = kind.over(xp)
+        if backend is not None:
+            break
+    else:
+        backend = _Plain(xp)
+    _MADE[id(xp)] = backend
+    return backend
+
+
+class _Plain(Backend):
+    """Any other array namespace, taken as it is."""
+
+    name = "plain"
+
+    def __init__(self, xp):
+        self.xp = xp
+
+
+def capabilities(xp) -> Capabilities:
+    """What the backend of namespace ``xp`` can do now (see :class:`Capabilities`)."""
+    return backend_of(xp).capabilities()
+
+
+def ops_for(xp):
+    """The op registry as the backend of namespace ``xp`` runs it: its overrides in front."""
+    return backend_of(xp).ops
+
+
 def shares_memory(xp, value, arrays) -> bool:
     """Whether ``value`` may overlap any of ``arrays`` in memory: the namespace's bounds
-    check (NumPy's and CuPy's ``may_share_memory``), else whether it is one of them."""
-    overlap = getattr(xp, "may_share_memory", None)
-    if overlap is None:
+    check where it has one (``may_share_memory``), else whether it is one of them."""
+    if not capabilities(xp).memory_bounds:
         return any(value is a for a in arrays)
-    return any(overlap(value, a) for a in arrays)
+    return any(xp.may_share_memory(value, a) for a in arrays)
 
 
 class Footprint:
@@ -44,6 +98,7 @@ class Footprint:
 
     def __init__(self, xp, arrays=()):
         self.xp = xp
+        self._located = capabilities(xp).memory_bounds
         self._starts: list = []
         self._stops: list = []
         self._ids: set = set()
@@ -77,7 +132,7 @@ class Footprint:
     def _extent(self, value):
         """``(first byte, one past the last)`` of ``value``'s elements; None where it has none
         or they cannot be located."""
-        if not isinstance(value, self.xp.ndarray) or getattr(self.xp, "may_share_memory", None) is None:
+        if not isinstance(value, self.xp.ndarray) or not self._located:
             return None
         if value.size == 0:
             return None

@@ -28,7 +28,7 @@ from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native, native_loop, shares_memory
+from ..backends import native, native_loop, ops_for, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
@@ -147,7 +147,7 @@ class Program:
             target = env[item.overwrites]
             if _fits(xp, target, inputs):
                 return getattr(xp, REGISTRY[op].in_place)(*inputs, out=target)
-        return REGISTRY[op].forward(xp, *inputs, **data["attrs"])
+        return ops_for(xp)[op].forward(xp, *inputs, **data["attrs"])
 
     def _scan_forward(self, xp, scan: Scan, run: Run):
         code, env, feed = scan.code, run.env, run.feed
@@ -246,7 +246,7 @@ class Program:
             return
         else:
             wanted = tuple(w and a in needs for w, a in zip(item.wanted, args))
-            contributions = REGISTRY[data["op"]].partial_vjp(  # a consumed value is gone: no rule reads it
+            contributions = ops_for(xp)[data["op"]].partial_vjp(  # a consumed value is gone: no rule reads it
                 xp, g, env.get(item.node), *[env[a] for a in args], wanted=wanted, **data["attrs"])
         for arg, part in zip(args, contributions):
             if part is not None and arg in needs:
@@ -353,7 +353,7 @@ class Program:
         if region is not None:
             g = g[..., region[0]:region[1]]
         wanted = [k in ports for k in range(len(data["args"]))]
-        parts = REGISTRY[data["op"]].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data["args"]],
+        parts = ops_for(xp)[data["op"]].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data["args"]],
                                                  wanted=wanted, **data["attrs"])
         for port in ports:
             arg = data["args"][port]

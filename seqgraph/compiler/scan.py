@@ -34,6 +34,7 @@ from functools import partial
 import networkx as nx
 
 from ..autodiff import differentiable
+from ..backends import ops_for
 from ..backends.cuda_kernels import ChainKernel
 from ..ir import PREV
 from ..ops import REGISTRY
@@ -389,7 +390,7 @@ class ScanCode:
         found = {}
         for node in self.order:
             if self._generic_forward(node):
-                op, attrs = REGISTRY[self.data[node]["op"]], self.data[node]["attrs"]
+                op, attrs = ops_for(xp)[self.data[node]["op"]], self.data[node]["attrs"]
                 found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
         for chain in fused:
             name = f"F{self.index[chain.nodes[-1]]}"
@@ -763,7 +764,7 @@ class ScanCode:
             data = self.data[node]
             if data["op"] == PREV:
                 continue
-            op = REGISTRY[data["op"]]
+            op = ops_for(xp)[data["op"]]
             for port, arg in enumerate(data["args"]):
                 wanted = [k == port for k in range(len(data["args"]))]
                 found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data["attrs"])

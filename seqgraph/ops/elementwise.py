@@ -19,13 +19,8 @@ ops are in :mod:`seqgraph.ops.pointwise` and :mod:`seqgraph.ops.per_example`.
 
 from __future__ import annotations
 
-import ctypes
-import math
 from functools import lru_cache, reduce
 
-import numpy
-
-from ..backends import native
 from ..sizes import format_shape
 from .formula import evaluator
 from .kernels import formula_kernel, formula_slots, formula_tree, in_place_ufunc
@@ -67,17 +62,15 @@ def _evaluators(formulas, arity: int, attrs: tuple) -> tuple:
 
 
 def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
-              nondiff: tuple = (), held: tuple = (), broadcasting: bool = False, forward=None,
-              summed: dict = None) -> Op:
+              nondiff: tuple = (), held: tuple = (), broadcasting: bool = False, forward=None) -> Op:
     """Register the elementwise op whose formulas are ``formulas(**attrs)``: a pair of the
     forward formula and ``{input: gradient formula}`` (its keyword defaults are the
     attributes' defaults).
 
     ``forward`` replaces the evaluated forward formula on an array namespace where another
     form of the same function is better there (sigmoid's, which never overflows).
-    ``summed`` may hold, per input, a function ``(xp, g, out, *inputs, shape)`` giving that
-    input's gradient already summed down to a broadcast input's ``shape`` in one pass, or
-    None where it cannot. ``broadcasting``: see :class:`~seqgraph.ops.registry.Op`."""
+    ``broadcasting``: see :class:`~seqgraph.ops.registry.Op`. (A backend may put faster
+    pieces of its own in front of the forward and vjp: see :mod:`seqgraph.backends.protocol`.)"""
     slots = formula_slots(arity)
     fixed = None if attrs else _evaluators(formulas, arity, ())
 
@@ -90,7 +83,7 @@ def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple
     def vjp(xp, g, out, *inputs, wanted=None, **values):
         gradients = evaluators(values)[1]
         bound = dict(zip(slots, inputs + (out,)), g0=g)
-        return tuple(_gradient(xp, gradients[port], bound, g, x.shape, (summed or {}).get(port), inputs, out)
+        return tuple(_gradient(xp, gradients[port], bound, g, x.shape)
                      if port in gradients and (wanted is None or wanted[port]) else None
                      for port, x in enumerate(inputs))
 
@@ -104,104 +97,21 @@ def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple
                        in_place=None if attrs else in_place_ufunc(formulas()[0], arity)))
 
 
-def _gradient(xp, formula, bound: dict, g, shape: tuple, summed, inputs: tuple, out):
+def _gradient(xp, formula, bound: dict, g, shape: tuple):
     """One input's gradient: its ``formula``'s evaluator run and the result summed down to
-    the input's ``shape`` (by ``summed`` in one pass where it can)."""
-    if summed is not None and g.shape != tuple(shape):
-        done = summed(xp, g, out, *inputs, shape)
-        if done is not None:
-            return done
+    the input's ``shape``."""
     grad = formula(bound, xp)[0]
     return unbroadcast(xp, grad if grad.shape == g.shape else xp.broadcast_to(grad, g.shape), shape)
 
 
 # --- binary ops -------------------------------------------------------------------------
 
-# The gradient of a value broadcast over the leading (time, batch) axes, such as a peephole
-# weight times the cell state, is sum over those axes of g * other. NumPy forms the product
-# as a new (T, B, H) array and then sums it; this native loop (seqgraph.backends.native)
-# takes one pass, summing eight rows at a time in their type and those sums in float64,
-# each share of the rows (native.shares) into its own row of totals.
-ROW_DOTS = "".join(f"""
-typedef struct {{
-    long rows, cols; const {ctype}* g; long g_step; const {ctype}* x; long x_step; double* totals; long parts;
-}} sg_row_dots_{ctype}_job;
-
-static void sg_row_dots_share_{ctype}(void* data, long part) {{
-    const sg_row_dots_{ctype}_job* job = (const sg_row_dots_{ctype}_job*)data;
-    const long cols = job->cols, end = sg_share_start(job->rows, job->parts, part + 1);
-    const {ctype}* g = job->g;
-    const {ctype}* x = job->x;
-    double* total = job->totals + part * cols;
-    {ctype} sums[cols];
-    for (long first = sg_share_start(job->rows, job->parts, part); first < end; first += 8) {{
-        const long last = first + 8 < end ? first + 8 : end;
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) sums[j] = 0;
-        for (long r = first; r < last; r++) {{
-            #pragma omp simd
-            for (long j = 0; j < cols; j++) sums[j] += g[r * job->g_step + j] * x[r * job->x_step + j];
-        }}
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) total[j] += sums[j];
-    }}
-}}
-
-void sg_row_dots_{ctype}(long rows, long cols, const {ctype}* g, long g_step, const {ctype}* x,
-                         long x_step, double* totals, long parts, void* const* threading) {{
-    sg_row_dots_{ctype}_job job = {{rows, cols, g, g_step, x, x_step, totals, parts}};
-    sg_share_out(sg_row_dots_share_{ctype}, &job, parts, threading);
-}}""" for ctype in ("float", "double"))
-
-
-def _row_step(array, lead: int):
-    """Elements from one row to the next when ``array``'s leading ``lead`` axes are read as
-    rows of contiguous trailing elements (a cotangent's column slice is), else None."""
-    item = array.itemsize
-    trailing = array.shape[lead:]
-    expected = item
-    for size, stride in zip(reversed(trailing), reversed(array.strides[lead:])):
-        if size != 1 and stride != expected:
-            return None
-        expected *= size
-    step = array.strides[lead - 1]
-    for axis in range(lead - 1):
-        if array.shape[axis + 1] != 1 and array.strides[axis] != array.strides[axis + 1] * array.shape[axis + 1]:
-            return None
-    return step // item if step % item == 0 and step >= 0 else None
-
-
-def _row_dots(xp, g, other, shape):
-    """``sum(g * other)`` over g's leading axes down to ``shape``, natively, or None."""
-    shape = tuple(shape)
-    lead = g.ndim - len(shape)
-    ctype = native.C_TYPES.get(str(g.dtype))
-    if (ctype is None or lead < 1 or not shape or g.shape[lead:] != shape or other.shape != g.shape
-            or other.dtype != g.dtype or 0 in g.shape or not native.usable(xp)):
-        return None
-    steps = _row_step(g, lead), _row_step(other, lead)
-    loops = native.op_loops(ROW_DOTS)
-    if loops is None or None in steps:
-        return None
-    cols = math.prod(shape)
-    rows = g.size // cols
-    parts, threading = native.shares(xp, rows, native.SHARE_ROWS)
-    totals = numpy.zeros((parts, cols), dtype=numpy.float64)
-    pointer, long = ctypes.c_void_p, ctypes.c_long
-    getattr(loops, f"sg_row_dots_{ctype}")(long(rows), long(cols), pointer(g.ctypes.data), long(steps[0]),
-                                           pointer(other.ctypes.data), long(steps[1]),
-                                           pointer(totals.ctypes.data), long(parts), pointer(threading))
-    return totals.sum(axis=0).astype(g.dtype).reshape(shape)
-
-
 pointwise("add", 2, lambda: ("{0} + {1}", {0: "{g}", 1: "{g}"}), "distribute",
           "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.", broadcasting=True)
 pointwise("sub", 2, lambda: ("{0} - {1}", {0: "{g}", 1: "-{g}"}), "distribute (negated to b)",
           "a - b, broadcasting like NumPy.", broadcasting=True)
 pointwise("mul", 2, lambda: ("{0} * {1}", {0: "{g} * {1}", 1: "{g} * {0}"}), "switch",
-          "a * b elementwise, broadcasting; each input's gradient is g times the other.", broadcasting=True,
-          summed={0: lambda xp, g, out, a, b, shape: _row_dots(xp, g, b, shape),
-                  1: lambda xp, g, out, a, b, shape: _row_dots(xp, g, a, shape)})
+          "a * b elementwise, broadcasting; each input's gradient is g times the other.", broadcasting=True)
 pointwise("div", 2, lambda: ("{0} / {1}", {0: "{g} / {1}", 1: "-{g} * {out} / {1}"}), "g / b, -g * a / b^2",
           "a / b elementwise, broadcasting like NumPy.", broadcasting=True)
 pointwise("maximum", 2, lambda: ("max({0}, {1})", {0: "{g} * (({0} > {1}) + 0.5 * ({0} == {1}))",

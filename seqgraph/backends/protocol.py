@@ -84,7 +84,7 @@ def _vjp_with(op, fast):
 
 class OpTable(Mapping):
     """The registry's ops as one backend runs them: each op with an entry in ``overrides``
-    has that override in front of its own rules (made once per op), the rest are the
+    has that override in front of its own rules (made once per op record), the rest are the
     registry's records themselves."""
 
     def __init__(self, overrides: Mapping[str, Override]):
@@ -92,11 +92,12 @@ class OpTable(Mapping):
         self._made: dict = {}
 
     def __getitem__(self, name: str):
-        if name not in self._made:
-            op = REGISTRY[name]
+        op = REGISTRY[name]
+        made = self._made.get(name)
+        if made is None or made[0] is not op:  # an op replaced in the registry is put together anew
             override = self.overrides.get(name)
-            self._made[name] = with_override(op, override) if override is not None else op
-        return self._made[name]
+            made = self._made[name] = (op, with_override(op, override) if override is not None else op)
+        return made[1]
 
     def __iter__(self):
         return iter(REGISTRY)

@@ -40,7 +40,7 @@ from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
-from ..ops.kernels import KERNELS, needs, node_kernel
+from ..ops.kernels import KERNELS, needs, node_kernel, render
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
@@ -313,7 +313,7 @@ class ScanCode:
         i = self.index[node]
         ins = [self.arg_name(a) for a in data["args"]]
         if data["op"] in KERNELS:
-            return node_kernel(data).forward(f"v{i}", ins)
+            return [render(call) for call in node_kernel(data).forward(f"v{i}", ins)]
         if self._matmul(node):
             return [f"dot({ins[1]}, wt_{_ident(data['args'][0])}, v{i})"]
         if node in self.copied:
@@ -696,7 +696,7 @@ class ScanCode:
         op = data["op"]
         reads = self._gradient_reads(node, port) & self.members
         if op in KERNELS and tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"]):
-            return node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp), reads
+            return [render(call) for call in node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp)], reads
         if self._matmul(node) and port == 1:
             # dot writes only into a contiguous buffer; a slice of a cotangent is not one
             call = "dot" if layout.region[arg] is None else "matmul"

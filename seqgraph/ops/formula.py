@@ -299,19 +299,6 @@ def function(xp, name: str):
     return erf
 
 
-def ufunc_expression(node: Node, names: dict) -> str:
-    """``node`` as one Python expression of ufunc calls, ``names`` giving the expression
-    each variable is read from (``where`` tests its condition against 0, as in the kernels)."""
-    if node.kind == "num":
-        return repr(node.op)
-    if node.kind == "var":
-        return names[node.op]
-    args = [ufunc_expression(a, names) for a in node.args]
-    if node.kind == "call" and node.op == "where":
-        return f"where(not_equal({args[0]}, 0), {args[1]}, {args[2]})"
-    return f"{ufunc_name(node)}({', '.join(args)})"
-
-
 # -- C and CUDA C ---------------------------------------------------------------------------------
 
 

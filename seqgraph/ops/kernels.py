@@ -11,8 +11,9 @@ preallocated buffer, so the kernel writes the op as
 
 - **in-place ufunc calls** (the NumPy path): ``multiply(a, b, out)`` writes straight into a
   buffer, with no allocation and no Python function of ours in between. Forward emitters
-  take ``(out, ins)``, the names of the output buffer and of the inputs, and return source
-  lines. Gradient emitters take ``(dst, mode, g, out, ins, tmp)`` and write one input's
+  take ``(out, ins)``, the names of the output buffer and of the inputs, and return a list
+  of :class:`Call` records (:func:`render` writes one as the source line it stands for).
+  Gradient emitters take ``(dst, mode, g, out, ins, tmp)`` and write one input's
   contribution into ``dst``: ``mode`` is ``"set"`` for the first contribution of a step and
   ``"add"`` for the rest; ``tmp`` names a scratch buffer shaped like that input. How a
   formula becomes calls is :func:`in_place_calls`;
@@ -30,9 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Union
 
-from .formula import Node, function, parse_formula, ufunc_expression, ufunc_name, variables
+from .formula import Node, function, parse_formula, ufunc_name, variables
 
 # The functions generated code may call; the scan binds each name to the backend's ufunc.
 UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "tanh", "reciprocal",
@@ -43,6 +44,50 @@ UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "ta
 def namespace(xp) -> dict:
     """The names of :data:`UFUNCS` bound to namespace ``xp``'s functions."""
     return {name: function(xp, name) for name in UFUNCS}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a ufunc of :data:`UFUNCS`: ``ufunc(*operands, out)``.
+
+    An operand is a buffer's name, a number, or a nested call (an expression temporary,
+    ``out`` None, whose result the enclosing call reads). ``keyword`` passes the output as
+    ``out=`` (as ``matmul`` wants it). ``copyto`` copies its one operand into ``out``."""
+    ufunc: str
+    operands: tuple
+    out: Optional[str] = None
+    keyword: bool = False
+
+    def __post_init__(self):
+        if self.ufunc not in UFUNCS:
+            raise ValueError(f"{self.ufunc!r} is not one of the step loops' ufuncs")
+
+    def buffers(self) -> list:
+        """The names of the buffers this call reads (nested calls' included), in order."""
+        found = []
+        for operand in self.operands:
+            if isinstance(operand, Call):
+                found += operand.buffers()
+            elif isinstance(operand, str):
+                found.append(operand)
+        return found
+
+
+Operand = Union[str, float, Call]
+
+
+def render(call: Operand) -> str:
+    """The Python source of ``call`` (or of one operand) as a step loop runs it."""
+    if isinstance(call, str):
+        return call
+    if not isinstance(call, Call):
+        return repr(call)
+    operands = [render(operand) for operand in call.operands]
+    if call.ufunc == "copyto":
+        operands.insert(0, call.out)  # numpy.copyto(dst, src) takes its output first
+    elif call.out is not None:
+        operands.append(f"out={call.out}" if call.keyword else call.out)
+    return f"{call.ufunc}({', '.join(operands)})"
 
 
 @dataclass(frozen=True)
@@ -77,10 +122,10 @@ def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
     gradients = {port: {mode: _gradient_calls(tree, mode) for mode in ("set", "add")} for port, tree in trees.items()}
 
     def emit_forward(out, ins):
-        return _render(forward, dict(zip(slots, list(ins) + [out])))
+        return _bound_calls(forward, dict(zip(slots, list(ins) + [out])))
 
     def emitter(calls):
-        return lambda dst, mode, g, out, ins, tmp: _render(
+        return lambda dst, mode, g, out, ins, tmp: _bound_calls(
             calls[mode], dict(zip(slots, list(ins) + [out]), g0=g, dst=dst, tmp=tmp))
 
     return Kernel(emit_forward, {port: emitter(calls) for port, calls in gradients.items()}, formula,
@@ -104,9 +149,8 @@ def in_place_ufunc(formula: str, arity: int) -> Optional[str]:
 
 # -- lowering a formula to in-place calls -------------------------------------------------------
 #
-# A call is ``(ufunc, operands, out)``: ``out`` and each operand are a formula variable or a
-# buffer name ("dst", "tmp"), an operand may also be a float, or a formula tree computed
-# into a new array (where no buffer is left to compute it in).
+# The calls name formula variables (``x0``, ``g0``) and scratch buffers (``dst``, ``tmp``);
+# an emitter binds those names to the step loop's buffers (:func:`_bound_calls`).
 
 
 def in_place_calls(tree: Node, target: str, scratch: tuple) -> Optional[list]:
@@ -119,7 +163,7 @@ def in_place_calls(tree: Node, target: str, scratch: tuple) -> Optional[list]:
     terms would need more buffers as written (``g * y * (1 - y)`` with no scratch buffer
     computes ``1 - y`` first, then multiplies ``g`` and ``y`` in)."""
     if _plain(tree) is not None:
-        return [("copyto", (_plain(tree),), target)]
+        return [_call("copyto", (_plain(tree),), target)]
     ufunc, operands = _ufunc_form(tree)
     if ufunc is None:
         return None
@@ -128,7 +172,7 @@ def in_place_calls(tree: Node, target: str, scratch: tuple) -> Optional[list]:
         first = [] if not computed else in_place_calls(operands[computed[0]], target, scratch)
         if first is None:
             return None
-        return first + [(ufunc, tuple(target if _plain(a) is None else _plain(a) for a in operands), target)]
+        return first + [_call(ufunc, tuple(target if _plain(a) is None else _plain(a) for a in operands), target)]
     for order in (computed, computed[::-1]):
         calls = _two_computed(ufunc, operands, order, target, scratch)
         if calls is not None:
@@ -156,7 +200,7 @@ def _two_computed(ufunc: str, operands: tuple, order: list, target: str, scratch
     if first is None or second is None:
         return None
     names = {order[0]: target, order[1]: scratch[0]}
-    return first + second + [(ufunc, (names[0], names[1]), target)]
+    return first + second + [_call(ufunc, (names[0], names[1]), target)]
 
 
 def _regrouped(tree: Node, target: str, scratch: tuple) -> Optional[list]:
@@ -168,14 +212,14 @@ def _regrouped(tree: Node, target: str, scratch: tuple) -> Optional[list]:
     computed = [t for t in terms if _plain(t) is None]
     plain = [_plain(t) for t in terms if _plain(t) is not None]
     if not computed:
-        return [(ufunc, tuple(plain[:2]), target)] + [(ufunc, (target, p), target) for p in plain[2:]]
+        return [_call(ufunc, tuple(plain[:2]), target)] + [_call(ufunc, (target, p), target) for p in plain[2:]]
     calls = in_place_calls(computed[0], target, scratch)
     for term in computed[1:]:
         more = in_place_calls(term, scratch[0], scratch[1:]) if scratch and calls is not None else None
         if more is None:
             return None
-        calls += more + [(ufunc, (target, scratch[0]), target)]
-    return None if calls is None else calls + [(ufunc, (target, p), target) for p in plain]
+        calls += more + [_call(ufunc, (target, scratch[0]), target)]
+    return None if calls is None else calls + [_call(ufunc, (target, p), target) for p in plain]
 
 
 def _terms(tree: Node, op: str) -> list:
@@ -196,13 +240,32 @@ def _plain(tree: Node):
     return -inner if isinstance(inner, float) else None
 
 
+def _call(ufunc: str, operands: tuple, out: str) -> Call:
+    # NumPy deprecates a third positional argument to maximum and minimum
+    return Call(ufunc, operands, out, keyword=ufunc in ("maximum", "minimum"))
+
+
+def formula_call(tree: Node, names: dict = None) -> Operand:
+    """Parsed formula ``tree`` as one nested ufunc call over new arrays, ``names`` giving the
+    buffer each variable is read from (by default its own name; ``where`` tests its
+    condition against 0, as the kernels do)."""
+    if tree.kind == "num":
+        return tree.op
+    if tree.kind == "var":
+        return names[tree.op] if names else tree.op
+    args = tuple(formula_call(a, names) for a in tree.args)
+    if tree.kind == "call" and tree.op == "where":
+        return Call("where", (Call("not_equal", (args[0], 0)),) + args[1:])
+    return Call(ufunc_name(tree), args)
+
+
 def _forward_calls(tree: Node, inputs: list, output: str) -> list:
     """The in-place forward: ``tree`` computed in the output buffer, or, where that would
     read an input after writing the output (which may share the input's buffer), one
     expression over new arrays copied into it."""
     calls = in_place_calls(tree, output, ())
-    if calls is None or any(o in inputs for _, operands, _ in calls[1:] for o in operands):
-        return [("copyto", (tree,), output)]
+    if calls is None or any(name in inputs for call in calls[1:] for name in call.buffers()):
+        return [Call("copyto", (formula_call(tree),), output)]
     return calls
 
 
@@ -211,35 +274,28 @@ def _gradient_calls(tree: Node, mode: str) -> list:
     ``tmp`` to compute in), or added to it (mode "add": computed in ``tmp``; a negated
     gradient is subtracted instead)."""
     if mode == "set":
-        return in_place_calls(tree, "dst", ("tmp",)) or [("copyto", (tree,), "dst")]
+        return in_place_calls(tree, "dst", ("tmp",)) or [Call("copyto", (formula_call(tree),), "dst")]
     combine, term = ("subtract", tree.args[0]) if tree.kind == "neg" else ("add", tree)
     if _plain(term) is not None:
-        return [(combine, ("dst", _plain(term)), "dst")]
+        return [Call(combine, ("dst", _plain(term)), "dst")]
     calls = in_place_calls(term, "tmp", ())
     if calls is None:
-        return [(combine, ("dst", term), "dst")]
-    return calls + [(combine, ("dst", "tmp"), "dst")]
+        return [Call(combine, ("dst", formula_call(term)), "dst")]
+    return calls + [Call(combine, ("dst", "tmp"), "dst")]
 
 
-def _render(calls: list, names: dict) -> list:
-    """The source lines of ``calls``, each variable and buffer written as ``names`` has it."""
-    def text(operand):
-        if isinstance(operand, Node):
-            return ufunc_expression(operand, names)
-        return repr(operand) if isinstance(operand, float) else names[operand]
-
-    def line(ufunc, operands, out):
-        if ufunc == "copyto":
-            return f"copyto({names[out]}, {text(operands[0])})"
-        target = f"out={names[out]}" if ufunc in OUT_BY_KEYWORD else names[out]
-        return f"{ufunc}({', '.join(text(o) for o in operands)}, {target})"
-
-    return [line(*call) for call in calls]
+def _bound_calls(calls: list, names: dict) -> list:
+    """``calls`` with every variable and scratch buffer named as ``names`` has it."""
+    return [_named(call, names) for call in calls]
 
 
-# the ufuncs given their output as ``out=``: NumPy deprecates a third positional argument
-# to maximum and minimum
-OUT_BY_KEYWORD = ("maximum", "minimum")
+def _named(operand, names: dict):
+    if isinstance(operand, str):
+        return names[operand]
+    if not isinstance(operand, Call):
+        return operand
+    out = names[operand.out] if operand.out is not None else None
+    return Call(operand.ufunc, tuple(_named(o, names) for o in operand.operands), out, operand.keyword)
 
 
 def node_kernel(data: dict) -> Kernel:

@@ -1,13 +1,12 @@
 """The in-place kernels and the chain formulas are derived from the formulas each op is
 stated by: check each against the op's forward and vjp, and the derivation itself."""
 
-import re
-
 import numpy as np
 import pytest
 
 from seqgraph.ops.formula import evaluate, parse_formula
-from seqgraph.ops.kernels import KERNELS, formula_kernel, in_place_calls, namespace as ufunc_namespace, node_kernel
+from seqgraph.ops.kernels import (KERNELS, Call, formula_kernel, in_place_calls, namespace as ufunc_namespace,
+                                  node_kernel, render)
 from seqgraph.ops import REGISTRY
 
 SHAPE = (3, 4)
@@ -20,10 +19,10 @@ def _inputs(op, rng):
     return [rng.uniform(low, high, size=SHAPE) for _ in range(REGISTRY[op].arity)]
 
 
-def _run(lines, names):
+def _run(calls, names):
     namespace = ufunc_namespace(np)
     namespace.update(names)
-    exec("\n".join(lines), namespace)
+    exec("\n".join(render(call) for call in calls), namespace)
     return namespace
 
 
@@ -100,7 +99,7 @@ def test_the_in_place_gradients_read_only_what_needs_says(op):
     ins = [f"a{k}" for k in range(arity)]
     for port, emit in kernel.gradients.items():
         for mode in ("set", "add"):
-            words = set(re.findall(r"\b\w+\b", " ".join(emit("dst", mode, "g", "y", ins, "tmp"))))
+            words = {name for call in emit("dst", mode, "g", "y", ins, "tmp") for name in call.buffers()}
             read = {k for k in range(arity) if f"a{k}" in words} | ({"out"} if "y" in words else set())
             assert read == set(kernel.needs[port]), f"{op} port {port} ({mode})"
 
@@ -122,9 +121,9 @@ def test_the_kernel_holds_the_formulas_the_op_is_stated_by():
     assert sloped.gradient_formulas == {0: "{g} * where({0} > 0, 1, (0.2))"}
 
 
-def _nested(line: str) -> bool:
-    """Whether a line calls a function inside a call (so makes a new array)."""
-    return re.search(r"\w+\([^()]*\w+\(", line) is not None
+def _nested(call: Call) -> bool:
+    """Whether a call calls a function inside it (so makes a new array)."""
+    return any(isinstance(operand, Call) for operand in call.operands)
 
 
 # calls per forward, and per gradient (mode "set", mode "add"), as the hand-written in-place
@@ -154,20 +153,30 @@ def test_the_cell_ops_run_as_calls_into_buffers_only(op):
 def test_a_sum_or_product_is_regrouped_only_where_buffers_run_short():
     tree = parse_formula("g0 * x1 * (1 - x1)")
     assert in_place_calls(tree, "d", ("t",)) == [
-        ("multiply", ("g0", "x1"), "d"), ("subtract", (1.0, "x1"), "t"), ("multiply", ("d", "t"), "d")]
+        Call("multiply", ("g0", "x1"), "d"), Call("subtract", (1.0, "x1"), "t"), Call("multiply", ("d", "t"), "d")]
     assert in_place_calls(tree, "t", ()) == [
-        ("subtract", (1.0, "x1"), "t"), ("multiply", ("t", "g0"), "t"), ("multiply", ("t", "x1"), "t")]
+        Call("subtract", (1.0, "x1"), "t"), Call("multiply", ("t", "g0"), "t"), Call("multiply", ("t", "x1"), "t")]
     assert in_place_calls(parse_formula("where(x0 > 0, x0, 0)"), "t", ()) is None
 
 
 def test_a_forward_that_would_read_an_input_after_writing_its_output_makes_new_arrays():
     # the output may share the input's buffer, so x * x + x cannot be computed in it
     kernel = formula_kernel(1, "{0} * {0} + {0}", {0: "{g} * (2 * {0} + 1)"})
-    assert kernel.forward("y", ["a0"]) == ["copyto(y, add(multiply(a0, a0), a0))"]
-    assert kernel.gradients[0]("dst", "set", "g", "y", ["a0"], "tmp") == [
+    assert [render(c) for c in kernel.forward("y", ["a0"])] == ["copyto(y, add(multiply(a0, a0), a0))"]
+    assert [render(c) for c in kernel.gradients[0]("dst", "set", "g", "y", ["a0"], "tmp")] == [
         "multiply(2.0, a0, dst)", "add(dst, 1.0, dst)", "multiply(g, dst, dst)"]
     x, g = np.array([0.5, -2.0]), np.array([1.0, 3.0])
     names = {"a0": x, "y": np.empty(2), "g": g, "dst": np.empty(2), "tmp": np.empty(2)}
     _run(kernel.forward("y", ["a0"]) + kernel.gradients[0]("dst", "set", "g", "y", ["a0"], "tmp"), names)
     np.testing.assert_allclose(names["y"], x * x + x)
     np.testing.assert_allclose(names["dst"], g * (2 * x + 1))
+
+
+def test_a_call_renders_as_the_source_line_it_stands_for():
+    nested = Call("where", (Call("not_equal", ("c", 0)), "g", 0.5))
+    assert render(Call("copyto", (nested,), "dst")) == "copyto(dst, where(not_equal(c, 0), g, 0.5))"
+    assert render(Call("multiply", ("a", "b"), "out")) == "multiply(a, b, out)"
+    assert render(Call("maximum", ("x", 0.0), "v", keyword=True)) == "maximum(x, 0.0, out=v)"
+    assert Call("add", ("a", nested), "a").buffers() == ["a", "c", "g"]
+    with pytest.raises(ValueError):
+        Call("print", ("a",))

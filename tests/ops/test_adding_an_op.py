@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seqgraph.ops import REGISTRY
-from seqgraph.ops.kernels import KERNELS, namespace
+from seqgraph.ops.kernels import KERNELS, namespace, render
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "contributing.md"
 
@@ -34,7 +34,7 @@ def test_the_worked_example_is_an_op_with_everything_derived(softsign):
     kernel = KERNELS["softsign"]
     assert kernel.needs == {0: (0,)} and softsign.in_place is None
     names = dict(namespace(np), a0=x, y=np.empty_like(x), g=g, dst=np.empty_like(x), tmp=np.empty_like(x))
-    lines = kernel.forward("y", ["a0"]) + kernel.gradients[0]("dst", "set", "g", "y", ["a0"], "tmp")
-    exec("\n".join(lines), names)
+    calls = kernel.forward("y", ["a0"]) + kernel.gradients[0]("dst", "set", "g", "y", ["a0"], "tmp")
+    exec("\n".join(map(render, calls)), names)
     np.testing.assert_allclose(names["y"], out, rtol=1e-15)
     np.testing.assert_allclose(names["dst"], grad, rtol=1e-14)

@@ -10,8 +10,9 @@ graph holds
   of its inputs (``add`` distributes, ``max`` routes, ``mul`` switches); only where some
   contribution reaches ``n`` (none reaches a value that only a loss's target reads).
 
-Only what the requested gradients need is built. :func:`accumulate` is the one place in
-seqgraph where cotangents are added together.
+Only what the requested gradients need is built. :func:`accumulate` (and its in-place form
+:func:`accumulate_into`) is the one place in seqgraph where cotangents are added together,
+apart from the add instructions of a compiled scan's backward step loop.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def accumulate(total, contribution):
     if total is None:
         return contribution
     return total + contribution
+
+
+def accumulate_into(total, contribution) -> None:
+    """Add ``contribution`` into the array ``total`` in place: the same sum as
+    :func:`accumulate`, for a caller that owns ``total`` (a view of a gradient buffer that
+    the slices of one value share)."""
+    total += contribution
 
 
 def differentiable(graph: nx.DiGraph, node, port: int) -> bool:

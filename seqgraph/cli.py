@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import grads, inspection, resources
+from .backends import BACKENDS, DEFAULT_BACKEND
 from .errors import SeqgraphError
 from .program import Model, load
 from .weights import set_params
@@ -121,16 +122,16 @@ def cmd_check(args) -> int:
         print(_check_report(model))
         if gpu is not None:
             from .crosscheck import crosscheck
-            result = crosscheck(model, "numpy", gpu)
+            result = crosscheck(model, second=gpu)
             print(result)
             agreed = agreed and result.difference is None
     return 0 if agreed else 1
 
 
 def _crosscheck_backend():
-    """The CuPy backend (made before anything is printed, so a missing GPU is one error)."""
-    from .backends import get_backend
-    return get_backend("cupy")
+    """The GPU backend (made before anything is printed, so a missing GPU is one error)."""
+    from .backends import GPU_BACKEND, get_backend
+    return get_backend(GPU_BACKEND)
 
 
 # --- seqgraph graph ----------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def cmd_run(args) -> int:
 
     try:
         run(args.model_file, model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
-            lr=args.lr, backend=args.backend or "numpy", dtype=args.dtype, seed=args.seed, out=args.out,
+            lr=args.lr, backend=args.backend or DEFAULT_BACKEND, dtype=args.dtype, seed=args.seed, out=args.out,
             resume=args.resume, settings=args.set, sizes=parse_sizes(args.size),
             progress=not args.quiet, init=args.init)
     except Interrupted:
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, metavar="N")
     run.add_argument("--batch", type=int, metavar="B", help="examples (or text windows) per step")
     run.add_argument("--lr", type=float, metavar="X", help="the optimiser's learning rate")
-    run.add_argument("--backend", choices=("numpy", "cupy"), default=None)
+    run.add_argument("--backend", choices=BACKENDS, default=None)
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     run.add_argument("--seed", type=int, metavar="S")
     run.add_argument("--out", metavar="DIR", help="where to write checkpoints and logs "
@@ -385,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, metavar="T", default=64, help="time steps (64)")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     bench.add_argument("--repeat", type=int, metavar="N", default=20, help="timed runs after warm-up (20)")
-    bench.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    bench.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
     bench.add_argument("--seed", type=int, metavar="S", default=0)
 
     export = commands.add_parser("export", help="write a model as ONNX (its forward graph) or its "

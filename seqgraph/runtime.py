@@ -14,7 +14,7 @@ from typing import Optional
 import networkx as nx
 
 from . import autodiff, faults, resources
-from .backends import Footprint, get_backend, ops_for
+from .backends import DEFAULT_BACKEND, Footprint, get_backend, ops_for
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
@@ -254,7 +254,7 @@ def _wrt_nodes(model, graph) -> dict:
 class Network:
     """A compiled model with its parameters: ``forward``, ``backward``, ``params``."""
 
-    def __init__(self, model, backend: str = "numpy", dtype: str = "float32", seed: int = 0):
+    def __init__(self, model, backend: str = DEFAULT_BACKEND, dtype: str = "float32", seed: int = 0):
         if dtype not in DTYPES:
             raise SeqgraphError(f"unknown dtype '{dtype}'", hint="use float32 or float64")
         self.model = model
@@ -425,7 +425,7 @@ class Network:
         return export_onnx(self, path, recurrent_ops=recurrent_ops)
 
 
-def compile_model(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes) -> Network:
+def compile_model(model, backend: str = DEFAULT_BACKEND, dtype: str = "float32", seed: int = 0, **sizes) -> Network:
     """``seqgraph.compile``: a :class:`Network` for ``model`` (sizes given here override its defaults)."""
     if sizes:
         model = model.with_sizes(**sizes)

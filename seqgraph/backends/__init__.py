@@ -8,14 +8,19 @@ is asked for.
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from bisect import bisect_left, bisect_right
 
 from ..errors import SeqgraphError, did_you_mean
 from .protocol import Backend, Capabilities, Override
 
-BACKENDS = ("numpy", "cupy")  # the names get_backend knows, for command-line choices
+# every backend by name: the module and the class, imported only when asked for (so CuPy
+# is not imported until its backend is); the order is that in which bare namespaces are tried
+_KINDS = {"numpy": ("numpy_backend", "NumpyBackend"), "cupy": ("cupy_backend", "CupyBackend")}
+BACKENDS = tuple(_KINDS)  # the names get_backend knows, for command-line choices
 DEFAULT_BACKEND = "numpy"
+GPU_BACKEND = "cupy"  # what a cross-check compares the default backend with
 
 # Backends by the identity of their namespace, so that the compiler, handed a namespace, asks
 # the backend that made it. A backend holds its namespace, so no id is reused while it is
@@ -27,21 +32,22 @@ _MADE: dict = {}
 
 def get_backend(name) -> Backend:
     """The backend called ``name``: ``numpy`` or ``cupy``. A :class:`Backend` object is
-    returned as it is, so a caller may bring its own."""
+    returned as it is, so a caller may bring its own; so may any object with ``name``,
+    ``xp``, ``asarray`` and ``to_host``, taken with no capabilities and no overrides."""
     if isinstance(name, str):
-        name = _made(name)
-    _GIVEN[id(name.xp)] = name
-    return name
+        backend = backend_kind(name)()
+    else:
+        backend = name if isinstance(name, Backend) else _Adopted(name)
+    _GIVEN[id(backend.xp)] = backend
+    return backend
 
 
-def _made(name: str) -> Backend:
-    if name == "numpy":
-        from .numpy_backend import NumpyBackend
-        return NumpyBackend()
-    if name == "cupy":
-        from .cupy_backend import CupyBackend
-        return CupyBackend()
-    raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
+def backend_kind(name: str) -> type:
+    """The class of the backend called ``name`` (none is made, so CuPy is not imported)."""
+    if name not in _KINDS:
+        raise SeqgraphError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS))
+    module, kind = _KINDS[name]
+    return getattr(importlib.import_module(f".{module}", __name__), kind)
 
 
 def backend_of(xp) -> Backend:
@@ -51,10 +57,8 @@ def backend_of(xp) -> Backend:
     known = _GIVEN.get(id(xp)) or _MADE.get(id(xp))
     if known is not None:
         return known
-    from .cupy_backend import CupyBackend
-    from .numpy_backend import NumpyBackend
-    for kind in (NumpyBackend, CupyBackend):
-        backend = kind.over(xp)
+    for name in BACKENDS:
+        backend = backend_kind(name).over(xp)
         if backend is not None:
             break
     else:
@@ -70,6 +74,22 @@ class _Plain(Backend):
 
     def __init__(self, xp):
         self.xp = xp
+
+
+class _Adopted(Backend):
+    """A caller's object with ``name``, ``xp``, ``asarray`` and ``to_host`` as a backend."""
+
+    def __init__(self, given):
+        self.given = given
+        self.name, self.xp = given.name, given.xp
+
+    def asarray(self, array, dtype=None):
+        """The given object's ``asarray``."""
+        return self.given.asarray(array, dtype=dtype)
+
+    def to_host(self, array):
+        """The given object's ``to_host``."""
+        return self.given.to_host(array)
 
 
 def capabilities(xp) -> Capabilities:
@@ -88,6 +108,15 @@ def shares_memory(xp, value, arrays) -> bool:
     if not capabilities(xp).memory_bounds:
         return any(value is a for a in arrays)
     return any(xp.may_share_memory(value, a) for a in arrays)
+
+
+def same_place(xp, a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` of namespace ``xp`` are the same elements of the same
+    memory (never, where its backend cannot locate arrays' bytes)."""
+    if not (capabilities(xp).memory_bounds and isinstance(a, xp.ndarray) and isinstance(b, xp.ndarray)):
+        return False
+    backend = backend_of(xp)
+    return backend.first_byte(a) == backend.first_byte(b) and a.shape == b.shape and a.strides == b.strides
 
 
 class Footprint:
@@ -136,8 +165,7 @@ class Footprint:
             return None
         if value.size == 0:
             return None
-        data = value.data
-        start = data.ptr if hasattr(data, "ptr") else value.__array_interface__["data"][0]
+        start = backend_of(self.xp).first_byte(value)
         reach = [stride * (count - 1) for stride, count in zip(value.strides, value.shape)]
         return (start + sum(r for r in reach if r < 0),
                 start + sum(r for r in reach if r > 0) + value.itemsize)

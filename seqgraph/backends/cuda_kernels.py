@@ -7,11 +7,7 @@ formulas become the body of one kernel (:func:`generate_kernel`): every output i
 before any is stored, so an output may share its buffer with an input. :data:`PREAMBLE`
 defines the ``sg_max`` and ``sg_min`` the generated C calls.
 
-:class:`ChainKernel` runs one chain with either: CuPy ``ElementwiseKernel`` objects on the
-GPU, native loops on NumPy where a C compiler is at hand, or the formulas evaluated with the
-namespace's ufuncs (:func:`seqgraph.ops.formula.evaluate_all`) on any other. Inputs broadcast
-like NumPy (a bias of shape ``(H,)`` against a ``(B, H)`` value); every output has the
-broadcast shape.
+:class:`seqgraph.backends.chains.ChainKernel` runs one chain from these sources.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from ..ops.formula import cuda_statements, evaluate_all, parse_formula
-from . import native
+from ..ops.formula import cuda_statements, parse_formula
 
 # The helpers the generated code calls for ``max`` and ``min``: NaN if either side is NaN,
 # as numpy.maximum and numpy.minimum (CUDA's fmax and fmin would return the other side).
@@ -92,75 +87,6 @@ def generate_kernel(chain, direction: str, functions: dict = None) -> KernelSour
     return KernelSource(name, inputs, tuple(t for t, _ in targets), body)
 
 
-class ChainKernel:
-    """One fused chain, runnable: ``forward(*inputs)`` returns one array per chain output,
-    ``backward(*inputs, *cotangents)`` one per target of a backward formula (in
-    ``backward_targets`` order), each at the inputs' broadcast shape.
-
-    With CuPy each direction is one generated ``ElementwiseKernel`` launch; with any other
-    namespace the same formulas are evaluated with its ufuncs. Either way every result is
-    computed before any is stored, so an output buffer may be one of the inputs."""
-
-    def __init__(self, chain, xp):
-        self.chain = chain
-        self.xp = xp
-        self.backward_targets = list(chain.backward)
-        self.sources = {d: generate_kernel(chain, d) for d in ("forward", "backward")}
-        self._trees = {"forward": tuple(parse_formula(text) for text in chain.forward.values()),
-                       "backward": tuple(parse_formula(chain.backward[a]) for a in self.backward_targets)}
-        self._kernels, self._native = {}, {}
-        if _is_cupy(xp):
-            self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
-                                                     preamble=PREAMBLE)
-                             for d, s in self.sources.items() if s.outputs}
-        elif native.usable(xp):
-            self._native = native.chain_kernels(chain)
-
-    def forward(self, *inputs, out=None) -> tuple:
-        """The chain's outputs (written into ``out``, a sequence of arrays, when given)."""
-        return self._run("forward", inputs, out)
-
-    def backward(self, *inputs_and_cotangents, out=None) -> tuple:
-        """The cotangents of the targets in ``backward_targets``."""
-        return self._run("backward", inputs_and_cotangents, out)
-
-    def native_rows(self, direction: str, dtype):
-        """The address of ``direction``'s native ``_rows`` loop for ``dtype`` (see
-        :func:`native.c_function`), or None where it has none."""
-        kernel = self._native.get(direction)
-        return kernel.rows.get(numpy.dtype(dtype)) if kernel is not None else None
-
-    def _run(self, direction: str, arrays: tuple, out) -> tuple:
-        source = self.sources[direction]
-        if len(arrays) != len(source.inputs):
-            raise TypeError(f"{source.name} takes {len(source.inputs)} arrays, got {len(arrays)}")
-        if not source.outputs:
-            return ()
-        if direction in self._native and self._native[direction].run(arrays, out):
-            return tuple(out)
-        if direction in self._kernels:
-            if out is None:
-                shape, dtype = _broadcast_shape(arrays), self.xp.result_type(*arrays)
-                out = [self.xp.empty(shape, dtype=dtype) for _ in source.outputs]
-            self._kernels[direction](*arrays, *out)
-            return tuple(out)
-        values = dict(zip(source.inputs, arrays))
-        shape = _broadcast_shape(arrays)
-        # a formula that is one variable hands back that input itself, which a store into an
-        # output buffer sharing its memory would change
-        results = [self.xp.broadcast_to(self.xp.copy(value) if tree.kind == "var" else value, shape)
-                   for tree, value in zip(self._trees[direction],
-                                          evaluate_all(self._trees[direction], values, self.xp))]
-        if out is None:
-            return tuple(results)
-        for buffer, value in zip(out, results):
-            self.xp.copyto(buffer, value)
-        return tuple(out)
-
-
-def _broadcast_shape(arrays) -> tuple:
+def broadcast_shape(arrays) -> tuple:
+    """The NumPy broadcast of the arrays' shapes."""
     return numpy.broadcast_shapes(*(numpy.shape(a) for a in arrays))
-
-
-def _is_cupy(xp) -> bool:
-    return getattr(xp, "__name__", "") == "cupy"

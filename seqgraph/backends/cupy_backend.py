@@ -42,6 +42,7 @@ class CupyBackend(Backend):
     """Computation with CuPy on the current CUDA device."""
 
     name = "cupy"
+    products = "CuPy (cuBLAS)"
 
     def __init__(self):
         self.xp = _import_cupy()
@@ -58,7 +59,30 @@ class CupyBackend(Backend):
     def capabilities(self) -> Capabilities:
         """Each fused chain is one generated ``ElementwiseKernel``; CuPy's arrays say where
         their bytes lie."""
-        return Capabilities(chain_kernels=True, memory_bounds=True)
+        return Capabilities(chain_kernels=True, memory_bounds=True, step_capture=True, cuda_arrays=True)
+
+    @classmethod
+    def use_device_of_rank(cls, local_rank: int, local_size: int) -> str:
+        """Make GPU ``local_rank`` (modulo the GPUs there are) this process's device; says which."""
+        cupy = _import_cupy()
+        count = cupy.cuda.runtime.getDeviceCount()
+        cupy.cuda.Device(local_rank % count).use()
+        shared = f" (shared: {local_size} ranks on {count} GPUs)" if local_size > count else ""
+        return f"GPU {local_rank % count}{shared}"
+
+    def recorder(self):
+        """Records a step into a CUDA graph on a stream of its own."""
+        from .capture import CudaGraphRecorder
+        return CudaGraphRecorder(self.xp)
+
+    def free_memory(self) -> int:
+        """Free bytes on the current device."""
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free)
+
+    def first_byte(self, array) -> int:
+        """The device address of ``array``'s first element."""
+        return array.data.ptr
 
     def asarray(self, array, dtype=None):
         """A device array from a host (or device) array."""

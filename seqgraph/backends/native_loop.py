@@ -28,6 +28,7 @@ from enum import IntEnum
 import numpy
 
 from . import native
+from .chains import ChainKernel
 from .mkl import PackedWeight, Products, address, matrix_layout
 
 
@@ -451,8 +452,8 @@ class _Plan:
 
     def _chain(self, name: str, inputs: list, outputs: list) -> list:
         function = self.arrays.get(name)
-        kernel = getattr(function, "__self__", None)
-        address = kernel.native_rows(function.__name__, self.dtype) if hasattr(kernel, "native_rows") else None
+        kernel = getattr(function, "__self__", None)  # a chain's kernel runs as its bound method
+        address = kernel.native_rows(function.__name__, self.dtype) if isinstance(kernel, ChainKernel) else None
         if address is None:
             raise Untranslatable(name)
         first = self.entries[self.numbers[outputs[0]]]

@@ -50,6 +50,10 @@ class NumpyBackend(Backend):
         return Capabilities(chain_kernels=compiled, native_loops=mkl and compiled, packed_products=mkl,
                             row_sharing=mkl, memory_bounds=True, float_errors=True)
 
+    def first_byte(self, array) -> int:
+        """The address of ``array``'s first element."""
+        return array.__array_interface__["data"][0]
+
     def asarray(self, array, dtype=None):
         """A backend array from a host array (no copy when already right)."""
         return numpy.asarray(array, dtype=dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Optional
 
+from ..errors import SeqgraphError
 from ..ops.registry import REGISTRY
 
 
@@ -30,7 +31,10 @@ class Capabilities:
       product library's threads;
     - ``memory_bounds``: ``xp.may_share_memory`` tells whether two arrays may overlap, and
       arrays expose where their bytes lie (``data.ptr`` or ``__array_interface__``);
-    - ``float_errors``: ``xp.errstate`` silences floating-point warnings for a block.
+    - ``float_errors``: ``xp.errstate`` silences floating-point warnings for a block;
+    - ``step_capture``: a training step can be recorded once and replayed
+      (:meth:`Backend.recorder`, see :mod:`seqgraph.backends.capture`);
+    - ``cuda_arrays``: arrays live in a CUDA device's memory (ranks sum them through NCCL).
     """
     chain_kernels: bool = False
     native_loops: bool = False
@@ -38,6 +42,8 @@ class Capabilities:
     row_sharing: bool = False
     memory_bounds: bool = False
     float_errors: bool = False
+    step_capture: bool = False
+    cuda_arrays: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,11 @@ def _vjp_with(op, fast):
         if done is None:
             return op.partial_vjp(xp, g, out, *inputs, wanted=wanted, **attrs)
         asked = wanted if wanted is not None else (True,) * len(done)
+        done = tuple(got if want else None for want, got in zip(asked, done))
         missing = tuple(bool(want) and got is None and port not in op.nondiff
                         for port, (want, got) in enumerate(zip(asked, done)))
         if not any(missing):
-            return tuple(done)
+            return done
         rest = op.partial_vjp(xp, g, out, *inputs, wanted=missing, **attrs)
         return tuple(got if got is not None else other for got, other in zip(done, rest))
     return vjp
@@ -84,8 +91,8 @@ def _vjp_with(op, fast):
 
 class OpTable(Mapping):
     """The registry's ops as one backend runs them: each op with an entry in ``overrides``
-    has that override in front of its own rules (made once per op record), the rest are the
-    registry's records themselves."""
+    has that override in front of its own rules (put together once per registry record),
+    the rest are the registry's records themselves."""
 
     def __init__(self, overrides: Mapping[str, Override]):
         self.overrides = overrides
@@ -93,10 +100,12 @@ class OpTable(Mapping):
 
     def __getitem__(self, name: str):
         op = REGISTRY[name]
+        override = self.overrides.get(name)
+        if override is None:
+            return op
         made = self._made.get(name)
-        if made is None or made[0] is not op:  # an op replaced in the registry is put together anew
-            override = self.overrides.get(name)
-            made = self._made[name] = (op, with_override(op, override) if override is not None else op)
+        if made is None or made[0] is not op:  # made again when the registry's record changes
+            made = self._made[name] = (op, with_override(op, override))
         return made[1]
 
     def __iter__(self):
@@ -125,7 +134,15 @@ class Backend:
 
     name: str = ""
     xp: object = None
+    products: str = ""  # who runs the matrix products, as reports name it (empty: the name)
     overrides: Mapping[str, Override] = {}
+
+    @classmethod
+    def over(cls, xp) -> Optional["Backend"]:
+        """This kind of backend over a bare namespace ``xp`` (one that no backend object was
+        made for, as tests hand NumPy's module to the compiler), or None when ``xp`` is not
+        its kind of namespace."""
+        return None
 
     def capabilities(self) -> Capabilities:
         """The compiler's fast paths this backend takes now (none by default)."""
@@ -135,6 +152,26 @@ class Backend:
     def ops(self) -> OpTable:
         """The op registry with this backend's overrides in front (see :class:`OpTable`)."""
         return table_of(self.overrides)
+
+    def recorder(self):
+        """What records a training step once for replays (see
+        :mod:`seqgraph.backends.capture`), where ``step_capture`` is a capability."""
+        raise SeqgraphError(f"the {self.name or type(self).__name__} backend cannot record a training step")
+
+    @classmethod
+    def use_device_of_rank(cls, local_rank: int, local_size: int) -> Optional[str]:
+        """Before the backend is made: give data-parallel rank ``local_rank`` of the
+        ``local_size`` on this machine a device of its own, and say which; None where the
+        backend has no devices to choose from."""
+        return None
+
+    def free_memory(self) -> Optional[int]:
+        """Bytes its device can still allocate; None where arrays live in host memory."""
+        return None
+
+    def first_byte(self, array) -> int:
+        """The address of ``array``'s first element, where ``memory_bounds`` is a capability."""
+        raise NotImplementedError
 
     def asarray(self, array, dtype=None):
         """A backend array from a host array."""

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..autodiff import accumulate, differentiable
+from ..autodiff import accumulate, accumulate_into, differentiable
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native, native_loop, ops_for, shares_memory
+from ..backends import capabilities, native_loop, ops_for, same_place, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
@@ -189,7 +189,7 @@ class Program:
     def _fuses(self, xp) -> bool:
         if self.fuse_chains is not None:
             return self.fuse_chains
-        return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
+        return capabilities(xp).chain_kernels
 
     def _loaded(self, xp, scan: Scan, key, compiled, source: str, buffers: dict, functions):
         """The generated function for ``key`` (and its native loop, where the namespace has
@@ -266,18 +266,18 @@ class Program:
         elif total is None or id(total) not in self._owned:
             placed = xp.zeros(value.shape, dtype=g.dtype)
             if total is not None:
-                placed += total
+                accumulate_into(placed, total)
             total = grads[parent] = placed
             self._owned[id(total)] = (total, axis, None)  # held, so the id is not reused in this pass
         _, along, written = self._owned[id(total)]
         target = total[index_along(axis, slice(*span))]
         if written is not None and along == axis and not any(a < span[1] and span[0] < b for a, b in written):
             written.append(span)
-            if not _same_place(target, g):
+            if not same_place(xp, target, g):
                 xp.copyto(target, g)
             return
         self._finish(xp, total)
-        target += g
+        accumulate_into(target, g)
 
     def _finish(self, xp, gradient) -> None:
         """Zero what no slice wrote of a spent value's array that holds its gradient; from
@@ -380,21 +380,12 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower).
     A pass packs weight ``name`` into the buffer of the scan's last packing of it, forward
     or backward: that one is done with, and a fresh buffer would be faulted in page by page."""
-    pack = getattr(xp, "pack", None)
-    if pack is None:
+    if not capabilities(xp).packed_products:
         return xp.ascontiguousarray(weight)
     buffers = scan.cache.packing
-    packed = pack(weight, rows, buffers.get(name))
+    packed = xp.pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed
-
-
-def _same_place(a, b) -> bool:
-    """Whether arrays ``a`` and ``b`` are the same elements of the same memory."""
-    face_a, face_b = (getattr(x, "__array_interface__", None) or getattr(x, "__cuda_array_interface__", None)
-                      for x in (a, b))
-    return (face_a is not None and face_b is not None and face_a["data"][0] == face_b["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _spent_inputs(graph: nx.DiGraph, code: ScanCode, spent: frozenset) -> dict:
@@ -425,11 +416,10 @@ def _call(xp, loaded: "Loaded", steps: int, arrays: dict):
         return
     function = loaded.function
     names = function.__code__.co_varnames[1:function.__code__.co_argcount]
-    errstate = getattr(xp, "errstate", None)
-    if errstate is None:
+    if not capabilities(xp).float_errors:
         function(steps, *[arrays[n] for n in names])
         return
-    with errstate(over="ignore", under="ignore"):
+    with xp.errstate(over="ignore", under="ignore"):
         function(steps, *[arrays[n] for n in names])
 
 

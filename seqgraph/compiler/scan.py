@@ -35,7 +35,7 @@ import networkx as nx
 
 from ..autodiff import differentiable
 from ..backends import ops_for
-from ..backends.cuda_kernels import ChainKernel
+from ..backends.chains import ChainKernel
 from ..ir import PREV
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers

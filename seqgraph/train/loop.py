@@ -23,13 +23,13 @@ from typing import Optional
 import numpy
 
 from .. import faults, resources
-from ..backends import get_backend
-from ..backends.capture import TrainingStep
+from ..backends import DEFAULT_BACKEND, get_backend
 from ..errors import SeqgraphError, did_you_mean
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
 from . import generation, optim, report, scheduled, tables
+from .captured import TrainingStep
 from .checkpoint import BEST, FINAL, LAST, initial_params, read_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .sampling import sample_text
@@ -204,7 +204,7 @@ class Trainer:
     writes = True
 
     def __init__(self, model, config: TrainConfig, out_dir, dataset: datasets.Dataset,
-                 backend: str = "numpy", dtype: str = "float32", echo=print, show_progress: bool = True,
+                 backend: str = DEFAULT_BACKEND, dtype: str = "float32", echo=print, show_progress: bool = True,
                  model_file: Optional[str] = None, on_step=()):
         self.config, self.out_dir, self.echo = config, Path(out_dir), echo
         self.on_step = list(on_step)
@@ -232,7 +232,7 @@ class Trainer:
                                             **config.schedule.kwargs)
         # on the GPU a step is recorded once as a CUDA graph and replayed (the same numbers)
         self.captured = TrainingStep(self.net, self.optimizer, config.clip or None, config.clip_value or None) \
-            if self.net.backend.name == "cupy" and config.accumulate == 1 else None
+            if self.net.backend.capabilities().step_capture and config.accumulate == 1 else None
         self.accumulated: dict = {}  # summed gradients of the batches since the last update
         self.gathered = 0  # how many batches they hold
         self.history: list = []

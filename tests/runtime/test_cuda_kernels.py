@@ -10,7 +10,8 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.autodiff import differentiable
-from seqgraph.backends.cuda_kernels import ChainKernel, generate_kernel
+from seqgraph.backends.chains import ChainKernel
+from seqgraph.backends.cuda_kernels import generate_kernel
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ops import REGISTRY, unbroadcast

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.backends import cuda_kernels, native
+from seqgraph.backends import chains, native
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ops.formula import evaluate
@@ -100,7 +100,7 @@ def _forward_kernel():
     net = sg.compile(sg.parse(CELL).model(), dtype="float64")
     code = next(item.code for item in net.program.schedule if isinstance(item, Scan))
     chain = max(code.fusible_chains(), key=lambda c: len(c.nodes))
-    kernel = cuda_kernels.ChainKernel(chain, np)
+    kernel = chains.ChainKernel(chain, np)
     return kernel, len(chain.inputs), len(chain.outputs)
 
 

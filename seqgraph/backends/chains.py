@@ -3,7 +3,7 @@
 :class:`ChainKernel` runs one chain with either: CuPy ``ElementwiseKernel`` objects built
 from :func:`~seqgraph.backends.cuda_kernels.generate_kernel` on the GPU, native C loops
 (:mod:`seqgraph.backends.native`) on NumPy where a C compiler builds them, or
-:func:`~seqgraph.backends.cuda_kernels.evaluate` on any other namespace. Inputs broadcast
+:func:`~seqgraph.ops.formula.evaluate_all` on any other namespace. Inputs broadcast
 like NumPy (a bias of shape ``(H,)`` against a ``(B, H)`` value); every output has the
 broadcast shape.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy
 
+from ..ops.formula import evaluate_all, parse_formula
 from . import native
-from .cuda_kernels import PREAMBLE, _evaluate, broadcast_shape, float_dtype, generate_kernel, parse_formula
+from .cuda_kernels import PREAMBLE, broadcast_shape, generate_kernel
 from .cupy_backend import CupyBackend
 
 
@@ -31,8 +32,8 @@ class ChainKernel:
         self.xp = xp
         self.backward_targets = list(chain.backward)
         self.sources = {d: generate_kernel(chain, d) for d in ("forward", "backward")}
-        self._trees = {"forward": [parse_formula(text) for text in chain.forward.values()],
-                       "backward": [parse_formula(chain.backward[a]) for a in self.backward_targets]}
+        self._trees = {"forward": tuple(parse_formula(text) for text in chain.forward.values()),
+                       "backward": tuple(parse_formula(chain.backward[a]) for a in self.backward_targets)}
         self._kernels, self._native = {}, {}
         if CupyBackend.over(xp) is not None:
             self._kernels = {d: xp.ElementwiseKernel(s.in_params, s.out_params, s.body, s.name,
@@ -70,13 +71,12 @@ class ChainKernel:
             self._kernels[direction](*arrays, *out)
             return tuple(out)
         values = dict(zip(source.inputs, arrays))
-        memo: dict = {}
-        shape, dtype = broadcast_shape(arrays), float_dtype(values)
-        # a formula that is one variable would hand back that input itself, which a store
-        # into an output buffer sharing its memory would change
-        results = [self.xp.broadcast_to(_evaluate(tree, values, self.xp, memo, dtype) if tree.kind != "var"
-                                        else self.xp.copy(values[tree.op]), shape)
-                   for tree in self._trees[direction]]
+        shape = broadcast_shape(arrays)
+        # a formula that is one variable hands back that input itself, which a store into an
+        # output buffer sharing its memory would change
+        results = [self.xp.broadcast_to(self.xp.copy(value) if tree.kind == "var" else value, shape)
+                   for tree, value in zip(self._trees[direction],
+                                          evaluate_all(self._trees[direction], values, self.xp))]
         if out is None:
             return tuple(results)
         for buffer, value in zip(out, results):

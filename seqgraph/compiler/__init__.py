@@ -147,7 +147,7 @@ class Program:
         if item.overwrites is not None:
             target = env[item.overwrites]
             if _fits(xp, target, inputs):
-                return getattr(xp, IN_PLACE[op])(*inputs, out=target)
+                return getattr(xp, REGISTRY[op].in_place)(*inputs, out=target)
         return ops_for(xp)[op].forward(xp, *inputs, **data["attrs"])
 
     def _scan_forward(self, xp, scan: Scan, run: Run):
@@ -476,10 +476,7 @@ def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     return Step(node, data, "op", wanted, _overwritable_input(graph, node, keep))
 
 
-# Time-parallel elementwise ops that may run in place, as the ufunc that does it, and the ops
-# whose result is always a new array of their own (never a view of another value).
-IN_PLACE = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
-            "exp": "exp", "tanh": "tanh"}
+# The ops whose result is always a new array of their own (never a view of another value).
 FRESH = {"matmul", "affine", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
 
 
@@ -489,7 +486,7 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
     time-parallel product is added in place."""
     data = graph.nodes[node]
     op = data["op"]
-    if op not in IN_PLACE or not (data["shape"] or data["type"].batched):
+    if REGISTRY[op].in_place is None or not (data["shape"] or data["type"].batched):
         return None  # an op of 0-d arrays gives a NumPy scalar, no array to write into
     arity = len(data["args"])
     read_here = {r for port in range(arity) for r in needs(op, port, arity, data["attrs"]) if r != "out"}

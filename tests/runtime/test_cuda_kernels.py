@@ -11,10 +11,11 @@ import pytest
 import seqgraph as sg
 from seqgraph.autodiff import differentiable
 from seqgraph.backends.chains import ChainKernel
-from seqgraph.backends.cuda_kernels import cuda_statements, evaluate, generate_kernel, parse_formula
+from seqgraph.backends.cuda_kernels import generate_kernel
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ops import REGISTRY, unbroadcast
+from seqgraph.ops.formula import cuda_statements, evaluate, parse_formula
 
 from .conftest import MODELS
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.backends import chains, cuda_kernels, native
+from seqgraph.backends import chains, native
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
+from seqgraph.ops.formula import evaluate
 
 from .conftest import MODELS
 
@@ -71,7 +72,7 @@ def test_every_native_call_of_an_example_equals_its_formulas(path, dtype, tolera
             trees, names = formulas[kernel]
             values = dict(zip(names, arrays, strict=True))
             for tree, got in zip(trees, written, strict=True):
-                expected = np.broadcast_to(cuda_kernels.evaluate(tree, values, np), got.shape)
+                expected = np.broadcast_to(evaluate(tree, values, np), got.shape)
                 np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
                 checked += 1
         calls.clear()
@@ -262,7 +263,7 @@ def test_a_loop_that_does_not_build_warns_and_numpy_runs_the_chain(monkeypatch):
     arrays = [rng.normal(size=(5, 4)) for _ in range(inputs)]
     out = [np.zeros((5, 4)) for _ in range(outputs)]
     kernel.forward(*arrays, out=out)
-    expected = [cuda_kernels.evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
+    expected = [evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
                 for t in kernel._trees["forward"]]
     np.testing.assert_allclose(out, np.broadcast_arrays(*expected, out[0])[:-1], rtol=1e-13)
 

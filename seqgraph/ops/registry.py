@@ -70,6 +70,7 @@ class Op:
     kernel: Optional[object] = None
     broadcasting: bool = False
     held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
+    updates: tuple = ()  # inputs the forward writes new values into (state such as running statistics)
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

@@ -11,8 +11,10 @@ table is the median over the rounds of each process's median step time. A contes
 slowdown is its busy time over its quiet time.
 
 Contestants: seqgraph as it starts by default (one thread a core, idle threads waiting
-passively), seqgraph with ``SEQGRAPH_THREADS=auto`` (fewer threads when cores are busy as
-it starts), and ``torch.nn.LSTM`` with PyTorch's default threads.
+passively); seqgraph with ``KMP_BLOCKTIME=200``, the OpenMP runtime's own default (idle
+threads spin for 200 ms first, as before the thread policy); seqgraph with
+``SEQGRAPH_THREADS=auto`` (fewer threads when cores are busy as it starts); and
+``torch.nn.LSTM`` with PyTorch's default threads.
 
 It writes the "Contention" section of ``docs/benchmarks.md`` (between its markers).
 
@@ -39,16 +41,17 @@ import cpu_vs_torch  # noqa: E402
 HIDDEN = 128
 MARKERS = ("<!-- contention.py: start -->", "<!-- contention.py: end -->")
 SPINNER = "while True: pass"
-CONTESTANTS = ("seqgraph lstm", "seqgraph lstm, SEQGRAPH_THREADS=auto", "torch nn.LSTM")
+# each contestant with the variables its process starts with
+CONTESTANTS = {"seqgraph lstm": {}, "seqgraph lstm, KMP_BLOCKTIME=200": {"KMP_BLOCKTIME": "200"},
+               "seqgraph lstm, SEQGRAPH_THREADS=auto": {"SEQGRAPH_THREADS": "auto"}, "torch nn.LSTM": {}}
 
 
 def contestant_environment(name: str) -> dict:
-    """The environment a contestant's process starts with: no thread variables of the
-    caller's, and ``SEQGRAPH_THREADS`` as the contestant's name says."""
+    """The environment a contestant's process starts with: the caller's without its thread
+    and waiting variables, and the contestant's own."""
     environ = {k: v for k, v in os.environ.items()
                if k not in (*cpu_vs_torch.THREAD_VARIABLES, "SEQGRAPH_THREADS", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")}
-    if "SEQGRAPH_THREADS=" in name:
-        environ["SEQGRAPH_THREADS"] = name.split("SEQGRAPH_THREADS=")[1]
+    environ.update(CONTESTANTS[name])
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     return environ
 
@@ -98,7 +101,7 @@ def measure_all(args) -> dict:
     runs = {name: {"quiet": [], "busy": []} for name in CONTESTANTS}
     for round_ in range(args.rounds):
         conditions = ("quiet", "busy") if round_ % 2 == 0 else ("busy", "quiet")
-        names = CONTESTANTS if round_ % 2 == 0 else CONTESTANTS[::-1]
+        names = list(CONTESTANTS) if round_ % 2 == 0 else list(CONTESTANTS)[::-1]
         for condition in conditions:
             for name in names:
                 run = measure_in_process(name, condition == "busy", args)
@@ -143,7 +146,7 @@ def report(rows: list, info: dict, args, load: tuple, elapsed: float) -> str:
         lines.append(f"| {name} | {quiet_threads} / {busy_threads} | {quiet:.1f} | {busy:.1f} | "
                      f"{busy / quiet:.2f}x | {tokens / quiet * 1e3:,.0f} | {tokens / busy * 1e3:,.0f} |")
     slowdown = {name: busy / quiet for name, quiet, busy, *_ in rows}
-    ours, theirs = slowdown[CONTESTANTS[0]], slowdown[CONTESTANTS[-1]]
+    ours, theirs = slowdown["seqgraph lstm"], slowdown["torch nn.LSTM"]
     verdict = "no worse than" if ours <= theirs else "worse than"
     lines += ["", f"seqgraph's default slowed {ours:.2f}x beside the busy process, {verdict} PyTorch's "
               f"{theirs:.2f}x. Its thread policy: idle threads sleep at once (`KMP_BLOCKTIME=0`, "

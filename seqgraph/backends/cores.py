@@ -18,10 +18,14 @@ just before MKL is loaded and sets, for whatever the user left unset:
     smaller pool after that process ends;
   - unset: what ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` say, else one thread a core.
 
-``auto`` is not the default: with passive waiting, a pool of one thread a core loses
-little beside a busy process (the thread sharing a core with it runs at half speed, its
-share of the rows takes longer, and the whole takes about what one thread would), and gains
-whenever the other process pauses, which a count read once cannot see.
+An OpenMP runtime loaded before MKL has read its settings already: where PyTorch was
+imported first, MKL runs on the GNU runtime PyTorch loaded, which waits its own way (a
+short spin, then sleep).
+
+``auto`` is not the default: with passive waiting, a pool of one thread a core loses little
+beside a busy process (the thread sharing a core with it runs at half speed, its share of
+the rows takes longer, and the whole takes about what one thread would), and gains whenever
+the other process pauses, which a count read once cannot see.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from ..runtime import Network
 from ..weights import load_matching, set_params
 from . import data as datasets
 from . import distributed
-from .checkpoint import read_checkpoint, read_params, restore
+from .checkpoint import BEST, FINAL, checkpoint_file, read_checkpoint, read_params, restore
 from .config import TrainConfig, resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
 from .generation import as_numpy_rows, decode_dataset, decoder_inputs, pair_lines, render, summary
@@ -99,7 +99,8 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
         echo(f"\ninterrupted: saved {stop.path}\nresume with: seqgraph run {model_path} --out {out_dir} "
              f"--resume {out_dir}")
         raise
-    echo(f"done: {out_dir}/final.npz, best.npz, metrics.csv, loss.png, config.json")
+    final, best = (checkpoint_file(name, config.checkpoints) for name in (FINAL, BEST))
+    echo(f"done: {out_dir}/{final}, {best}, metrics.csv, loss.png, config.json")
     return trainer
 
 

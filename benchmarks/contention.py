@@ -65,7 +65,8 @@ def measure_step(name: str, steps: int, warmup: int) -> dict:
             rng.integers(0, cpu_vs_torch.CLASSES, size=(cpu_vs_torch.STEPS, cpu_vs_torch.BATCH)))
     if name.startswith("seqgraph"):
         step, _, net = cpu_vs_torch.seqgraph_step("lstm", HIDDEN, data)
-        threads = net.backend.xp.threads() if hasattr(net.backend.xp, "threads") else 1
+        # without MKL the products are OpenBLAS's, on one thread a core
+        threads = net.backend.xp.threads() if net.backend.products == "MKL" else os.cpu_count()
     else:
         import torch
         step, threads = cpu_vs_torch.torch_module_step("lstm", HIDDEN, data), torch.get_num_threads()

@@ -200,6 +200,7 @@ class Reference:
         """The named outputs, computed step by step on the unrolled graph."""
         net = self.network
         feed = prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state, training, rng)
+        net.own_updated_params()
         self.graph = net.model.unroll(feed.steps or 1)
         xp = net.backend.xp
         values = {}
@@ -239,6 +240,20 @@ class Reference:
         return net.collect_grads(self.grads, wrt, seed_values.values())
 
 
+def updated_params(model) -> list:
+    """The keys of the parameters an op's forward writes new values into (``Op.updates``:
+    batch_norm's running statistics)."""
+    graph = model.graph
+    keys = []
+    for data in graph.nodes.values():
+        op = REGISTRY.get(data["op"])
+        for port in op.updates if op is not None else ():
+            source = graph.nodes[data["args"][port]]
+            if source["op"] == "param" and source["key"] not in keys:
+                keys.append(source["key"])
+    return keys
+
+
 def _wrt_nodes(model, graph) -> dict:
     """Parameter keys and float input names → node ids. A parameter no gradient reaches from
     the model's outputs (batch_norm's running statistics, a teacher's weights seen only as
@@ -265,6 +280,7 @@ class Network:
         with resources.memory_errors(needed):
             self.params = {key: self.backend.asarray(initial_value(key, shape, init, seed), dtype)
                            for key, (shape, init) in model.params.items()}
+        self._owned = {key: self.params[key] for key in updated_params(model)}
         self.program = compile_program(model.graph, model.checked)
         self._rng = None
         self._run = None
@@ -286,11 +302,20 @@ class Network:
         ``training`` dropout is active."""
         feed = prepare_feed(self.model, self.backend, self.dtype, inputs, lengths, state, training,
                             self.rng if training else None)
+        self.own_updated_params()
         self._run = None  # the last run's values go before this run's are made, not after
         self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
         self._overwritten = frozenset()
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
         return {name: self._run.env[node] for name, node in self.model.outputs.items()}
+
+    def own_updated_params(self) -> None:
+        """Make each parameter a forward writes new values into (batch_norm's running
+        statistics, see ``Op.updates``) an array of this network's own: one a caller put
+        into ``params`` is copied once, so that a forward never writes into it."""
+        for key, owned in self._owned.items():
+            if self.params[key] is not owned:
+                self.params[key] = self._owned[key] = self.backend.asarray(self.params[key], self.dtype).copy()
 
     def predict(self, inputs: dict, lengths=None, outputs=None) -> dict:
         """The named outputs for ``inputs`` alone: no targets and no loss are needed (nor

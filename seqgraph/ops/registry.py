@@ -75,6 +75,7 @@ class Op:
     broadcasting: bool = False
     held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
     in_place: Optional[str] = None
+    updates: tuple = ()  # inputs the forward writes new values into (state such as running statistics)
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

@@ -30,7 +30,8 @@ from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
 from . import generation, optim, report, scheduled, tables
 from .captured import TrainingStep
-from .checkpoint import BEST, FINAL, LAST, initial_params, read_checkpoint, restore, save_checkpoint
+from .checkpoint import (BEST, FINAL, LAST, checkpoint_file, initial_params, read_checkpoint, restore,
+                         save_checkpoint)
 from .config import TrainConfig
 from .sampling import sample_text
 
@@ -518,7 +519,8 @@ class Trainer:
         raise self._fault_error(what, fault)
 
     def _fault_error(self, what: str, fault, skippable: bool = True) -> SeqgraphError:
-        kept = [name for name in (LAST, BEST) if (self.out_dir / name).exists()]
+        kept = [file for file in (checkpoint_file(name, self.config.checkpoints) for name in (LAST, BEST))
+                if (self.out_dir / file).exists()]
         checkpoints = (f"the last good checkpoint is kept: {self.out_dir / kept[0]}" if kept
                        else "no checkpoint was written yet")
         remedies = "lower the learning rate or set clip" + \
@@ -605,10 +607,10 @@ class Trainer:
         row["generated_token_accuracy"] = decoded.token_accuracy()
 
     def _save(self, name: str) -> Path:
-        path = self.out_dir / name
+        path = self.out_dir / checkpoint_file(name, self.config.checkpoints)
         broken = faults.nonfinite_parameter(self.net)
         if broken is not None:  # never replace a good checkpoint by a poisoned one
-            raise self._fault_error(f"refusing to write {name}: a parameter is not finite", broken,
+            raise self._fault_error(f"refusing to write {path.name}: a parameter is not finite", broken,
                                     skippable=False)
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,

@@ -16,7 +16,7 @@ from ..runtime import Network
 from ..weights import load_matching, set_params
 from . import data as datasets
 from . import distributed
-from .checkpoint import read_checkpoint, read_params, restore
+from .checkpoint import BEST, FINAL, checkpoint_file, read_checkpoint, read_params, restore
 from .config import TrainConfig, resolve
 from .loop import Interrupted, Roles, Trainer, load_dataset
 from .generation import as_numpy_rows, decode_dataset, decoder_inputs, pair_lines, render, summary
@@ -100,7 +100,8 @@ def _train(world, model_path, model, data, epochs, batch, lr, backend, dtype, se
         echo(f"\ninterrupted: saved {stop.path}\nresume with: seqgraph run {model_path} --out {out_dir} "
              f"--resume {out_dir}")
         raise
-    echo(f"done: {out_dir}/final.npz, best.npz, metrics.csv, loss.png, config.json")
+    final, best = (checkpoint_file(name, config.checkpoints) for name in (FINAL, BEST))
+    echo(f"done: {out_dir}/{final}, {best}, metrics.csv, loss.png, config.json")
     return trainer
 
 
@@ -188,6 +189,7 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
     trained = load_run(location, backend)
     net = trained.net
     names = decoder_inputs(net.model)
+    text = _decoder(trained)
     if not inputs and names:
         data = trained.held_out()
         decoded = decode_dataset(net, data, trained.roles.target, **options)
@@ -201,11 +203,11 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
             options["count"] = len(primes)
         rows = net.generate({}, prefix=primes if len(primes) > 1 else primes[0] if primes else None,
                             **options).sequences()
-        lines = [render(row, vocab=trained.vocab) for row in rows]
+        lines = [text(row) for row in rows]
     else:
         arrays, lengths, shown = _given_inputs(trained, names, inputs)
         rows = net.generate(arrays, lengths, **options).sequences()
-        lines = [f"{text}  ->  {render(row, vocab=trained.vocab)}" for text, row in zip(shown, rows)]
+        lines = [f"{given}  ->  {text(row)}" for given, row in zip(shown, rows)]
     if output:
         tokens, lengths = as_numpy_rows(rows)
         try:
@@ -214,6 +216,14 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
             raise SeqgraphError(f"cannot write {output}: {error.strerror}") from None
         lines.append(f"saved {output}: tokens {tokens.shape}, lengths {lengths.shape}")
     return "\n".join(lines)
+
+
+def _decoder(trained: TrainedRun):
+    """What turns a generated row of ids into the text shown: the run's corpus decoding it
+    (a word vocabulary's words re-spaced, a character vocabulary's joined), else the ids."""
+    if trained.vocab:
+        return trained.corpus().decode
+    return render
 
 
 def _given_inputs(trained: TrainedRun, names: list, inputs) -> tuple:

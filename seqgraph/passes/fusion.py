@@ -9,12 +9,12 @@ in-place ufunc calls into preallocated buffers, one op after another.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
 from ..autodiff import differentiable
+from ..ops.formula import parse_formula, variables
 from ..ops.kernels import KERNELS, node_kernel
 
 
@@ -90,18 +90,26 @@ def backward_chain(graph: nx.DiGraph, chain: Chain, outputs: list, targets: list
     are those they read, inputs of the chain or nodes of it (any other inner value they
     need is recomputed from these)."""
     readable = [n for n in chain.inputs + chain.nodes if n in stored]
-    formula = {n: f"a{k}" for k, n in enumerate(readable)}
-    formula |= {arg: "u" for arg in chain.inputs if arg not in stored}  # "u": a value not at hand
-    cotangent = _cotangents(graph, chain.nodes, outputs, _node_formulas(graph, chain.nodes, formula))
-    texts = {t: " + ".join(cotangent[t]) for t in targets if cotangent.get(t)}
-    joined = " ".join(texts.values())
-    if re.search(r"\bu\b", joined):
+    missing = f"x{len(readable)}"  # names every value not at hand
+    texts = _backward_texts(graph, chain, outputs, targets, dict(zip(readable, range(len(readable)))), missing)
+    read = set().union(*(variables(parse_formula(text)) for text in texts.values()))
+    if missing in read:
         return None
-    read = sorted({int(k) for k in re.findall(r"\ba(\d+)\b", joined)})
-    number = {f"a{k}": f"x{j}" for j, k in enumerate(read)}
-    texts = {t: re.sub(r"\ba\d+\b", lambda m: number[m.group(0)], text) for t, text in texts.items()}
-    return replace(chain, inputs=[readable[k] for k in read], outputs=list(outputs), forward={},
-                   backward=texts)
+    used = [n for k, n in enumerate(readable) if f"x{k}" in read]
+    # composed again with the values read numbered from 0 (those not read appear nowhere)
+    texts = _backward_texts(graph, chain, outputs, targets, {n: j for j, n in enumerate(used)}, missing,
+                            unread=[n for n in readable if n not in used])
+    return replace(chain, inputs=used, outputs=list(outputs), forward={}, backward=texts)
+
+
+def _backward_texts(graph, chain, outputs, targets, numbered: dict, missing: str, unread=()) -> dict:
+    """The backward formula of each of ``targets`` that has a cotangent, with value ``n``
+    read as ``x{numbered[n]}`` and every other input of the chain (and ``unread``) as
+    ``missing``."""
+    formula = {n: f"x{k}" for n, k in numbered.items()}
+    formula |= {n: missing for n in list(chain.inputs) + list(unread) if n not in formula}
+    cotangent = _cotangents(graph, chain.nodes, outputs, _node_formulas(graph, chain.nodes, formula))
+    return {t: " + ".join(cotangent[t]) for t in targets if cotangent.get(t)}
 
 
 def _backward_formulas(graph: nx.DiGraph, chain: Chain, formula: dict) -> dict:

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import networkx as nx
 
-from .ir import PREV
+from .ir import PREV, Node, node_of
 from .ops import REGISTRY
 
 
@@ -35,22 +35,22 @@ def accumulate(total, contribution):
 
 def differentiable(graph: nx.DiGraph, node, port: int) -> bool:
     """Whether input ``port`` of ``node`` receives a gradient."""
-    data = graph.nodes[node]
-    source = data["args"][port]
-    if graph.nodes[source]["dtype"] != "float":
+    data = node_of(graph, node)
+    source = data.args[port]
+    if node_of(graph, source).dtype != "float":
         return False
-    op = data["op"]
+    op = data.op
     if op == PREV:
         return True
     return op in REGISTRY and port not in REGISTRY[op].nondiff
 
 
-def local_vjp(xp, data: dict, g, out, inputs) -> tuple:
+def local_vjp(xp, data: Node, g, out, inputs) -> tuple:
     """One node's gradient rule: the contribution to each input from cotangent ``g``."""
-    op = data["op"]
+    op = data.op
     if op == PREV:
         return (g,)
-    return REGISTRY[op].vjp(xp, g, out, *inputs, **data["attrs"])
+    return REGISTRY[op].vjp(xp, g, out, *inputs, **data.attrs)
 
 
 def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGraph:
@@ -58,13 +58,14 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
 
     Node ``grad:n`` has ``parts``: a list of ``(vjp node, port)`` pairs (or ``("seed", n)``)
     whose contributions add up to the cotangent of ``n``; node ``vjp:n`` has ``ports``, the
-    inputs of ``n`` that need a contribution, and ``rule``, the rule it applies.
+    inputs of ``n`` that need a contribution (the rule it applies is ``n``'s:
+    ``node_of(graph, n).rule``).
     """
     seeds, wrt = list(seeds), list(wrt)
     order = list(nx.topological_sort(graph))
     upstream = reaching(graph, seeds)
     downstream = set(wrt).union(*(nx.descendants(graph, w) for w in wrt))
-    relevant = {n for n in upstream & downstream if graph.nodes[n]["dtype"] == "float"}
+    relevant = {n for n in upstream & downstream if node_of(graph, n).dtype == "float"}
     backward = nx.DiGraph(seeds=seeds, wrt=wrt)
     for node in reversed(order):
         if node not in relevant:
@@ -77,15 +78,14 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                 if f"vjp:{consumer}" in backward and differentiable(graph, consumer, port):
                     parts.append((f"vjp:{consumer}", port))
         grad_id = f"grad:{node}"
-        backward.add_node(grad_id, kind="grad", of=node, parts=parts, rule="sum of contributions")
+        backward.add_node(grad_id, kind="grad", of=node, parts=parts)
         for source, _ in parts:
             if source != "seed":
                 backward.add_edge(source, grad_id)
-        ports = [p for p, arg in enumerate(graph.nodes[node]["args"])
+        ports = [p for p, arg in enumerate(node_of(graph, node).args)
                  if arg in relevant and differentiable(graph, node, p)]
         if ports and parts:  # no cotangent reaches a value only a loss's target reads
-            backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports,
-                              rule=graph.nodes[node]["rule"])
+            backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports)
             backward.add_edge(grad_id, f"vjp:{node}")
     return backward
 
@@ -96,7 +96,7 @@ def reaching(graph: nx.DiGraph, seeds) -> set:
     reached, todo = set(seeds), list(seeds)
     while todo:
         node = todo.pop()
-        for port, arg in enumerate(graph.nodes[node]["args"]):
+        for port, arg in enumerate(node_of(graph, node).args):
             if arg not in reached and differentiable(graph, node, port):
                 reached.add(arg)
                 todo.append(arg)
@@ -108,8 +108,8 @@ def held_constant(graph: nx.DiGraph, seeds) -> set:
     target, see Op.held: a distillation teacher's through kl_div's), with everything they
     depend on: their gradients, where they have one through other paths, leave that out."""
     reached = reaching(graph, seeds)
-    blocked = {arg for node in reached for port, arg in enumerate(graph.nodes[node]["args"])
-               if port in getattr(REGISTRY.get(graph.nodes[node]["op"]), "held", ())}
+    blocked = {arg for node in reached for port, arg in enumerate(node_of(graph, node).args)
+               if port in getattr(REGISTRY.get(node_of(graph, node).op), "held", ())}
     return blocked.union(*(nx.ancestors(graph, node) for node in blocked))
 
 
@@ -127,7 +127,7 @@ def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict
                 total = accumulate(total, part)
             grads[node] = total
         else:
-            fdata = graph.nodes[node]
-            inputs = [values[a] for a in fdata["args"]]
+            fdata = node_of(graph, node)
+            inputs = [values[a] for a in fdata.args]
             contributions[gnode] = local_vjp(xp, fdata, grads[node], values[node], inputs)
     return grads

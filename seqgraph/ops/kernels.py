@@ -132,9 +132,9 @@ def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
                   {port: gradient(node) for port, node in slopes.items()}, formula, gradient_formulas, reads)
 
 
-def node_kernel(data: dict) -> Kernel:
-    """The :class:`Kernel` of a graph node (``data``: its attributes, ``op`` and ``attrs``)."""
-    return _kernel(data["op"], tuple(sorted(data.get("attrs", {}).items())))
+def node_kernel(node) -> Kernel:
+    """The :class:`Kernel` of a graph node (``node``: its :class:`~seqgraph.ir.Node`)."""
+    return _kernel(node.op, tuple(sorted(node.attrs.items())))
 
 
 def _kernel(name: str, attrs: tuple = ()) -> Kernel:

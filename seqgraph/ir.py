@@ -230,6 +230,12 @@ def nodes_of(graph) -> Iterator:
     return iter(graph.nodes(data=NODE))
 
 
+def base_of(graph, node):
+    """The folded node that ``node`` copies (in an unrolled graph), else ``node`` itself."""
+    base = node_of(graph, node).base
+    return node if base is None else base
+
+
 def set_node(graph, node, record: Node) -> None:
     """Make ``record`` what ``node`` computes (adding ``node`` when it is new)."""
     graph.add_node(node, **{NODE: record})

@@ -175,7 +175,7 @@ def needs(op: str, port: int, arity: int, attrs: dict = None) -> tuple:
     """What the gradient for input ``port`` of ``op`` (with attributes ``attrs``) reads:
     ``"out"`` and input indices (everything, for an op without a kernel here)."""
     if op in KERNELS:
-        return node_kernel({"op": op, "attrs": attrs or {}}).needs.get(port, ())  # () where no gradient
+        return _kernel(op, tuple(sorted((attrs or {}).items()))).needs.get(port, ())  # () where no gradient
     if op == "matmul":
         return (1 - port,)
     if op == "affine":  # (W, b, x): W's gradient reads x, x's reads W, b's reads neither

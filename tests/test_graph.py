@@ -1,5 +1,8 @@
 """The folded and unrolled graphs: sizes, cycles, delay edges, fan-out, rules, spans, names."""
 
+import copy
+import dataclasses
+import pickle
 from pathlib import Path
 
 import networkx as nx
@@ -7,7 +10,8 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.graph import delay_edges
-from seqgraph.ir import node_of, nodes_of
+from seqgraph.ir import FEED_OPS, LEAF_OPS, NODE, base_of, node_of, nodes_of
+from seqgraph.ops import REGISTRY
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL_FILES = sorted(MODELS.glob("*.sg"))
@@ -149,6 +153,35 @@ def test_every_lstm_add_and_mul_is_labelled():
             assert data.rule == "distribute"
         if data.op == "mul":
             assert data.rule == "switch"
+
+
+def test_a_rewritten_node_takes_the_rule_of_its_new_op():
+    model = sg.load(MODELS / "char_lstm.sg").model()
+    optimized = sg.compile(model).program.graph
+    affine = [node for node, data in nodes_of(optimized) if data.op == "affine"]
+    assert affine and all(node_of(optimized, n).rule == REGISTRY["affine"].rule for n in affine)
+    assert all(node_of(model.graph, n).rule == "distribute" for n in affine if n in model.graph)
+
+
+# --- the node records ------------------------------------------------------------------------
+
+def test_nodes_are_frozen_records():
+    graph = model_of(TINY).graph
+    record = next(data for _, data in nodes_of(graph) if data.op == "state_init")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.op = "add"
+    with pytest.raises(TypeError):
+        record.attrs["value"] = 1.0
+    assert copy.deepcopy(record) == record and pickle.loads(pickle.dumps(record)) == record
+    assert all(set(attributes) == {NODE} for _, attributes in graph.nodes(data=True))
+
+
+def test_unrolled_copies_name_their_folded_node_and_step():
+    model = model_of(TINY)
+    unrolled = model.unroll(3)
+    assert base_of(unrolled, "rnn_0/tanh@2") == "rnn_0/tanh" and node_of(unrolled, "rnn_0/tanh@2").step == 2
+    assert base_of(model.graph, "rnn_0/tanh") == "rnn_0/tanh" and node_of(model.graph, "rnn_0/tanh").step is None
+    assert FEED_OPS == ("input", "lengths", "state_init") and set(FEED_OPS) | {"param"} == set(LEAF_OPS)
 
 
 # --- spans -----------------------------------------------------------------------------------

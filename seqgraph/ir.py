@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 from .errors import Span
+from .ops import REGISTRY
 from .sizes import format_shape
 
 # Ops that are not in the registry because the graph and executors give them meaning:
@@ -30,8 +31,6 @@ PREV_RULE = "identity (reads the previous step)"
 
 def gradient_rule(op: str) -> str:
     """The gradient rule of ``op``: the registry's, or what a leaf does."""
-    from .ops import REGISTRY  # the ops read this module's types
-
     if op in REGISTRY:
         return REGISTRY[op].rule
     if op == PREV:
@@ -173,8 +172,8 @@ class Node:
 
     ``time`` is the time axis the node runs over (a timed node a pass makes takes it from
     the node it stands in for); ``layer``, ``span`` and ``name`` say where it came from in
-    the user's source, ``key`` is a parameter's key (or a ``lengths`` node's time axis) and
-    ``init`` a parameter's initializer. In an unrolled graph ``base`` is the folded node a
+    the user's source, ``key`` is a parameter's or state's key (a ``lengths`` node's: its time
+    axis) and ``init`` a parameter's initializer. In an unrolled graph ``base`` is the folded node a
     node copies and ``step`` its time step (None for a node outside the recurrence).
     """
 

@@ -273,7 +273,7 @@ def _init_text(init: tuple) -> str:
 
 def _call_text(graph: nx.DiGraph, node, data) -> str:
     op = data.kind if isinstance(data, GradientNode) else data.op
-    if op in ("param", "input", "lengths", "state_init") and not data.args:
+    if op in LEAF_OPS and not data.args:
         if op == "state_init":
             return f"state_init({_format_attr(data.attrs.get('value', 0.0))})"
         return op

@@ -16,11 +16,12 @@ seqgraph where cotangents are added together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import networkx as nx
 
-from .ir import PREV, Node, node_of
+from .ir import PREV, Node, node_of, set_node
 from .ops import REGISTRY
 
 
@@ -53,13 +54,23 @@ def local_vjp(xp, data: Node, g, out, inputs) -> tuple:
     return REGISTRY[op].vjp(xp, g, out, *inputs, **data.attrs)
 
 
+@dataclass(frozen=True)
+class BackwardNode:
+    """A node of the gradient graph. ``grad:n`` (``kind`` ``"grad"``) is the cotangent of the
+    forward node ``of``: the sum of the contributions ``parts``, ``(vjp node, port)`` pairs
+    (or ``("seed", n)``). ``vjp:n`` (``"vjp"``) applies the rule of ``of``'s op to it (see
+    ``Node.rule``), giving a contribution to each of its inputs ``ports``."""
+
+    kind: str  # grad | vjp
+    of: str
+    parts: tuple = ()
+    ports: tuple = ()
+
+
 def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGraph:
     """The reverse-mode graph of acyclic ``graph`` from ``seeds`` back to ``wrt``.
 
-    Node ``grad:n`` has ``parts``: a list of ``(vjp node, port)`` pairs (or ``("seed", n)``)
-    whose contributions add up to the cotangent of ``n``; node ``vjp:n`` has ``ports``, the
-    inputs of ``n`` that need a contribution (the rule it applies is ``n``'s:
-    ``node_of(graph, n).rule``).
+    Each node holds a :class:`BackwardNode` (read it with ``node_of(backward, gnode)``).
     """
     seeds, wrt = list(seeds), list(wrt)
     order = list(nx.topological_sort(graph))
@@ -78,14 +89,14 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                 if f"vjp:{consumer}" in backward and differentiable(graph, consumer, port):
                     parts.append((f"vjp:{consumer}", port))
         grad_id = f"grad:{node}"
-        backward.add_node(grad_id, kind="grad", of=node, parts=parts)
+        set_node(backward, grad_id, BackwardNode("grad", node, parts=tuple(parts)))
         for source, _ in parts:
             if source != "seed":
                 backward.add_edge(source, grad_id)
         ports = [p for p, arg in enumerate(node_of(graph, node).args)
                  if arg in relevant and differentiable(graph, node, p)]
         if ports and parts:  # no cotangent reaches a value only a loss's target reads
-            backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports)
+            set_node(backward, f"vjp:{node}", BackwardNode("vjp", node, ports=tuple(ports)))
             backward.add_edge(grad_id, f"vjp:{node}")
     return backward
 
@@ -118,11 +129,11 @@ def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict
     grads: dict = {}
     contributions: dict = {}
     for gnode in nx.topological_sort(backward):
-        data = backward.nodes[gnode]
-        node = data["of"]
-        if data["kind"] == "grad":
+        step = node_of(backward, gnode)
+        node = step.of
+        if step.kind == "grad":
             total = None
-            for source, port in data["parts"]:
+            for source, port in step.parts:
                 part = seeds[node] if source == "seed" else contributions[source][port]
                 total = accumulate(total, part)
             grads[node] = total

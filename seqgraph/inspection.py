@@ -236,17 +236,17 @@ def with_gradients(model, steps: Optional[int] = None) -> nx.DiGraph:
     fold = (lambda node: node) if steps else _folded_id
     combined = (unrolled if steps else model.graph).copy()
     combined.graph["gradient"] = True
-    for gnode, data in backward.nodes(data=True):
-        if data["kind"] == "grad" and not data["parts"]:
+    for gnode, data in nodes_of(backward):
+        if data.kind == "grad" and not data.parts:
             continue  # nothing flows back into it (a loss's target)
-        forward = node_of(unrolled, data["of"])
-        set_node(combined, fold(gnode), GradientNode(data["kind"], fold(data["of"]), forward,
+        forward = node_of(unrolled, data.of)
+        set_node(combined, fold(gnode), GradientNode(data.kind, fold(data.of), forward,
                                                      step=forward.step if steps else None))
     for seed in seeds:
         combined.add_edge(seed, f"grad:{seed}", seed=True)
     for source, target in backward.edges():
-        before = node_of(unrolled, backward.nodes[source]["of"]).step
-        after = node_of(unrolled, backward.nodes[target]["of"]).step
+        before = node_of(unrolled, node_of(backward, source).of).step
+        after = node_of(unrolled, node_of(backward, target).of).step
         carry = before is not None and after is not None and after < before
         combined.add_edge(fold(source), fold(target), gradient=True, carry=carry, delay=int(carry and not steps))
     for node, data in list(nodes_of(combined)):

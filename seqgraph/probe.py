@@ -227,7 +227,8 @@ class Probe:
         if node_of(graph, unrolled_id).dtype != "float":
             raise SeqgraphError(f"'{unrolled_id}' holds integers: it has no gradient")
         read = any(unrolled_id in nx.ancestors(graph, seed) for seed in self._seeded)
-        depends = any(node_of(graph, n).op in ("param", "input") for n in nx.ancestors(graph, unrolled_id) | {unrolled_id})
+        depends = any(node_of(graph, n).op in ("param", "input")
+                      for n in nx.ancestors(graph, unrolled_id) | {unrolled_id})
         if unrolled_id in grads or (read and depends):
             raise SeqgraphError(f"no gradient flows back into '{unrolled_id}': the ops reading it treat "
                                 "it as a constant (as a loss treats its target)")

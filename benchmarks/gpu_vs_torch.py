@@ -70,7 +70,7 @@ def host_data(batch: int, seed: int = 0):
 def seqgraph_steps(kind: str, hidden: int, data) -> tuple:
     """The captured and the uncaptured seqgraph step, each fed from device-resident data."""
     import seqgraph as sg
-    from seqgraph.backends.capture import TrainingStep
+    from seqgraph.train.captured import TrainingStep
     from seqgraph.runtime import prepare_feed
     from seqgraph.train import optim
 

@@ -12,6 +12,7 @@ The public API::
     run = seqgraph.load_run("runs/char_lstm")       # a trained run: run.net, run.config
 """
 
+from .backends import DEFAULT_BACKEND
 from .errors import SeqgraphError
 from .probe import NodeInfo, Probe
 from .program import Model, Program, load, parse
@@ -19,13 +20,13 @@ from .program import Model, Program, load, parse
 __all__ = ["SeqgraphError", "Model", "Program", "load", "parse", "compile", "load_run", "Probe", "NodeInfo"]
 
 
-def compile(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes):
+def compile(model, backend: str = DEFAULT_BACKEND, dtype: str = "float32", seed: int = 0, **sizes):
     """Compile ``model`` into a runnable network (see :class:`seqgraph.runtime.Network`)."""
     from .runtime import compile_model
     return compile_model(model, backend=backend, dtype=dtype, seed=seed, **sizes)
 
 
-def load_run(location, backend: str = "numpy", dtype=None):
+def load_run(location, backend: str = DEFAULT_BACKEND, dtype=None):
     """A trained run (folder or checkpoint) with its weights and settings: see
     :func:`seqgraph.train.run.load_run`."""
     from .train.run import load_run as load_trained

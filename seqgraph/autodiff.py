@@ -10,8 +10,9 @@ graph holds
   of its inputs (``add`` distributes, ``max`` routes, ``mul`` switches); only where some
   contribution reaches ``n`` (none reaches a value that only a loss's target reads).
 
-Only what the requested gradients need is built. :func:`accumulate` is the one place in
-seqgraph where cotangents are added together.
+Only what the requested gradients need is built. :func:`accumulate` (and its in-place form
+:func:`accumulate_into`) is the one place in seqgraph where cotangents are added together,
+apart from the add instructions of a compiled scan's backward step loop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterable
 
 import networkx as nx
 
+from .backends import ops_for
 from .ir import PREV, Node, node_of, set_node
 from .ops import REGISTRY
 
@@ -32,6 +34,13 @@ def accumulate(total, contribution):
     if total is None:
         return contribution
     return total + contribution
+
+
+def accumulate_into(total, contribution) -> None:
+    """Add ``contribution`` into the array ``total`` in place: the same sum as
+    :func:`accumulate`, for a caller that owns ``total`` (a view of a gradient buffer that
+    the slices of one value share)."""
+    total += contribution
 
 
 def differentiable(graph: nx.DiGraph, node, port: int) -> bool:
@@ -51,7 +60,7 @@ def local_vjp(xp, data: Node, g, out, inputs) -> tuple:
     op = data.op
     if op == PREV:
         return (g,)
-    return REGISTRY[op].vjp(xp, g, out, *inputs, **data.attrs)
+    return ops_for(xp)[op].vjp(xp, g, out, *inputs, **data.attrs)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 
+from .backends import DEFAULT_BACKEND
 from .compiler import compile_program
 from .errors import SeqgraphError
 from .gradcheck import random_inputs
@@ -119,7 +120,7 @@ def peak_memory(run) -> int:
 
 
 def measure(model, batch: int = 32, steps: int = 64, dtype: str = "float32", repeat: int = 20,
-            warmup: int = 3, backend: str = "numpy", seed: int = 0) -> BenchResult:
+            warmup: int = 3, backend: str = DEFAULT_BACKEND, seed: int = 0) -> BenchResult:
     """Compile ``model`` and time it at one shape (see the module docstring)."""
     if batch < 1 or steps < 1 or repeat < 1:
         raise SeqgraphError("batch, steps and repeat must be positive")
@@ -128,7 +129,7 @@ def measure(model, batch: int = 32, steps: int = 64, dtype: str = "float32", rep
     compile_s = time.perf_counter() - start
     network = compile_model(model, backend=backend, dtype=dtype, seed=seed)
     inputs, lengths = bench_inputs(network, batch, steps, seed)
-    synchronize = getattr(network.backend, "synchronize", lambda: None)
+    synchronize = network.backend.synchronize
     forward = _timed(lambda: network.forward(inputs, lengths), repeat, warmup, synchronize)
     if model.checked.loss is None:
         train = Timing([float("nan")])
@@ -137,7 +138,7 @@ def measure(model, batch: int = 32, steps: int = 64, dtype: str = "float32", rep
         train = _timed(lambda: training_step(network, inputs, lengths), repeat, warmup, synchronize)
         peak = peak_memory(lambda: training_step(network, inputs, lengths))
     flops = product_flops(network.program.graph, batch, steps)
-    products = getattr(network.backend, "products", network.backend.name)
+    products = network.backend.products or network.backend.name
     return BenchResult(model.name, batch, steps, dtype, compile_s, forward, train, flops, peak, products)
 
 
@@ -148,8 +149,7 @@ def threads_note() -> str:
     return ", ".join(given) if given else "not limited (set OPENBLAS_NUM_THREADS to limit)"
 
 
-PRODUCTS = {"MKL": "MKL (recurrent weights packed once per pass)", "NumPy": "NumPy's BLAS",
-            "cupy": "CuPy (cuBLAS)"}
+PRODUCTS = {"MKL": "MKL (recurrent weights packed once per pass)", "NumPy": "NumPy's BLAS"}
 
 
 def format_result(result: BenchResult) -> str:

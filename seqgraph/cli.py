@@ -4,6 +4,7 @@
 
     seqgraph check MODEL.sg [--crosscheck]   parse, check, gradient check, parameters; NumPy vs CuPy
     seqgraph graph MODEL.sg [--unroll T] [--grad] [--layer NAME] [--format text|dot|svg|png] [-o FILE]
+    seqgraph graph --program MODEL.sg        each recurrent core's step program
     seqgraph run MODEL.sg [--data PATH] [--epochs N] [--backend numpy|cupy] [--seed S] [--out DIR] [--init WEIGHTS]
     seqgraph sample RUN_DIR_OR_CHECKPOINT [--length N] [--prime TEXT] [--temperature X]
     seqgraph generate RUN [--input IDS_TEXT_OR_NPZ]... [--beam K] [--greedy] [--temperature X] [--seed S]
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from . import grads, inspection, resources
+from .backends import BACKENDS, DEFAULT_BACKEND
+from .compiler import Scan, compile_program
 from .errors import SeqgraphError
 from .ir import node_of
 from .program import Model, load
@@ -122,16 +125,16 @@ def cmd_check(args) -> int:
         print(_check_report(model))
         if gpu is not None:
             from .crosscheck import crosscheck
-            result = crosscheck(model, "numpy", gpu)
+            result = crosscheck(model, second=gpu)
             print(result)
             agreed = agreed and result.difference is None
     return 0 if agreed else 1
 
 
 def _crosscheck_backend():
-    """The CuPy backend (made before anything is printed, so a missing GPU is one error)."""
-    from .backends import get_backend
-    return get_backend("cupy")
+    """The GPU backend (made before anything is printed, so a missing GPU is one error)."""
+    from .backends import GPU_BACKEND, get_backend
+    return get_backend(GPU_BACKEND)
 
 
 # --- seqgraph graph ----------------------------------------------------------------------------
@@ -143,16 +146,34 @@ def _output_format(args) -> str:
     return suffix if suffix in inspection.FORMATS and suffix != "text" else "text"
 
 
+def step_programs(model: Model) -> str:
+    """What ``seqgraph graph --program`` prints: the step program of each recurrent core of
+    ``model`` (its loops with in-place ufunc calls, as NumPy runs them with no fused chain)."""
+    scans = [item for item in compile_program(model.graph, model.checked).schedule if isinstance(item, Scan)]
+    if not scans:
+        return f"# {model.name}: no recurrent core, so no step program (every op runs once over all steps)\n"
+    parts = [f"# {model.name}: scan {k} over time axis {scan.time}, {len(scan.code.order)} nodes\n"
+             f"{scan.code.program()}\n" for k, scan in enumerate(scans)]
+    return "\n".join(parts)
+
+
+def _shown_graph(model: Model, args):
+    """The graph ``seqgraph graph`` shows: folded, unrolled, or with its gradients."""
+    if args.grad:
+        return inspection.with_gradients(model, args.unroll)
+    return model.unroll(args.unroll) if args.unroll else model.graph
+
+
 def cmd_graph(args) -> int:
     program = load(args.model_file)
     model = program.model(args.model)
     if args.unroll is not None and args.unroll < 1:
         raise SeqgraphError(f"--unroll needs a positive number of steps, got {args.unroll}")
-    if args.grad:
-        graph = inspection.with_gradients(model, args.unroll)
+    if args.program:
+        data = step_programs(model).encode()
     else:
-        graph = model.unroll(args.unroll) if args.unroll else model.graph
-    data = inspection.view(graph, _output_format(args), layer=args.layer, roles=inspection.roles(model))
+        data = inspection.view(_shown_graph(model, args), _output_format(args), layer=args.layer,
+                               roles=inspection.roles(model))
     if args.output:
         try:
             Path(args.output).write_bytes(data)
@@ -232,7 +253,7 @@ def cmd_run(args) -> int:
 
     try:
         run(args.model_file, model=args.model, data=args.data, epochs=args.epochs, batch=args.batch,
-            lr=args.lr, backend=args.backend or "numpy", dtype=args.dtype, seed=args.seed, out=args.out,
+            lr=args.lr, backend=args.backend or DEFAULT_BACKEND, dtype=args.dtype, seed=args.seed, out=args.out,
             resume=args.resume, settings=args.set, sizes=parse_sizes(args.size),
             progress=not args.quiet, init=args.init)
     except Interrupted:
@@ -332,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, metavar="N")
     run.add_argument("--batch", type=int, metavar="B", help="examples (or text windows) per step")
     run.add_argument("--lr", type=float, metavar="X", help="the optimiser's learning rate")
-    run.add_argument("--backend", choices=("numpy", "cupy"), default=None)
+    run.add_argument("--backend", choices=BACKENDS, default=None)
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     run.add_argument("--seed", type=int, metavar="S")
     run.add_argument("--out", metavar="DIR", help="where to write checkpoints and logs "
@@ -356,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--unroll", type=int, metavar="T", help="unroll over T time steps")
     graph.add_argument("--grad", action="store_true",
                        help="draw the backward (gradient) graph beside the forward one")
+    graph.add_argument("--program", action="store_true",
+                       help="print each recurrent core's compiled step program (forward and backward loops)")
     graph.add_argument("--layer", metavar="NAME", help="only this layer (lstm_0, dense_1, a name=)")
     graph.add_argument("--format", choices=inspection.FORMATS, default=None,
                        help="text (default), dot, or svg/png drawn by Graphviz")
@@ -386,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, metavar="T", default=64, help="time steps (64)")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     bench.add_argument("--repeat", type=int, metavar="N", default=20, help="timed runs after warm-up (20)")
-    bench.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    bench.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
     bench.add_argument("--seed", type=int, metavar="S", default=0)
 
     export = commands.add_parser("export", help="write a model as ONNX (its forward graph) or its "

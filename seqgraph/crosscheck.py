@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy
 
+from .backends import DEFAULT_BACKEND, GPU_BACKEND
 from .compiler import Scan
 from .errors import Span, printable
 from .gradcheck import random_inputs
@@ -70,7 +71,7 @@ class CrossCheck:
                 f"(largest difference {self.largest:.3g})")
 
 
-def crosscheck(model, first="numpy", second="cupy", dtype: str = "float64", seed: int = 0,
+def crosscheck(model, first=DEFAULT_BACKEND, second=GPU_BACKEND, dtype: str = "float64", seed: int = 0,
                batch: int = 2, steps: int = 4, rtol: float = 1e-6, atol: float = 1e-9) -> CrossCheck:
     """Run ``model`` compiled on backend ``first`` and on ``second`` (names or backend objects)
     with the same parameters and random inputs, and compare as the module docstring says."""

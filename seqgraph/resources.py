@@ -124,9 +124,9 @@ def parse_memory(text) -> Optional[int]:
 def available_memory(backend=None) -> Optional[int]:
     """Bytes that can still be allocated: free device memory for the CuPy backend, else the
     host's ``MemAvailable`` (``/proc/meminfo``) or ``os.sysconf``; None when unknown."""
-    if backend is not None and backend.name == "cupy":
-        free, _ = backend.xp.cuda.runtime.memGetInfo()
-        return int(free)
+    free = backend.free_memory() if backend is not None else None
+    if free is not None:
+        return free
     try:
         with open("/proc/meminfo", encoding="ascii") as file:
             for line in file:

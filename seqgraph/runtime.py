@@ -14,7 +14,7 @@ from typing import Optional
 import networkx as nx
 
 from . import autodiff, faults, resources
-from .backends import Footprint, get_backend
+from .backends import DEFAULT_BACKEND, Footprint, get_backend, ops_for
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
@@ -199,6 +199,7 @@ class Reference:
         """The named outputs, computed step by step on the unrolled graph."""
         net = self.network
         feed = prepare_feed(net.model, net.backend, net.dtype, inputs, lengths, state, training, rng)
+        net.own_updated_params()
         self.graph = net.model.unroll(feed.steps or 1)
         xp = net.backend.xp
         values = {}
@@ -224,7 +225,7 @@ class Reference:
             return mask[data.step] if data.timed and mask.ndim else mask
         if op == "const":
             return REGISTRY["const"].forward(xp, dtype=self.network.dtype, **data.attrs)
-        return REGISTRY[op].forward(xp, *inputs, **data.attrs)
+        return ops_for(xp)[op].forward(xp, *inputs, **data.attrs)
 
     def backward(self, cotangents: Optional[dict] = None) -> dict:
         """d(loss or seeded outputs)/d(every parameter and float input), through the unrolled graph."""
@@ -236,6 +237,20 @@ class Reference:
         seed_values = {net.model.outputs[n]: v for n, v in seeds.items()}
         self.grads = autodiff.run_gradient_graph(net.backend.xp, backward, graph, self.values, seed_values)
         return net.collect_grads(self.grads, wrt, seed_values.values())
+
+
+def updated_params(model) -> list:
+    """The keys of the parameters an op's forward writes new values into (``Op.updates``:
+    batch_norm's running statistics)."""
+    graph = model.graph
+    keys = []
+    for _, data in nodes_of(graph):
+        op = REGISTRY.get(data.op)
+        for port in op.updates if op is not None else ():
+            source = node_of(graph, data.args[port])
+            if source.op == "param" and source.key not in keys:
+                keys.append(source.key)
+    return keys
 
 
 def _wrt_nodes(model, graph) -> dict:
@@ -253,7 +268,7 @@ def _wrt_nodes(model, graph) -> dict:
 class Network:
     """A compiled model with its parameters: ``forward``, ``backward``, ``params``."""
 
-    def __init__(self, model, backend: str = "numpy", dtype: str = "float32", seed: int = 0):
+    def __init__(self, model, backend: str = DEFAULT_BACKEND, dtype: str = "float32", seed: int = 0):
         if dtype not in DTYPES:
             raise SeqgraphError(f"unknown dtype '{dtype}'", hint="use float32 or float64")
         self.model = model
@@ -264,6 +279,7 @@ class Network:
         with resources.memory_errors(needed):
             self.params = {key: self.backend.asarray(initial_value(key, shape, init, seed), dtype)
                            for key, (shape, init) in model.params.items()}
+        self._owned = {key: self.params[key] for key in updated_params(model)}
         self.program = compile_program(model.graph, model.checked)
         self._rng = None
         self._run = None
@@ -285,11 +301,20 @@ class Network:
         ``training`` dropout is active."""
         feed = prepare_feed(self.model, self.backend, self.dtype, inputs, lengths, state, training,
                             self.rng if training else None)
+        self.own_updated_params()
         self._run = None  # the last run's values go before this run's are made, not after
         self._run = self.program.forward(self.backend.xp, feed, self.params, self.dtype)
         self._overwritten = frozenset()
         self.final_states = {key: self._run.env[node] for key, node in self.model.checked.final_states.items()}
         return {name: self._run.env[node] for name, node in self.model.outputs.items()}
+
+    def own_updated_params(self) -> None:
+        """Make each parameter a forward writes new values into (batch_norm's running
+        statistics, see ``Op.updates``) an array of this network's own: one a caller put
+        into ``params`` is copied once, so that a forward never writes into it."""
+        for key, owned in self._owned.items():
+            if self.params[key] is not owned:
+                self.params[key] = self._owned[key] = self.backend.asarray(self.params[key], self.dtype).copy()
 
     def predict(self, inputs: dict, lengths=None, outputs=None) -> dict:
         """The named outputs for ``inputs`` alone: no targets and no loss are needed (nor
@@ -424,7 +449,7 @@ class Network:
         return export_onnx(self, path, recurrent_ops=recurrent_ops)
 
 
-def compile_model(model, backend: str = "numpy", dtype: str = "float32", seed: int = 0, **sizes) -> Network:
+def compile_model(model, backend: str = DEFAULT_BACKEND, dtype: str = "float32", seed: int = 0, **sizes) -> Network:
     """``seqgraph.compile``: a :class:`Network` for ``model`` (sizes given here override its defaults)."""
     if sizes:
         model = model.with_sizes(**sizes)

@@ -35,3 +35,23 @@ def test_the_intel_section_of_the_report_is_there_under_its_markers():
     start, end = cpu_vs_torch.machine_markers(INTEL)
     assert text.count(start) == 1 and text.index(start) < text.index(end)
     assert "## Intel(R) Xeon(R) Processor (GenuineIntel), 2 cores" in text.split(start)[1].split(end)[0]
+
+
+def test_the_contention_section_states_each_slowdown_and_the_verdict(tmp_path):
+    import argparse
+
+    import contention
+    rows = [("seqgraph lstm", 20.0, 30.0, "2", "2"), ("seqgraph lstm, KMP_BLOCKTIME=200", 20.0, 90.0, "2", "2"),
+            ("seqgraph lstm, SEQGRAPH_THREADS=auto", 20.0, 32.0, "2", "1"), ("torch nn.LSTM", 25.0, 100.0, "2", "2")]
+    info = {**INTEL, "cores": 2, "products": "MKL", "torch": "2.x"}
+    args = argparse.Namespace(steps=12, warmup=3, rounds=3, quick=False)
+    text = contention.report(rows, info, args, (0.1, 1.2), 95.0)
+    assert "| seqgraph lstm | 2 / 2 | 20.0 | 30.0 | 1.50x | 102,400 | 68,267 |" in text
+    assert "| seqgraph lstm, SEQGRAPH_THREADS=auto | 2 / 1 | 20.0 | 32.0 | 1.60x |" in text
+    assert "slowed 1.50x beside the busy process, no worse than PyTorch's 4.00x" in text
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n")
+    cpu_vs_torch.write_section(report, text, contention.MARKERS)
+    cpu_vs_torch.write_section(report, text.replace("30.0", "31.0"), contention.MARKERS)
+    written = report.read_text()
+    assert written.startswith("# Benchmarks\n") and written.count(contention.MARKERS[0]) == 1 and "31.0" in written

@@ -205,3 +205,24 @@ def test_a_copy_of_a_prelude_cell_elsewhere_is_a_duplicate(tmp_path, capsys):
     copy.write_text((ROOT / "seqgraph" / "prelude" / "lstm.sg").read_text())
     assert cli.main(["check", str(copy)]) == 1
     assert "cell 'lstm' is already defined in the prelude" in capsys.readouterr().err
+
+
+def test_graph_program_prints_each_step_loop_with_its_buffers_named(capsys):
+    assert cli.main(["graph", "--program", str(MODELS / "rnn_adding.sg")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "# RNNAdding: scan 0 over time axis time, 4 nodes"
+    assert "v3, g3: rnn_0/tanh" in lines
+    forward, backward = out.split("scan_forward (for t in 0 .. T-1)")[1].split("scan_backward")
+    assert "  buffer S3: state steps of node 3, [T+1, B, 32]" in forward
+    assert "  buffer wt_rnn_0_weight_hh: transposed weight, [32, 32]" in forward
+    calls = [line.strip() for line in forward.split("every step:")[1].splitlines() if "(" in line]
+    assert calls == ["dot(v0, wt_rnn_0_weight_hh, v1)", "add(v1, x_rnn_0_add_2_grouped, v2)", "tanh(v2, v3)"]
+    assert "(for t from T-1 down to 0)" in backward and "buffer C0: carried cotangent of node 0" in backward
+    assert "    g0.fill(0)" in backward.split("every step:")[0]
+    assert "dot(g1, w_rnn_0_weight_hh, g0)" in backward
+
+
+def test_graph_program_of_a_model_without_recurrence_says_so(capsys):
+    assert cli.main(["graph", "--program", str(MODELS / "digits_cnn.sg")]) == 0
+    assert "no recurrent core" in capsys.readouterr().out

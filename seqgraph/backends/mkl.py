@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy
 
+from . import cores
+
 
 _BUFFER_START = ctypes.c_char.from_buffer
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -40,7 +42,9 @@ def wanted() -> bool:
 
 @lru_cache(maxsize=None)
 def library():
-    """MKL's single dynamic library from the installed ``mkl`` package, or None."""
+    """MKL's single dynamic library from the installed ``mkl`` package, or None. The thread
+    policy (:mod:`seqgraph.backends.cores`) is applied first: MKL reads it as it loads."""
+    cores.apply()
     for file in _package_files("mkl"):
         if file.name.startswith("libmkl_rt.so") or (file.name.startswith("mkl_rt") and file.suffix == ".dll"):
             try:

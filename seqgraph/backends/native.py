@@ -159,8 +159,7 @@ def shares(xp, rows: int, least: int) -> tuple:
     """``(parts, threading)`` for native work over ``rows`` independent rows on namespace
     ``xp``: MKL's threads share it out (:meth:`~seqgraph.backends.mkl.Products.shares`),
     anything else runs it in one part, ``(1, 0)``."""
-    share = getattr(xp, "shares", None)
-    return share(rows, least) if share is not None else (1, 0)
+    return xp.shares(rows, least) if isinstance(xp, Products) else (1, 0)
 
 
 def wanted() -> bool:

@@ -1,13 +1,14 @@
-"""A scan's generated step loop run as one native call.
+"""A scan's step loop run as one native call.
 
-The compiler writes each recurrent core's forward and backward loops as Python
-(:mod:`seqgraph.compiler.scan`): per step a few calls, a matrix product, an add or a copy, the
-fused chains' native loops. At the sizes recurrent cells run at, the Python and ctypes cost
-of each call is a good part of the work itself (about 3 us a call beside a 30 us product and
-5 us chains). Where every line of a loop is one it knows, this module translates the loop
-once into a **tape**: instructions over **blocks**, each block a 2-D ``(rows, columns)`` part
-of one of the loop's arrays whose address moves by a fixed number of bytes from step to step
-(``S[t + 1]``, ``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
+The compiler makes each recurrent core's forward and backward step a
+:class:`~seqgraph.step_program.Loop` of typed instructions: per step a few calls, a
+matrix product, an add or a copy, the fused chains' native loops. Run from Python, at the
+sizes recurrent cells run at, the Python and ctypes cost of each call is a good part of the
+work itself (about 3 us a call beside a 30 us product and 5 us chains). Where it knows every
+instruction of a loop, this module lowers the loop once (:func:`lower`) into a **tape**:
+instructions over **blocks**, each block a 2-D ``(rows, columns)`` part of one of the loop's
+arrays whose address moves by a fixed number of bytes from step to step (``S[t + 1]``,
+``K[t][..., 128:256]``, a scratch buffer that stays put). One C function then
 runs every step: products through MKL (packed weights or plain GEMM), adds, copies, zero
 fills and the chains' own ``_rows`` loops, the same code the Python loop calls. Where each
 row of the loop runs on its own (the batch's sequences), the rows are shared out among MKL's
@@ -20,14 +21,15 @@ has run anything, and the caller runs the Python function on the same arrays.
 
 from __future__ import annotations
 
-import ast
 import ctypes
 from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy
 
+from ..step_program import Instruction, Loop, View
 from . import native
+from .chains import ChainKernel
 from .mkl import PackedWeight, Products, address, matrix_layout
 
 
@@ -189,7 +191,7 @@ void sg_loop_{T}(long steps, int reverse, const long* prelude, long prelude_leng
 
 
 class Untranslatable(Exception):
-    """A loop line the tape has no instruction for."""
+    """A loop instruction (or an array) the tape has no instruction for."""
 
 
 @dataclass(frozen=True)
@@ -210,20 +212,12 @@ class Tape:
     reverse: bool
 
 
-def translate(source: str) -> Tape:
-    """The tape of a generated loop function's ``source`` (see :func:`scan._function`), or
-    :class:`Untranslatable` for a line it has no instruction for."""
-    function = ast.parse(source).body[0]
+def lower(loop: Loop) -> Tape:
+    """The tape of step ``loop``, or :class:`Untranslatable` for an instruction it has no
+    instruction for."""
     names: dict = {}
-    prelude, body, reverse = [], [], False
-    for statement in function.body:
-        if isinstance(statement, ast.For):
-            reverse = len(statement.iter.args) > 1
-            for inner in statement.body:
-                _statement(inner, names, body)
-        else:
-            _statement(statement, names, prelude)
-    return Tape(prelude, _accumulated(body, prelude), reverse)
+    prelude = _lowered(loop.prelude, names)
+    return Tape(prelude, _accumulated(_lowered(loop.body, names), prelude), loop.reverse)
 
 
 def _accumulated(body: list, prelude: list) -> list:
@@ -247,73 +241,67 @@ def _accumulated(body: list, prelude: list) -> list:
     return result
 
 
-def _statement(node, names: dict, out: list) -> None:
-    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-        names[node.targets[0].id] = _block(node.value, names)
-        return
-    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
-        raise Untranslatable(ast.unparse(node))
-    call = node.value
-    if isinstance(call.func, ast.Attribute):
-        if call.func.attr == "fill" and len(call.args) == 1 and _constant(call.args[0]) == 0:
-            out.append(("zero", _block(call.func.value, names)))
-            return
-        raise Untranslatable(ast.unparse(node))
-    if not isinstance(call.func, ast.Name):
-        raise Untranslatable(ast.unparse(node))
-    name = call.func.id
-    keywords = {k.arg: k.value for k in call.keywords}
-    if name in ELEMENTWISE and len(call.args) == 3 and not keywords:
-        out.append((name, *(_block(a, names) for a in call.args)))
-    elif name == "copyto" and len(call.args) == 2 and not keywords:
-        out.append(("copy", *(_block(a, names) for a in call.args)))
-    elif name in ("dot", "matmul") and len(call.args) + len(keywords) == 3 and set(keywords) <= {"out"}:
-        left, weight, *rest = call.args
-        if not isinstance(weight, ast.Name) or weight.id in names:
-            raise Untranslatable(ast.unparse(node))
-        target = rest[0] if rest else keywords["out"]
-        out.append(("product", _block(left, names), weight.id, _block(target, names), False))
-    elif name.startswith("F") and set(keywords) == {"out"} and isinstance(keywords["out"], ast.Tuple):
-        out.append(("chain", name, [_block(a, names) for a in call.args],
-                    [_block(a, names) for a in keywords["out"].elts]))
-    else:
-        raise Untranslatable(ast.unparse(node))
+def _lowered(items, names: dict) -> list:
+    """The tape instructions of a loop's ``items``; each view binds its name in ``names``."""
+    found = []
+    for item in items:
+        if isinstance(item, View):
+            names[item.name] = _view(item, names)
+        else:
+            found.append(_instruction(item, names))
+    return found
 
 
-def _block(node, names: dict) -> Block:
-    if isinstance(node, ast.Name):
-        return names.get(node.id) or Block(node.id)
-    if not isinstance(node, ast.Subscript):
-        raise Untranslatable(ast.unparse(node))
-    base, index = _block(node.value, names), node.slice
-    shift = _step_index(index)
-    if shift is not None and base.shift is None and base.start == 0 and base.stop is None:
-        return Block(base.root, shift)
-    if (isinstance(index, ast.Tuple) and len(index.elts) == 2 and _constant(index.elts[0]) is Ellipsis
-            and isinstance(index.elts[1], ast.Slice) and index.elts[1].step is None):
-        start, stop = _constant(index.elts[1].lower), _constant(index.elts[1].upper)
-        if (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop
-                and (base.stop is None or base.start + stop <= base.stop)):
-            return Block(base.root, base.shift, base.start + start, base.start + stop)
-    raise Untranslatable(ast.unparse(node))
+def _instruction(item: Instruction, names: dict) -> tuple:
+    if item.kind == "zero":
+        (out,) = item.out
+        return ("zero", _columns(_block(out, names), item.columns))
+    if item.kind == "chain":
+        return ("chain", item.function, [_block(a, names) for a in item.inputs], [_block(o, names) for o in item.out])
+    if item.kind != "ufunc":
+        raise Untranslatable(str(item))
+    call = item.call
+    if call.ufunc in ELEMENTWISE and len(call.operands) == 2 and not call.keyword:
+        return (call.ufunc, *(_block(a, names) for a in call.operands), _block(call.out, names))
+    if call.ufunc == "copyto":
+        (source,) = call.operands
+        return ("copy", _block(call.out, names), _block(source, names))
+    if call.ufunc in ("dot", "matmul") and len(call.operands) == 2:
+        left, weight = call.operands
+        if not isinstance(weight, str) or weight in names:
+            raise Untranslatable(str(item))  # the weight must be an array the loop is handed
+        return ("product", _block(left, names), weight, _block(call.out, names), False)
+    raise Untranslatable(str(item))
 
 
-def _step_index(node):
-    """``k`` for an index ``t + k`` (``t`` is 0), else None."""
-    if isinstance(node, ast.Name) and node.id == "t":
-        return 0
-    if (isinstance(node, ast.BinOp) and isinstance(node.left, ast.Name) and node.left.id == "t"
-            and isinstance(node.op, (ast.Add, ast.Sub)) and isinstance(_constant(node.right), int)):
-        return _constant(node.right) * (1 if isinstance(node.op, ast.Add) else -1)
-    return None
+def _block(operand, names: dict) -> Block:
+    """The block a named operand is (a number or a nested call is none)."""
+    if not isinstance(operand, str):
+        raise Untranslatable(repr(operand))
+    return names.get(operand) or Block(operand)
 
 
-def _constant(node):
-    return node.value if isinstance(node, ast.Constant) else None
+def _view(view: View, names: dict) -> Block:
+    base = _block(view.of, names)
+    if view.shift is not None:
+        if base.shift is not None or base.start != 0 or base.stop is not None:
+            raise Untranslatable(str(view))
+        base = Block(base.root, view.shift)
+    return _columns(base, view.columns)
+
+
+def _columns(base: Block, columns) -> Block:
+    """Columns ``start:stop`` of ``base`` (None: all of it)."""
+    if columns is None:
+        return base
+    start, stop = columns
+    if not 0 <= start < stop or (base.stop is not None and base.start + stop > base.stop):
+        raise Untranslatable(f"columns {start}:{stop} of {base.root}")
+    return Block(base.root, base.shift, base.start + start, base.start + stop)
 
 
 class NativeLoop:
-    """A generated loop's tape and the native runner for it (see the module docstring).
+    """A step loop's tape and the native runner for it (see the module docstring).
 
     What a pass's arrays are laid out as (shapes, strides, dtypes, the steps) decides every
     check and every instruction; only their addresses change from pass to pass while their
@@ -451,8 +439,8 @@ class _Plan:
 
     def _chain(self, name: str, inputs: list, outputs: list) -> list:
         function = self.arrays.get(name)
-        kernel = getattr(function, "__self__", None)
-        address = kernel.native_rows(function.__name__, self.dtype) if hasattr(kernel, "native_rows") else None
+        kernel = getattr(function, "__self__", None)  # a chain's kernel runs as its bound method
+        address = kernel.native_rows(function.__name__, self.dtype) if isinstance(kernel, ChainKernel) else None
         if address is None:
             raise Untranslatable(name)
         first = self.entries[self.numbers[outputs[0]]]
@@ -543,16 +531,16 @@ def _describe(block: Block, array, steps: int) -> tuple:
     return (start + block.start * strides[1], step, shape[0], cols, strides[0] // item)
 
 
-def compile_loop(source: str, xp):
-    """The native loop of generated loop ``source`` on namespace ``xp``, or None where
-    there is none (no MKL products, no native loops, a line the tape does not know)."""
+def compile_loop(loop: Loop, xp):
+    """The native loop of step ``loop`` on namespace ``xp``, or None where there is none
+    (no MKL products, no native loops, an instruction the tape does not know)."""
     if not isinstance(xp, Products) or not native.usable(xp):
         return None
     runners = _runners()
     if runners is None:
         return None
     try:
-        tape = translate(source)
+        tape = lower(loop)
     except Untranslatable:
         return None
     return NativeLoop(tape, xp, runners)

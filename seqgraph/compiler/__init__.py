@@ -4,8 +4,9 @@
 node of the optimised folded graph into one of two kinds:
 
 - the **recurrent core**: nodes on a cycle through a delay edge. Each strongly connected
-  group of them becomes a :class:`Scan`, compiled by :class:`~.scan.ScanCode` to generated
-  forward and backward step loops over preallocated buffers;
+  group of them becomes a :class:`Scan`, compiled by :class:`~.scan.ScanCode` to its step
+  program (:mod:`.step_program`): forward and backward step loops over preallocated buffers,
+  which each backend lowers its own way;
 - **time-parallel**: every other node. It runs once over all steps at once, on whole
   ``(T, B, ...)`` arrays (ops act on any leading axes): an LSTM's input projection, an
   output layer, a loss, each is one large operation.
@@ -21,14 +22,14 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..autodiff import accumulate, differentiable
+from ..autodiff import accumulate, accumulate_into, differentiable
 from ..ir import FEED_OPS, LEAF_OPS, PREV, Node, node_of, nodes_of
 from ..ops import REGISTRY
 from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
 from ..ops.registry import ShapeError
 from .. import passes
-from ..backends import native, native_loop, shares_memory
+from ..backends import capabilities, native_loop, ops_for, same_place, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
@@ -144,8 +145,8 @@ class Program:
         if item.overwrites is not None:
             target = env[item.overwrites]
             if _fits(xp, target, inputs):
-                return getattr(xp, IN_PLACE[op])(*inputs, out=target)
-        return REGISTRY[op].forward(xp, *inputs, **data.attrs)
+                return getattr(xp, REGISTRY[op].in_place)(*inputs, out=target)
+        return ops_for(xp)[op].forward(xp, *inputs, **data.attrs)
 
     def _scan_forward(self, xp, scan: Scan, run: Run):
         code, env, feed = scan.code, run.env, run.feed
@@ -168,10 +169,10 @@ class Program:
             arrays[name] = env[arg]
         for weight in code.transposed():
             arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch, scan, weight)
-        compiled, buffers, chains, source = code.fused_forward() if self._fuses(xp) else \
-            (code.forward_code, code.forward_buffers, (), code.forward_source)
-        loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, source,
-                              buffers, lambda: code.forward_functions(xp, run.dtype, chains))
+        compiled, buffers, chains, _, loop = code.fused_forward() if self._fuses(xp) else \
+            (code.forward_code, code.forward_buffers, (), code.forward_source, code.forward_loop)
+        loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, loop,
+                              buffers, lambda: code.forward_functions(xp, run.dtype, loop))
         _call(xp, loaded, steps, arrays)
         for node, role, i in code.over_time:
             env[node] = arrays[f"S{i}"][1:] if role == "S" else arrays[f"{role}{i}"]
@@ -187,12 +188,12 @@ class Program:
     def _fuses(self, xp) -> bool:
         if self.fuse_chains is not None:
             return self.fuse_chains
-        return hasattr(xp, "ElementwiseKernel") or native.usable(xp)
+        return capabilities(xp).chain_kernels
 
-    def _loaded(self, xp, scan: Scan, key, compiled, source: str, buffers: dict, functions):
-        """The generated function for ``key`` (and its native loop, where the namespace has
-        one: see :mod:`seqgraph.backends.native_loop`) with its scratch buffers and the
-        callables ``functions()`` gives it, made once per key."""
+    def _loaded(self, xp, scan: Scan, key, compiled, loop, buffers: dict, functions):
+        """The generated function for ``key`` (and its native loop, lowered from ``loop``
+        where the namespace has one: see :mod:`seqgraph.backends.native_loop`) with its
+        scratch buffers and the callables ``functions()`` gives it, made once per key."""
         if key not in scan.cache.loops:
             namespace = ufunc_namespace(xp)
             exec(compiled, namespace)
@@ -200,8 +201,8 @@ class Program:
             batch, dtype = key[1], key[2]
             scratch = {name: xp.empty((batch,) + tuple(int(n) for n in shape), dtype=dtype)
                        for name, (shape, _) in buffers.items()}
-            loop = native_loop.compile_loop(source, xp) if self.native_loops else None
-            scan.cache.loops[key] = Loaded(function, {**scratch, **functions()}, loop)
+            runner = native_loop.compile_loop(loop, xp) if self.native_loops else None
+            scan.cache.loops[key] = Loaded(function, {**scratch, **functions()}, runner)
         return scan.cache.loops[key]
 
     # backward
@@ -244,7 +245,7 @@ class Program:
             return
         else:
             wanted = tuple(w and a in needs for w, a in zip(item.wanted, args))
-            contributions = REGISTRY[data.op].partial_vjp(  # a consumed value is gone: no rule reads it
+            contributions = ops_for(xp)[data.op].partial_vjp(  # a consumed value is gone: no rule reads it
                 xp, g, env.get(item.node), *[env[a] for a in args], wanted=wanted, **data.attrs)
         for arg, part in zip(args, contributions):
             if part is not None and arg in needs:
@@ -264,18 +265,18 @@ class Program:
         elif total is None or id(total) not in self._owned:
             placed = xp.zeros(value.shape, dtype=g.dtype)
             if total is not None:
-                placed += total
+                accumulate_into(placed, total)
             total = grads[parent] = placed
             self._owned[id(total)] = (total, axis, None)  # held, so the id is not reused in this pass
         _, along, written = self._owned[id(total)]
         target = total[index_along(axis, slice(*span))]
         if written is not None and along == axis and not any(a < span[1] and span[0] < b for a, b in written):
             written.append(span)
-            if not _same_place(target, g):
+            if not same_place(xp, target, g):
                 xp.copyto(target, g)
             return
         self._finish(xp, total)
-        target += g
+        accumulate_into(target, g)
 
     def _finish(self, xp, gradient) -> None:
         """Zero what no slice wrote of a spent value's array that holds its gradient; from
@@ -294,14 +295,14 @@ class Program:
         code, env = scan.code, run.env
         outside = {n: grads.pop(n) for n in code.order if grads.get(n) is not None}
         seeded = frozenset(n for n in outside if n in needs)
-        layout, compiled, source, buffers, chains = code.backward_code(seeded, needs, self._fuses(xp))
+        layout, compiled, _, buffers, chains, loop = code.backward_code(seeded, needs, self._fuses(xp))
         if not layout.active:
             return
         steps, batch = run.feed.steps[scan.time], run.feed.batch
         arrays = {}
         reused = _reusable(scan, "backward", (steps, batch, run.dtype))
         spare = [env[parent] for parent, names in self.spent_inputs[id(scan)].items()
-                 if parent in env and not any(name in source for name in names)]
+                 if parent in env and not any(name in loop.buffers for name in names)]
         for node, i, roles in layout.arrays:
             shape = (batch,) + code.shapes[node]
             if "S" in roles:
@@ -328,8 +329,8 @@ class Program:
             else:  # a weight slice (W[:, X:] after a split) made contiguous once, not by every product
                 arrays[name] = xp.ascontiguousarray(value) if kind == "static" and value.ndim > 1 else value
         key = ("backward", batch, run.dtype, seeded, needs, bool(chains))
-        loaded = self._loaded(xp, scan, key, compiled, source, buffers,
-                              lambda: code.backward_functions(xp, layout, chains))
+        loaded = self._loaded(xp, scan, key, compiled, loop, buffers,
+                              lambda: code.backward_functions(xp, layout, loop))
         _call(xp, loaded, steps, arrays)
         for prev, state in code.state_of.items():
             initial = code.data[prev].args[1]
@@ -351,7 +352,7 @@ class Program:
         if region is not None:
             g = g[..., region[0]:region[1]]
         wanted = [k in ports for k in range(len(data.args))]
-        parts = REGISTRY[data.op].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data.args],
+        parts = ops_for(xp)[data.op].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data.args],
                                                  wanted=wanted, **data.attrs)
         for port in ports:
             arg = data.args[port]
@@ -378,21 +379,12 @@ def _step_operand(xp, weight, rows: int, scan: Scan, name):
     can (MKL), else a contiguous copy (a per-step product with a strided view runs far slower).
     A pass packs weight ``name`` into the buffer of the scan's last packing of it, forward
     or backward: that one is done with, and a fresh buffer would be faulted in page by page."""
-    pack = getattr(xp, "pack", None)
-    if pack is None:
+    if not capabilities(xp).packed_products:
         return xp.ascontiguousarray(weight)
     buffers = scan.cache.packing
-    packed = pack(weight, rows, buffers.get(name))
+    packed = xp.pack(weight, rows, buffers.get(name))
     buffers[name] = getattr(packed, "buffer", None)
     return packed
-
-
-def _same_place(a, b) -> bool:
-    """Whether arrays ``a`` and ``b`` are the same elements of the same memory."""
-    face_a, face_b = (getattr(x, "__array_interface__", None) or getattr(x, "__cuda_array_interface__", None)
-                      for x in (a, b))
-    return (face_a is not None and face_b is not None and face_a["data"][0] == face_b["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _spent_inputs(graph: nx.DiGraph, code: ScanCode, spent: frozenset) -> dict:
@@ -423,11 +415,10 @@ def _call(xp, loaded: "Loaded", steps: int, arrays: dict):
         return
     function = loaded.function
     names = function.__code__.co_varnames[1:function.__code__.co_argcount]
-    errstate = getattr(xp, "errstate", None)
-    if errstate is None:
+    if not capabilities(xp).float_errors:
         function(steps, *[arrays[n] for n in names])
         return
-    with errstate(over="ignore", under="ignore"):
+    with xp.errstate(over="ignore", under="ignore"):
         function(steps, *[arrays[n] for n in names])
 
 
@@ -483,10 +474,7 @@ def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     return Step(node, data, "op", wanted, _overwritable_input(graph, node, keep))
 
 
-# Time-parallel elementwise ops that may run in place, as the ufunc that does it, and the ops
-# whose result is always a new array of their own (never a view of another value).
-IN_PLACE = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
-            "exp": "exp", "tanh": "tanh"}
+# The ops whose result is always a new array of their own (never a view of another value).
 FRESH = {"matmul", "affine", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
 
 
@@ -496,7 +484,7 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
     time-parallel product is added in place."""
     data = node_of(graph, node)
     op = data.op
-    if op not in IN_PLACE or not (data.shape or data.type.batched):
+    if REGISTRY[op].in_place is None or not (data.shape or data.type.batched):
         return None  # an op of 0-d arrays gives a NumPy scalar, no array to write into
     arity = len(data.args)
     read_here = {r for port in range(arity) for r in needs(op, port, arity, data.attrs) if r != "out"}

@@ -1,8 +1,10 @@
-"""One recurrent core, compiled to generated Python: a forward and a backward step loop.
+"""One recurrent core, compiled to its step program: a forward and a backward step loop.
 
-The loop bodies are straight lines of in-place ufunc calls and matrix products into buffers
-allocated before the loop, so a step never walks networkx, never looks an op up in the
-registry and never allocates. For the core's nodes in step order ``n_0 .. n_k``::
+Each loop is a :class:`~seqgraph.step_program.Loop` of typed instructions, in-place
+ufunc calls and matrix products into buffers allocated before the loop, so a step never
+walks networkx, never looks an op up in the registry and never allocates. Each backend
+lowers the loops its own way (generated Python for NumPy and CuPy, a native tape). For the
+core's nodes in step order ``n_0 .. n_k``::
 
     for t in range(T):                      # forward
         v_i = op_i(inputs at t; a prev node reads its state's buffer at t-1)
@@ -27,19 +29,20 @@ Where each value lives:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from functools import partial
 
 import networkx as nx
 
 from ..autodiff import differentiable
-from ..backends.cuda_kernels import ChainKernel
+from ..backends import ops_for
+from ..backends.chains import ChainKernel
 from ..ir import PREV, node_of
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
-from ..ops.kernels import KERNELS, needs, node_kernel
+from ..ops.kernels import KERNELS, Call, needs, node_kernel
+from ..step_program import Buffer, Instruction, Loop, StepProgram, View, ordered_views, python_source, ufunc
 
 PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
@@ -108,7 +111,8 @@ class ScanCode:
         self._external = self._find_external()
         self._transposed = self._find_transposed()
         self._product_weights = self._find_product_weights()
-        self.forward_source, self.forward_buffers = self._forward_source()
+        self._arrays = self._find_arrays()
+        self.forward_source, self.forward_buffers, self.forward_loop = self._forward_source()
         self.forward_code = compile(self.forward_source, f"<scan {order[0]} forward>", "exec")
         self._backward = {}
         self._fused = None
@@ -195,18 +199,18 @@ class ScanCode:
         shown |= {self.state_of[p] for p in shown if p in self.state_of}
         return shown
 
-    def _fetch(self, node, t: str = "t") -> list:
-        """Lines binding ``v<i>`` to node's value at step ``t`` when it is stored over time."""
+    def _fetch(self, node) -> list:
+        """The view binding ``v<i>`` to node's value at step ``t`` when it is stored over time."""
         i = self.index[node]
         if node in self.state_of:
-            return [f"v{i} = S{self.index[self.state_of[node]]}[{t}]"]
+            return [View(f"v{i}", f"S{self.index[self.state_of[node]]}", 0)]
         if node in self.prev_of:
-            return [f"v{i} = S{i}[{t} + 1]"]
+            return [View(f"v{i}", f"S{i}", 1)]
         if node in self.masks:
-            return [f"v{i} = M{i}[{t}]"]
+            return [View(f"v{i}", f"M{i}", 0)]
         if node in self.views:
-            return [f"v{i} = v{self.index[self.data[node].args[0]]}{_region(self.data[node])}"]
-        return [f"v{i} = K{i}[{t}]"]
+            return [View(f"v{i}", f"v{self.index[self.data[node].args[0]]}", columns=_region(self.data[node]))]
+        return [View(f"v{i}", f"K{i}", 0)]
 
     def arg_name(self, arg) -> str:
         """How generated code names an input at step t."""
@@ -228,6 +232,34 @@ class ScanCode:
         have them packed for its products (see :mod:`seqgraph.backends.mkl`)."""
         return self._product_weights
 
+    def _find_arrays(self) -> dict:
+        """Every array a loop of this core may be handed but its scratch buffers, by name."""
+        found = {}
+        for node in self.order:
+            i, shape = self.index[node], self.shapes[node]
+            for role in "SKMCGO":
+                found[f"{role}{i}"] = Buffer(f"{role}{i}", role, i, shape)
+        for name, (kind, arg) in self.external().items():
+            found[name] = Buffer(name, "X" if kind == "seq" else "w", None,
+                                 tuple(int(n) for n in node_of(self.graph, arg).shape))
+        for weight in self.transposed():
+            shape = tuple(int(n) for n in node_of(self.graph, weight).shape)
+            found["wt_" + _ident(weight)] = Buffer("wt_" + _ident(weight), "wt", None, shape[::-1])
+        return found
+
+    def _loop(self, name: str, prelude: list, body: list, scratch: dict, reverse=False, chains=(),
+              liveness=None, sharing=None) -> Loop:
+        """The :class:`Loop` of ``prelude`` and ``body``; ``scratch`` maps its scratch buffers'
+        names to ``(shape, dtype)``."""
+        arrays = {**self._arrays, **{n: Buffer(n, "b", None, shape) for n, (shape, _) in scratch.items()}}
+        named = {item.of for item in prelude + body if isinstance(item, View)}
+        named |= {n for item in prelude + body if isinstance(item, Instruction) for n in item.names()}
+        functions = sorted({item.function for item in prelude + body if isinstance(item, Instruction)
+                            and item.function is not None})
+        return Loop(name, tuple(prelude), tuple(body), reverse, {n: arrays[n] for n in sorted(named) if n in arrays},
+                    tuple(functions), {f"F{self.index[c.nodes[-1]]}": c for c in chains},
+                    dict(liveness or {}), dict(sharing or {}))
+
     def _find_external(self) -> dict:
         found = {}
         for node in self.order:
@@ -242,14 +274,14 @@ class ScanCode:
     # -- forward -------------------------------------------------------------------------
 
     def _forward_source(self, fused=()):
-        """The forward loop's source and scratch buffers; each chain in ``fused`` runs as one
-        call ``F<i>(inputs..., out=(outputs...))`` at its last node ``i``."""
+        """The forward loop's source, scratch buffers and :class:`Loop`; each chain in
+        ``fused`` runs as one call ``F<i>(inputs..., out=(outputs...))`` at its last node ``i``."""
         member = {node: chain for chain in fused for node in chain.nodes}
         stored = self.kept | self.views | set(self.masks)
-        per_step, body, lifetimes, keys, in_place = [], [], {}, {}, set()
-        per_step += [f"x_{_ident(a)} = X_{_ident(a)}[t]" for k, (kind, a) in self.external().items()
+        per_step, body, hoisted, lifetimes, keys, in_place = [], [], [], {}, {}, set()
+        per_step += [View(f"x_{_ident(a)}", f"X_{_ident(a)}", 0) for k, (kind, a) in self.external().items()
                      if kind == "seq"]
-        per_step += [f"v{self.index[n]} = x_{_ident(a)}" for n, a in self.hosted.items()]
+        per_step += [View(f"v{self.index[n]}", f"x_{_ident(a)}") for n, a in self.hosted.items()]
         for node in self.order:
             if node in self.kept or node in self.masks:
                 per_step += self._fetch(node)
@@ -262,16 +294,17 @@ class ScanCode:
             if node in self.views:
                 if node not in self.kept:
                     parent = data.args[0]
-                    (per_step if parent in self.kept or parent in self.hosted else body).append(self._fetch(node)[0])
+                    # a view of a scratch value is bound once, before the loop
+                    (per_step if parent in self.kept or parent in self.hosted else hoisted).append(self._fetch(node)[0])
                 continue
             chain = member.get(node)
             if node not in stored and node not in self.hosted:
                 lifetimes[node] = (self.index[chain.nodes[-1]] if chain else i, None)
                 keys[node] = (tuple(data.shape), data.dtype)
             if chain is None:
-                body += self._forward_lines(node)
+                body += self._forward_instructions(node)
             elif node == chain.nodes[-1]:
-                body.append(self._chain_call(chain))
+                body.append(self._chain_instruction(chain))
         reads = self._last_reads(member)
         lifetimes = {n: (first, reads.get(n, first)) for n, (first, _) in lifetimes.items()}
         for node in self.order:
@@ -284,11 +317,11 @@ class ScanCode:
         buffers = {}
         for node, number in plan.items():
             buffers[f"b{number}"] = keys[node]
-            prelude.append(f"v{self.index[node]} = b{number}")
-        view_lines = [line for line in body if _is_view(line)]
-        body = [line for line in body if not _is_view(line)]
-        source = _function("scan_forward", prelude + view_lines, per_step + body)
-        return source, buffers
+            prelude.append(View(f"v{self.index[node]}", f"b{number}"))
+        loop = self._loop("scan_forward", prelude + hoisted, per_step + body, buffers, chains=fused,
+                          liveness={f"v{self.index[n]}": span for n, span in lifetimes.items()},
+                          sharing={f"v{self.index[n]}": f"b{k}" for n, k in plan.items()})
+        return python_source(loop), buffers, loop
 
     def _find_transposed(self) -> list:
         return sorted({self.data[n].args[0] for n in self.order if self._matmul(n)}, key=str)
@@ -307,17 +340,18 @@ class ScanCode:
         return (data.op not in KERNELS and data.op != PREV and node not in self.sliced
                 and node not in self.masks and not self._matmul(node))
 
-    def _forward_lines(self, node) -> list:
+    def _forward_instructions(self, node) -> list:
+        """What computes node's value at step t into ``v<i>`` (views and instructions)."""
         data = self.data[node]
         i = self.index[node]
         ins = [self.arg_name(a) for a in data.args]
         if data.op in KERNELS:
-            return node_kernel(data).forward(f"v{i}", ins)
+            return [ufunc(call) for call in node_kernel(data).forward(f"v{i}", ins)]
         if self._matmul(node):
-            return [f"dot({ins[1]}, wt_{_ident(data.args[0])}, v{i})"]
+            return [ufunc(Call("dot", (ins[1], f"wt_{_ident(data.args[0])}"), f"v{i}"))]
         if node in self.copied:
-            return [f"copyto(v{i}, {ins[0]}{_region(data)})"]
-        return [f"copyto(v{i}, F{i}({', '.join(ins)}))"]
+            return [View(f"c{i}", ins[0], columns=_region(data)), ufunc(Call("copyto", (f"c{i}",), f"v{i}"))]
+        return [Instruction("function", (f"v{i}",), tuple(ins), function=f"F{i}")]
 
     def _last_reads(self, member=None) -> dict:
         """The step-order index of each value's last read (a fused chain reads its inputs at
@@ -338,13 +372,13 @@ class ScanCode:
     # -- the forward loop with fused chains (a backend with generated kernels) -----------
 
     def fused_forward(self):
-        """``(code, buffers, chains, source)`` of the forward loop that runs each fusible chain
+        """``(code, buffers, chains, source, loop)`` of the forward loop that runs each fusible chain
         as one generated kernel (:meth:`fusible_chains`), made once."""
         if self._fused is None:
             chains = self.fusible_chains()
-            source, buffers = self._forward_source(chains)
+            source, buffers, loop = self._forward_source(chains)
             self._fused = (compile(source, f"<scan {self.order[0]} fused forward>", "exec"), buffers, chains,
-                           source)
+                           source, loop)
         return self._fused
 
     def fusible_chains(self) -> list:
@@ -378,21 +412,20 @@ class ScanCode:
             found |= self._readers(consumer) if consumer in self.views else {consumer}
         return found
 
-    def _chain_call(self, chain) -> str:
-        ins = ", ".join(self.arg_name(a) for a in chain.inputs)
-        outs = "".join(f"v{self.index[n]}, " for n in chain.outputs)
-        return f"F{self.index[chain.nodes[-1]]}({ins}, out=({outs}))"
+    def _chain_instruction(self, chain) -> Instruction:
+        return Instruction("chain", tuple(f"v{self.index[n]}" for n in chain.outputs),
+                           tuple(self.arg_name(a) for a in chain.inputs), function=f"F{self.index[chain.nodes[-1]]}")
 
-    def forward_functions(self, xp, dtype, fused=()) -> dict:
-        """The callables generated forward code uses for ops without an in-place kernel, and
-        for each chain in ``fused`` its generated kernel (made once per namespace)."""
+    def forward_functions(self, xp, dtype, loop: Loop) -> dict:
+        """The callables forward ``loop`` is handed: the forward of each op without an
+        in-place kernel, and for each chain it runs its generated kernel (made once per
+        namespace)."""
         found = {}
         for node in self.order:
             if self._generic_forward(node):
-                op, attrs = REGISTRY[self.data[node].op], self.data[node].attrs
+                op, attrs = ops_for(xp)[self.data[node].op], self.data[node].attrs
                 found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
-        for chain in fused:
-            name = f"F{self.index[chain.nodes[-1]]}"
+        for name, chain in loop.chains.items():
             if (xp, name) not in self._chain_kernels:
                 self._chain_kernels[(xp, name)] = ChainKernel(chain, xp).forward
             found[name] = self._chain_kernels[(xp, name)]
@@ -508,32 +541,42 @@ class ScanCode:
         return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
     def backward_code(self, seeded: frozenset, needs_grad: frozenset = None, fused: bool = False):
-        """``(layout, code, source, buffers, chains)`` of the backward loop for ``seeded`` (and
-        the nodes gradients flow through, ``needs_grad``, default all), made once; ``fused``:
-        each chain of :meth:`fused_backward_chains` (in ``chains``) runs as one call."""
+        """``(layout, code, source, buffers, chains, loop)`` of the backward loop for ``seeded``
+        (and the nodes gradients flow through, ``needs_grad``, default all), made once;
+        ``fused``: each chain of :meth:`fused_backward_chains` (in ``chains``) runs as one call."""
         key = (seeded, needs_grad, fused)
         if key not in self._backward:
             layout = self.layout(seeded, needs_grad)
             chains = self.fused_backward_chains(layout) if fused else []
-            source, buffers = self._backward_source(layout, chains)
+            loop, buffers = self._backward_loop(layout, chains)
+            source = python_source(loop)
             code = compile(source, f"<scan {self.order[0]} {'fused ' if fused else ''}backward>", "exec")
-            self._backward[key] = (layout, code, source, buffers, [chain for chain, _ in chains])
+            self._backward[key] = (layout, code, source, buffers, [chain for chain, _ in chains], loop)
         return self._backward[key]
 
-    def _backward_source(self, layout: Layout, fused=()):
-        """The backward loop's source and scratch buffers; each ``(chain, at)`` in ``fused``
-        runs as one call ``F<i>(inputs..., cotangents..., out=(targets...))`` before the
-        gradient lines of the node at index ``at`` (after all of them when ``at`` is -1)."""
+    def program(self, seeded: frozenset = None, fused: bool = False) -> StepProgram:
+        """The step program of this core: its forward loop and the backward loop for the
+        cotangents ``seeded`` (default: every value read outside the core); ``fused``: with
+        the fused chains' kernels."""
+        seeded = frozenset(self.outside if seeded is None else seeded)
+        forward = self.fused_forward()[4] if fused else self.forward_loop
+        return StepProgram(forward, self.backward_code(seeded, None, fused)[5], tuple(map(str, self.order)))
+
+    def _backward_loop(self, layout: Layout, fused=()):
+        """The backward :class:`Loop` and its scratch buffers; each ``(chain, at)`` in
+        ``fused`` runs as one call ``F<i>(inputs..., cotangents..., out=(targets...))``
+        before the gradient instructions of the node at index ``at`` (after all of them when
+        ``at`` is -1)."""
         reads_fwd = set()
         written = {}
-        emitted = []  # (lines, writes, reads) of scratch roots
+        emitted = []  # (instructions, writes, reads, temporaries) of scratch roots
         inside = {node for chain, _ in fused for node in chain.nodes}
         for node in [*reversed(self.order), None]:
             for chain, at in fused:
                 if at == (self.index[node] if node is not None else -1):
-                    code, writes = self._chain_backward_lines(layout, chain, written)
+                    code, writes, temps = self._chain_backward_instructions(layout, chain, written)
                     reads_fwd |= {a for a in chain.inputs if a in self.members}
-                    emitted.append((code, writes, {layout.root[o] for o in chain.outputs}, chain, None))
+                    emitted.append((code, writes, {layout.root[o] for o in chain.outputs}, temps))
             if node is None or node not in layout.active or node in self.state_of or node in inside:
                 continue
             data = self.data[node]
@@ -546,12 +589,12 @@ class ScanCode:
                     continue
                 mode = "add" if arg in layout.inits or written.get(arg) else "set"
                 written[arg] = True
-                code, reads = self._gradient_lines(layout, node, port, mode)
+                code, reads, temps = self._gradient_instructions(layout, node, port, mode)
                 reads_fwd |= reads
-                emitted.append((code, {layout.root[arg]}, {layout.root[node]}, node, port))
+                emitted.append((code, {layout.root[arg]}, {layout.root[node]}, temps))
         # scratch roots share buffers by liveness over the emitted instructions
         lifetimes, keys = {}, {}
-        for step, (_, writes, reads, _, _) in enumerate(emitted):
+        for step, (_, writes, reads, _) in enumerate(emitted):
             for root in writes | reads:
                 if root in layout.full or root in self.state_of:
                     continue
@@ -562,53 +605,64 @@ class ScanCode:
             if root not in lifetimes and root not in layout.full and root not in self.state_of:
                 lifetimes[root] = (-1, -1)
                 keys[root] = (tuple(self.data[root].shape), "float")
-        for step, (code, _, _, _, _) in enumerate(emitted):
-            for tmp in _temps(code):
-                lifetimes[tmp] = (step, step)
-                keys[tmp] = self._tmp_key(tmp)
+        temporaries = set()
+        for step, (code, _, _, temps) in enumerate(emitted):
+            used = {name for instruction in code for name in instruction.names()}
+            for tmp, like in temps.items():
+                if tmp in used:
+                    temporaries.add(tmp)
+                    lifetimes[tmp] = (step, step)
+                    keys[tmp] = (tuple(self.data[like].shape), "float")
         # roots with an outside or carried cotangent are written at the top of the step
         for root in {layout.root[n] for n in layout.inits}:
             if root in lifetimes:
                 lifetimes[root] = (-1, lifetimes[root][1])
         plan = share_buffers(lifetimes, keys)
         buffers = {f"b{k}": (keys[v][0], "float") for v, k in plan.items()}
-        prelude, per_step = [], []
-        for root in sorted({layout.root[n] for n in layout.active}, key=self.index.get):
-            i = self.index[root]
-            if root in self.state_of:
-                prelude += [f"g{i} = C{i}", f"g{i}.fill(0)"]
-            elif root in layout.full:
-                per_step.append(f"g{i} = G{i}[t]")
-            else:
-                prelude.append(f"g{i} = b{plan[root]}")
-        for node in sorted(layout.active, key=self.index.get):
-            r = layout.root[node]
-            if r != node:
-                line = f"g{self.index[node]} = g{self.index[r]}" + _span(layout.region[node])
-                (per_step if r in layout.full else prelude).append(line)
-        prelude = _order_bindings(prelude)
-        per_step = _order_bindings(per_step)
-        fetch = [f"x_{_ident(a)} = X_{_ident(a)}[t]" for _, (kind, a) in self.external().items()
-                 if kind == "seq" and self.arg_name(a) in " ".join(" ".join(c) for c, *_ in emitted)]
+        prelude, per_step = self._cotangent_views(layout, plan)
+        read = {name for code, *_ in emitted for instruction in code for name in instruction.names()}
+        fetch = [View(f"x_{_ident(a)}", f"X_{_ident(a)}", 0) for _, (kind, a) in self.external().items()
+                 if kind == "seq" and self.arg_name(a) in read]
         recompute = sorted(reads_fwd & self.recomputed, key=self.index.get)
         for number, node in enumerate(recompute, start=1 + max(plan.values(), default=-1)):
             reads_fwd |= {a for a in self.data[node].args if a in self.members}
             buffers[f"b{number}"] = (tuple(self.data[node].shape), "float")
-            prelude.append(f"v{self.index[node]} = b{number}")
+            prelude.append(View(f"v{self.index[node]}", f"b{number}"))
         for node in self.order:
             if node in reads_fwd and node not in self.recomputed:
-                fetch += [line for line in self._fetch_chain(node) if line not in fetch]
+                fetch += [view for view in self._fetch_chain(node) if view not in fetch]
         for node in recompute:
-            fetch += self._forward_lines(node)
-        init = self._init_lines(layout)
-        zeros = self._uncovered_lines(layout)
-        body = []
-        for code, *_ in emitted:
-            body += code
-        body = [_rename_temps(line, plan) for line in body]
-        source = _function("scan_backward", prelude, per_step + fetch + init + zeros + body,
-                           reverse=True)
-        return source, buffers
+            fetch += self._forward_instructions(node)
+        renamed = {tmp: f"b{plan[tmp]}" for tmp in temporaries}
+        body = [instruction.renamed(renamed) for code, *_ in emitted for instruction in code]
+        name = {value: value if value in temporaries else f"g{self.index[value]}" for value in lifetimes}
+        liveness = {name[value]: span for value, span in lifetimes.items()}
+        sharing = {name[value]: f"b{number}" for value, number in plan.items()}
+        loop = self._loop("scan_backward", prelude, per_step + fetch + self._init_instructions(layout)
+                          + self._uncovered_instructions(layout) + body, buffers, reverse=True,
+                          chains=[chain for chain, _ in fused], liveness=liveness, sharing=sharing)
+        return loop, buffers
+
+    def _cotangent_views(self, layout: Layout, plan: dict):
+        """The prelude (views, then the carried cotangents' zero fills) and the per-step
+        views that bind ``g<i>`` to each active node's cotangent: a carried buffer, a row of
+        one kept over time, a scratch buffer (``plan``) or a part of its root's."""
+        views, zeroed, per_step = [], [], []
+        for root in sorted({layout.root[n] for n in layout.active}, key=self.index.get):
+            i = self.index[root]
+            if root in self.state_of:
+                views.append(View(f"g{i}", f"C{i}"))
+                zeroed.append(Instruction("zero", (f"g{i}",)))
+            elif root in layout.full:
+                per_step.append(View(f"g{i}", f"G{i}", 0))
+            else:
+                views.append(View(f"g{i}", f"b{plan[root]}"))
+        for node in sorted(layout.active, key=self.index.get):
+            r = layout.root[node]
+            if r != node:
+                view = View(f"g{self.index[node]}", f"g{self.index[r]}", columns=layout.region[node])
+                (per_step if r in layout.full else views).append(view)
+        return ordered_views(views) + zeroed, ordered_views(per_step)
 
     def fused_backward_chains(self, layout: Layout) -> list:
         """``(chain, at)`` for each fusible chain whose backward can run as one call in the
@@ -657,22 +711,25 @@ class ScanCode:
             return self._stored(self.data[node].args[0])
         return node in self.kept or node in self.masks
 
-    def _chain_backward_lines(self, layout: Layout, chain, written: dict):
-        """The lines of one fused chain's backward call (a target that already holds a
-        contribution gets the call's result added), and the roots it writes."""
+    def _chain_backward_instructions(self, layout: Layout, chain, written: dict):
+        """The instructions of one fused chain's backward call (a target that already holds
+        a contribution gets the call's result added), the roots it writes and its
+        temporaries (each mapped to the node it is shaped like)."""
         i = self.index[chain.nodes[-1]]
         ins = [self.arg_name(a) for a in chain.inputs] + [f"g{self.index[o]}" for o in chain.outputs]
-        outs, adds = [], []
+        outs, adds, temps = [], [], {}
         for target in chain.backward:
             j = self.index[target]
             if target not in chain.nodes and (target in layout.inits or written.get(target)):
-                outs.append(f"tmp_{j}_{i}_chain")
-                adds.append(f"add(g{j}, tmp_{j}_{i}_chain, g{j})")
+                tmp = f"tmp_{j}_{i}_chain"
+                outs.append(tmp)
+                adds.append(ufunc(Call("add", (f"g{j}", tmp), f"g{j}")))
+                temps[tmp] = target
             else:
                 outs.append(f"g{j}")
             written[target] = True
-        call = f"F{i}({', '.join(ins)}, out=({''.join(o + ', ' for o in outs)}))"
-        return [call] + adds, {layout.root[t] for t in chain.backward}
+        call = Instruction("chain", tuple(outs), tuple(ins), function=f"F{i}")
+        return [call] + adds, {layout.root[t] for t in chain.backward}, temps
 
     def _fetch_chain(self, node) -> list:
         lines = []
@@ -680,57 +737,49 @@ class ScanCode:
             lines += self._fetch_chain(self.data[node].args[0])
         return lines + self._fetch(node)
 
-    def _tmp_key(self, tmp: str):
-        node = self.order[int(tmp.split("_")[1])]
-        return (tuple(self.data[node].shape), "float")
-
-    def _gradient_lines(self, layout: Layout, node, port: int, mode: str):
-        """Lines adding node's contribution to input ``port`` (and the forward values read)."""
+    def _gradient_instructions(self, layout: Layout, node, port: int, mode: str):
+        """The instructions adding node's contribution to input ``port``, the forward values
+        they read and their temporary (mapped to the node it is shaped like)."""
         data = self.data[node]
         i = self.index[node]
         arg = data.args[port]
         dst, g, out = f"g{self.index[arg]}", f"g{i}", f"v{i}"
         ins = [self.arg_name(a) for a in data.args]
         tmp = f"tmp_{self.index[arg]}_{i}_{port}"
+        temps = {tmp: arg}
         op = data.op
         reads = self._gradient_reads(node, port) & self.members
         if op in KERNELS and tuple(node_of(self.graph, arg).shape) == tuple(data.shape):
-            return node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp), reads
+            calls = node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp)
+            return [ufunc(call) for call in calls], reads, temps
         if self._matmul(node) and port == 1:
             # dot writes only into a contiguous buffer; a slice of a cotangent is not one
-            call = "dot" if layout.region[arg] is None else "matmul"
-            compute = (lambda target: [f"{call}({g}, {ins[0]}, {'' if call == 'dot' else 'out='}{target})"])
-            code = compute(dst) if mode == "set" else compute(tmp) + [f"add({dst}, {tmp}, {dst})"]
-            return code, reads
+            product = "dot" if layout.region[arg] is None else "matmul"
+            if mode == "set":
+                return [ufunc(Call(product, (g, ins[0]), dst, keyword=product == "matmul"))], reads, temps
+            return [ufunc(Call(product, (g, ins[0]), tmp, keyword=product == "matmul")),
+                    ufunc(Call("add", (dst, tmp), dst))], reads, temps
         if op == "slice" and data.attrs.get("axis", -1) < 0:
-            return self._slice_gradient_lines(data.attrs, dst, g, mode), reads
-        call = f"V{i}_{port}({g}, {out}, {', '.join(ins)})"
-        return ([f"copyto({dst}, {call})"] if mode == "set" else [f"add({dst}, {call}, {dst})"]), reads
+            # g is written first, since it may share memory with dst
+            attrs = data.attrs
+            columns = (attrs["start"], attrs["stop"], attrs.get("axis", -1))
+            return [Instruction("place", (dst,), (g,), mode, columns=columns)], reads, temps
+        return [Instruction("function", (dst,), (g, out, *ins), mode, function=f"V{i}_{port}")], reads, temps
 
-    @staticmethod
-    def _slice_gradient_lines(attrs: dict, dst: str, g: str, mode: str) -> list:
-        """A slice's gradient: ``g`` into its columns of the input's cotangent ``dst`` (zeros
-        elsewhere when ``mode`` is "set"), reading no forward value. ``g`` is written first,
-        since it may share memory with ``dst``."""
-        start, stop, axis = attrs["start"], attrs["stop"], attrs.get("axis", -1)
-        after = ", :" * (-axis - 1)
-        if mode != "set":
-            return [f"{dst}[..., {start}:{stop}{after}] += {g}"]
-        return [f"{dst}[..., {start}:{stop}{after}] = {g}", f"{dst}[..., :{start}{after}] = 0",
-                f"{dst}[..., {stop}:{after}] = 0"]
-
-    def _init_lines(self, layout: Layout) -> list:
-        lines, later = [], []
+    def _init_instructions(self, layout: Layout) -> list:
+        """What starts each cotangent that comes from outside the core or is carried from
+        step t+1: a copy of one, or the sum of both."""
+        items, later = [], []
         for node in sorted(layout.inits, key=self.index.get, reverse=True):
             i = self.index[node]
-            parts = layout.inits[node]
-            sources = [f"O{i}[t]" if p == "outside" else f"g{self.index[self.prev_of[node]]}" for p in parts]
-            line = (f"copyto(g{i}, {sources[0]})" if len(sources) == 1 else
-                    f"add({sources[0]}, {sources[1]}, g{i})")
-            (later if node in self.state_of else lines).append(line)
-        return lines + later
+            sources = [f"o{i}" if p == "outside" else f"g{self.index[self.prev_of[node]]}"
+                       for p in layout.inits[node]]
+            call = Call("copyto", (sources[0],), f"g{i}") if len(sources) == 1 else Call("add", tuple(sources), f"g{i}")
+            views = [View(f"o{i}", f"O{i}", 0)] if "outside" in layout.inits[node] else []
+            (later if node in self.state_of else items).extend(views + [ufunc(call)])
+        return items + later
 
-    def _uncovered_lines(self, layout: Layout) -> list:
+    def _uncovered_instructions(self, layout: Layout) -> list:
         """Zero the parts of an aliased cotangent that no active slice writes."""
         lines = []
         for parent in self.order:
@@ -744,17 +793,17 @@ class ScanCode:
             edges = [0] + [x for span in covered for x in span] + [self.data[parent].shape[-1]]
             for start, stop in zip(edges[::2], edges[1::2]):
                 if stop > start:
-                    lines.append(f"g{self.index[parent]}[..., {start}:{stop}].fill(0)")
+                    lines.append(Instruction("zero", (f"g{self.index[parent]}",), columns=(start, stop)))
             if not covered:
                 continue
         return lines
 
-    def backward_functions(self, xp, layout: Layout, fused=()) -> dict:
-        """The callables backward code uses for gradients without an in-place kernel, and for
-        each chain in ``fused`` its generated backward kernel (made once per namespace)."""
+    def backward_functions(self, xp, layout: Layout, loop: Loop) -> dict:
+        """The callables backward ``loop`` is handed: the vjp of each op without an in-place
+        kernel, and for each chain it runs its generated backward kernel (made once per
+        namespace)."""
         found = {}
-        for chain in fused:
-            name = f"F{self.index[chain.nodes[-1]]}"
+        for name, chain in loop.chains.items():
             key = (xp, name, tuple(chain.outputs), tuple(chain.backward))
             if key not in self._chain_kernels:
                 self._chain_kernels[key] = ChainKernel(chain, xp).backward
@@ -763,7 +812,7 @@ class ScanCode:
             data = self.data[node]
             if data.op == PREV:
                 continue
-            op = REGISTRY[data.op]
+            op = ops_for(xp)[data.op]
             for port, arg in enumerate(data.args):
                 wanted = [k == port for k in range(len(data.args))]
                 found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data.attrs)
@@ -771,9 +820,8 @@ class ScanCode:
 
     def stats(self) -> dict:
         """Counts of what one step runs and holds."""
-        calls = [line for line in self.forward_source.splitlines() if "(" in line and "range" not in line
-                 and "def " not in line]
-        return {"forward_calls_per_step": len(calls), "scratch_buffers": len(self.forward_buffers),
+        return {"forward_calls_per_step": len(self.forward_loop.instructions()),
+                "scratch_buffers": len(self.forward_buffers),
                 "kept": len(self.kept), "chains": len(self.chains)}
 
 
@@ -783,67 +831,9 @@ def _one_gradient(op, xp, wanted, port, attrs):
     return gradient
 
 
-def _region(data) -> str:
-    return f"[..., {data.attrs['start']}:{data.attrs['stop']}]"
-
-
-def _span(region) -> str:
-    return "" if region is None else f"[..., {region[0]}:{region[1]}]"
+def _region(data) -> tuple:
+    return (data.attrs["start"], data.attrs["stop"])
 
 
 def _ident(node) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in str(node))
-
-
-def _is_view(line: str) -> bool:
-    return line.startswith("v") and "[..., " in line and "(" not in line
-
-
-def _temps(code: list) -> set:
-    return {word for line in code for word in _words(line) if word.startswith("tmp_")}
-
-
-def _words(line: str) -> list:
-    return "".join(ch if ch.isalnum() or ch == "_" else " " for ch in line).split()
-
-
-def _rename_temps(line: str, plan: dict) -> str:
-    for word in set(_words(line)):
-        if word.startswith("tmp_"):
-            line = line.replace(word, f"b{plan[word]}")
-    return line
-
-
-def _order_bindings(lines: list) -> list:
-    """Bindings ``name = other...`` ordered so each name is bound before it is read."""
-    bound, pending, result = set(), list(lines), []
-    defined = {line.split(" = ")[0] for line in lines if " = " in line}
-    while pending:
-        for line in pending:
-            if " = " not in line:
-                ready = all(w in bound or w not in defined for w in _words(line))
-            else:
-                ready = all(w in bound or w not in defined for w in _words(line.split(" = ", 1)[1]))
-            if ready:
-                result.append(line)
-                pending.remove(line)
-                if " = " in line:
-                    bound.add(line.split(" = ")[0])
-                break
-        else:
-            raise AssertionError(f"cyclic bindings: {pending}")
-    return result
-
-
-PROVIDED = re.compile(r"^(?:[SKMGOCFb]\d|V\d|X_|w_|wt_)")
-
-
-def _function(name: str, prelude: list, body: list, reverse: bool = False) -> str:
-    """The source of a function running ``body`` once per step after ``prelude``; its
-    parameters are the arrays and callables the lines read from outside (by name)."""
-    params = sorted({w for line in prelude + body for w in _words(line) if PROVIDED.match(w)})
-    loop = "for t in range(T - 1, -1, -1):" if reverse else "for t in range(T):"
-    lines = [f"def {name}({', '.join(['T'] + params)}):"]
-    lines += ["    " + line for line in prelude]
-    lines += ["    " + loop] + ["        " + line for line in body or ["pass"]]
-    return "\n".join(lines) + "\n"

@@ -2,9 +2,9 @@
 
 Families (one module each):
 
-- ``elementwise``: add, sub, mul, div, maximum (broadcasting); neg, sigmoid, tanh, relu,
-  exp, log; const
-- ``pointwise`` (stated by formulas alone): sqrt, abs, pow, clamp, hardtanh, minimum, the
+- ``elementwise`` (each op stated once, by formulas): add, sub, mul, div, maximum
+  (broadcasting); neg, sigmoid, tanh, relu, exp, log; copy, const
+- ``pointwise`` (more ops stated by formulas): sqrt, abs, pow, clamp, hardtanh, minimum, the
   comparisons (greater, less, ...), where, softplus, gelu, leaky_relu
 - ``linalg``: matmul, concat, slice, reshape, transpose, flatten
 - ``reduce``: sum, mean, softmax, log_softmax

@@ -1,23 +1,30 @@
-"""Elementwise ops: binary arithmetic with NumPy broadcasting, unary functions, constants.
+"""Elementwise ops, each stated once by formulas: binary arithmetic with NumPy
+broadcasting, unary functions; and the constant.
 
 The three gates of backprop live here: ``add`` distributes the upstream gradient, ``mul``
 switches it (each input gets it times the other input), ``maximum`` routes it to the winner.
+
+:func:`pointwise` registers an elementwise op from its forward formula and one gradient
+formula per differentiable input, written in the language of :mod:`seqgraph.ops.formula`
+over ``{0}``, ``{1}``, ... (the inputs), ``{out}`` and ``{g}``. Everything else is derived
+from them, so nothing is stated twice: the forward and the vjp evaluate the formulas with
+the array namespace (broadcasting like NumPy, gradients summed back with
+:func:`unbroadcast`), the compiler's fused chains and native C and CUDA loops are generated
+from them, the step loops' in-place calls and what each gradient reads come from them
+(:func:`seqgraph.ops.kernels.formula_kernel`), and so does whether the op runs in place
+(``Op.in_place``). An op with attributes (a slope, bounds, an exponent) states its formulas
+as a function of them, the numbers written into the formulas (:func:`number`). More such
+ops are in :mod:`seqgraph.ops.pointwise` and :mod:`seqgraph.ops.per_example`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import math
+from functools import lru_cache, reduce
 
-import numpy
-
-from ..backends import native
 from ..sizes import format_shape
-from .kernels import Kernel, into, negated, over, passed, slope_times, times, ufunc_call
+from .formula import evaluator
+from .kernels import formula_kernel, formula_slots, formula_tree, in_place_ufunc
 from .registry import Op, ShapeError, register, unbroadcast
-
-
-# --- binary ops -------------------------------------------------------------------------
 
 
 def broadcast_shapes(a: tuple, b: tuple) -> tuple:
@@ -38,198 +45,109 @@ def broadcast_shapes(a: tuple, b: tuple) -> tuple:
     return tuple(out)
 
 
-def _binary(name, forward, grads, rule, doc, kernel=None, summed=(None, None)):
-    """Register a broadcasting binary op. ``grads`` holds one function per input,
-    ``grad(xp, g, out, a, b)``, giving that input's full-size gradient, which is summed back
-    to the input's shape here; only the wanted ones run. ``summed`` may hold, per input, a
-    function ``(xp, g, out, a, b, shape)`` giving the gradient already summed to ``shape`` in
-    one pass, or None where it cannot. ``kernel``: see Op.kernel."""
-
-    def vjp(xp, g, out, a, b, wanted=(True, True)):
-        return tuple(_gradient(xp, grad, direct, g, out, a, b, x.shape) if want else None
-                     for grad, direct, x, want in zip(grads, summed, (a, b), wanted))
-
-    return register(Op(name, shape=broadcast_shapes, forward=forward, vjp=vjp, rule=rule,
-                       doc=doc, arity=2, selective=True, kernel=kernel, broadcasting=True))
+# --- ops stated by formulas -------------------------------------------------------------
 
 
-def _gradient(xp, grad, summed, g, out, a, b, shape):
-    done = summed(xp, g, out, a, b, shape) if summed is not None and g.shape != tuple(shape) else None
-    return done if done is not None else unbroadcast(xp, grad(xp, g, out, a, b), shape)
+def number(value) -> str:
+    """``value`` written into a formula."""
+    return f"({float(value)!r})"
 
 
-# The gradient of a value broadcast over the leading (time, batch) axes, such as a peephole
-# weight times the cell state, is sum over those axes of g * other. NumPy forms the product
-# as a new (T, B, H) array and then sums it; this native loop (seqgraph.backends.native)
-# takes one pass, summing eight rows at a time in their type and those sums in float64,
-# each share of the rows (native.shares) into its own row of totals.
-ROW_DOTS = "".join(f"""
-typedef struct {{
-    long rows, cols; const {ctype}* g; long g_step; const {ctype}* x; long x_step; double* totals; long parts;
-}} sg_row_dots_{ctype}_job;
-
-static void sg_row_dots_share_{ctype}(void* data, long part) {{
-    const sg_row_dots_{ctype}_job* job = (const sg_row_dots_{ctype}_job*)data;
-    const long cols = job->cols, end = sg_share_start(job->rows, job->parts, part + 1);
-    const {ctype}* g = job->g;
-    const {ctype}* x = job->x;
-    double* total = job->totals + part * cols;
-    {ctype} sums[cols];
-    for (long first = sg_share_start(job->rows, job->parts, part); first < end; first += 8) {{
-        const long last = first + 8 < end ? first + 8 : end;
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) sums[j] = 0;
-        for (long r = first; r < last; r++) {{
-            #pragma omp simd
-            for (long j = 0; j < cols; j++) sums[j] += g[r * job->g_step + j] * x[r * job->x_step + j];
-        }}
-        #pragma omp simd
-        for (long j = 0; j < cols; j++) total[j] += sums[j];
-    }}
-}}
-
-void sg_row_dots_{ctype}(long rows, long cols, const {ctype}* g, long g_step, const {ctype}* x,
-                         long x_step, double* totals, long parts, void* const* threading) {{
-    sg_row_dots_{ctype}_job job = {{rows, cols, g, g_step, x, x_step, totals, parts}};
-    sg_share_out(sg_row_dots_share_{ctype}, &job, parts, threading);
-}}""" for ctype in ("float", "double"))
+@lru_cache(maxsize=None)
+def _evaluators(formulas, arity: int, attrs: tuple) -> tuple:
+    """The evaluators of the forward formula and of each gradient formula of ``formulas(**attrs)``."""
+    forward, gradients = formulas(**dict(attrs))
+    return (evaluator((formula_tree(forward, arity),)),
+            {port: evaluator((formula_tree(text, arity),)) for port, text in gradients.items()})
 
 
-def _row_step(array, lead: int):
-    """Elements from one row to the next when ``array``'s leading ``lead`` axes are read as
-    rows of contiguous trailing elements (a cotangent's column slice is), else None."""
-    item = array.itemsize
-    trailing = array.shape[lead:]
-    expected = item
-    for size, stride in zip(reversed(trailing), reversed(array.strides[lead:])):
-        if size != 1 and stride != expected:
-            return None
-        expected *= size
-    step = array.strides[lead - 1]
-    for axis in range(lead - 1):
-        if array.shape[axis + 1] != 1 and array.strides[axis] != array.strides[axis + 1] * array.shape[axis + 1]:
-            return None
-    return step // item if step % item == 0 and step >= 0 else None
+def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
+              nondiff: tuple = (), held: tuple = (), broadcasting: bool = False, forward=None) -> Op:
+    """Register the elementwise op whose formulas are ``formulas(**attrs)``: a pair of the
+    forward formula and ``{input: gradient formula}`` (its keyword defaults are the
+    attributes' defaults).
+
+    ``forward`` replaces the evaluated forward formula on an array namespace where another
+    form of the same function is better there (sigmoid's, which never overflows).
+    ``broadcasting``: see :class:`~seqgraph.ops.registry.Op`. (A backend may put faster
+    pieces of its own in front of the forward and vjp: see :mod:`seqgraph.backends.protocol`.)"""
+    slots = formula_slots(arity)
+    fixed = None if attrs else _evaluators(formulas, arity, ())
+
+    def evaluators(values: dict) -> tuple:
+        return fixed or _evaluators(formulas, arity, tuple(sorted(values.items())))
+
+    def evaluated_forward(xp, *inputs, **values):
+        return xp.asarray(evaluators(values)[0](dict(zip(slots, inputs)), xp)[0])
+
+    def vjp(xp, g, out, *inputs, wanted=None, **values):
+        gradients = evaluators(values)[1]
+        bound = dict(zip(slots, inputs + (out,)), g0=g)
+        return tuple(_gradient(xp, gradients[port], bound, g, x.shape)
+                     if port in gradients and (wanted is None or wanted[port]) else None
+                     for port, x in enumerate(inputs))
+
+    def kernel(**values):
+        return formula_kernel(arity, *formulas(**values))
+
+    shape = (lambda *shapes, **_: reduce(broadcast_shapes, shapes)) if arity > 1 else (lambda x, **_: tuple(x))
+    return register(Op(name, shape=shape, forward=forward or evaluated_forward, vjp=vjp, rule=rule, doc=doc,
+                       arity=arity, nondiff=nondiff, held=held, attrs=attrs, selective=arity > 1,
+                       kernel=kernel if attrs else kernel(), broadcasting=broadcasting,
+                       in_place=None if attrs else in_place_ufunc(formulas()[0], arity)))
 
 
-def _row_dots(xp, g, other, shape):
-    """``sum(g * other)`` over g's leading axes down to ``shape``, natively, or None."""
-    shape = tuple(shape)
-    lead = g.ndim - len(shape)
-    ctype = native.C_TYPES.get(str(g.dtype))
-    if (ctype is None or lead < 1 or not shape or g.shape[lead:] != shape or other.shape != g.shape
-            or other.dtype != g.dtype or 0 in g.shape or not native.usable(xp)):
-        return None
-    steps = _row_step(g, lead), _row_step(other, lead)
-    loops = native.op_loops(ROW_DOTS)
-    if loops is None or None in steps:
-        return None
-    cols = math.prod(shape)
-    rows = g.size // cols
-    parts, threading = native.shares(xp, rows, native.SHARE_ROWS)
-    totals = numpy.zeros((parts, cols), dtype=numpy.float64)
-    pointer, long = ctypes.c_void_p, ctypes.c_long
-    getattr(loops, f"sg_row_dots_{ctype}")(long(rows), long(cols), pointer(g.ctypes.data), long(steps[0]),
-                                           pointer(other.ctypes.data), long(steps[1]),
-                                           pointer(totals.ctypes.data), long(parts), pointer(threading))
-    return totals.sum(axis=0).astype(g.dtype).reshape(shape)
+def _gradient(xp, formula, bound: dict, g, shape: tuple):
+    """One input's gradient: its ``formula``'s evaluator run and the result summed down to
+    the input's ``shape``."""
+    grad = formula(bound, xp)[0]
+    return unbroadcast(xp, grad if grad.shape == g.shape else xp.broadcast_to(grad, g.shape), shape)
 
 
-def _tie_weight(xp, g, a, b):
-    # Ties split the gradient evenly: the subgradient halfway between the two one-sided ones.
-    return xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
+# --- binary ops -------------------------------------------------------------------------
 
-
-_binary("add", lambda xp, a, b: a + b,
-        (lambda xp, g, out, a, b: g, lambda xp, g, out, a, b: g),
-        "distribute", "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.",
-        Kernel(ufunc_call("add"), {0: passed, 1: passed}, "{0} + {1}",
-               {0: "{g}", 1: "{g}"}, {0: (), 1: ()}))
-_binary("sub", lambda xp, a, b: a - b,
-        (lambda xp, g, out, a, b: g, lambda xp, g, out, a, b: -g),
-        "distribute (negated to b)", "a - b, broadcasting like NumPy.",
-        Kernel(ufunc_call("subtract"), {0: passed, 1: negated}, "{0} - {1}",
-               {0: "{g}", 1: "-{g}"}, {0: (), 1: ()}))
-_binary("mul", lambda xp, a, b: a * b,
-        (lambda xp, g, out, a, b: g * b, lambda xp, g, out, a, b: g * a),
-        "switch", "a * b elementwise, broadcasting; each input's gradient is g times the other.",
-        Kernel(ufunc_call("multiply"), {0: times(lambda out, ins: ins[1]),
-                                        1: times(lambda out, ins: ins[0])}, "{0} * {1}",
-               {0: "{g} * {1}", 1: "{g} * {0}"}, {0: (1,), 1: (0,)}),
-        (lambda xp, g, out, a, b, shape: _row_dots(xp, g, b, shape),
-         lambda xp, g, out, a, b, shape: _row_dots(xp, g, a, shape)))
-def _div_gradient_b(dst, mode, g, out, ins, tmp):
-    # d(a / b)/db = -out / b
-    return into(dst, mode, tmp, lambda t: [f"multiply({g}, {out}, {t})",
-                                           f"divide({t}, {ins[1]}, {t})", f"negative({t}, {t})"])
-
-
-_binary("div", lambda xp, a, b: a / b,
-        (lambda xp, g, out, a, b: g / b, lambda xp, g, out, a, b: -g * out / b),
-        "g / b, -g * a / b^2", "a / b elementwise, broadcasting like NumPy.",
-        Kernel(ufunc_call("divide"), {0: over(lambda out, ins: ins[1]), 1: _div_gradient_b},
-               "{0} / {1}", {0: "{g} / {1}", 1: "-{g} * {out} / {1}"}, {0: (1,), 1: (1, "out")}))
-_binary("maximum", lambda xp, a, b: xp.maximum(a, b),
-        (lambda xp, g, out, a, b: g * _tie_weight(xp, g, a, b),
-         lambda xp, g, out, a, b: g * (1 - _tie_weight(xp, g, a, b))),
-        "route",
-        "The elementwise max of a and b, broadcasting; the gradient goes to the larger input. "
-        "Tie rule: where a == b the upstream gradient is split evenly, half to each input.")
+pointwise("add", 2, lambda: ("{0} + {1}", {0: "{g}", 1: "{g}"}), "distribute",
+          "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.", broadcasting=True)
+pointwise("sub", 2, lambda: ("{0} - {1}", {0: "{g}", 1: "-{g}"}), "distribute (negated to b)",
+          "a - b, broadcasting like NumPy.", broadcasting=True)
+pointwise("mul", 2, lambda: ("{0} * {1}", {0: "{g} * {1}", 1: "{g} * {0}"}), "switch",
+          "a * b elementwise, broadcasting; each input's gradient is g times the other.", broadcasting=True)
+pointwise("div", 2, lambda: ("{0} / {1}", {0: "{g} / {1}", 1: "-{g} * {out} / {1}"}), "g / b, -g * a / b^2",
+          "a / b elementwise, broadcasting like NumPy.", broadcasting=True)
+pointwise("maximum", 2, lambda: ("max({0}, {1})", {0: "{g} * (({0} > {1}) + 0.5 * ({0} == {1}))",
+                                                   1: "{g} * (({1} > {0}) + 0.5 * ({0} == {1}))"}),
+          "route",
+          "The elementwise max of a and b, broadcasting; the gradient goes to the larger input. "
+          "Tie rule: where a == b the upstream gradient is split evenly, half to each input.",
+          broadcasting=True)
 
 
 # --- unary ops --------------------------------------------------------------------------
 
 
-def _unary(name, forward, slope, rule, doc, kernel=None):
-    """Register an elementwise unary op; ``slope(xp, x, y)`` is dy/dx given input and output.
-    ``kernel``: see Op.kernel."""
-    return register(Op(name, shape=lambda x: tuple(x), forward=forward,
-                       vjp=lambda xp, g, out, x: (g * slope(xp, x, out),),
-                       rule=rule, doc=doc, arity=1, kernel=kernel))
-
-
 def _forward_sigmoid(xp, x):
     # exp(-|x|) never overflows; pick the algebraically equal form that avoids 1 + huge.
+    # (The formula's exp(-x) may overflow to inf for very negative x, and 1 / inf is exactly
+    # the right 0: the step loops, which run with overflow warnings off, use it.)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _sigmoid_in_place(out, ins):
-    # 1 / (1 + exp(-x)); exp may overflow to inf for very negative x, and 1 / inf is exactly
-    # the right 0 (the step loops run with overflow warnings off).
-    return [f"negative({ins[0]}, {out})", f"exp({out}, {out})", f"add({out}, 1.0, {out})",
-            f"reciprocal({out}, {out})"]
-
-
-_unary("copy", lambda xp, x: x.copy(), lambda xp, x, y: 1, "g",
-       "x itself, as a value of its own: a state that holds another state's previous value "
-       "(a delay line, hp = h[t-1]).")
-
-# The kernels' gradients of sigmoid and tanh read the kept output y: y (1 - y) and 1 - y^2.
-_unary("neg", lambda xp, x: -x, lambda xp, x, y: -1, "-g", "-x.",
-       Kernel(ufunc_call("negative"), {0: negated}, "-{0}", {0: "-{g}"}, {0: ()}))
-_unary("sigmoid", _forward_sigmoid, lambda xp, x, y: y * (1 - y), "g * y * (1 - y)",
-       "The logistic function 1 / (1 + exp(-x)), computed without overflow for any x.",
-       Kernel(_sigmoid_in_place, {0: slope_times(lambda t, out, ins: [
-           f"subtract(1.0, {out}, {t})", f"multiply({t}, {out}, {t})"])},
-           "1 / (1 + exp(-{0}))", {0: "{g} * {out} * (1 - {out})"}, {0: ("out",)}))
-_unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, x, y: 1 - y * y, "g * (1 - y^2)",
-       "The hyperbolic tangent.",
-       Kernel(ufunc_call("tanh"), {0: slope_times(lambda t, out, ins: [
-           f"multiply({out}, {out}, {t})", f"subtract(1.0, {t}, {t})"])},
-           "tanh({0})", {0: "{g} * (1 - {out} * {out})"}, {0: ("out",)}))
-_unary("relu", lambda xp, x: xp.maximum(x, 0), lambda xp, x, y: x > 0, "g * [x > 0]",
-       "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).",
-       Kernel(lambda out, ins: [f"maximum({ins[0]}, 0.0, out={out})"],
-              {0: slope_times(lambda t, out, ins: [f"greater({ins[0]}, 0.0, {t})"])},
-              "max({0}, 0)", {0: "{g} * ({0} > 0)"}, {0: (0,)}))
-_unary("exp", lambda xp, x: xp.exp(x), lambda xp, x, y: y, "g * y", "e to the power x.",
-       Kernel(ufunc_call("exp"), {0: times(lambda out, ins: out)}, "exp({0})",
-              {0: "{g} * {out}"}, {0: ("out",)}))
-_unary("log", lambda xp, x: xp.log(x), lambda xp, x, y: 1 / x, "g / x",
-       "The natural logarithm.",
-       Kernel(ufunc_call("log"), {0: over(lambda out, ins: ins[0])}, "log({0})",
-              {0: "{g} / {0}"}, {0: (0,)}))
+register(Op("copy", shape=lambda x: tuple(x), forward=lambda xp, x: x.copy(), vjp=lambda xp, g, out, x: (g,),
+            rule="g", arity=1,
+            doc="x itself, as a value of its own: a state that holds another state's previous value "
+                "(a delay line, hp = h[t-1])."))
+pointwise("neg", 1, lambda: ("-{0}", {0: "-{g}"}), "-g", "-x.")
+# sigmoid's and tanh's gradients read the kept output y: y (1 - y) and 1 - y^2
+pointwise("sigmoid", 1, lambda: ("1 / (1 + exp(-{0}))", {0: "{g} * {out} * (1 - {out})"}), "g * y * (1 - y)",
+          "The logistic function 1 / (1 + exp(-x)), computed without overflow for any x.",
+          forward=_forward_sigmoid)
+pointwise("tanh", 1, lambda: ("tanh({0})", {0: "{g} * (1 - {out} * {out})"}), "g * (1 - y^2)",
+          "The hyperbolic tangent.")
+pointwise("relu", 1, lambda: ("max({0}, 0)", {0: "{g} * ({0} > 0)"}), "g * [x > 0]",
+          "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).")
+pointwise("exp", 1, lambda: ("exp({0})", {0: "{g} * {out}"}), "g * y", "e to the power x.")
+pointwise("log", 1, lambda: ("log({0})", {0: "{g} / {0}"}), "g / x", "The natural logarithm.")
 
 
 # --- constants --------------------------------------------------------------------------

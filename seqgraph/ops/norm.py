@@ -5,7 +5,9 @@ both before their affine part, which the built-ins add as ordinary parameters.
 fed by the runtime: :func:`seqgraph.runtime.prepare_feed`) it normalises with the batch's
 statistics and moves the running statistics toward them, in place; while evaluating
 (``training`` 0) it normalises with the running statistics. It is the one op whose forward
-writes into an input: the running statistics are state, not trained, and get no gradient.
+writes into inputs, and says so (``Op.updates``): the running statistics are state, not
+trained, and get no gradient. A network hands it arrays of its own for them
+(:meth:`seqgraph.runtime.Network.forward`), never one a caller put into ``net.params``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ register(Op(
         "and 2) move toward the batch's by ``momentum``, in place (the variance unbiased, as "
         "torch.nn.BatchNorm); while it is 0, the running statistics normalise. Only x gets a "
         "gradient.",
-    arity=4, nondiff=(1, 2, 3), attrs=("eps", "momentum"),
+    arity=4, nondiff=(1, 2, 3), attrs=("eps", "momentum"), updates=(1, 2),
 ))
 
 

@@ -3,7 +3,7 @@ number over the batch and the valid steps.
 
 The losses here (huber, binary cross-entropy on probabilities and on logits, KL divergence)
 are elementwise, PyTorch's ``reduction='none'``: stated by formulas
-(:func:`seqgraph.ops.pointwise.pointwise`), so they broadcast, run inside cells and fuse like
+(:func:`seqgraph.ops.elementwise.pointwise`), so they broadcast, run inside cells and fuse like
 any elementwise op. A model reduces them explicitly (``mean``, ``sum``), and ``total`` does
 the last step: the sum or the mean over every valid entry. With a third input ``lengths``
 (B,) the leading axes are ``(T, B)`` and steps ``t >= lengths[b]`` are padding, left out
@@ -13,7 +13,7 @@ the last step: the sum or the mean over every valid entry. With a third input ``
 from __future__ import annotations
 
 from .loss import _check_optional_lengths, _mask, _valid_count
-from .pointwise import number, pointwise
+from .elementwise import number, pointwise
 from .registry import Op, register
 from .sequence import expand_right, zero_where_not
 

@@ -1,15 +1,6 @@
-"""Elementwise ops stated by formulas alone: sqrt, abs, pow, clamp, hardtanh, minimum, the
-comparisons, where, softplus, gelu and leaky_relu.
-
-Each op is its forward formula and one gradient formula per differentiable input, written in
-the formula language of :mod:`seqgraph.backends.cuda_kernels` over ``{0}``, ``{1}``, ...
-(the inputs), ``{out}`` and ``{g}``. Everything else is derived from them, so nothing is
-stated twice: the forward and the vjp evaluate the formulas with the array namespace
-(broadcasting like NumPy, gradients summed back with :func:`unbroadcast`), the compiler's
-fused chains and native C and CUDA loops are generated from them, and the step loops' in-place
-form is the formulas written as ufunc calls (:func:`seqgraph.ops.kernels.formula_kernel`).
-An op with attributes (a slope, bounds, an exponent) states its formulas as a function of
-them, the numbers written into the formulas.
+"""More elementwise ops, stated by formulas like every elementwise op (see
+:mod:`seqgraph.ops.elementwise`): sqrt, abs, pow, clamp, hardtanh, minimum, the comparisons,
+where, softplus, gelu and leaky_relu.
 
 Kinks follow PyTorch: ``abs``'s gradient at 0 is 0; ``clamp`` passes the gradient where
 ``min <= x <= max`` (bounds included), ``hardtanh`` where ``min_val < x < max_val``;
@@ -19,49 +10,7 @@ Comparisons give 1.0 or 0.0 and no gradient; ``where``'s condition gets none eit
 
 from __future__ import annotations
 
-from functools import lru_cache, reduce
-
-from ..backends.cuda_kernels import evaluate
-from .elementwise import broadcast_shapes
-from .kernels import formula_kernel, formula_slots, formula_tree
-from .registry import Op, register, unbroadcast
-
-
-def number(value) -> str:
-    """``value`` written into a formula."""
-    return f"({float(value)!r})"
-
-
-@lru_cache(maxsize=None)
-def _trees(formulas, arity: int, attrs: tuple) -> tuple:
-    """The parsed forward formula and gradient formulas of ``formulas(**attrs)``."""
-    forward, gradients = formulas(**dict(attrs))
-    return formula_tree(forward, arity), {port: formula_tree(text, arity) for port, text in gradients.items()}
-
-
-def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
-              nondiff: tuple = (), held: tuple = ()) -> Op:
-    """Register the elementwise op whose formulas are ``formulas(**attrs)``: a pair of the
-    forward formula and ``{input: gradient formula}`` (its keyword defaults are the
-    attributes' defaults)."""
-
-    def forward(xp, *inputs, **values):
-        tree, _ = _trees(formulas, arity, tuple(sorted(values.items())))
-        return xp.asarray(evaluate(tree, dict(zip(formula_slots(arity), inputs)), xp))
-
-    def vjp(xp, g, out, *inputs, **values):
-        _, gradients = _trees(formulas, arity, tuple(sorted(values.items())))
-        bound = dict(zip(formula_slots(arity), list(inputs) + [out]), g0=g)
-        return tuple(unbroadcast(xp, xp.broadcast_to(evaluate(gradients[port], bound, xp), g.shape), x.shape)
-                     if port in gradients else None for port, x in enumerate(inputs))
-
-    def kernel(**values):
-        forward_formula, gradients = formulas(**values)
-        return formula_kernel(arity, forward_formula, gradients)
-
-    shape = (lambda *shapes, **_: reduce(broadcast_shapes, shapes)) if arity > 1 else (lambda x, **_: tuple(x))
-    return register(Op(name, shape=shape, forward=forward, vjp=vjp, rule=rule, doc=doc, arity=arity,
-                       nondiff=nondiff, held=held, attrs=attrs, kernel=kernel if attrs else kernel()))
+from .elementwise import number, pointwise
 
 
 # --- elementwise math -------------------------------------------------------------------

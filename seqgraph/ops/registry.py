@@ -20,10 +20,14 @@ backend):
   per input; it computes only the wanted gradients and returns ``None`` for the rest.
   Callers go through :meth:`Op.partial_vjp`, which serves every op alike (the compiler
   uses it to leave weight gradients out of the per-step loop and do them once after it).
-- **kernel** (elementwise ops only): the same forward and gradient restated for the
-  compiler's step loops, as in-place ufunc calls and as formulas a GPU backend fuses into
-  one kernel (a :class:`seqgraph.ops.kernels.Kernel`, checked against forward and vjp by
-  the tests). An op without one runs its forward and vjp in the loops as they are.
+- **kernel** (elementwise ops only): the same forward and gradient for the compiler's step
+  loops, as in-place ufunc calls and as formulas a backend fuses into one kernel (a
+  :class:`seqgraph.ops.kernels.Kernel`, derived from the formulas the op is stated by; see
+  :func:`seqgraph.ops.elementwise.pointwise`). An op without one runs its forward and vjp in
+  the loops as they are.
+- **in_place**: the ufunc of the array namespace that computes the op from its inputs into a
+  given array (``add(a, b, out=c)``), or None. The compiler runs such an op over a dying
+  input's array instead of a new one where no gradient reads that input.
 - **broadcasting** ops (the elementwise binary ones) broadcast their inputs' feature shapes
   right-aligned, as the shape rule :func:`seqgraph.ops.elementwise.broadcast_shapes` does.
   Runtime arrays broadcast the same way only when every input with leading axes has all
@@ -70,6 +74,8 @@ class Op:
     kernel: Optional[object] = None
     broadcasting: bool = False
     held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
+    in_place: Optional[str] = None
+    updates: tuple = ()  # inputs the forward writes new values into (state such as running statistics)
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

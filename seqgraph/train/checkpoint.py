@@ -15,6 +15,13 @@ from ..errors import SeqgraphError
 from ..weights import SAFETENSORS, load_arrays, save_arrays, set_params
 
 FINAL, BEST, LAST = "final.npz", "best.npz", "last.npz"
+FORMATS = {"npz": ".npz", "safetensors": SAFETENSORS}  # the train setting ``checkpoints``: suffixes
+
+
+def checkpoint_file(name: str, format: str = "npz") -> str:
+    """The file name of checkpoint ``name`` (:data:`FINAL`, :data:`BEST`, :data:`LAST`) in
+    ``format``, a key of :data:`FORMATS`: ``final.safetensors`` for ``FINAL`` in safetensors."""
+    return Path(name).stem + FORMATS[format]
 
 
 def save_checkpoint(path, network, optimizer, header: dict, carried: dict | None = None,
@@ -48,7 +55,7 @@ def read_checkpoint(path) -> tuple:
     holds is a SeqgraphError naming the file and what is wrong."""
     path = Path(path)
     if path.is_dir():
-        names = [Path(name).stem + suffix for name in (LAST, FINAL, BEST) for suffix in (".npz", SAFETENSORS)]
+        names = [checkpoint_file(name, format) for name in (LAST, FINAL, BEST) for format in FORMATS]
         candidates = [path / name for name in names if (path / name).exists()]
         if not candidates:
             raise SeqgraphError(f"{path} holds no checkpoint ({LAST}, {FINAL} or {BEST})")

@@ -47,6 +47,10 @@ setting               example                          meaning
                                                         machine has free; "off": no check)
 ``init``              ``"runs/teacher/best.npz"``        start from the parameters a checkpoint
                                                         holds under the model's keys and shapes
+``checkpoints``       ``safetensors``                   the run's checkpoint files: ``npz``
+                                                        (``final.npz``, ...) or ``safetensors``
+                                                        (``final.safetensors``, ...; needs the
+                                                        ``safetensors`` package)
 ====================  ===============================  ========================================
 
 Command-line overrides use the same syntax: ``--set optimizer="sgd(lr = 0.1)"``.
@@ -54,12 +58,14 @@ Command-line overrides use the same syntax: ``--set optimizer="sgd(lr = 0.1)"``.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from ..errors import SeqgraphError, Span, did_you_mean
 from ..resources import parse_memory
 from ..syntax import ast, parse_source
+from .checkpoint import FORMATS
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class TrainConfig:
     skip_nonfinite: int = 0
     memory: str = ""
     init: str = ""
+    checkpoints: str = "npz"
     spans: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
@@ -124,7 +131,7 @@ _INTS = {"examples", "batch", "epochs", "steps", "bptt", "patience", "sample", "
          "accumulate", "show"}
 _FLOATS = {"weight_decay", "clip", "clip_value", "valid", "temperature"}
 _CALLS = {"data", "optimizer", "schedule", "scheduled_sampling"}
-_STRINGS = {"prime", "memory", "init"}
+_STRINGS = {"prime", "memory", "init", "checkpoints"}
 SETTINGS = sorted(_INTS | _FLOATS | _CALLS | _STRINGS)
 
 
@@ -205,8 +212,20 @@ def _check(config: TrainConfig) -> None:
         raise SeqgraphError("'valid' is a fraction in [0, 1)", config.spans.get("valid"))
     if config.temperature <= 0:
         raise SeqgraphError("'temperature' must be positive", config.spans.get("temperature"))
+    _check_checkpoints(config)
     if config.memory:
         try:
             parse_memory(config.memory)
         except SeqgraphError as error:
             raise SeqgraphError(error.message, config.spans.get("memory"), error.hint) from None
+
+
+def _check_checkpoints(config: TrainConfig) -> None:
+    """``checkpoints`` names a format, and safetensors only where its package is installed."""
+    span = config.spans.get("checkpoints")
+    if config.checkpoints not in FORMATS:
+        raise SeqgraphError(f"'checkpoints' is npz or safetensors, not {config.checkpoints!r}", span,
+                            did_you_mean(config.checkpoints, FORMATS))
+    if config.checkpoints == "safetensors" and importlib.util.find_spec("safetensors") is None:
+        raise SeqgraphError("checkpoints = safetensors needs the safetensors package", span,
+                            "pip install 'seqgraph[safetensors]', or keep checkpoints = npz")

@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy
 
+from ..backends import backend_kind
 from ..errors import SeqgraphError
 from ..ir import node_of
 from .loop import Interrupted, Trainer, _batch_size, model_batches
@@ -95,7 +96,9 @@ class World:
         return echo if self.rank == 0 else (lambda *args, **kwargs: None)
 
     def prepare(self, backend: str) -> str:
-        """Set this rank's threads (and its GPU on CuPy); a line saying what was chosen."""
+        """Set this rank's threads (and its device, on a backend with devices: see
+        :meth:`~seqgraph.backends.protocol.Backend.use_device_of_rank`); a line saying what
+        was chosen."""
         cores, allowed = os.cpu_count() or 1, len(_allowed_cores())
         given = next((os.environ[name] for name in THREAD_VARIABLES if os.environ.get(name)), None)
         threads = int(given) if given and given.isdigit() else threads_per_rank(self.local_size, cores, allowed)
@@ -103,9 +106,8 @@ class World:
         where = f"{self.size} ranks on {self.nodes} machine{'s' if self.nodes != 1 else ''}"
         how = "as the environment says" if given else f"{self.local_size} ranks share {cores} cores here"
         line = f"data-parallel: {where}, {threads} thread{'s' if threads != 1 else ''} per rank ({how})"
-        if backend == "cupy":
-            line += f", {select_gpu(self.local_rank, self.local_size)}"
-        return line
+        device = backend_kind(backend).use_device_of_rank(self.local_rank, self.local_size)
+        return line + (f", {device}" if device else "")
 
     def sum(self, numbers) -> numpy.ndarray:
         """The sum over the ranks of a few host numbers (float64)."""
@@ -149,15 +151,6 @@ def limit_threads(threads: int) -> None:
     from ..backends import mkl
     mkl.limit_threads(threads)
 
-
-def select_gpu(local_rank: int, local_size: int) -> str:
-    """Make GPU ``local_rank`` (modulo the GPUs there are) this rank's device; says which."""
-    from ..backends.cupy_backend import _import_cupy
-    cupy = _import_cupy()
-    count = cupy.cuda.runtime.getDeviceCount()
-    cupy.cuda.Device(local_rank % count).use()
-    shared = f" (shared: {local_size} ranks on {count} GPUs)" if local_size > count else ""
-    return f"GPU {local_rank % count}{shared}"
 
 
 def shard(total: int, rank: int, size: int) -> slice:
@@ -252,8 +245,8 @@ class NcclReducer:
 
 
 def make_reducer(world: World, backend):
-    """NCCL for the cupy backend, MPI for NumPy."""
-    return NcclReducer(world, backend.xp) if backend.name == "cupy" else MpiReducer(world)
+    """NCCL where the arrays live on CUDA devices, else MPI."""
+    return NcclReducer(world, backend.xp) if backend.capabilities().cuda_arrays else MpiReducer(world)
 
 
 # --------------------------------------------------------------------------------------------

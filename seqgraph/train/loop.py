@@ -23,15 +23,16 @@ from typing import Optional
 import numpy
 
 from .. import faults, resources
-from ..backends import get_backend
-from ..backends.capture import TrainingStep
+from ..backends import DEFAULT_BACKEND, get_backend
 from ..errors import SeqgraphError, did_you_mean
 from ..ir import Node, node_of
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
 from . import generation, optim, report, scheduled, tables
-from .checkpoint import BEST, FINAL, LAST, initial_params, read_checkpoint, restore, save_checkpoint
+from .captured import TrainingStep
+from .checkpoint import (BEST, FINAL, LAST, checkpoint_file, initial_params, read_checkpoint, restore,
+                         save_checkpoint)
 from .config import TrainConfig
 from .sampling import sample_text
 
@@ -205,7 +206,7 @@ class Trainer:
     writes = True
 
     def __init__(self, model, config: TrainConfig, out_dir, dataset: datasets.Dataset,
-                 backend: str = "numpy", dtype: str = "float32", echo=print, show_progress: bool = True,
+                 backend: str = DEFAULT_BACKEND, dtype: str = "float32", echo=print, show_progress: bool = True,
                  model_file: Optional[str] = None, on_step=()):
         self.config, self.out_dir, self.echo = config, Path(out_dir), echo
         self.on_step = list(on_step)
@@ -233,7 +234,7 @@ class Trainer:
                                             **config.schedule.kwargs)
         # on the GPU a step is recorded once as a CUDA graph and replayed (the same numbers)
         self.captured = TrainingStep(self.net, self.optimizer, config.clip or None, config.clip_value or None) \
-            if self.net.backend.name == "cupy" and config.accumulate == 1 else None
+            if self.net.backend.capabilities().step_capture and config.accumulate == 1 else None
         self.accumulated: dict = {}  # summed gradients of the batches since the last update
         self.gathered = 0  # how many batches they hold
         self.history: list = []
@@ -519,7 +520,8 @@ class Trainer:
         raise self._fault_error(what, fault)
 
     def _fault_error(self, what: str, fault, skippable: bool = True) -> SeqgraphError:
-        kept = [name for name in (LAST, BEST) if (self.out_dir / name).exists()]
+        kept = [file for file in (checkpoint_file(name, self.config.checkpoints) for name in (LAST, BEST))
+                if (self.out_dir / file).exists()]
         checkpoints = (f"the last good checkpoint is kept: {self.out_dir / kept[0]}" if kept
                        else "no checkpoint was written yet")
         remedies = "lower the learning rate or set clip" + \
@@ -606,10 +608,10 @@ class Trainer:
         row["generated_token_accuracy"] = decoded.token_accuracy()
 
     def _save(self, name: str) -> Path:
-        path = self.out_dir / name
+        path = self.out_dir / checkpoint_file(name, self.config.checkpoints)
         broken = faults.nonfinite_parameter(self.net)
         if broken is not None:  # never replace a good checkpoint by a poisoned one
-            raise self._fault_error(f"refusing to write {name}: a parameter is not finite", broken,
+            raise self._fault_error(f"refusing to write {path.name}: a parameter is not finite", broken,
                                     skippable=False)
         header = {"epoch": self.epoch, "batch": self.batch_index, "history": self.history, "best": self.best,
                   "config": self.config.as_dict(), "model_file": self.model_file,

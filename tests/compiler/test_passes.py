@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import seqgraph as sg
+from seqgraph.gradcheck import check_model, random_inputs
 from seqgraph.compiler import compile_program
 from seqgraph.ir import node_of, nodes_of
 from seqgraph.passes import optimize, pipeline
@@ -125,6 +126,38 @@ def test_merge_shared_products_makes_one_product_per_operand():
     assert sorted(node_of(graph, p).shape for p in products) == [(24,), (24,)]
     stacked = node_of(graph, node_of(graph, products[0]).args[0])
     assert stacked.op == "concat" and stacked.attrs["axis"] == -2
+
+
+SELF_CONCAT = """
+cell Two(x : [X]) -> s2 : [H] {
+    param W1 : [H, X + H]
+    param W4 : [H, 2*H]
+    state s1 : [H] = 0.5
+    state s2 : [H] = 0.25
+    s1 = tanh(W1 @ concat(x, s2[t-1]))
+    s2 = s1 * tanh(W4 @ concat(s2[t-1], s2[t-1]))
+}
+model M {
+    input x : seq[float, 2]
+    target y : seq[float, 3]
+    loss = mse(Two(x, 3), y)
+}
+"""
+
+
+def test_a_state_concatenated_with_itself_keeps_its_weight_gradient():
+    model = sg.parse(SELF_CONCAT).model()
+    merged = merge_shared_products(split_concat_products(model.graph))
+    check_graph(merged)
+    stacked = [d for _, d in nodes_of(merged) if d.op == "concat" and d.attrs.get("axis") == -2]
+    assert len(stacked) == 1 and len(stacked[0].args) == 3  # W1's state half and both halves of W4
+    passes = pipeline(wanted(model))
+    net = sg.compile(model, dtype="float64", seed=0)
+    inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
+    for count in range(len(passes) + 1):
+        net.program = compile_program(model.graph, model.checked, passes[:count])
+        compare_with_reference(net)
+        assert check_model(net, inputs, lengths).ok(1e-6)
 
 
 def test_widening_joins_neighbouring_gates():

@@ -94,3 +94,16 @@ def test_generate_continues_text_for_a_language_model(tmp_path, capsys):
     assert text.startswith("The ") and len(text) == 30
     assert cli.main(["generate", str(out)]) == 1
     assert "needs a prefix" in capsys.readouterr().err
+
+
+def test_generate_spaces_the_words_of_a_word_language_model(tmp_path, capsys):
+    text = (MODELS / "word_lstm.sg").read_text()
+    model = tmp_path / "words.sg"
+    model.write_text(text.replace("input  x : seq[int, vocab]", "input  x : seq[int, vocab] = feedback(logits, max_length = 20)"))
+    out = tmp_path / "words"
+    assert cli.main(["run", str(model), "--out", str(out), "--epochs", "1", "--quiet",
+                     "--size", "hidden=8", "--set", "steps = 2", "--set", "sample = 0"]) == 0
+    capsys.readouterr()
+    assert cli.main(["generate", str(out), "--input", "the dog", "--max-length", "6"]) == 0
+    generated = capsys.readouterr().out[:-1]
+    assert generated.startswith("the dog ") and len(generated.split()) == 6

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.backends.capture import StepCapture, TrainingStep
+from seqgraph.backends.capture import StepCapture
+from seqgraph.train.captured import TrainingStep
 from seqgraph.gradcheck import random_inputs
 from seqgraph.train import optim
 

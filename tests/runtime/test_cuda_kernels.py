@@ -10,12 +10,13 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.autodiff import differentiable
-from seqgraph.backends.cuda_kernels import (ChainKernel, cuda_statements, evaluate, generate_kernel,
-                                            parse_formula)
+from seqgraph.backends.chains import ChainKernel
+from seqgraph.backends.cuda_kernels import generate_kernel
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
 from seqgraph.ir import node_of
 from seqgraph.ops import REGISTRY, unbroadcast
+from seqgraph.ops.formula import cuda_statements, evaluate, parse_formula
 
 from .conftest import MODELS
 
@@ -191,8 +192,7 @@ def test_the_forward_loop_with_fused_chains_computes_the_same_numbers(path, name
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-14, err_msg=key)
     for code in [item.code for item in fused.program.schedule if isinstance(item, Scan)]:
-        chains = code.fused_forward()[2]
-        source = code._forward_source(chains)[0]
+        _, _, chains, source, _ = code.fused_forward()
         assert chains and all(f"F{code.index[c.nodes[-1]]}(" in source for c in chains)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.backends import get_backend
-from seqgraph.backends.capture import TrainingStep
-from seqgraph.backends.cuda_kernels import ChainKernel
+from seqgraph.train.captured import TrainingStep
+from seqgraph.backends.chains import ChainKernel
 from seqgraph.crosscheck import crosscheck
 from seqgraph.gradcheck import check_model, random_inputs
 from seqgraph.train import optim

@@ -66,7 +66,7 @@ def test_the_backward_loop_with_fused_chains_computes_the_same_numbers(make, nat
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12, err_msg=key)
     for code in _scans(fused):
-        for layout, _, source, _, chains in code._backward.values():
+        for layout, _, source, _, chains, _ in code._backward.values():
             # here every fusible chain qualifies: each runs as one call, once per step
             assert len(chains) == len(code.fusible_chains()) == len(code.fused_backward_chains(layout)) > 0
             assert all(source.count(f"F{code.index[c.nodes[-1]]}(") == 1 for c in chains)
@@ -81,7 +81,7 @@ def test_numpy_runs_chain_kernels_exactly_when_it_can_compile_them(native_loops,
     net.forward(inputs, lengths)
     net.backward()
     (code,) = _scans(net)
-    ((*_, source, _, chains),) = code._backward.values()
+    ((*_, source, _, chains, _),) = code._backward.values()
     if native_loops and native.compiler() is not None:
         loop = source.split("for t in range", 1)[1]
         assert len(chains) == 2 and loop.count(" F") == 2  # the gate sigmoid and the cell update
@@ -97,7 +97,7 @@ def test_a_chain_adds_to_a_cotangent_another_consumer_already_wrote():
     net.forward(inputs, lengths)
     net.backward()
     (code,) = _scans(net)
-    ((layout, _, source, _, (chain,)),) = code._backward.values()
+    ((layout, _, source, _, (chain,), _),) = code._backward.values()
     a = code.index["Shared_0/matmul"]
     call = next(line.strip() for line in source.splitlines() if line.strip().startswith("F"))
     written = call.split("out=(")[1].rstrip(", )").split(", ")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.backends import cuda_kernels, native
+from seqgraph.backends import chains, native
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
+from seqgraph.ops.formula import evaluate
 
 from .conftest import MODELS
 
@@ -71,7 +72,7 @@ def test_every_native_call_of_an_example_equals_its_formulas(path, dtype, tolera
             trees, names = formulas[kernel]
             values = dict(zip(names, arrays, strict=True))
             for tree, got in zip(trees, written, strict=True):
-                expected = np.broadcast_to(cuda_kernels.evaluate(tree, values, np), got.shape)
+                expected = np.broadcast_to(evaluate(tree, values, np), got.shape)
                 np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
                 checked += 1
         calls.clear()
@@ -99,7 +100,7 @@ def _forward_kernel():
     net = sg.compile(sg.parse(CELL).model(), dtype="float64")
     code = next(item.code for item in net.program.schedule if isinstance(item, Scan))
     chain = max(code.fusible_chains(), key=lambda c: len(c.nodes))
-    kernel = cuda_kernels.ChainKernel(chain, np)
+    kernel = chains.ChainKernel(chain, np)
     return kernel, len(chain.inputs), len(chain.outputs)
 
 
@@ -215,18 +216,18 @@ def _namespace(shared: bool, monkeypatch):
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-13), (np.float32, 1e-6)])
 def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, shared, monkeypatch):
-    from seqgraph.ops import REGISTRY, loss
+    from seqgraph.backends import native_ops, ops_for
     xp = _namespace(shared, monkeypatch)
     assert native.shares(xp, 24, native.SHARE_ROWS)[0] == (3 if shared else 1)
-    op = REGISTRY["cross_entropy"]
+    op = ops_for(xp)["cross_entropy"]
     rng = np.random.default_rng(3)
     logits = (rng.normal(size=(6, 4, 11)) * 5).astype(dtype)
     target = rng.integers(0, 11, size=(6, 4))
-    assert loss._native_rows(xp, logits, target, None) is not None
+    assert native_ops.native_rows(xp, logits, target, None) is not None
     lengths = np.array([6, 3, 0, 5])  # padding rows, inf in one of them, are never read
     padded = logits.copy()
     padded[4, 1] = np.inf
-    assert loss._native_rows(xp, padded, target, lengths) is not None
+    assert native_ops.native_rows(xp, padded, target, lengths) is not None
     got = (op.forward(xp, logits, target), op.vjp(xp, dtype(0.7), None, logits, target)[0],
            op.forward(xp, padded, target, lengths), op.vjp(xp, dtype(0.7), None, padded, target, lengths)[0])
     with_nan = logits.copy()
@@ -234,7 +235,7 @@ def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, shared, monke
     nan_loss = op.forward(xp, with_nan, target)
     nan_grad = op.vjp(xp, dtype(1), None, with_nan, target)[0]
     monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
-    assert loss._native_rows(xp, logits, target, None) is None
+    assert native_ops.native_rows(xp, logits, target, None) is None
     expected = (op.forward(xp, logits, target), op.vjp(xp, dtype(0.7), None, logits, target)[0],
                 op.forward(xp, padded, target, lengths), op.vjp(xp, dtype(0.7), None, padded, target, lengths)[0])
     assert (got[3][4, 1] == 0).all() and (got[3][:, 2] == 0).all()
@@ -246,7 +247,7 @@ def test_cross_entropy_rows_natively_equal_numpy(dtype, tolerance, shared, monke
     strided = np.repeat(logits, 2, axis=-1)[..., ::2]
     outside = target.copy()
     outside[0, 0] = 11
-    assert loss._native_rows(xp, strided, target, None) is None  # not contiguous: NumPy's rows
+    assert native_ops.native_rows(xp, strided, target, None) is None  # not contiguous: NumPy's rows
     with pytest.raises(IndexError):  # the loops stop at it, and NumPy's indexing reports it
         op.forward(xp, logits, outside)
 
@@ -262,7 +263,7 @@ def test_a_loop_that_does_not_build_warns_and_numpy_runs_the_chain(monkeypatch):
     arrays = [rng.normal(size=(5, 4)) for _ in range(inputs)]
     out = [np.zeros((5, 4)) for _ in range(outputs)]
     kernel.forward(*arrays, out=out)
-    expected = [cuda_kernels.evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
+    expected = [evaluate(t, dict(zip(kernel.sources["forward"].inputs, arrays)), np)
                 for t in kernel._trees["forward"]]
     np.testing.assert_allclose(out, np.broadcast_arrays(*expected, out[0])[:-1], rtol=1e-13)
 
@@ -271,10 +272,10 @@ def test_a_loop_that_does_not_build_warns_and_numpy_runs_the_chain(monkeypatch):
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-13), (np.float32, 1e-6)])
 def test_a_weight_broadcast_over_steps_gets_its_gradient_in_one_native_pass(dtype, tolerance, shared,
                                                                            monkeypatch):
-    from seqgraph.ops import REGISTRY, elementwise
+    from seqgraph.backends import native_ops, ops_for
     xp = _namespace(shared, monkeypatch)
     assert native.shares(xp, 15, native.SHARE_ROWS)[0] == (3 if shared else 1)
-    mul = REGISTRY["mul"]
+    mul = ops_for(xp)["mul"]
     rng = np.random.default_rng(4)
     weight = rng.normal(size=7).astype(dtype)
     state = rng.normal(size=(5, 3, 7)).astype(dtype)
@@ -283,14 +284,14 @@ def test_a_weight_broadcast_over_steps_gets_its_gradient_in_one_native_pass(dtyp
                   "a column slice": wide[..., 4:11],            # as a gate's cotangent is
                   "repeated rows": np.broadcast_to(wide[0, 0, :7], (5, 3, 7))}
     exact = {why: (g.astype(np.float64) * state).sum(axis=(0, 1)) for why, g in cotangents.items()}
-    assert elementwise._row_dots(xp, cotangents["a column slice"], state, (7,)) is not None
+    assert native_ops.row_dots(xp, cotangents["a column slice"], state, (7,)) is not None
     for why, g in cotangents.items():
         got_weight, got_state = mul.vjp(xp, g, None, weight, state)
         assert got_weight.dtype == dtype and got_weight.shape == (7,)
         np.testing.assert_allclose(got_weight, exact[why], rtol=tolerance, atol=tolerance, err_msg=why)
         np.testing.assert_allclose(got_state, g * weight, rtol=tolerance, err_msg=why)
-    assert elementwise._row_dots(xp, wide[::-1, :, :7], state, (7,)) is None  # backwards rows: NumPy
+    assert native_ops.row_dots(xp, wide[::-1, :, :7], state, (7,)) is None  # backwards rows: NumPy
     monkeypatch.setenv("SEQGRAPH_NATIVE", "0")
-    assert elementwise._row_dots(xp, cotangents["contiguous"], state, (7,)) is None
+    assert native_ops.row_dots(xp, cotangents["contiguous"], state, (7,)) is None
     np.testing.assert_allclose(mul.vjp(xp, cotangents["contiguous"], None, weight, state)[0],
                                exact["contiguous"], rtol=tolerance, atol=tolerance)

@@ -13,24 +13,29 @@ import seqgraph as sg
 from seqgraph.backends import mkl, native, native_loop
 from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.compiler import Scan
+from seqgraph.step_program import Buffer, Instruction, Loop, View, python_source, ufunc
 from seqgraph.gradcheck import random_inputs
+from seqgraph.ops.kernels import Call
 
 from .conftest import example_models
 
 pytestmark = pytest.mark.skipif(native.compiler() is None or mkl.library() is None,
                                 reason="native loops need a C compiler and MKL")
 
-# h[t+1] = h[t] @ W + x[t], then y[t] = h[t+1] * x[t], written as the compiler writes loops
-LOOP = """def scan_forward(T, K1, S0, X_x, b0, wt_w):
-    v2 = b0
-    for t in range(T):
-        v0 = S0[t]
-        x = X_x[t]
-        v1 = K1[t]
-        dot(v0, wt_w, v2)
-        add(v2, x, S0[t + 1])
-        multiply(S0[t + 1], x, v1)
-"""
+
+def _loop(name, prelude, body, buffers, reverse=False) -> Loop:
+    return Loop(name, tuple(prelude), tuple(body), reverse, {n: Buffer(n, n[0], None, ()) for n in buffers})
+
+
+# h[t+1] = h[t] @ W + x[t], then y[t] = h[t+1] * x[t], as the compiler makes loops
+def _forward(last=(View("h", "S0", 1), ufunc(Call("add", ("v2", "x"), "h")),
+                   ufunc(Call("multiply", ("h", "x"), "v1")))) -> Loop:
+    return _loop("scan_forward", [View("v2", "b0")],
+                 [View("v0", "S0", 0), View("x", "X_x", 0), View("v1", "K1", 0),
+                  ufunc(Call("dot", ("v0", "wt_w"), "v2")), *last], ["K1", "S0", "X_x", "b0", "wt_w"])
+
+
+LOOP = _forward()
 
 
 @pytest.fixture(autouse=True)
@@ -51,14 +56,14 @@ def _loop_arrays(xp, steps=5, batch=3, width=4, seed=0):
 def _python_loop(arrays: dict, weight) -> dict:
     """The same loop run by Python, on copies (the weight unpacked)."""
     namespace = {"dot": np.dot, "add": np.add, "multiply": np.multiply}
-    exec(LOOP, namespace)
+    exec(python_source(LOOP), namespace)
     copies = {k: np.array(v) for k, v in arrays.items() if k != "wt_w"}
     namespace["scan_forward"](len(copies["X_x"]), copies["K1"], copies["S0"], copies["X_x"], copies["b0"], weight)
     return copies
 
 
-def test_a_loop_translates_to_blocks_that_move_by_step():
-    tape = native_loop.translate(LOOP)
+def test_a_loop_lowers_to_blocks_that_move_by_step():
+    tape = native_loop.lower(LOOP)
     state, moved = native_loop.Block("S0", 0), native_loop.Block("S0", 1)
     assert tape.prelude == [] and not tape.reverse
     assert tape.body == [("product", state, "wt_w", native_loop.Block("b0"), False),
@@ -67,15 +72,15 @@ def test_a_loop_translates_to_blocks_that_move_by_step():
 
 
 def test_a_product_added_into_a_row_it_alone_reads_accumulates_there():
-    source = LOOP.replace("add(v2, x, S0[t + 1])", "add(v2, x, x)").replace("S0[t + 1], x, v1", "x, x, v1")
-    tape = native_loop.translate(source)
+    source = _forward((ufunc(Call("add", ("v2", "x"), "x")), ufunc(Call("multiply", ("x", "x"), "v1"))))
+    tape = native_loop.lower(source)
     row = native_loop.Block("X_x", 0)
     assert tape.body == [("product", native_loop.Block("S0", 0), "wt_w", row, True),
                          ("multiply", row, row, native_loop.Block("K1", 0))]
     xp = NumpyBackend(mkl=True).xp
     arrays, weight = _loop_arrays(xp)
     namespace = {"dot": np.dot, "add": np.add, "multiply": np.multiply}
-    exec(source, namespace)
+    exec(python_source(source), namespace)
     expected = {k: np.array(v) for k, v in arrays.items() if k != "wt_w"}
     namespace["scan_forward"](5, expected["K1"], expected["S0"], expected["X_x"], expected["b0"], weight)
     assert native_loop.compile_loop(source, xp).run(5, arrays)
@@ -83,21 +88,23 @@ def test_a_product_added_into_a_row_it_alone_reads_accumulates_there():
         np.testing.assert_allclose(arrays[name], expected[name], rtol=1e-13, atol=1e-14, err_msg=name)
 
 
-def test_column_slices_and_backward_loops_translate():
-    tape = native_loop.translate("def scan_backward(T, G3, C0, b1):\n    g0 = C0\n    g0.fill(0)\n"
-                                 "    for t in range(T - 1, -1, -1):\n        g3 = G3[t]\n"
-                                 "        g4 = g3[..., 2:6]\n        g5 = g4[..., 1:3]\n"
-                                 "        copyto(g0, g5)\n")
+def test_column_slices_and_backward_loops_lower():
+    tape = native_loop.lower(_loop("scan_backward", [View("g0", "C0"), Instruction("zero", ("g0",))],
+                                   [View("g3", "G3", 0), View("g4", "g3", columns=(2, 6)),
+                                    View("g5", "g4", columns=(1, 3)), ufunc(Call("copyto", ("g5",), "g0"))],
+                                   ["G3", "C0", "b1"], reverse=True))
     assert tape.reverse
     assert tape.prelude == [("zero", native_loop.Block("C0"))]
     assert tape.body == [("copy", native_loop.Block("C0"), native_loop.Block("G3", 0, 3, 5))]
 
 
-@pytest.mark.parametrize("line", ["exp(v0, v1)", "add(v0, 1.0, v1)", "copyto(v1, F2(v0))", "v0 += v1"])
-def test_a_line_the_tape_has_no_instruction_for_is_untranslatable(line):
+@pytest.mark.parametrize("instruction", [
+    ufunc(Call("exp", ("v0",), "v1")), ufunc(Call("add", ("v0", 1.0), "v1")),
+    Instruction("function", ("v1",), ("v0",), function="F2"), Instruction("place", ("v0",), ("v1",), "add",
+                                                                          columns=(0, 2, -1))])
+def test_an_instruction_the_tape_has_none_for_is_untranslatable(instruction):
     with pytest.raises(native_loop.Untranslatable):
-        native_loop.translate(f"def scan_forward(T, b0, b1):\n    v0 = b0\n    v1 = b1\n"
-                              f"    for t in range(T):\n        {line}\n")
+        native_loop.lower(_loop("scan_forward", [View("v0", "b0"), View("v1", "b1")], [instruction], ["b0", "b1"]))
 
 
 def test_the_native_loop_computes_what_the_python_loop_does():

@@ -72,6 +72,23 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones():
     np.testing.assert_array_equal(net.params["batch_norm_0.running_mean"], before)
 
 
+def test_batch_norm_updates_the_network_s_own_running_statistics_not_a_caller_s():
+    net = sg.compile(sg.parse(BATCH_NORM).model(), dtype="float64")
+    mean, var = np.zeros(3), np.ones(3)
+    net.params["batch_norm_0.running_mean"], net.params["batch_norm_0.running_var"] = mean, var
+    img, w = 3 * RNG.normal(size=(5, 3, 4, 5)) + 1, RNG.normal(size=(5, 3, 4, 5))
+    net.forward({"img": img, "w": w}, training=True)
+    np.testing.assert_array_equal(mean, 0.0)
+    np.testing.assert_array_equal(var, 1.0)
+    moved = net.params["batch_norm_0.running_mean"]
+    np.testing.assert_allclose(moved, 0.2 * img.mean(axis=(0, 2, 3)), rtol=1e-12)
+    net.reference().forward({"img": img, "w": w}, training=True)
+    assert net.params["batch_norm_0.running_mean"] is moved  # the network's own, updated in place
+    np.testing.assert_allclose(moved, 0.36 * img.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_array_equal(mean, 0.0)
+    assert sg.ops.REGISTRY["batch_norm"].updates == (1, 2)
+
+
 def test_batch_norm_of_a_sequence_is_an_error_with_a_hint():
     with pytest.raises(sg.SeqgraphError) as caught:
         sg.parse("model M {\n    input x : seq[float, 3]\n    output y = batch_norm(x)\n}\n", "m.sg").model()

@@ -110,8 +110,11 @@ def test_a_float32_lstm_step_loop_on_the_kernel_gives_mkl_s_numbers(monkeypatch)
 @needs_kernel
 def test_a_loop_refuses_a_weight_packed_for_the_other_routine(monkeypatch):
     from seqgraph.backends import native_loop
+    from seqgraph.step_program import Buffer, Loop, View, ufunc
+    from seqgraph.ops.kernels import Call
     monkeypatch.setenv("SEQGRAPH_NATIVE", "1")
-    source = "def scan_forward(T, S0, w):\n    for t in range(T):\n        dot(S0[t], w, S0[t + 1])\n"
+    source = Loop("scan_forward", (), (View("h", "S0", 0), View("h1", "S0", 1), ufunc(Call("dot", ("h", "w"), "h1"))),
+                  False, {"S0": Buffer("S0", "S", 0, (5,)), "w": Buffer("w", "w", None, (5, 5))})
     monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "mkl")
     xp = mkl.products(True)
     states = np.zeros((4, 3, 5), dtype=np.float32)

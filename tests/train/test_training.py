@@ -107,6 +107,29 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, model, settin
     assert _valid(resumed) == _valid(whole)
 
 
+def test_checkpoints_in_safetensors_resume_and_sample(tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    settings = ["steps = 3", "valid = 0.01", "examples = 20000", "sample = 0", "checkpoints = safetensors"]
+    sizes = {"hidden": 8}
+    whole = run(MODELS / "char_lstm.sg", epochs=2, out=tmp_path / "whole", settings=settings, sizes=sizes, **QUIET)
+    run(MODELS / "char_lstm.sg", epochs=1, out=tmp_path / "part", settings=settings, sizes=sizes, **QUIET)
+    assert sorted(p.name for p in (tmp_path / "part").glob("*.safetensors")) == \
+        ["best.safetensors", "final.safetensors", "last.safetensors"]
+    assert not list((tmp_path / "part").glob("*.npz"))
+    resumed = run(MODELS / "char_lstm.sg", epochs=2, out=tmp_path / "part", settings=settings, sizes=sizes,
+                  resume=str(tmp_path / "part"), **QUIET)
+    assert _valid(resumed, "train_loss") == _valid(whole, "train_loss")
+    assert sample(tmp_path / "part" / "final.safetensors", length=5, prime="The ").startswith("The ")
+
+
+@pytest.mark.parametrize("value, message", [("zip", "'checkpoints' is npz or safetensors, not 'zip'"),
+                                            ("safetensor", "did you mean 'safetensors'")])
+def test_an_unknown_checkpoint_format_is_an_error(tmp_path, capsys, value, message):
+    argv = ["run", str(MODELS / "char_lstm.sg"), "--out", str(tmp_path), "--set", f"checkpoints = {value}"]
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
 def test_interrupt_saves_a_checkpoint_and_resume_continues_mid_epoch(tmp_path, monkeypatch):
     settings = ["examples = 400"]
     whole = run(MODELS / "gru_tagger.sg", epochs=2, out=tmp_path / "whole", settings=settings,

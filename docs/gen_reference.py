@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import seqgraph  # noqa: E402
+from seqgraph.ir import node_of, nodes_of  # noqa: E402
 from seqgraph.library import EXAMPLES, FUNCTIONS, example_source  # noqa: E402
 from seqgraph.ops import REGISTRY  # noqa: E402
 
@@ -78,18 +79,18 @@ def example_lines(name: str) -> list:
     declarations, body = EXAMPLES[name]
     model = seqgraph.parse(example_source(name), f"{name} example").model()
     graph = model.graph
-    inputs = ", ".join(f"`{n}` {graph.nodes[node]['type']}" for n, node in model.checked.inputs.items())
-    result = graph.nodes[model.outputs["out"]]["type"]
+    inputs = ", ".join(f"`{n}` {node_of(graph, node).type}" for n, node in model.checked.inputs.items())
+    result = node_of(graph, model.outputs["out"]).type
     lines = ["```", *(f"input {d}" for d in declarations.splitlines()), *body.splitlines(), "```", "",
              f"- shapes: {inputs} → `out` {result}"]
     if model.params:
         params = ", ".join(f"`{key}` {list(shape)}" for key, (shape, _) in model.params.items())
         lines.append(f"- parameters: {params}")
     ops = []
-    for _, data in graph.nodes(data=True):
-        op = REGISTRY.get(data["op"])
-        if op is not None and data["op"] not in ("const", "dropout_mask") and data["op"] not in ops:
-            ops.append(data["op"])
+    for _, data in nodes_of(graph):
+        op = REGISTRY.get(data.op)
+        if op is not None and data.op not in ("const", "dropout_mask") and data.op not in ops:
+            ops.append(data.op)
     lines += [f"- ops (gradient rule): {', '.join(f'`{op}` ({REGISTRY[op].rule})' for op in ops)}", ""]
     return lines
 

@@ -17,12 +17,13 @@ apart from the add instructions of a compiled scan's backward step loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import networkx as nx
 
 from .backends import ops_for
-from .ir import PREV
+from .ir import PREV, Node, node_of, set_node
 from .ops import REGISTRY
 
 
@@ -44,36 +45,47 @@ def accumulate_into(total, contribution) -> None:
 
 def differentiable(graph: nx.DiGraph, node, port: int) -> bool:
     """Whether input ``port`` of ``node`` receives a gradient."""
-    data = graph.nodes[node]
-    source = data["args"][port]
-    if graph.nodes[source]["dtype"] != "float":
+    data = node_of(graph, node)
+    source = data.args[port]
+    if node_of(graph, source).dtype != "float":
         return False
-    op = data["op"]
+    op = data.op
     if op == PREV:
         return True
     return op in REGISTRY and port not in REGISTRY[op].nondiff
 
 
-def local_vjp(xp, data: dict, g, out, inputs) -> tuple:
+def local_vjp(xp, data: Node, g, out, inputs) -> tuple:
     """One node's gradient rule: the contribution to each input from cotangent ``g``."""
-    op = data["op"]
+    op = data.op
     if op == PREV:
         return (g,)
-    return ops_for(xp)[op].vjp(xp, g, out, *inputs, **data["attrs"])
+    return ops_for(xp)[op].vjp(xp, g, out, *inputs, **data.attrs)
+
+
+@dataclass(frozen=True)
+class BackwardNode:
+    """A node of the gradient graph. ``grad:n`` (``kind`` ``"grad"``) is the cotangent of the
+    forward node ``of``: the sum of the contributions ``parts``, ``(vjp node, port)`` pairs
+    (or ``("seed", n)``). ``vjp:n`` (``"vjp"``) applies the rule of ``of``'s op to it (see
+    ``Node.rule``), giving a contribution to each of its inputs ``ports``."""
+
+    kind: str  # grad | vjp
+    of: str
+    parts: tuple = ()
+    ports: tuple = ()
 
 
 def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGraph:
     """The reverse-mode graph of acyclic ``graph`` from ``seeds`` back to ``wrt``.
 
-    Node ``grad:n`` has ``parts``: a list of ``(vjp node, port)`` pairs (or ``("seed", n)``)
-    whose contributions add up to the cotangent of ``n``; node ``vjp:n`` has ``ports``, the
-    inputs of ``n`` that need a contribution, and ``rule``, the rule it applies.
+    Each node holds a :class:`BackwardNode` (read it with ``node_of(backward, gnode)``).
     """
     seeds, wrt = list(seeds), list(wrt)
     order = list(nx.topological_sort(graph))
     upstream = reaching(graph, seeds)
     downstream = set(wrt).union(*(nx.descendants(graph, w) for w in wrt))
-    relevant = {n for n in upstream & downstream if graph.nodes[n]["dtype"] == "float"}
+    relevant = {n for n in upstream & downstream if node_of(graph, n).dtype == "float"}
     backward = nx.DiGraph(seeds=seeds, wrt=wrt)
     for node in reversed(order):
         if node not in relevant:
@@ -86,15 +98,14 @@ def gradient_graph(graph: nx.DiGraph, seeds: Iterable, wrt: Iterable) -> nx.DiGr
                 if f"vjp:{consumer}" in backward and differentiable(graph, consumer, port):
                     parts.append((f"vjp:{consumer}", port))
         grad_id = f"grad:{node}"
-        backward.add_node(grad_id, kind="grad", of=node, parts=parts, rule="sum of contributions")
+        set_node(backward, grad_id, BackwardNode("grad", node, parts=tuple(parts)))
         for source, _ in parts:
             if source != "seed":
                 backward.add_edge(source, grad_id)
-        ports = [p for p, arg in enumerate(graph.nodes[node]["args"])
+        ports = [p for p, arg in enumerate(node_of(graph, node).args)
                  if arg in relevant and differentiable(graph, node, p)]
         if ports and parts:  # no cotangent reaches a value only a loss's target reads
-            backward.add_node(f"vjp:{node}", kind="vjp", of=node, ports=ports,
-                              rule=graph.nodes[node]["rule"])
+            set_node(backward, f"vjp:{node}", BackwardNode("vjp", node, ports=tuple(ports)))
             backward.add_edge(grad_id, f"vjp:{node}")
     return backward
 
@@ -105,7 +116,7 @@ def reaching(graph: nx.DiGraph, seeds) -> set:
     reached, todo = set(seeds), list(seeds)
     while todo:
         node = todo.pop()
-        for port, arg in enumerate(graph.nodes[node]["args"]):
+        for port, arg in enumerate(node_of(graph, node).args):
             if arg not in reached and differentiable(graph, node, port):
                 reached.add(arg)
                 todo.append(arg)
@@ -117,8 +128,8 @@ def held_constant(graph: nx.DiGraph, seeds) -> set:
     target, see Op.held: a distillation teacher's through kl_div's), with everything they
     depend on: their gradients, where they have one through other paths, leave that out."""
     reached = reaching(graph, seeds)
-    blocked = {arg for node in reached for port, arg in enumerate(graph.nodes[node]["args"])
-               if port in getattr(REGISTRY.get(graph.nodes[node]["op"]), "held", ())}
+    blocked = {arg for node in reached for port, arg in enumerate(node_of(graph, node).args)
+               if port in getattr(REGISTRY.get(node_of(graph, node).op), "held", ())}
     return blocked.union(*(nx.ancestors(graph, node) for node in blocked))
 
 
@@ -127,16 +138,16 @@ def run_gradient_graph(xp, backward: nx.DiGraph, graph: nx.DiGraph, values: dict
     grads: dict = {}
     contributions: dict = {}
     for gnode in nx.topological_sort(backward):
-        data = backward.nodes[gnode]
-        node = data["of"]
-        if data["kind"] == "grad":
+        step = node_of(backward, gnode)
+        node = step.of
+        if step.kind == "grad":
             total = None
-            for source, port in data["parts"]:
+            for source, port in step.parts:
                 part = seeds[node] if source == "seed" else contributions[source][port]
                 total = accumulate(total, part)
             grads[node] = total
         else:
-            fdata = graph.nodes[node]
-            inputs = [values[a] for a in fdata["args"]]
+            fdata = node_of(graph, node)
+            inputs = [values[a] for a in fdata.args]
             contributions[gnode] = local_vjp(xp, fdata, grads[node], values[node], inputs)
     return grads

@@ -25,6 +25,7 @@ from .backends import DEFAULT_BACKEND
 from .compiler import compile_program
 from .errors import SeqgraphError
 from .gradcheck import random_inputs
+from .ir import node_of, nodes_of
 from .runtime import compile_model
 
 
@@ -62,11 +63,11 @@ class BenchResult:
 def product_flops(graph, batch: int, steps: int) -> float:
     """Flops of every matrix product in a folded ``graph`` for one forward pass."""
     total = 0.0
-    for _, data in graph.nodes(data=True):
-        if data["op"] not in ("matmul", "affine"):
+    for _, data in nodes_of(graph):
+        if data.op not in ("matmul", "affine"):
             continue
-        vtype = data["type"]
-        rows, inner = graph.nodes[data["args"][0]]["shape"]
+        vtype = data.type
+        rows, inner = node_of(graph, data.args[0]).shape
         count = (batch if vtype.batched else 1) * (steps if vtype.timed or vtype.is_seq else 1)
         total += 2.0 * rows * inner * count
     return total

@@ -29,6 +29,7 @@ from . import grads, inspection, resources
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .compiler import Scan, compile_program
 from .errors import SeqgraphError
+from .ir import node_of
 from .program import Model, load
 from .weights import set_params
 
@@ -59,13 +60,13 @@ def _gradient_check_report(model: Model) -> Optional[str]:
 
 
 def _type_text(model: Model, node) -> str:
-    vtype = model.graph.nodes[node]["type"]
+    vtype = node_of(model.graph, node).type
     text = str(vtype)
     if vtype.is_seq and vtype.time != "time":
         text += f"  (time axis '{vtype.time}')"
     fed = [f for f in model.checked.feedback.values() if f.input == node]
     if fed:
-        source = model.graph.nodes[fed[0].source]["name"] or fed[0].source
+        source = node_of(model.graph, fed[0].source).name or fed[0].source
         text += f"  (fed back from {source} when generating)"
     return text
 

@@ -23,6 +23,7 @@ from .backends import DEFAULT_BACKEND, GPU_BACKEND
 from .compiler import Scan
 from .errors import Span, printable
 from .gradcheck import random_inputs
+from .ir import base_of, node_of
 from .runtime import Network
 
 
@@ -96,7 +97,7 @@ def _seeds(net) -> dict:
     xp = net.backend.xp
     graph = net.program.graph
     return {node: xp.ones(net._run.env[node].shape, dtype=net.dtype) for node in outputs.values()
-            if graph.nodes[node]["dtype"] == "float"}
+            if node_of(graph, node).dtype == "float"}
 
 
 class _Comparison:
@@ -150,8 +151,8 @@ class _Comparison:
         bad = ~(numpy.isclose(a, b, rtol=self.rtol, atol=self.atol) | both_nan)
         if not bad.any():
             return None
-        data = self.graph.nodes[node]
-        if (data["timed"] or data["type"].is_seq) and a.ndim:
+        data = node_of(self.graph, node)
+        if (data.timed or data.type.is_seq) and a.ndim:
             per_step = bad.reshape(a.shape[0], -1).any(axis=1)
             step = int(numpy.flatnonzero(per_step)[-1 if latest else 0])
             where = numpy.flatnonzero(bad[step].ravel())[0]
@@ -160,6 +161,6 @@ class _Comparison:
         return None, (float(a.ravel()[where]), float(b.ravel()[where]))
 
     def _difference(self, phase: str, node, step, pair) -> Difference:
-        data = self.graph.nodes[node]
-        return Difference(phase, str(data.get("base", node)), data["op"], data.get("layer"), data.get("span"),
+        data = node_of(self.graph, node)
+        return Difference(phase, str(base_of(self.graph, node)), data.op, data.layer, data.span,
                           step, pair[0], pair[1], tuple(net.backend.name for net in self.nets))

@@ -19,6 +19,7 @@ import networkx as nx
 
 from .autodiff import differentiable
 from .errors import Span, printable
+from .ir import base_of, node_of
 
 
 @dataclass
@@ -57,14 +58,14 @@ def first_nonfinite(network) -> Optional[Fault]:
     graph = network.model.unroll(run.feed.steps or 1)
 
     def earlier_steps_first(node):
-        step = graph.nodes[node]["step"]
+        step = node_of(graph, node).step
         return (-1 if step is None else step, node)
 
     values = {}
     for node in nx.lexicographical_topological_sort(graph, key=earlier_steps_first):
-        data = graph.nodes[node]
-        values[node] = reference._evaluate(xp, node, data, [values[a] for a in data["args"]], run.feed)
-        if data["dtype"] == "float" and not _finite(xp, values[node]):
+        data = node_of(graph, node)
+        values[node] = reference._evaluate(xp, node, data, [values[a] for a in data.args], run.feed)
+        if data.dtype == "float" and not _finite(xp, values[node]):
             return _fault(xp, graph, node, values[node], "value")
     if "loss" not in network.model.outputs:
         return None
@@ -78,7 +79,7 @@ def first_nonfinite(network) -> Optional[Fault]:
             users = [user for user in graph.successors(node) if reference.grads.get(user) is not None
                      and any(differentiable(graph, user, port) for port in graph.edges[node, user]["ports"])]
             fault = _fault(xp, graph, users[0] if len(users) == 1 else node, grad, "gradient")
-            fault.into = graph.nodes[node].get("base", node)
+            fault.into = base_of(graph, node)
             return fault
     return None
 
@@ -98,10 +99,10 @@ def _finite(xp, value) -> bool:
 
 
 def _fault(xp, graph, node, value, phase: str, name: Optional[str] = None) -> Fault:
-    data = graph.nodes[node]
-    step = data.get("step")
-    if step is None and data["type"].is_seq and value.ndim:
+    data = node_of(graph, node)
+    step = data.step
+    if step is None and data.type.is_seq and value.ndim:
         # a time-parallel value holds every step at once: name the first bad one
         bad = xp.logical_not(xp.isfinite(value)).reshape(value.shape[0], -1).any(axis=1)
         step = int(xp.argmax(bad))
-    return Fault(name or data.get("base", node), data["op"], data.get("layer"), data.get("span"), step, phase)
+    return Fault(name or base_of(graph, node), data.op, data.layer, data.span, step, phase)

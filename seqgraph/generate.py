@@ -33,6 +33,7 @@ import networkx as nx
 import numpy
 
 from .errors import SeqgraphError, did_you_mean
+from .ir import node_of, nodes_of
 from .parts import compile_part
 
 # ops that read a whole sequence at once: on the decoder's time axis they would need steps
@@ -72,17 +73,17 @@ class Decoder:
         self.net = net
         self.feedback = _chosen_feedback(model, name)
         graph = model.graph
-        self.axis = graph.nodes[self.feedback.input]["time"]
+        self.axis = node_of(graph, self.feedback.input).time
         source = self.feedback.source
-        self.scores = graph.nodes[source]["args"][0] if graph.nodes[source]["op"] == "softmax" else source
-        on_axis = {n for n, d in graph.nodes(data=True) if d["time"] == self.axis}
+        self.scores = node_of(graph, source).args[0] if node_of(graph, source).op == "softmax" else source
+        on_axis = {n for n, d in nodes_of(graph) if d.time == self.axis}
         stepped = on_axis.union(*(nx.descendants(graph, n) for n in on_axis))
         self.finals = {prev: model.checked.final_states[key] for key, prev in model.checked.states.items()
                        if prev in stepped}
         self.lengths = model.checked.time_axes[self.axis]
         self.starts = {prev: f"{prev}:start" for prev in self.finals}
-        boundary = {arg for node in stepped for arg in graph.nodes[node]["args"] if arg not in stepped
-                    and graph.nodes[arg]["op"] not in ("param", "const", "dropout_mask")}
+        boundary = {arg for node in stepped for arg in node_of(graph, node).args if arg not in stepped
+                    and node_of(graph, arg).op not in ("param", "const", "dropout_mask")}
         self.step_part = compile_part(model, {"scores": self.scores, **self.finals},
                                       cut=boundary | {self.lengths},
                                       renamed_args={prev: {1: leaf} for prev, leaf in self.starts.items()})
@@ -93,9 +94,9 @@ class Decoder:
             if node != self.feedback.input and node not in self.cut:
                 raise SeqgraphError(f"input '{name}' runs on the decoder's time axis '{self.axis}': "
                                     "its steps are not known ahead when generating",
-                                    graph.nodes[node]["span"], "feed it back too, or move it to "
+                                    node_of(graph, node).span, "feed it back too, or move it to "
                                                                "another time axis")
-        initial = {graph.nodes[prev]["args"][1] for prev in self.finals}
+        initial = {node_of(graph, prev).args[1] for prev in self.finals}
         wanted = {node: node for node in set(self.cut) | initial}
         self.context_part = compile_part(model, wanted) if wanted else None
 
@@ -113,11 +114,11 @@ class Decoder:
         if part is None or not part.checked.inputs:
             copies *= count  # one example, made count times
         values = {node: self._repeat(node, value, copies) for node, value in values.items()}
-        states = {prev: values[self.net.model.graph.nodes[prev]["args"][1]] for prev in self.finals}
+        states = {prev: values[node_of(self.net.model.graph, prev).args[1]] for prev in self.finals}
         return Context({node: values[node] for node in self.cut}, states, batch * copies)
 
     def _repeat(self, node, value, copies: int):
-        vtype = self.net.model.graph.nodes[node]["type"]
+        vtype = node_of(self.net.model.graph, node).type
         if copies == 1 or not vtype.batched:
             return value
         return self.net.backend.xp.repeat(value, copies, axis=1 if vtype.is_seq else 0)
@@ -163,11 +164,11 @@ def _check_causal(model, stepped: set, axis: str, finals: set) -> None:
     """A decoder step may not read later steps of its own time axis."""
     graph = model.graph
     for node in stepped - finals:
-        data = graph.nodes[node]
-        read = data["args"][1:2] if data["op"] == "attention" else data["args"][:1]
-        if data["op"] in WHOLE_SEQUENCE_OPS and any(graph.nodes[a]["time"] == axis for a in read):
-            raise SeqgraphError(f"{data['op']}(...) reads the whole of time axis '{axis}', which is "
-                                "generated one step at a time", data["span"],
+        data = node_of(graph, node)
+        read = data.args[1:2] if data.op == "attention" else data.args[:1]
+        if data.op in WHOLE_SEQUENCE_OPS and any(node_of(graph, a).time == axis for a in read):
+            raise SeqgraphError(f"{data.op}(...) reads the whole of time axis '{axis}', which is "
+                                "generated one step at a time", data.span,
                                 "a fed-back decoder may only look back, through its states")
 
 

@@ -17,7 +17,7 @@ import networkx as nx
 
 from . import autodiff
 from .autodiff import local_vjp
-from .ir import PREV
+from .ir import PREV, node_of
 from .ops import REGISTRY
 
 
@@ -44,7 +44,7 @@ def random_inputs(model, batch: int = 2, steps=3, seed: int = 0, ragged: bool = 
     graph = model.graph
     inputs, lengths = {}, {}
     for name, node in model.inputs.items():
-        vtype = graph.nodes[node]["type"]
+        vtype = node_of(graph, node).type
         lead = (batch,)
         if vtype.is_seq:
             count = steps[vtype.time] if isinstance(steps, dict) else steps
@@ -134,24 +134,24 @@ def find_culprit(network, inputs: dict, lengths=None, eps: float = 1e-6, toleran
     xp = network.backend.xp
     rng = numpy.random.default_rng(1)
     for node in reversed(list(nx.topological_sort(graph))):
-        data = graph.nodes[node]
-        if node not in reference.grads or data["op"] not in REGISTRY or data["op"] in ("const", "dropout_mask"):
+        data = node_of(graph, node)
+        if node not in reference.grads or data.op not in REGISTRY or data.op in ("const", "dropout_mask"):
             continue
-        args = [values[a] for a in data["args"]]
+        args = [values[a] for a in data.args]
         if _local_rule_fails(xp, data, args, values[node], rng, eps, tolerance):
-            step = data.get("step")
+            step = data.step
             where = f" at time step {step}" if step is not None else ""
-            return f"{data['base']} ({data['op']}){where}"
+            return f"{data.base} ({data.op}){where}"
     return None
 
 
 def _local_rule_fails(xp, data, args, out, rng, eps, tolerance) -> bool:
-    op = REGISTRY[data["op"]]
-    attrs = data["attrs"]
+    op = REGISTRY[data.op]
+    attrs = data.attrs
     probe = xp.asarray(rng.normal(size=numpy.shape(out)))
     contributions = local_vjp(xp, data, probe, out, args)
     for port, part in enumerate(contributions):
-        if part is None or port in op.nondiff or data["op"] == PREV:
+        if part is None or port in op.nondiff or data.op == PREV:
             continue
         base = args[port]
         if getattr(base, "dtype", None) is None or base.dtype.kind != "f":

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from .ir import node_of
 from .probe import Probe
 from .weights import atomic_write
 
@@ -82,7 +83,7 @@ def gradient_flow(network, inputs: dict, lengths=None) -> GradientFlow:
 
 def _batch_size(model, inputs: dict) -> int:
     name, array = next(iter(inputs.items()))
-    return int(array.shape[1] if model.graph.nodes[model.inputs[name]]["type"].is_seq else array.shape[0])
+    return int(array.shape[1] if node_of(model.graph, model.inputs[name]).type.is_seq else array.shape[0])
 
 
 def state_gradient_norms(network, inputs: dict, lengths=None) -> dict:

@@ -1,15 +1,17 @@
 """Checked model → folded graph; folded graph → unrolled graph.
 
-The **folded graph** has one node per value of the checked model. Node attributes: ``op``,
-``args`` (input node ids in order), ``type`` (a :class:`~seqgraph.ir.VType`), ``shape``,
-``dtype``, ``timed`` (evaluated once per time step, inside a recurrence), ``time`` (its time
-axis), ``layer``, ``span``, ``rule`` (the gradient rule), ``attrs``, ``name``, ``key`` and
-``init``. Edges carry ``ports`` (which argument positions they feed) and ``delay``: 1 on the
-edge from a state's value into the ``prev`` node that reads it at ``t-1``, else 0. Cycles
-exist only through delay edges.
+The **folded graph** has one node per value of the checked model. Each node holds one
+:class:`~seqgraph.ir.Node` record (read it with :func:`~seqgraph.ir.node_of`): ``op``,
+``args`` (input node ids in order), ``type`` (a :class:`~seqgraph.ir.VType`, with ``shape``,
+``dtype`` and ``timed``: evaluated once per time step, inside a recurrence), ``time`` (its
+time axis), ``layer``, ``span``, ``attrs``, ``name``, ``key`` and ``init``; its ``rule`` (the
+gradient rule) comes from the op registry. Edges carry ``ports`` (which argument positions
+they feed) and ``delay``: 1 on the edge from a state's value into the ``prev`` node that
+reads it at ``t-1``, else 0. Cycles exist only through delay edges.
 
 The **unrolled graph** for ``T`` steps copies every timed node once per step (ids
-``node@t``, attributes ``base`` and ``step``); every other node appears once. A ``prev``
+``node@t``; the records' ``base`` and ``step`` say which node and step); every other node
+appears once. A ``prev``
 node at step ``t`` reads its state at ``t-1``, or the state's initial value at ``t = 0``. A
 ``stack`` node gathers all ``T`` copies of its input. The result is acyclic and its size
 grows linearly in ``T``; parameters appear once and fan out to every step.
@@ -17,32 +19,19 @@ grows linearly in ``T``; parameters appear once and fan out to every step.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
-from .ir import LEAF_OPS, PREV, CheckedModel
-from .ops import REGISTRY
-
-PREV_RULE = "identity (reads the previous step)"
-
-
-def gradient_rule(op: str) -> str:
-    """The gradient rule shown on a node: the registry's, or what a leaf does."""
-    if op in REGISTRY:
-        return REGISTRY[op].rule
-    if op == PREV:
-        return PREV_RULE
-    return "leaf: " + LEAF_OPS.get(op, op)
+from .ir import PREV, CheckedModel, Node, nodes_of, set_node
 
 
 def build_graph(checked: CheckedModel) -> nx.DiGraph:
     """The folded graph of a checked model."""
     graph = nx.DiGraph(name=checked.name)
     for value in checked.values.values():
-        graph.add_node(
-            value.id, op=value.op, args=tuple(value.args), type=value.type, shape=tuple(value.type.shape),
-            dtype=value.type.dtype, timed=value.type.timed, time=value.type.time, layer=value.layer,
-            span=value.span, rule=gradient_rule(value.op), attrs=dict(value.attrs), name=value.name,
-            key=value.key, init=value.init)
+        set_node(graph, value.id, Node(value.op, value.args, value.type, value.type.time, value.span,
+                                       value.attrs, value.layer, value.name, value.key, value.init))
     for value in checked.values.values():
         for port, arg in enumerate(value.args):
             delay = 1 if value.op == PREV and port == 0 else 0
@@ -69,7 +58,7 @@ def step_id(node, step: int) -> str:
 
 def steps_per_axis(graph: nx.DiGraph, steps) -> dict:
     """``steps`` as a dict per time axis: one int serves every axis."""
-    axes = {d["time"] for _, d in graph.nodes(data=True) if d["time"] is not None}
+    axes = {node.time for _, node in nodes_of(graph) if node.time is not None}
     if not isinstance(steps, dict):
         steps = {axis: steps for axis in axes}
     for axis in axes:
@@ -84,32 +73,29 @@ def unroll(graph: nx.DiGraph, steps) -> nx.DiGraph:
     int, or a dict giving each time axis its own number of steps."""
     steps = steps_per_axis(graph, steps)
     unrolled = nx.DiGraph(name=graph.graph.get("name"), steps=steps)
-    timed = {n for n, d in graph.nodes(data=True) if d["timed"]}
+    timed = {n for n, record in nodes_of(graph) if record.timed}
 
     def copy_of(node, step):
         return step_id(node, step) if node in timed else node
 
-    for node, data in graph.nodes(data=True):
-        count = steps[data["time"]] if node in timed else None
+    for node, record in nodes_of(graph):
+        count = steps[record.time] if node in timed else None
         for step in (range(count) if node in timed else [None]):
             new_id = node if step is None else step_id(node, step)
-            args = _unrolled_args(data, step, steps, timed, copy_of)
-            attrs = dict(data["attrs"])
-            if data["op"] == "step":
-                attrs["t"] = step
-            unrolled.add_node(new_id, **{**data, "args": tuple(args), "attrs": attrs,
-                                         "base": node, "step": step})
-    for node, data in unrolled.nodes(data=True):
-        for port, arg in enumerate(data["args"]):
+            args = _unrolled_args(record, step, steps, timed, copy_of)
+            attrs = {**record.attrs, "t": step} if record.op == "step" else record.attrs
+            set_node(unrolled, new_id, replace(record, args=args, attrs=attrs, base=node, step=step))
+    for node, record in nodes_of(unrolled):
+        for port, arg in enumerate(record.args):
             _add_use(unrolled, arg, node, port)
     return unrolled
 
 
-def _unrolled_args(data, step, steps, timed, copy_of) -> list:
-    op, args = data["op"], data["args"]
+def _unrolled_args(record: Node, step, steps, timed, copy_of) -> list:
+    op, args = record.op, record.args
     if op == PREV:
         state, initial = args
         return [copy_of(state, step - 1)] if step > 0 else [initial]
     if op == "stack":
-        return [copy_of(args[0], t) for t in range(steps[data["time"]])]
+        return [copy_of(args[0], t) for t in range(steps[record.time])]
     return [copy_of(arg, step) for arg in args]

@@ -27,12 +27,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import ClassVar, Optional
 
 import networkx as nx
 
 from . import autodiff
 from .errors import SeqgraphError, did_you_mean
+from .ir import LEAF_OPS, Attrs, Node, base_of, node_of, nodes_of, set_node
 from .sizes import format_shape
 
 FORMATS = ("text", "dot", "svg", "png")
@@ -68,11 +70,12 @@ def roles(model) -> dict:
     return marks
 
 
-def node_kind(data: dict, role: Optional[str] = None) -> str:
-    """One of the keys of :data:`KIND_STYLE`: what colour a node gets."""
-    op = data.get("op")
-    if data.get("kind") in ("grad", "vjp"):
-        return data["kind"]
+def node_kind(data, role: Optional[str] = None) -> str:
+    """One of the keys of :data:`KIND_STYLE`: what colour a node (a Node or a GradientNode)
+    gets."""
+    op = data.op
+    if isinstance(data, GradientNode):
+        return data.kind
     if role in ("loss", "output", "target"):
         return role
     if op in LOSS_OPS:
@@ -84,12 +87,8 @@ def node_kind(data: dict, role: Optional[str] = None) -> str:
     return "op"
 
 
-def _base(node, data: dict):
-    return data.get("base", node)
-
-
 def _is_unrolled(graph: nx.DiGraph) -> bool:
-    return any(data.get("step") is not None for _, data in graph.nodes(data=True))
+    return any(data.step is not None for _, data in nodes_of(graph))
 
 
 def _is_delay(graph: nx.DiGraph, source, target) -> bool:
@@ -97,19 +96,17 @@ def _is_delay(graph: nx.DiGraph, source, target) -> bool:
     graph the edge from step t-1 into step t's ``prev`` node."""
     if graph.edges[source, target].get("delay"):
         return True
-    data = graph.nodes[target]
-    return data.get("op") == "prev" and data.get("step") not in (None, 0) \
-        and graph.nodes[source].get("step") is not None
+    data = node_of(graph, target)
+    return data.op == "prev" and data.step not in (None, 0) \
+        and node_of(graph, source).step is not None
 
 
-def describe_type(data: dict) -> str:
+def describe_type(data) -> str:
     """``[128] per-step``, ``seq[float, 32] over time``, ``[512, 32]``, ``scalar``..."""
-    op, vtype = data.get("op"), data.get("type")
+    op, vtype = data.op, data.type
     if op == "lengths":
         return "int per sequence"
-    shape = format_shape(data.get("shape", ()))
-    if vtype is None:
-        return shape
+    shape = format_shape(data.shape)
     if vtype.dtype == "int":
         bound = vtype.bound if vtype.bound is not None else "?"
         text = f"seq[int, {bound}] over {vtype.time}" if vtype.is_seq else f"int[{bound}]"
@@ -121,7 +118,7 @@ def describe_type(data: dict) -> str:
     else:
         text = shape
     if vtype.timed:
-        step = data.get("step")
+        step = data.step
         text += " per-step" if step is None else f" step {step}"
     return text
 
@@ -131,15 +128,15 @@ def describe_type(data: dict) -> str:
 def layers(graph: nx.DiGraph) -> list:
     """The layer names in a graph, in order of appearance."""
     seen: dict = {}
-    for _, data in graph.nodes(data=True):
-        if data.get("layer") is not None:
-            seen.setdefault(data["layer"], None)
+    for _, data in nodes_of(graph):
+        if data.layer is not None:
+            seen.setdefault(data.layer, None)
     return list(seen)
 
 
 def layer_nodes(graph: nx.DiGraph, layer: str) -> set:
     """The nodes of one layer; an unknown layer is a SeqgraphError naming the known ones."""
-    chosen = {n for n, data in graph.nodes(data=True) if data.get("layer") == layer}
+    chosen = {n for n, data in nodes_of(graph) if data.layer == layer}
     if not chosen:
         known = layers(graph)
         hint = did_you_mean(layer, known) or ("layers: " + ", ".join(known) if known else None)
@@ -158,17 +155,63 @@ def topological_order(graph: nx.DiGraph) -> list:
     acyclic.add_edges_from((u, v) for u, v, d in graph.edges(data=True) if not d.get("delay"))
 
     def key(node):
-        data = graph.nodes[node]
-        step = data.get("step")
-        base = _base(node, data)
-        return (-1 if step is None else step, position.get(base, position[node]))
+        step = node_of(graph, node).step
+        return (-1 if step is None else step, position.get(base_of(graph, node), position[node]))
 
     return list(nx.lexicographical_topological_sort(acyclic, key=key))
 
 
 # --- the gradient graph beside the forward one ---------------------------------------------------
 
-GRADIENT_LEAVES = ("param", "input", "state_init")
+GRADIENT_LEAVES = tuple(op for op in LEAF_OPS if op != "lengths")  # the leaves a gradient reaches
+
+
+@dataclass(frozen=True)
+class GradientNode:
+    """A node of the gradient graph drawn beside the forward one: ``grad`` sums the
+    contributions to d loss / d ``of``, ``vjp`` applies the local rule of ``of``'s op.
+    It stands where its forward node does (layer, name, type, span); ``args`` are the
+    gradient nodes it reads."""
+
+    kind: str  # grad | vjp
+    of: str
+    forward: Node
+    step: Optional[int] = None
+    args: tuple = ()
+    op: ClassVar = None
+    attrs: ClassVar = Attrs()
+    init: ClassVar = None
+    base: ClassVar = None
+
+    @property
+    def layer(self):
+        """The forward node's layer."""
+        return self.forward.layer
+
+    @property
+    def name(self):
+        """The forward node's name."""
+        return self.forward.name
+
+    @property
+    def span(self):
+        """The forward node's source span."""
+        return self.forward.span
+
+    @property
+    def type(self):
+        """The forward node's type."""
+        return self.forward.type
+
+    @property
+    def shape(self) -> tuple:
+        """The forward node's feature shape."""
+        return self.forward.shape
+
+    @property
+    def rule(self) -> str:
+        """What the node does with the cotangents it reads."""
+        return "sum of contributions" if self.kind == "grad" else self.forward.rule
 
 
 def _folded_id(node: str) -> str:
@@ -183,36 +226,32 @@ def with_gradients(model, steps: Optional[int] = None) -> nx.DiGraph:
 
     Unrolled over ``steps``; or folded when None: the gradient graph is then built on two
     unrolled steps and folded back, and a gradient a ``prev`` node hands to the step before
-    is a dashed edge labelled ``t+1`` (where it comes from). Gradient nodes carry ``kind``
-    (``grad`` or ``vjp``), ``of`` (the forward node) and the forward node's layer, type and
-    span; gradient edges carry ``gradient``."""
+    is a dashed edge labelled ``t+1`` (where it comes from). Gradient nodes hold a
+    :class:`GradientNode`; gradient edges carry ``gradient``."""
     unrolled = model.unroll(steps or 2)
     checked = model.checked
     seeds = [checked.loss] if checked.loss else list(model.outputs.values())
-    leaves = [n for n, d in unrolled.nodes(data=True) if d["op"] in GRADIENT_LEAVES and d["dtype"] == "float"]
+    leaves = [n for n, d in nodes_of(unrolled) if d.op in GRADIENT_LEAVES and d.dtype == "float"]
     backward = autodiff.gradient_graph(unrolled, seeds, leaves)
     fold = (lambda node: node) if steps else _folded_id
     combined = (unrolled if steps else model.graph).copy()
     combined.graph["gradient"] = True
-    for gnode, data in backward.nodes(data=True):
-        if data["kind"] == "grad" and not data["parts"]:
+    for gnode, data in nodes_of(backward):
+        if data.kind == "grad" and not data.parts:
             continue  # nothing flows back into it (a loss's target)
-        forward = unrolled.nodes[data["of"]]
-        combined.add_node(
-            fold(gnode), kind=data["kind"], of=fold(data["of"]), of_op=forward["op"], rule=data["rule"],
-            args=(), layer=forward["layer"], name=forward["name"],
-            span=forward["span"], type=forward["type"], shape=forward["shape"], dtype=forward["dtype"],
-            timed=forward["timed"], time=forward["time"], step=forward.get("step") if steps else None)
+        forward = node_of(unrolled, data.of)
+        set_node(combined, fold(gnode), GradientNode(data.kind, fold(data.of), forward,
+                                                     step=forward.step if steps else None))
     for seed in seeds:
         combined.add_edge(seed, f"grad:{seed}", seed=True)
     for source, target in backward.edges():
-        before = unrolled.nodes[backward.nodes[source]["of"]].get("step")
-        after = unrolled.nodes[backward.nodes[target]["of"]].get("step")
+        before = node_of(unrolled, node_of(backward, source).of).step
+        after = node_of(unrolled, node_of(backward, target).of).step
         carry = before is not None and after is not None and after < before
         combined.add_edge(fold(source), fold(target), gradient=True, carry=carry, delay=int(carry and not steps))
-    for node in combined.nodes:
-        if combined.nodes[node].get("kind"):
-            combined.nodes[node]["args"] = tuple(combined.predecessors(node))
+    for node, data in list(nodes_of(combined)):
+        if isinstance(data, GradientNode):
+            set_node(combined, node, replace(data, args=tuple(combined.predecessors(node))))
     return combined
 
 
@@ -232,37 +271,37 @@ def _init_text(init: tuple) -> str:
     return f"{name}({', '.join(_format_attr(a) for a in args)})" if args else str(name)
 
 
-def _call_text(graph: nx.DiGraph, node, data: dict) -> str:
-    op = data.get("op") or data.get("kind") or "?"
-    if op in ("param", "input", "lengths", "state_init") and not data.get("args"):
+def _call_text(graph: nx.DiGraph, node, data) -> str:
+    op = data.kind if isinstance(data, GradientNode) else data.op
+    if op in LEAF_OPS and not data.args:
         if op == "state_init":
-            return f"state_init({_format_attr(data.get('attrs', {}).get('value', 0.0))})"
+            return f"state_init({_format_attr(data.attrs.get('value', 0.0))})"
         return op
     parts = []
-    for arg in data.get("args", ()):
+    for arg in data.args:
         edge = graph.edges[arg, node] if graph.has_edge(arg, node) else {}
         if edge.get("seed"):
             parts.append("1")  # d loss / d loss
             continue
         mark = (" @ t+1" if edge.get("gradient") else " @ t-1") if edge.get("delay") else ""
         parts.append(f"{arg}{mark}")
-    for name, value in (data.get("attrs") or {}).items():
+    for name, value in data.attrs.items():
         parts.append(f"{name}={_format_attr(value)}")
     return f"{op}({', '.join(parts)})"
 
 
 def text_line(graph: nx.DiGraph, node, width: int = 0, role: Optional[str] = None) -> str:
     """One node as a line of text (see the module docstring)."""
-    data = graph.nodes[node]
+    data = node_of(graph, node)
     fields = [f"{str(node):<{width}}  = {_call_text(graph, node, data)}", describe_type(data)]
-    if data.get("layer"):
-        fields.append(f"layer {data['layer']}")
-    op, rule = data.get("op"), data.get("rule")
-    if op == "param" and data.get("init"):
-        fields.append("init " + _init_text(data["init"]))
+    if data.layer:
+        fields.append(f"layer {data.layer}")
+    op, rule = data.op, data.rule
+    if op == "param" and data.init:
+        fields.append("init " + _init_text(data.init))
     if rule and not str(rule).startswith("leaf") and op not in ("const", "dropout_mask"):
         fields.append(f"rule: {rule}")
-    name = data.get("name")
+    name = data.name
     if role in ("loss", "output", "target"):
         fields.append(f"[{role} {name}]" if name and name not in (node, role) else f"[{role}]")
     elif name and name != node:
@@ -305,7 +344,7 @@ def text(graph: nx.DiGraph, layer: Optional[str] = None, roles: Optional[dict] =
     width = min(max((len(str(n)) for n in order), default=0), 32)
     lines = [_title(graph, len(order), layer)]
     for node in order:
-        role = roles.get(_base(node, graph.nodes[node]))
+        role = roles.get(base_of(graph, node))
         lines.append(text_line(graph, node, width, role))
     return "\n".join(lines) + "\n"
 
@@ -322,23 +361,24 @@ def _label(*lines: str) -> str:
 
 
 def _node_statement(graph: nx.DiGraph, node, role: Optional[str], boundary: bool = False) -> str:
-    data = graph.nodes[node]
+    data = node_of(graph, node)
     kind = node_kind(data, role)
     fill, _ = KIND_STYLE[kind]
-    headline = data.get("op") or "?"
     if kind == "vjp":
-        headline = f"vjp of {data['of_op']}"
+        headline = f"vjp of {data.forward.op}"
     elif kind == "grad":
         headline = "d loss"
-    name = data.get("name")
+    else:
+        headline = data.op
+    name = data.name
     if name and name != node:
         headline += f"  ({name})"
     lines = [headline, str(node), describe_type(data)]
-    rule = data.get("rule")
+    rule = data.rule
     if rule in GATE_RULES:
         lines.append(f"rule: {rule}")
     elif kind == "grad":
-        count = len(data["args"])
+        count = len(data.args)
         lines.append(f"sum of {count} contribution{'s' if count != 1 else ''}")
     attrs = [f"label={_label(*lines)}", f"fillcolor={_quote(fill)}"]
     if rule and not str(rule).startswith("leaf"):
@@ -411,13 +451,13 @@ def dot(graph: nx.DiGraph, layer: Optional[str] = None, roles: Optional[dict] = 
     ]
 
     def statement(node):
-        return _node_statement(graph, node, roles.get(_base(node, graph.nodes[node])), node in boundary)
+        return _node_statement(graph, node, roles.get(base_of(graph, node)), node in boundary)
 
     sides: dict = {}  # "forward" / "backward" (None without a gradient graph) -> group -> nodes
     for node in order:
-        data = graph.nodes[node]
-        side = ("backward" if data.get("kind") else "forward") if graph.graph.get("gradient") else None
-        group = data.get("step") if unrolled else (data.get("layer") if not layer else None)
+        data = node_of(graph, node)
+        side = ("backward" if isinstance(data, GradientNode) else "forward") if graph.graph.get("gradient") else None
+        group = data.step if unrolled else (data.layer if not layer else None)
         sides.setdefault(side, {}).setdefault(group, []).append(node)
     for side, groups in sorted(sides.items(), key=lambda item: item[0] == "backward"):
         indent = "  "
@@ -431,7 +471,7 @@ def dot(graph: nx.DiGraph, layer: Optional[str] = None, roles: Optional[dict] = 
     for source, target in graph.edges():
         if source in shown and target in shown and (source in chosen or target in chosen):
             lines.append("  " + _edge_statement(graph, source, target))
-    lines.extend(_legend({node_kind(graph.nodes[n], roles.get(_base(n, graph.nodes[n]))) for n in shown}))
+    lines.extend(_legend({node_kind(node_of(graph, n), roles.get(base_of(graph, n))) for n in shown}))
     lines.append("}")
     return "\n".join(lines) + "\n"
 

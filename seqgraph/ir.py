@@ -1,16 +1,20 @@
-"""The checked model: a flat list of typed values, each one op applied to earlier values.
+"""The checked model and the graph nodes made from it.
 
-This is what the checker hands to :mod:`seqgraph.graph`. Every value knows its op, its
-arguments, its type (dtype, feature shape, whether it is a sequence, per-step or batched),
-the layer it belongs to and the source span it came from.
+The checker hands :mod:`seqgraph.graph` a flat list of typed values, each one op applied to
+earlier values. Every value knows its op, its arguments, its type (dtype, feature shape,
+whether it is a sequence, per-step or batched), the layer it belongs to and the source span
+it came from. Each node of a graph holds one frozen :class:`Node` record of the same facts
+(:func:`node_of`, :func:`nodes_of`); a pass changes a node by storing a new record
+(:func:`set_node`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Iterator, Optional
 
 from .errors import Span
+from .ops import REGISTRY
 from .sizes import format_shape
 
 # Ops that are not in the registry because the graph and executors give them meaning:
@@ -20,7 +24,18 @@ LEAF_OPS = {
     "lengths": "the valid length of each sequence of one time axis, shape (B,)",
     "state_init": "the initial value of a recurrent state (zeros unless the caller passes one)",
 }
+FEED_OPS = tuple(op for op in LEAF_OPS if op != "param")  # the leaves fed anew at every run
 PREV = "prev"  # v[t-1]: args (v, initial value); the edge from v is a delay edge
+PREV_RULE = "identity (reads the previous step)"
+
+
+def gradient_rule(op: str) -> str:
+    """The gradient rule of ``op``: the registry's, or what a leaf does."""
+    if op in REGISTRY:
+        return REGISTRY[op].rule
+    if op == PREV:
+        return PREV_RULE
+    return "leaf: " + LEAF_OPS.get(op, op)
 
 
 @dataclass(frozen=True)
@@ -137,3 +152,89 @@ class Builder:
                       vtype, span, **fields)
         self.values[value_id] = value
         return value
+
+
+class Attrs(dict):
+    """A node's op attributes: a read-only dict (a pass that changes them makes a new node)."""
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("node attributes are read-only; make a new Node with dataclasses.replace")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __reduce__(self):
+        return Attrs, (dict(self),)
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one graph node computes: ``op`` applied to the nodes ``args`` (ids, in order).
+
+    ``time`` is the time axis the node runs over (a timed node a pass makes takes it from
+    the node it stands in for); ``layer``, ``span`` and ``name`` say where it came from in
+    the user's source, ``key`` is a parameter's or state's key (a ``lengths`` node's: its time
+    axis) and ``init`` a parameter's initializer. In an unrolled graph ``base`` is the folded node a
+    node copies and ``step`` its time step (None for a node outside the recurrence).
+    """
+
+    op: str
+    args: tuple
+    type: VType
+    time: Optional[str] = None
+    span: Optional[Span] = None
+    attrs: Attrs = field(default_factory=Attrs)
+    layer: Optional[str] = None
+    name: Optional[str] = None
+    key: Optional[str] = None
+    init: Optional[tuple] = None
+    base: Optional[str] = None
+    step: Optional[int] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "args", tuple(self.args))
+        if not isinstance(self.attrs, Attrs):
+            object.__setattr__(self, "attrs", Attrs(self.attrs))
+
+    @property
+    def shape(self) -> tuple:
+        """The feature axes (see :class:`VType`)."""
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        """``"float"`` or ``"int"``."""
+        return self.type.dtype
+
+    @property
+    def timed(self) -> bool:
+        """Evaluated once per time step, inside a recurrence."""
+        return self.type.timed
+
+    @property
+    def rule(self) -> str:
+        """The gradient rule of the node's op, read from the op registry."""
+        return gradient_rule(self.op)
+
+
+NODE = "node"  # the one networkx attribute of a graph node: its Node
+
+
+def node_of(graph, node) -> Node:
+    """The :class:`Node` record of ``node`` in ``graph``."""
+    return graph.nodes[node][NODE]
+
+
+def nodes_of(graph) -> Iterator:
+    """``(id, Node)`` for every node of ``graph``, in the graph's order."""
+    return iter(graph.nodes(data=NODE))
+
+
+def base_of(graph, node):
+    """The folded node that ``node`` copies (in an unrolled graph), else ``node`` itself."""
+    base = node_of(graph, node).base
+    return node if base is None else base
+
+
+def set_node(graph, node, record: Node) -> None:
+    """Make ``record`` what ``node`` computes (adding ``node`` when it is new)."""
+    graph.add_node(node, **{NODE: record})

@@ -34,6 +34,7 @@ import networkx as nx
 import numpy
 
 from .errors import SeqgraphError
+from .ir import node_of, nodes_of
 
 OPSET = 18
 BATCH = "batch"
@@ -67,7 +68,7 @@ def export_onnx(network, path=None, recurrent_ops: bool = True):
 
 
 def _unsupported(data, why: str) -> SeqgraphError:
-    return SeqgraphError(f"cannot export op '{data['op']}' to ONNX: {why}", data.get("span"),
+    return SeqgraphError(f"cannot export op '{data.op}' to ONNX: {why}", data.span,
                          "the model's other ops export; compute this one outside the exported graph")
 
 
@@ -80,7 +81,7 @@ def _leading_dims(vtype) -> list:
 
 
 def _leading_axes(data) -> int:
-    return len(_leading_dims(data["type"]))
+    return len(_leading_dims(data.type))
 
 
 class _Emitter:
@@ -171,7 +172,7 @@ class _Exporter:
         outputs = []
         for name, node in self.outputs.items():
             self.main.nodes.append(helper.make_node("Identity", [self.main.names[node]], [name]))
-            outputs.append(self._value_info(name, self.graph.nodes[node]))
+            outputs.append(self._value_info(name, node_of(self.graph, node)))
         nodes, read = _live(self.main.nodes, self.outputs)
         initializers = [tensor for tensor in self.main.initializers if tensor.name in read]
         graph = helper.make_graph(nodes, self.model.name, inputs, outputs, initializers)
@@ -187,8 +188,8 @@ class _Exporter:
         return tensor.DOUBLE if self.dtype == numpy.float64 else tensor.FLOAT
 
     def _value_info(self, name: str, data):
-        dims = _leading_dims(data["type"]) + [int(d) for d in data["shape"]]
-        return self.onnx.helper.make_tensor_value_info(name, self._elem_type(data["dtype"]), dims)
+        dims = _leading_dims(data.type) + [int(d) for d in data.shape]
+        return self.onnx.helper.make_tensor_value_info(name, self._elem_type(data.dtype), dims)
 
     def _inputs(self) -> list:
         """Graph inputs: the model's inputs the outputs need, and their time axes' lengths."""
@@ -198,14 +199,14 @@ class _Exporter:
             if node in self.needed:
                 output = next(o for o, n in self.outputs.items() if n == node or node in nx.ancestors(self.graph, n))
                 raise SeqgraphError(f"output '{output}' depends on target '{name}', which an exported "
-                                    "model is not fed", self.graph.nodes[self.outputs[output]]["span"],
+                                    "model is not fed", node_of(self.graph, self.outputs[output]).span,
                                     "export what the model computes from its inputs alone")
         self.main.taken.update(self.outputs)
         for name, node in checked.inputs.items():
             if node in self.needed:
                 self.main.names[node] = name
                 self.main.taken.add(name)
-                infos.append(self._value_info(name, self.graph.nodes[node]))
+                infos.append(self._value_info(name, node_of(self.graph, node)))
         for axis, node in checked.time_axes.items():
             if node in self.needed:
                 name = f"{axis}.lengths"
@@ -233,23 +234,23 @@ class _Exporter:
     # --- values outside recurrences -------------------------------------------------------
 
     def _untimed(self, node) -> None:
-        data = self.graph.nodes[node]
-        op = data["op"]
+        data = node_of(self.graph, node)
+        op = data.op
         em = self.main
         if op == "param":
-            value = self.network.backend.to_host(self.network.params[data["key"]])
-            em.names[node] = em.constant(numpy.asarray(value, dtype=self.dtype), data["key"], shared=False)
+            value = self.network.backend.to_host(self.network.params[data.key])
+            em.names[node] = em.constant(numpy.asarray(value, dtype=self.dtype), data.key, shared=False)
             return
         if op == "state_init":
             return  # a recurrence starts from it (or from ONNX's zero default) itself
         em.names[node] = self._translate(em, node, data)
 
     def _translate(self, em: _Emitter, node, data) -> str:
-        translate = TRANSLATIONS.get(data["op"])
+        translate = TRANSLATIONS.get(data.op)
         if translate is None:
             raise _unsupported(data, "ONNX export has no translation for it")
-        args = [em.names[arg] for arg in data["args"]]
-        arg_data = [self.graph.nodes[arg] for arg in data["args"]]
+        args = [em.names[arg] for arg in data.args]
+        arg_data = [node_of(self.graph, arg) for arg in data.args]
         return translate(_Context(self, em, node, data, arg_data), *args)
 
     # --- recurrences ----------------------------------------------------------------------
@@ -257,7 +258,7 @@ class _Exporter:
     def _recurrences(self) -> dict:
         """The recurrences the outputs need, by id (``recurrence:<scope>``), each one cell
         instance: its timed nodes, its step inputs, states and stacked outputs."""
-        timed = [n for n in self.needed if self.graph.nodes[n]["timed"]]
+        timed = [n for n in self.needed if node_of(self.graph, n).timed]
         components = nx.connected_components(self.graph.subgraph(timed).to_undirected())
         found = {}
         for nodes in components:
@@ -283,11 +284,11 @@ class _Exporter:
 
     def _initial_state(self, em: _Emitter, init, batch: str) -> str:
         """A state's starting value (B, ...): a given value, or its constant filled out."""
-        data = self.graph.nodes[init]
-        if data["op"] != "state_init":
+        data = node_of(self.graph, init)
+        if data.op != "state_init":
             return em.names[init]
-        fill = em.constant(numpy.asarray(data["attrs"].get("value", 0.0), dtype=self.dtype), "fill")
-        shape = em.op("Concat", [batch, em.ints(data["shape"])], axis=0)
+        fill = em.constant(numpy.asarray(data.attrs.get("value", 0.0), dtype=self.dtype), "fill")
+        shape = em.op("Concat", [batch, em.ints(data.shape)], axis=0)
         return em.op("Expand", [fill, shape], f"{init}")
 
     def _scan(self, rec: "_Recurrence") -> None:
@@ -298,24 +299,24 @@ class _Exporter:
         for prev in rec.prevs:
             name = em.fresh(f"{prev}.in")
             em.names[prev] = name
-            body_inputs.append(self._value_info(name, self.graph.nodes[prev]))
+            body_inputs.append(self._value_info(name, node_of(self.graph, prev)))
         for step in rec.steps:
             name = em.fresh(f"{step}.in")
             em.names[step] = name
-            body_inputs.append(self._value_info(name, self.graph.nodes[step]))
+            body_inputs.append(self._value_info(name, node_of(self.graph, step)))
         for node in rec.order:
-            body.names[node] = self._translate(body, node, self.graph.nodes[node])
-        results = [self.graph.nodes[prev]["args"][0] for prev in rec.prevs] + \
-            [self.graph.nodes[stack]["args"][0] for stack in rec.stacks]
+            body.names[node] = self._translate(body, node, node_of(self.graph, node))
+        results = [node_of(self.graph, prev).args[0] for prev in rec.prevs] + \
+            [node_of(self.graph, stack).args[0] for stack in rec.stacks]
         for value in results:
             name = em.fresh(f"{value}.out")
             body.nodes.append(helper.make_node("Identity", [em.names[value]], [name]))
-            body_outputs.append(self._value_info(name, self.graph.nodes[value]))
+            body_outputs.append(self._value_info(name, node_of(self.graph, value)))
         graph = helper.make_graph(body.nodes, f"{rec.scope}.step", body_inputs, body_outputs)
-        first = em.names[self.graph.nodes[rec.steps[0]]["args"][0]]
+        first = em.names[node_of(self.graph, rec.steps[0]).args[0]]
         batch = em.op("Shape", [first], "batch_size", start=1, end=2)
-        initial = [self._initial_state(em, self.graph.nodes[prev]["args"][1], batch) for prev in rec.prevs]
-        sources = [em.names[self.graph.nodes[step]["args"][0]] for step in rec.steps]
+        initial = [self._initial_state(em, node_of(self.graph, prev).args[1], batch) for prev in rec.prevs]
+        sources = [em.names[node_of(self.graph, step).args[0]] for step in rec.steps]
         outs = [em.fresh(f"{rec.scope}.final") for _ in rec.prevs] + [em.fresh(stack) for stack in rec.stacks]
         em.nodes.append(helper.make_node("Scan", initial + sources, outs, body=graph,
                                          num_scan_inputs=len(sources)))
@@ -419,14 +420,14 @@ class _Recurrence:
     def __init__(self, graph, nodes, needed):
         self.nodes = set(nodes)
         self.order = [n for n in nx.topological_sort(_without_delays(graph.subgraph(self.nodes)))
-                      if graph.nodes[n]["op"] not in ("step", "prev")]
-        self.steps = sorted(n for n in self.nodes if graph.nodes[n]["op"] == "step")
-        self.prevs = sorted(n for n in self.nodes if graph.nodes[n]["op"] == "prev")
+                      if node_of(graph, n).op not in ("step", "prev")]
+        self.steps = sorted(n for n in self.nodes if node_of(graph, n).op == "step")
+        self.prevs = sorted(n for n in self.nodes if node_of(graph, n).op == "prev")
         self.stacks = sorted(s for n in self.nodes for s in graph.successors(n)
-                             if s in needed and graph.nodes[s]["op"] == "stack")
+                             if s in needed and node_of(graph, s).op == "stack")
         first = self.steps[0] if self.steps else min(self.nodes)
         self.scope = str(first).rpartition("/")[0] or str(first)
-        self.layer = graph.nodes[first]["layer"]
+        self.layer = node_of(graph, first).layer
         self.builtin: Optional[_BuiltinPlan] = None
         self.partner: Optional[_Recurrence] = None
         self.emitted = False
@@ -439,11 +440,11 @@ class _Recurrence:
         if cell is None:
             return
         keys = [f"{self.layer}.{name}{self.scope[len(self.layer):]}" for name in RECURRENT_PARAMS]
-        states = {graph.nodes[p]["name"].partition("[")[0]: p for p in self.prevs}  # "h[t-1]" -> h
+        states = {node_of(graph, p).name.partition("[")[0]: p for p in self.prevs}  # "h[t-1]" -> h
         if any(key not in params for key in keys) or set(states) != ({"h", "c"} if cell == "lstm" else {"h"}):
             return
-        stack_of = {graph.nodes[s]["args"][0]: s for s in self.stacks}
-        h_seq, c_seq = (stack_of.get(graph.nodes[states[k]]["args"][0]) if k in states else None for k in "hc")
+        stack_of = {node_of(graph, s).args[0]: s for s in self.stacks}
+        h_seq, c_seq = (stack_of.get(node_of(graph, states[k]).args[0]) if k in states else None for k in "hc")
         if h_seq is None or set(self.stacks) - {h_seq, c_seq}:
             return
 
@@ -451,19 +452,19 @@ class _Recurrence:
             return [u for u in graph.successors(node) if u in needed]
 
         cell_finals = users(c_seq) if c_seq else []
-        if any(graph.nodes[u]["op"] != "last" for u in cell_finals):
+        if any(node_of(graph, u).op != "last" for u in cell_finals):
             return  # ONNX's LSTM gives only the last cell state, not the whole c sequence
         init = _initial_values(graph, states)
         if init is None:
             return
-        source = graph.nodes[self.steps[0]]["args"][0]
+        source = node_of(graph, self.steps[0]).args[0]
         direction, outputs = "forward", [h_seq]
         reversed_back = users(h_seq)
-        if graph.nodes[source]["op"] == "reverse" and reversed_back and \
-                all(graph.nodes[u]["op"] == "reverse" for u in reversed_back):
-            direction, outputs, source = "reverse", reversed_back, graph.nodes[source]["args"][0]
-        lengths = next(n for n, d in graph.nodes(data=True)
-                       if d["op"] == "lengths" and d["key"] == graph.nodes[h_seq]["time"])
+        if node_of(graph, source).op == "reverse" and reversed_back and \
+                all(node_of(graph, u).op == "reverse" for u in reversed_back):
+            direction, outputs, source = "reverse", reversed_back, node_of(graph, source).args[0]
+        lengths = next(n for n, d in nodes_of(graph)
+                       if d.op == "lengths" and d.key == node_of(graph, h_seq).time)
         self.builtin = _BuiltinPlan(cell, direction, source, lengths, keys, int(params[keys[1]].shape[1]),
                                     init, outputs, cell_finals)
 
@@ -473,7 +474,7 @@ def _prelude_cell(cells: dict, graph, steps: list) -> Optional[str]:
     input port), or None for a user's cell."""
     if len(steps) != 1:
         return None
-    span = graph.nodes[steps[0]]["span"]
+    span = node_of(graph, steps[0]).span
     found = next((name for name, cell in cells.items() if cell.inputs and cell.inputs[0].span is span), None)
     return found if found in BUILT_IN_CELLS else None
 
@@ -484,10 +485,10 @@ def _initial_values(graph, states: dict) -> Optional[dict]:
     which ONNX's recurrent ops cannot take."""
     init = {}
     for state, prev in states.items():
-        start = graph.nodes[graph.nodes[prev]["args"][1]]
-        if start["op"] != "state_init":
-            init[state] = graph.nodes[prev]["args"][1]
-        elif start["attrs"].get("value", 0.0) != 0.0:
+        start = node_of(graph, node_of(graph, prev).args[1])
+        if start.op != "state_init":
+            init[state] = node_of(graph, prev).args[1]
+        elif start.attrs.get("value", 0.0) != 0.0:
             return None
         else:
             init[state] = None
@@ -526,7 +527,7 @@ class _Context:
 
     def __init__(self, exporter: _Exporter, em: _Emitter, node, data, arg_data):
         self.exporter, self.em, self.node, self.data, self.arg_data = exporter, em, node, data, arg_data
-        self.attrs = data["attrs"]
+        self.attrs = data.attrs
 
     def op(self, op_type, inputs, **attrs) -> str:
         return self.em.op(op_type, inputs, str(self.node), **attrs)
@@ -574,7 +575,7 @@ def _affine(cx, w, b, x):
 def _reshaped(cx, x):
     """Reshape/flatten: the leading axes kept, the feature axes as the node's shape says."""
     lead = cx.lead()
-    features = cx.em.ints(cx.data["shape"])
+    features = cx.em.ints(cx.data.shape)
     if lead == 0:
         return cx.op("Reshape", [x, features])
     kept = cx.em.op("Shape", [x], "lead", start=0, end=lead)
@@ -583,7 +584,7 @@ def _reshaped(cx, x):
 
 def _transpose(cx, x, axes=None):
     axes = cx.attrs["axes"]
-    rank = cx.lead(0) + len(cx.arg_data[0]["shape"])
+    rank = cx.lead(0) + len(cx.arg_data[0].shape)
     perm = list(range(rank - len(axes))) + [rank + a for a in axes]
     return cx.op("Transpose", [x], perm=perm)
 
@@ -621,7 +622,7 @@ def _first(cx, x):
 def _last(cx, x, lengths):
     """out[b] = x[lengths[b] - 1, b]: gathered batch by batch from x with batch first."""
     em = cx.em
-    rank = 2 + len(cx.arg_data[0]["shape"])
+    rank = 2 + len(cx.arg_data[0].shape)
     batch_first = em.op("Transpose", [x], "batch_first", perm=[1, 0] + list(range(2, rank)))
     index = em.op("Sub", [lengths, em.constant(numpy.int64(1))], "last_step")
     return cx.op("GatherND", [batch_first, em.op("Unsqueeze", [index, em.ints([1])], "last_step")],
@@ -633,13 +634,13 @@ def _reverse(cx, x, lengths):
 
 
 def _max_over_time(cx, x, lengths):
-    mask = cx.valid_steps(lengths, x, len(cx.data["shape"]))
+    mask = cx.valid_steps(lengths, x, len(cx.data.shape))
     masked = cx.op("Where", [mask, x, cx.scalar(-numpy.inf)])
     return cx.op("ReduceMax", [masked, cx.em.ints([0])], keepdims=0)
 
 
 def _mean_over_time(cx, x, lengths):
-    features = len(cx.data["shape"])
+    features = len(cx.data.shape)
     mask = cx.valid_steps(lengths, x, features)
     total = cx.op("ReduceSum", [cx.op("Where", [mask, x, cx.scalar(0.0)]), cx.em.ints([0])], keepdims=0)
     count = cx.op("Cast", [lengths], to=cx.exporter._elem_type("float"))
@@ -715,7 +716,7 @@ def _along_time(cx, x, lengths, fill, kernel: int, window):
 
 
 def _time_conv1d(cx, x, w, b, lengths):
-    return _along_time(cx, x, lengths, 0.0, cx.arg_data[1]["shape"][2],
+    return _along_time(cx, x, lengths, 0.0, cx.arg_data[1].shape[2],
                        lambda image, **geometry: cx.op("Conv", [image, w, b], **geometry))
 
 
@@ -754,7 +755,7 @@ def _batch_norm(cx, x, running_mean, running_var, training):
     """ONNX's BatchNormalization in inference mode, with unit scale and zero bias (the layer's
     own weight and bias are separate ops). eps joins the variance as a constant: the epsilon
     attribute, a float32, would round it in a float64 model."""
-    channels = cx.arg_data[0]["shape"][0]
+    channels = cx.arg_data[0].shape[0]
     dtype = cx.exporter.dtype
     scale = cx.em.constant(numpy.ones(channels, dtype=dtype), "ones")
     bias = cx.em.constant(numpy.zeros(channels, dtype=dtype), "zeros")

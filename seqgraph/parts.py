@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 import networkx as nx
 
 from .compiler import Program, compile_program
-from .graph import gradient_rule
-from .ir import CheckedModel
+from .ir import CheckedModel, node_of, set_node
 
 
 @dataclass
@@ -38,15 +37,14 @@ def compile_part(model, outputs: dict, cut=(), renamed_args=None) -> Part:
     graph = model.graph.copy()
     for node in cut:
         graph.remove_edges_from(list(graph.in_edges(node)))
-        _make_leaf(graph.nodes[node])
+        _make_leaf(graph, node, node)
     for node, ports in (renamed_args or {}).items():
-        args = list(graph.nodes[node]["args"])
+        args = list(node_of(graph, node).args)
         for port, leaf in ports.items():
-            graph.add_node(leaf, **graph.nodes[args[port]])
-            _make_leaf(graph.nodes[leaf])
+            _make_leaf(graph, leaf, args[port])
             args[port] = leaf
             graph.add_edge(leaf, node, ports=[port], delay=0)
-        graph.nodes[node]["args"] = tuple(args)
+        set_node(graph, node, replace(node_of(graph, node), args=args))
         for source in set(graph.predecessors(node)) - set(args):
             graph.remove_edge(source, node)
     wanted = set(outputs.values())
@@ -64,6 +62,6 @@ def compile_part(model, outputs: dict, cut=(), renamed_args=None) -> Part:
     return Part(model.name, part, sub, compile_program(part, sub))
 
 
-def _make_leaf(data: dict) -> None:
-    """A node no longer computed here: an input leaf fed with its value."""
-    data.update(op="input", args=(), rule=gradient_rule("input"))
+def _make_leaf(graph: nx.DiGraph, leaf, like) -> None:
+    """Make ``leaf`` an input fed with the value of ``like`` (a node no longer computed here)."""
+    set_node(graph, leaf, replace(node_of(graph, like), op="input", args=()))

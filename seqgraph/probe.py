@@ -37,6 +37,7 @@ import networkx as nx
 from . import inspection
 from .errors import SeqgraphError, Span, did_you_mean
 from .graph import step_id
+from .ir import base_of, node_of, nodes_of
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Probe:
             node_id, step = ref.base, ref.step if step is None else step
         else:
             node_id = self._resolve(ref)
-        if step is not None and self.model.graph.nodes[node_id]["timed"]:
+        if step is not None and node_of(self.model.graph, node_id).timed:
             self._check_step(node_id, step)
             return self._info(self._unrolled(), step_id(node_id, step))
         return self._info(self.model.graph, node_id, step)
@@ -123,17 +124,17 @@ class Probe:
         folded = self.model.graph
         chosen = inspection.layer_nodes(folded, layer) if layer is not None else set(folded.nodes)
         if op is not None:
-            ops = {data["op"] for _, data in folded.nodes(data=True)}
+            ops = {data.op for _, data in nodes_of(folded)}
             if op not in ops:
                 raise SeqgraphError(f"no '{op}' node in model {self.model.name}", hint=did_you_mean(op, ops))
-            chosen = {n for n in chosen if folded.nodes[n]["op"] == op}
+            chosen = {n for n in chosen if node_of(folded, n).op == op}
         if name is not None:
-            chosen = {n for n in chosen if folded.nodes[n]["name"] == name}
+            chosen = {n for n in chosen if node_of(folded, n).name == name}
         order = [n for n in inspection.topological_order(folded) if n in chosen]
         if step is None:
             return [self._info(folded, n) for n in order]
         unrolled = self._unrolled()
-        timed = [n for n in order if folded.nodes[n]["timed"]]
+        timed = [n for n in order if node_of(folded, n).timed]
         present = [n for n in timed if step_id(n, step) in unrolled]  # time axes may differ in length
         if timed and not present:
             self._check_step(timed[0], step)
@@ -165,16 +166,16 @@ class Probe:
         """Every name rules 2-5 of the module docstring know -> node id."""
         model, graph = self.model, self.model.graph
         known: dict = {}
-        for node_id, data in graph.nodes(data=True):  # later assignments shadow earlier ones
-            if data["name"] and not data["timed"]:
-                known[data["name"]] = node_id
-        for node_id, data in graph.nodes(data=True):
-            if data["name"] and data["layer"]:
-                qualified = f"{data['layer']}.{data['name']}"
-                if data["timed"] or qualified not in known:
+        for node_id, data in nodes_of(graph):  # later assignments shadow earlier ones
+            if data.name and not data.timed:
+                known[data.name] = node_id
+        for node_id, data in nodes_of(graph):
+            if data.name and data.layer:
+                qualified = f"{data.layer}.{data.name}"
+                if data.timed or qualified not in known:
                     known[qualified] = node_id
         known.update(model.checked.params)
-        known.update({key: graph.nodes[prev]["args"][0] for key, prev in model.checked.states.items()})
+        known.update({key: node_of(graph, prev).args[0] for key, prev in model.checked.states.items()})
         known.update(model.inputs)
         known.update(model.outputs)
         return known
@@ -190,18 +191,18 @@ class Probe:
         return known[ref]
 
     def _check_step(self, node_id: str, step) -> None:
-        axis = self.model.graph.nodes[node_id]["time"]
+        axis = node_of(self.model.graph, node_id).time
         count = self.steps.get(axis, 1)
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < count:
             raise SeqgraphError(f"step {step} is out of range: the last run had {count} steps "
                                 f"on time axis '{axis}' (0..{count - 1})")
 
     def _info(self, graph: nx.DiGraph, node_id: str, step: Optional[int] = None) -> NodeInfo:
-        data = graph.nodes[node_id]
-        return NodeInfo(id=node_id, base=data.get("base", node_id), op=data["op"], layer=data["layer"],
-                        name=data["name"], shape=tuple(data["shape"]), type=inspection.describe_type(data),
-                        span=data["span"], rule=data["rule"], timed=data["timed"],
-                        step=data.get("step", step))
+        data = node_of(graph, node_id)
+        return NodeInfo(id=node_id, base=base_of(graph, node_id), op=data.op, layer=data.layer,
+                        name=data.name, shape=tuple(data.shape), type=inspection.describe_type(data),
+                        span=data.span, rule=data.rule, timed=data.timed,
+                        step=step if data.step is None else data.step)
 
     def _read(self, ref: Ref, step: Optional[int], lookup):
         """``lookup`` of the unrolled node(s) ``ref`` and ``step`` stand for."""
@@ -209,12 +210,12 @@ class Probe:
         if info.timed:
             if info.step is not None:
                 return lookup(info.id)
-            count = self.steps[self.model.graph.nodes[info.base]["time"]]
+            count = self.steps[node_of(self.model.graph, info.base).time]
             return self.network.backend.xp.stack([lookup(step_id(info.base, t)) for t in range(count)])
         whole = lookup(info.id)
         if info.step is None:
             return whole
-        if not self.model.graph.nodes[info.id]["type"].is_seq:
+        if not node_of(self.model.graph, info.id).type.is_seq:
             raise SeqgraphError(f"'{info.id}' is neither per-step nor a sequence: read it without step=")
         self._check_step(info.id, info.step)
         return whole[info.step]
@@ -223,10 +224,11 @@ class Probe:
         grads, graph = self.reference.grads, self._unrolled()
         if grads.get(unrolled_id) is not None:
             return grads[unrolled_id]
-        if graph.nodes[unrolled_id]["dtype"] != "float":
+        if node_of(graph, unrolled_id).dtype != "float":
             raise SeqgraphError(f"'{unrolled_id}' holds integers: it has no gradient")
         read = any(unrolled_id in nx.ancestors(graph, seed) for seed in self._seeded)
-        depends = any(graph.nodes[n]["op"] in ("param", "input") for n in nx.ancestors(graph, unrolled_id) | {unrolled_id})
+        depends = any(node_of(graph, n).op in ("param", "input")
+                      for n in nx.ancestors(graph, unrolled_id) | {unrolled_id})
         if unrolled_id in grads or (read and depends):
             raise SeqgraphError(f"no gradient flows back into '{unrolled_id}': the ops reading it treat "
                                 "it as a constant (as a loss treats its target)")

@@ -11,7 +11,7 @@ import networkx as nx
 
 from . import check, graph
 from .errors import Collector, SeqgraphError, decode_utf8, did_you_mean
-from .ir import CheckedModel
+from .ir import CheckedModel, node_of
 from .syntax import ast, parse_source
 
 
@@ -59,8 +59,8 @@ class Model:
     @property
     def params(self) -> dict:
         """Parameter key → (shape, initialiser)."""
-        nodes = self.graph.nodes
-        return {key: (nodes[n]["shape"], nodes[n]["init"]) for key, n in self.checked.params.items()}
+        return {key: (node_of(self.graph, n).shape, node_of(self.graph, n).init)
+                for key, n in self.checked.params.items()}
 
     @property
     def train(self) -> Optional[ast.Train]:

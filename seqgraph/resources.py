@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import SeqgraphError
+from .ir import nodes_of
 
 ITEM_BYTES = {"float32": 4, "float64": 8, "int": 8}
 OPTIMIZER_SLOTS = 2
@@ -83,11 +84,11 @@ def estimate(model, batch: int = 1, steps: int = 1, dtype: str = "float32",
     counts = {key: math.prod(shape) for key, (shape, _) in model.params.items()}
     parameters = sum(counts.values()) * item
     activations = 0
-    for _, data in model.graph.nodes(data=True):
-        if data["op"] == "param":
+    for _, data in nodes_of(model.graph):
+        if data.op == "param":
             continue
-        per_example = math.prod(data["shape"]) * ITEM_BYTES["int" if data["dtype"] == "int" else dtype]
-        per_step = data["timed"] or data["type"].is_seq
+        per_example = math.prod(data.shape) * ITEM_BYTES["int" if data.dtype == "int" else dtype]
+        per_step = data.timed or data.type.is_seq
         activations += per_example * batch * (steps if per_step else 1)
     parts = {"parameters": parameters,
              "gradients": parameters if training else 0,

@@ -18,12 +18,11 @@ from .backends import DEFAULT_BACKEND, Footprint, get_backend, ops_for
 from .compiler import compile_program
 from .errors import SeqgraphError, did_you_mean
 from .init import initial_value
-from .ir import PREV
+from .ir import FEED_OPS, PREV, node_of, nodes_of
 from .ops import REGISTRY
 from .parts import compile_part
 
 DTYPES = ("float32", "float64")
-FEED_OPS = ("input", "lengths", "state_init")
 
 
 @dataclass
@@ -55,7 +54,7 @@ def prepare_feed(model, backend, dtype: str, inputs: dict, lengths=None, state=N
     lengths = _lengths(checked, steps, batch, lengths, backend)
     arrays = {}
     for name, node in declared.items():
-        vtype = graph.nodes[node]["type"]
+        vtype = node_of(graph, node).type
         array = host[name]
         if vtype.dtype == "int":
             array = array.astype("int64", copy=False)
@@ -78,7 +77,7 @@ def prepare_feed(model, backend, dtype: str, inputs: dict, lengths=None, state=N
 def _steps_and_batch(graph, declared: dict, host: dict):
     steps, batch = {}, None
     for name, node in declared.items():
-        vtype = graph.nodes[node]["type"]
+        vtype = node_of(graph, node).type
         array = host[name]
         lead = 2 if vtype.is_seq else 1
         want = len(vtype.shape) + lead
@@ -144,19 +143,19 @@ def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict
         raise SeqgraphError(f"model {model.name} has no state '{unknown[0]}'",
                             hint=did_you_mean(unknown[0], model.checked.states))
     arrays = {}
-    for node, data in graph.nodes(data=True):
-        if data["op"] != "state_init":
+    for node, data in nodes_of(graph):
+        if data.op != "state_init":
             continue
-        shape = (batch,) + tuple(data["shape"])
-        if data["attrs"].get("fresh"):  # init = learned: 1 starts from the trained vector, 0 carries
-            value = backend.xp.full(shape, 0.0 if data["key"] in state else 1.0, dtype=dtype)
-        elif data["key"] in state:
+        shape = (batch,) + tuple(data.shape)
+        if data.attrs.get("fresh"):  # init = learned: 1 starts from the trained vector, 0 carries
+            value = backend.xp.full(shape, 0.0 if data.key in state else 1.0, dtype=dtype)
+        elif data.key in state:
             # no trip through the host: a state carried from the last window is on the device
-            value = backend.asarray(state[data["key"]], dtype=dtype)
+            value = backend.asarray(state[data.key], dtype=dtype)
             if tuple(value.shape) != shape:
-                raise SeqgraphError(f"state '{data['key']}' must have shape {shape}, got {tuple(value.shape)}")
+                raise SeqgraphError(f"state '{data.key}' must have shape {shape}, got {tuple(value.shape)}")
         else:
-            value = backend.xp.full(shape, data["attrs"]["value"], dtype=dtype)
+            value = backend.xp.full(shape, data.attrs["value"], dtype=dtype)
         arrays[node] = value
     return arrays
 
@@ -166,19 +165,19 @@ def _dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training
     reference executor draw the same numbers; and the training flag batch_norm reads."""
     xp = backend.xp
     masks = {}
-    for node, data in graph.nodes(data=True):
-        if data["op"] == "training_flag":  # what batch_norm reads to tell training from evaluation
+    for node, data in nodes_of(graph):
+        if data.op == "training_flag":  # what batch_norm reads to tell training from evaluation
             masks[node] = xp.full((), 1.0 if training else 0.0, dtype=dtype)
-        if data["op"] != "dropout_mask":
+        if data.op != "dropout_mask":
             continue
         if not training:
             masks[node] = xp.ones((), dtype=dtype)
             continue
-        shape = (batch,) + tuple(data["shape"])
-        if data["timed"] or data["type"].is_seq:
-            shape = (steps[data["time"]],) + shape
+        shape = (batch,) + tuple(data.shape)
+        if data.timed or data.type.is_seq:
+            shape = (steps[data.time],) + shape
         template = xp.zeros(shape, dtype=dtype)
-        masks[node] = REGISTRY["dropout_mask"].forward(xp, template, rng=rng, **data["attrs"])
+        masks[node] = REGISTRY["dropout_mask"].forward(xp, template, rng=rng, **data.attrs)
     return masks
 
 
@@ -205,28 +204,28 @@ class Reference:
         xp = net.backend.xp
         values = {}
         for node in nx.topological_sort(self.graph):
-            data = self.graph.nodes[node]
-            values[node] = self._evaluate(xp, node, data, [values[a] for a in data["args"]], feed)
+            data = node_of(self.graph, node)
+            values[node] = self._evaluate(xp, node, data, [values[a] for a in data.args], feed)
         self.values = values
         return {name: values[node] for name, node in net.model.outputs.items()}
 
     def _evaluate(self, xp, node, data, inputs, feed: Feed):
-        op = data["op"]
-        base = data["base"]
+        op = data.op
+        base = data.base
         if op in FEED_OPS:
             return feed.arrays[base]
         if op == "param":
-            return self.network.params[data["key"]]
+            return self.network.params[data.key]
         if op == PREV:
             return inputs[0]
         if op == "training_flag":
             return feed.masks[base]
         if op == "dropout_mask":
             mask = feed.masks[base]
-            return mask[data["step"]] if data["timed"] and mask.ndim else mask
+            return mask[data.step] if data.timed and mask.ndim else mask
         if op == "const":
-            return REGISTRY["const"].forward(xp, dtype=self.network.dtype, **data["attrs"])
-        return ops_for(xp)[op].forward(xp, *inputs, **data["attrs"])
+            return REGISTRY["const"].forward(xp, dtype=self.network.dtype, **data.attrs)
+        return ops_for(xp)[op].forward(xp, *inputs, **data.attrs)
 
     def backward(self, cotangents: Optional[dict] = None) -> dict:
         """d(loss or seeded outputs)/d(every parameter and float input), through the unrolled graph."""
@@ -245,12 +244,12 @@ def updated_params(model) -> list:
     batch_norm's running statistics)."""
     graph = model.graph
     keys = []
-    for data in graph.nodes.values():
-        op = REGISTRY.get(data["op"])
+    for _, data in nodes_of(graph):
+        op = REGISTRY.get(data.op)
         for port in op.updates if op is not None else ():
-            source = graph.nodes[data["args"][port]]
-            if source["op"] == "param" and source["key"] not in keys:
-                keys.append(source["key"])
+            source = node_of(graph, data.args[port])
+            if source.op == "param" and source.key not in keys:
+                keys.append(source.key)
     return keys
 
 
@@ -261,7 +260,7 @@ def _wrt_nodes(model, graph) -> dict:
     reached = autodiff.reaching(graph, model.outputs.values())
     wrt = {key: node for key, node in model.checked.params.items() if node in reached}
     for name, node in {**model.checked.inputs, **model.checked.targets}.items():
-        if graph.nodes[node]["dtype"] == "float":
+        if node_of(graph, node).dtype == "float":
             wrt[name] = node
     return wrt
 

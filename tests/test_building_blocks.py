@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
+from seqgraph.ir import nodes_of
 
 
 def _error(body: str, inputs: str = "input x : [4]") -> sg.SeqgraphError:
@@ -42,10 +43,10 @@ def test_comparisons_and_where_in_a_model():
 
 def test_pow_of_a_number_is_one_op_and_of_a_value_exp_log():
     model = sg.parse("model M {\n input x : [4]\n input p : [4]\n y = pow(x, -2) + pow(x, p)\n output y\n}\n").model()
-    ops = [data["op"] for _, data in model.graph.nodes(data=True)]
+    ops = [data.op for _, data in nodes_of(model.graph)]
     assert ops.count("pow") == 1 and "log" in ops
-    (node,) = [d for _, d in model.graph.nodes(data=True) if d["op"] == "pow"]
-    assert node["attrs"]["exponent"] == -2.0
+    (node,) = [d for _, d in nodes_of(model.graph) if d.op == "pow"]
+    assert node.attrs["exponent"] == -2.0
     x, p = np.array([[0.5, 1.0, 2.0, 4.0]]), np.array([[1.0, 2.0, 0.5, -1.0]])
     y = sg.compile(model, dtype="float64").forward({"x": x, "p": p})["y"]
     np.testing.assert_allclose(y, x ** -2 + x ** p, rtol=1e-14)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import seqgraph as sg
+from seqgraph.ir import node_of, nodes_of
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL_FILES = sorted(MODELS.glob("*.sg"))
@@ -57,8 +58,8 @@ def test_ln_lstm_has_a_residual_connection_around_its_second_layer():
     model = sg.load(MODELS / "ln_lstm.sg").model()
     assert {"LayerNormLSTM_0.gx", "LayerNormLSTM_1.gc"} <= set(model.params)
     graph = model.graph
-    adds = [n for n, d in graph.nodes(data=True) if d["op"] == "add" and d.get("name") == "h"]
-    assert adds and any("LayerNormLSTM_0" in arg for arg in graph.nodes[adds[0]]["args"])
+    adds = [n for n, d in nodes_of(graph) if d.op == "add" and d.name == "h"]
+    assert adds and any("LayerNormLSTM_0" in arg for arg in node_of(graph, adds[0]).args)
 
 
 def test_digits_resnet_evaluates_with_running_statistics():
@@ -78,6 +79,6 @@ def test_digits_resnet_evaluates_with_running_statistics():
 
 def test_text_cnn_convolves_along_time_on_the_inputs_time_axis():
     model = sg.load(MODELS / "text_cnn.sg").model()
-    ops = [data["op"] for _, data in model.graph.nodes(data=True)]
+    ops = [data.op for _, data in nodes_of(model.graph)]
     assert ops.count("time_conv1d") == 2 and "time_maxpool" in ops
     assert model.params["conv1d_1.weight"][0] == (16, 16, 3)

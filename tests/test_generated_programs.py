@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, note, seed, settings
 import seqgraph as sg
 from seqgraph import SeqgraphError, cli
 from seqgraph.gradcheck import check_model, random_inputs, reference_differences
+from seqgraph.ir import nodes_of
 
 from program_strategies import programs
 
@@ -219,7 +220,7 @@ def test_a_product_of_a_parameter_joined_to_an_input():
     inputs, lengths = random_inputs(model, batch=3, steps=4, ragged=True, seed=1)
     for switch in PATHS.values():
         net = compiled_matches_reference(model, inputs, lengths, switch)
-    assert "affine" in {data["op"] for _, data in net.program.graph.nodes(data=True)}
+    assert "affine" in {data.op for _, data in nodes_of(net.program.graph)}
     assert check_model(net, inputs, lengths).ok(1e-6)
 
 

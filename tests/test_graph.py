@@ -1,5 +1,8 @@
 """The folded and unrolled graphs: sizes, cycles, delay edges, fan-out, rules, spans, names."""
 
+import copy
+import dataclasses
+import pickle
 from pathlib import Path
 
 import networkx as nx
@@ -7,6 +10,8 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.graph import delay_edges
+from seqgraph.ir import FEED_OPS, LEAF_OPS, NODE, base_of, node_of, nodes_of
+from seqgraph.ops import REGISTRY
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL_FILES = sorted(MODELS.glob("*.sg"))
@@ -41,16 +46,16 @@ def all_models() -> list:
 
 
 def timed_count(graph) -> int:
-    return sum(1 for _, data in graph.nodes(data=True) if data["timed"])
+    return sum(1 for _, data in nodes_of(graph) if data.timed)
 
 
 # --- sizes -----------------------------------------------------------------------------------
 
 def test_tiny_rnn_nodes_exactly():
     model = model_of(TINY)
-    timed = sorted(data["op"] for _, data in model.graph.nodes(data=True) if data["timed"])
+    timed = sorted(data.op for _, data in nodes_of(model.graph) if data.timed)
     assert timed == ["add", "add", "add", "matmul", "matmul", "prev", "step", "tanh"]
-    static = sorted(data["op"] for _, data in model.graph.nodes(data=True) if not data["timed"])
+    static = sorted(data.op for _, data in nodes_of(model.graph) if not data.timed)
     assert static == ["add", "input", "input", "last", "last", "lengths", "matmul", "mse", "param",
                       "param", "param", "param", "param", "param", "stack", "state_init"]
     for steps in (1, 2, 3, 7):
@@ -65,9 +70,9 @@ def test_unrolled_size_is_static_plus_steps_times_timed(model, steps):
     static = graph.number_of_nodes() - timed
     unrolled = model.unroll(steps)
     assert unrolled.number_of_nodes() == static + steps * timed
-    copies = [n for n, data in unrolled.nodes(data=True) if data["step"] is not None]
+    copies = [n for n, data in nodes_of(unrolled) if data.step is not None]
     assert len(copies) == steps * timed
-    assert {unrolled.nodes[n]["step"] for n in copies} <= set(range(steps))
+    assert {node_of(unrolled, n).step for n in copies} <= set(range(steps))
 
 
 def test_unroll_rejects_a_non_positive_step_count():
@@ -94,10 +99,10 @@ def test_one_delay_edge_per_state_into_its_prev_node(model):
     assert len(edges) == len(model.checked.states)
     assert sorted(target for _, target in edges) == sorted(model.checked.states.values())
     for source, target in edges:
-        assert graph.nodes[target]["op"] == "prev"
-        assert graph.nodes[target]["args"][0] == source
+        assert node_of(graph, target).op == "prev"
+        assert node_of(graph, target).args[0] == source
         assert graph.edges[source, target]["ports"] == [0]
-        assert graph.nodes[source]["timed"] and graph.nodes[target]["timed"]
+        assert node_of(graph, source).timed and node_of(graph, target).timed
 
 
 def test_lstm_layers_have_two_states_each():
@@ -109,10 +114,10 @@ def test_lstm_layers_have_two_states_each():
 
 def test_unrolled_prev_reads_the_previous_step_or_the_initial_state():
     unrolled = model_of(TINY).unroll(3)
-    assert unrolled.nodes["rnn_0/h_prev@0"]["args"] == ("rnn_0/h_init",)
-    assert unrolled.nodes["rnn_0/h_prev@1"]["args"] == ("rnn_0/tanh@0",)
-    assert unrolled.nodes["rnn_0/h_prev@2"]["args"] == ("rnn_0/tanh@1",)
-    assert unrolled.nodes["rnn_0/h_seq"]["args"] == ("rnn_0/tanh@0", "rnn_0/tanh@1", "rnn_0/tanh@2")
+    assert node_of(unrolled, "rnn_0/h_prev@0").args == ("rnn_0/h_init",)
+    assert node_of(unrolled, "rnn_0/h_prev@1").args == ("rnn_0/tanh@0",)
+    assert node_of(unrolled, "rnn_0/h_prev@2").args == ("rnn_0/tanh@1",)
+    assert node_of(unrolled, "rnn_0/h_seq").args == ("rnn_0/tanh@0", "rnn_0/tanh@1", "rnn_0/tanh@2")
     assert not delay_edges(unrolled)
 
 
@@ -125,7 +130,7 @@ def test_a_recurrent_weight_feeds_every_step(steps):
     for key in ("lstm_0.weight_ih", "lstm_0.weight_hh", "lstm_0.bias_ih", "lstm_0.bias_hh"):
         consumers = list(unrolled.successors(key))
         assert len(consumers) == steps
-        assert sorted(unrolled.nodes[c]["step"] for c in consumers) == list(range(steps))
+        assert sorted(node_of(unrolled, c).step for c in consumers) == list(range(steps))
     # a weight outside the recurrence is used once, by the time-parallel dense layer
     assert len(list(unrolled.successors("dense_0.weight"))) == 1
 
@@ -134,7 +139,7 @@ def test_a_recurrent_weight_feeds_every_step(steps):
 
 def test_gate_nodes_carry_their_gradient_rule():
     graph = model_of(GATES).graph
-    rules = {data["op"]: data["rule"] for _, data in graph.nodes(data=True)}
+    rules = {data.op: data.rule for _, data in nodes_of(graph)}
     assert rules["add"] == "distribute"
     assert rules["mul"] == "switch"
     assert rules["maximum"] == "route"
@@ -143,11 +148,40 @@ def test_gate_nodes_carry_their_gradient_rule():
 
 def test_every_lstm_add_and_mul_is_labelled():
     graph = sg.load(MODELS / "char_lstm.sg").model().graph
-    for _, data in graph.nodes(data=True):
-        if data["op"] == "add":
-            assert data["rule"] == "distribute"
-        if data["op"] == "mul":
-            assert data["rule"] == "switch"
+    for _, data in nodes_of(graph):
+        if data.op == "add":
+            assert data.rule == "distribute"
+        if data.op == "mul":
+            assert data.rule == "switch"
+
+
+def test_a_rewritten_node_takes_the_rule_of_its_new_op():
+    model = sg.load(MODELS / "char_lstm.sg").model()
+    optimized = sg.compile(model).program.graph
+    affine = [node for node, data in nodes_of(optimized) if data.op == "affine"]
+    assert affine and all(node_of(optimized, n).rule == REGISTRY["affine"].rule for n in affine)
+    assert all(node_of(model.graph, n).rule == "distribute" for n in affine if n in model.graph)
+
+
+# --- the node records ------------------------------------------------------------------------
+
+def test_nodes_are_frozen_records():
+    graph = model_of(TINY).graph
+    record = next(data for _, data in nodes_of(graph) if data.op == "state_init")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.op = "add"
+    with pytest.raises(TypeError):
+        record.attrs["value"] = 1.0
+    assert copy.deepcopy(record) == record and pickle.loads(pickle.dumps(record)) == record
+    assert all(set(attributes) == {NODE} for _, attributes in graph.nodes(data=True))
+
+
+def test_unrolled_copies_name_their_folded_node_and_step():
+    model = model_of(TINY)
+    unrolled = model.unroll(3)
+    assert base_of(unrolled, "rnn_0/tanh@2") == "rnn_0/tanh" and node_of(unrolled, "rnn_0/tanh@2").step == 2
+    assert base_of(model.graph, "rnn_0/tanh") == "rnn_0/tanh" and node_of(model.graph, "rnn_0/tanh").step is None
+    assert FEED_OPS == ("input", "lengths", "state_init") and set(FEED_OPS) | {"param"} == set(LEAF_OPS)
 
 
 # --- spans -----------------------------------------------------------------------------------
@@ -160,16 +194,16 @@ def test_spans_point_at_the_statement_that_made_the_node():
     path = MODELS / "char_lstm.sg"
     text = path.read_text()
     graph = sg.load(path).model().graph
-    assert graph.nodes["dense_0/matmul"]["span"].line == line_of(text, "logits = dense(h, vocab)")
-    assert graph.nodes["cross_entropy"]["span"].line == line_of(text, "loss   = cross_entropy")
-    assert graph.nodes["softmax"]["span"].line == line_of(text, "output probs = softmax")
-    assert graph.nodes["x"]["span"].line == line_of(text, "input  x : seq[int, vocab]")
-    assert graph.nodes["embedding_0/embedding"]["span"].filename == str(path)
+    assert node_of(graph, "dense_0/matmul").span.line == line_of(text, "logits = dense(h, vocab)")
+    assert node_of(graph, "cross_entropy").span.line == line_of(text, "loss   = cross_entropy")
+    assert node_of(graph, "softmax").span.line == line_of(text, "output probs = softmax")
+    assert node_of(graph, "x").span.line == line_of(text, "input  x : seq[int, vocab]")
+    assert node_of(graph, "embedding_0/embedding").span.filename == str(path)
 
 
 def test_spans_inside_a_prelude_cell_point_into_the_prelude():
     graph = sg.load(MODELS / "lstm_adding.sg").model().graph
-    span = graph.nodes["lstm_0/mul.2"]["span"]  # h = sigmoid(o) * tanh(c)
+    span = node_of(graph, "lstm_0/mul.2").span  # h = sigmoid(o) * tanh(c)
     assert span.filename == "prelude/lstm.sg"
     assert "h = sigmoid(o) * tanh(c)" in span.source.line(span.line)
 
@@ -178,31 +212,31 @@ def test_spans_inside_a_user_cell_point_into_the_users_file():
     path = MODELS / "peephole.sg"
     text = path.read_text()
     graph = sg.load(path).model().graph
-    f_gate = next(n for n, data in graph.nodes(data=True) if data["name"] == "f")
-    assert graph.nodes[f_gate]["span"].line == line_of(text, "f = sigmoid(zf + pf * c[t-1])")
-    assert graph.nodes[f_gate]["span"].filename == str(path)
+    f_gate = next(n for n, data in nodes_of(graph) if data.name == "f")
+    assert node_of(graph, f_gate).span.line == line_of(text, "f = sigmoid(zf + pf * c[t-1])")
+    assert node_of(graph, f_gate).span.filename == str(path)
 
 
 def test_unrolled_copies_keep_their_span():
     model = model_of(TINY)
     unrolled = model.unroll(3)
     for step in range(3):
-        assert unrolled.nodes[f"rnn_0/tanh@{step}"]["span"] == model.graph.nodes["rnn_0/tanh"]["span"]
+        assert node_of(unrolled, f"rnn_0/tanh@{step}").span == node_of(model.graph, "rnn_0/tanh").span
 
 
 # --- layer names and parameter keys ------------------------------------------------------------
 
 def test_layers_are_numbered_per_function_in_order():
     graph = sg.load(MODELS / "char_lstm.sg").model().graph
-    layers = {data["layer"] for _, data in graph.nodes(data=True)} - {None}
+    layers = {data.layer for _, data in nodes_of(graph)} - {None}
     assert layers == {"embedding_0", "lstm_0", "lstm_1", "dense_0"}
     # every op inside a cell belongs to the layer that called it
-    assert graph.nodes["lstm_1/mul.2"]["layer"] == "lstm_1"
+    assert node_of(graph, "lstm_1/mul.2").layer == "lstm_1"
 
 
 def test_name_argument_overrides_the_layer_name():
     model = sg.load(MODELS / "seq2seq_attention.sg").model()
-    layers = {data["layer"] for _, data in model.graph.nodes(data=True)} - {None}
+    layers = {data.layer for _, data in nodes_of(model.graph)} - {None}
     assert {"encoder", "decoder", "dense_0", "dense_1"} <= layers
     assert "encoder.weight_ih" in model.params and "decoder.weight_hh" in model.params
     assert not any(key.startswith("lstm_") for key in model.params)
@@ -244,9 +278,9 @@ def test_bidirectional_layers_add_reverse_parameters():
         "lstm_0.bias_ih_reverse": (20,), "lstm_0.bias_hh_reverse": (20,),
     }
     graph = model.graph
-    out = next(n for n, data in graph.nodes(data=True) if data["op"] == "last" and data["name"] is None
-               and graph.nodes[data["args"][0]]["op"] == "concat")
-    assert graph.nodes[out]["shape"] == (10,)  # forward and backward outputs joined
+    out = next(n for n, data in nodes_of(graph) if data.op == "last" and data.name is None
+               and node_of(graph, data.args[0]).op == "concat")
+    assert node_of(graph, out).shape == (10,)  # forward and backward outputs joined
 
 
 def test_stacked_layers_number_their_parameters():

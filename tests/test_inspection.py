@@ -8,6 +8,7 @@ import pytest
 
 import seqgraph as sg
 from seqgraph import SeqgraphError, inspection
+from seqgraph.ir import node_of
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -144,11 +145,11 @@ def rnn():
 def test_gradient_view_folds_the_backward_graph_with_t_plus_1_edges(lstm):
     graph = inspection.with_gradients(lstm)
     # c_t's gradient sums what tanh(c_t) hands back and what step t+1's c[t-1] hands back
-    assert set(graph.nodes["grad:lstm_0/add.3"]["args"]) == {"vjp:lstm_0/tanh.1", "vjp:lstm_0/c_prev"}
+    assert set(node_of(graph, "grad:lstm_0/add.3").args) == {"vjp:lstm_0/tanh.1", "vjp:lstm_0/c_prev"}
     assert graph.edges["vjp:lstm_0/c_prev", "grad:lstm_0/add.3"]["delay"] == 1
     assert not graph.edges["vjp:lstm_0/tanh.1", "grad:lstm_0/add.3"]["delay"]
-    assert graph.nodes["vjp:lstm_0/add.3"]["rule"] == "distribute"
-    assert graph.nodes["vjp:lstm_0/mul.2"]["rule"] == "switch"
+    assert node_of(graph, "vjp:lstm_0/add.3").rule == "distribute"
+    assert node_of(graph, "vjp:lstm_0/mul.2").rule == "switch"
     lines = lines_of(inspection.text(graph))
     assert "= grad(vjp:lstm_0/tanh.1, vjp:lstm_0/c_prev @ t+1)" in lines["grad:lstm_0/add.3"]
     assert "= grad(1)" in lines["grad:mse"]
@@ -157,10 +158,10 @@ def test_gradient_view_folds_the_backward_graph_with_t_plus_1_edges(lstm):
 
 def test_unrolled_gradient_view_sums_a_weight_over_steps(rnn):
     graph = inspection.with_gradients(rnn, 3)
-    assert graph.nodes["grad:rnn_0.weight_hh"]["args"] == tuple(f"vjp:rnn_0/matmul.1@{t}" for t in (2, 1, 0))
+    assert node_of(graph, "grad:rnn_0.weight_hh").args == tuple(f"vjp:rnn_0/matmul.1@{t}" for t in (2, 1, 0))
     assert graph.edges["vjp:rnn_0/h_prev@2", "grad:rnn_0/tanh@1"]["carry"]
-    assert graph.nodes["grad:rnn_0/tanh@1"]["step"] == 1
-    assert set(graph.nodes["grad:rnn_0/h_init"]["args"]) == {"vjp:rnn_0/h_prev@0"}
+    assert node_of(graph, "grad:rnn_0/tanh@1").step == 1
+    assert set(node_of(graph, "grad:rnn_0/h_init").args) == {"vjp:rnn_0/h_prev@0"}
 
 
 def test_gradient_dot_puts_forward_and_backward_side_by_side(rnn):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..autodiff import accumulate, accumulate_into, differentiable
-from ..ir import PREV
+from ..ir import FEED_OPS, LEAF_OPS, PREV, Node, node_of, nodes_of
 from ..ops import REGISTRY
 from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
@@ -33,14 +33,12 @@ from ..backends import capabilities, native_loop, ops_for, same_place, shares_me
 from ..ops.kernels import namespace as ufunc_namespace, needs
 from .scan import ScanCode, _ident
 
-FEED_OPS = ("input", "lengths", "state_init")
-
 
 @dataclass
 class Step:
     """One node run once: a leaf, a static op, or a time-parallel op over all steps."""
     node: str
-    data: dict
+    data: Node
     kind: str  # leaf | op | identity | shift
     wanted: tuple = ()
     overwrites: object = None  # an input whose array this op may write its result into
@@ -95,7 +93,7 @@ class Program:
         self.spent = _spent_after_forward(graph, wanted)
         # found once, so that a pass never walks the graph: the leaves, and per scan the
         # spent values it reads through slices (by the loop names of those slices)
-        self.leaves = frozenset(n for n in graph if not graph.nodes[n]["args"])
+        self.leaves = frozenset(n for n in graph if not node_of(graph, n).args)
         self.spent_inputs = {id(scan): _spent_inputs(graph, scan.code, self.spent)
                              for scan in schedule if isinstance(scan, Scan)}
         # run fused chains as generated kernels: None means where they can be compiled (CuPy,
@@ -129,26 +127,26 @@ class Program:
 
     def _step_forward(self, xp, item: Step, run: Run):
         data, env, feed = item.data, run.env, run.feed
-        op = data["op"]
+        op = data.op
         if item.kind == "leaf":
             if op in FEED_OPS:
                 return feed.arrays[item.node]
             if op == "param":
-                return run.params[data["key"]]
+                return run.params[data.key]
             if op == "const":
-                return REGISTRY["const"].forward(xp, dtype=run.dtype, **data["attrs"])
+                return REGISTRY["const"].forward(xp, dtype=run.dtype, **data.attrs)
             return feed.masks[item.node]
         if item.kind == "identity":
-            return env[data["args"][0]]
+            return env[data.args[0]]
         if item.kind == "shift":
-            state, initial = (env[a] for a in data["args"])
+            state, initial = (env[a] for a in data.args)
             return _shift(xp, state, initial)
-        inputs = [env[a] for a in data["args"]]
+        inputs = [env[a] for a in data.args]
         if item.overwrites is not None:
             target = env[item.overwrites]
             if _fits(xp, target, inputs):
                 return getattr(xp, REGISTRY[op].in_place)(*inputs, out=target)
-        return ops_for(xp)[op].forward(xp, *inputs, **data["attrs"])
+        return ops_for(xp)[op].forward(xp, *inputs, **data.attrs)
 
     def _scan_forward(self, xp, scan: Scan, run: Run):
         code, env, feed = scan.code, run.env, run.feed
@@ -157,7 +155,7 @@ class Program:
         reused = _reusable(scan, "forward", (steps, batch, run.dtype))
         for node, role, i in code.over_time:
             shape = (batch,) + code.shapes[node]
-            kind = run.dtype if code.data[node]["dtype"] == "float" else "int64"
+            kind = run.dtype if code.data[node].dtype == "float" else "int64"
             # buffers nobody outside sees are reused from run to run (no new pages to fault in)
             store = reused if node not in code.exposed else {}
             if role == "M":
@@ -166,7 +164,7 @@ class Program:
             else:
                 arrays[f"{role}{i}"] = _buffer(xp, store, f"{role}{i}", (steps + (role == "S"),) + shape, kind)
         for prev, state in code.state_of.items():
-            arrays[f"S{code.index[state]}"][0] = env[code.data[prev]["args"][1]]
+            arrays[f"S{code.index[state]}"][0] = env[code.data[prev].args[1]]
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
         for weight in code.transposed():
@@ -181,8 +179,8 @@ class Program:
         for prev, state in code.state_of.items():
             env[prev] = arrays[f"S{code.index[state]}"][:-1]
         for node in code.kept_views:
-            attrs = code.data[node]["attrs"]
-            env[node] = env[code.data[node]["args"][0]][..., attrs["start"]:attrs["stop"]]
+            attrs = code.data[node].attrs
+            env[node] = env[code.data[node].args[0]][..., attrs["start"]:attrs["stop"]]
         for consumed in code.hosted.values():
             # its array now holds the scan's sums; backward writes their cotangent there
             run.consumed[consumed] = env.pop(consumed)
@@ -235,20 +233,20 @@ class Program:
         data, env = item.data, run.env
         g = grads[item.node]
         self._finish(xp, g)
-        args = data["args"]
+        args = data.args
         if item.kind == "identity":
             contributions = (g,)
         elif item.kind == "shift":
             contributions = (_unshift(xp, g), g[0])
         elif not any(w and a in needs for w, a in zip(item.wanted, args)):
             return
-        elif data["op"] == "slice":
-            self._place(xp, grads, args[0], env[args[0]], g, data["attrs"])
+        elif data.op == "slice":
+            self._place(xp, grads, args[0], env[args[0]], g, data.attrs)
             return
         else:
             wanted = tuple(w and a in needs for w, a in zip(item.wanted, args))
-            contributions = ops_for(xp)[data["op"]].partial_vjp(  # a consumed value is gone: no rule reads it
-                xp, g, env.get(item.node), *[env[a] for a in args], wanted=wanted, **data["attrs"])
+            contributions = ops_for(xp)[data.op].partial_vjp(  # a consumed value is gone: no rule reads it
+                xp, g, env.get(item.node), *[env[a] for a in args], wanted=wanted, **data.attrs)
         for arg, part in zip(args, contributions):
             if part is not None and arg in needs:
                 grads[arg] = accumulate(grads.get(arg), part)
@@ -335,7 +333,7 @@ class Program:
                               lambda: code.backward_functions(xp, layout, loop))
         _call(xp, loaded, steps, arrays)
         for prev, state in code.state_of.items():
-            initial = code.data[prev]["args"][1]
+            initial = code.data[prev].args[1]
             if prev in layout.active and initial in needs:
                 grads[initial] = accumulate(grads.get(initial), arrays[f"C{code.index[prev]}"].copy())
         for node, ports in layout.deferred.items():
@@ -353,11 +351,11 @@ class Program:
         g = arrays[f"G{code.index[root]}"]
         if region is not None:
             g = g[..., region[0]:region[1]]
-        wanted = [k in ports for k in range(len(data["args"]))]
-        parts = ops_for(xp)[data["op"]].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data["args"]],
-                                                 wanted=wanted, **data["attrs"])
+        wanted = [k in ports for k in range(len(data.args))]
+        parts = ops_for(xp)[data.op].partial_vjp(xp, g, env.get(node), *[env.get(a) for a in data.args],
+                                                 wanted=wanted, **data.attrs)
         for port in ports:
-            arg = data["args"][port]
+            arg = data.args[port]
             grads[arg] = accumulate(grads.get(arg), parts[port])
 
 
@@ -397,9 +395,9 @@ def _spent_inputs(graph: nx.DiGraph, code: ScanCode, spent: frozenset) -> dict:
     place column by column (:meth:`Program._place`)."""
     found = {}
     for name, (kind, arg) in code.external().items():
-        data = graph.nodes[arg]
-        if kind == "seq" and data["op"] == "slice" and data["args"][0] in spent:
-            found.setdefault(data["args"][0], []).append(name)
+        data = node_of(graph, arg)
+        if kind == "seq" and data.op == "slice" and data.args[0] in spent:
+            found.setdefault(data.args[0], []).append(name)
     return found
 
 
@@ -437,10 +435,10 @@ def _unshift(xp, g):
 def gradient_sources(graph: nx.DiGraph, checked) -> set:
     """Every float node a gradient may be asked of, and every node on a path from one."""
     sources = set(checked.params.values())
-    sources |= {n for n in {**checked.inputs, **checked.targets}.values() if graph.nodes[n]["dtype"] == "float"}
+    sources |= {n for n in {**checked.inputs, **checked.targets}.values() if node_of(graph, n).dtype == "float"}
     sources = {n for n in sources if n in graph}
     reach = sources.union(*(nx.descendants(graph, s) for s in sources)) if sources else set()
-    return {n for n in reach if graph.nodes[n]["dtype"] == "float"}
+    return {n for n in reach if node_of(graph, n).dtype == "float"}
 
 
 def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
@@ -463,16 +461,16 @@ def compile_program(graph: nx.DiGraph, checked, graph_passes=None) -> Program:
 
 
 def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
-    data = graph.nodes[node]
-    op = data["op"]
-    if op in FEED_OPS or op in ("param", "const", "dropout_mask", "training_flag"):
+    data = node_of(graph, node)
+    op = data.op
+    if op in LEAF_OPS or op in ("const", "dropout_mask", "training_flag"):
         return Step(node, data, "leaf")
-    if op in ("step", "stack") and (op == "stack" or data["timed"]):
+    if op in ("step", "stack") and (op == "stack" or data.timed):
         return Step(node, data, "identity")
     if op == PREV:
         return Step(node, data, "shift")
     wanted = tuple(arg in needs_grad and differentiable(graph, node, port)
-                   for port, arg in enumerate(data["args"]))
+                   for port, arg in enumerate(data.args))
     return Step(node, data, "op", wanted, _overwritable_input(graph, node, keep))
 
 
@@ -484,19 +482,19 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
     """An input of an elementwise ``node`` that dies there and that no gradient reads, so the
     op can write its (same-sized) result over it instead of allocating: the bias added to a
     time-parallel product is added in place."""
-    data = graph.nodes[node]
-    op = data["op"]
-    if REGISTRY[op].in_place is None or not (data["shape"] or data["type"].batched):
+    data = node_of(graph, node)
+    op = data.op
+    if REGISTRY[op].in_place is None or not (data.shape or data.type.batched):
         return None  # an op of 0-d arrays gives a NumPy scalar, no array to write into
-    arity = len(data["args"])
-    read_here = {r for port in range(arity) for r in needs(op, port, arity, data["attrs"]) if r != "out"}
-    for port, arg in enumerate(data["args"]):
-        source = graph.nodes[arg]
-        producer_reads = {r for p in range(len(source["args"]))
-                          for r in needs(source["op"], p, len(source["args"]), source["attrs"])}
-        if (source["op"] in FRESH and arg not in keep and port not in read_here
+    arity = len(data.args)
+    read_here = {r for port in range(arity) for r in needs(op, port, arity, data.attrs) if r != "out"}
+    for port, arg in enumerate(data.args):
+        source = node_of(graph, arg)
+        producer_reads = {r for p in range(len(source.args))
+                          for r in needs(source.op, p, len(source.args), source.attrs)}
+        if (source.op in FRESH and arg not in keep and port not in read_here
                 and "out" not in producer_reads and list(graph.successors(arg)) == [node]
-                and data["args"].count(arg) == 1 and not _recurrent(graph, arg)):
+                and data.args.count(arg) == 1 and not _recurrent(graph, arg)):
             return arg
     return None
 
@@ -508,8 +506,8 @@ def _spent_after_forward(graph: nx.DiGraph, keep: set) -> frozenset:
     gradients into such an array (a GRU's input projection holds its own gradient) instead of
     a new one."""
     spent = set()
-    for node, data in graph.nodes(data=True):
-        if (data["op"] not in FRESH or node in keep or not list(graph.successors(node))
+    for node, data in nodes_of(graph):
+        if (data.op not in FRESH or node in keep or not list(graph.successors(node))
                 or _recurrent(graph, node) or _reads(graph, node, node)):
             continue
         if all(_unread_slice(graph, s, keep) for s in graph.successors(node)):
@@ -521,20 +519,20 @@ def _unread_slice(graph: nx.DiGraph, node, keep: set) -> bool:
     """Whether ``node`` is a slice nobody keeps and no gradient rule reads, and so is every
     slice of it (a slice is a view: a rule reading a slice of a slice reads the sliced value's
     array, as a dense layer on a slice of a merged product does)."""
-    return (graph.nodes[node]["op"] == "slice" and node not in keep
+    return (node_of(graph, node).op == "slice" and node not in keep
             and not any(_reads(graph, r, node) for r in graph.successors(node))
-            and all(graph.nodes[r]["op"] != "slice" or _unread_slice(graph, r, keep)
+            and all(node_of(graph, r).op != "slice" or _unread_slice(graph, r, keep)
                     for r in graph.successors(node)))
 
 
 def _reads(graph: nx.DiGraph, reader, value) -> bool:
     """Whether ``reader``'s gradient rule reads ``value`` (its output, or one of its inputs)."""
-    data = graph.nodes[reader]
-    arity = len(data["args"])
-    read = {r for port in range(arity) for r in needs(data["op"], port, arity, data["attrs"])}
+    data = node_of(graph, reader)
+    arity = len(data.args)
+    read = {r for port in range(arity) for r in needs(data.op, port, arity, data.attrs)}
     if reader == value:
         return "out" in read
-    return any(data["args"][index] == value for index in read if index != "out")
+    return any(data.args[index] == value for index in read if index != "out")
 
 
 def _recurrent(graph: nx.DiGraph, node) -> bool:
@@ -571,14 +569,14 @@ def _consumed_inputs(graph: nx.DiGraph, members: set, keep: set) -> set:
     also theirs: no buffer of the scan's own holds either."""
     found = set()
     for node in members:
-        data = graph.nodes[node]
-        if data["op"] != "add":
+        data = node_of(graph, node)
+        if data.op != "add":
             continue
-        for arg in data["args"]:
-            source = graph.nodes[arg]
-            if (arg not in members and source["timed"] and source["op"] in FRESH and arg not in keep
-                    and source["dtype"] == "float" and tuple(source["shape"]) == tuple(data["shape"])
-                    and list(graph.successors(arg)) == [node] and data["args"].count(arg) == 1
+        for arg in data.args:
+            source = node_of(graph, arg)
+            if (arg not in members and source.timed and source.op in FRESH and arg not in keep
+                    and source.dtype == "float" and tuple(source.shape) == tuple(data.shape)
+                    and list(graph.successors(arg)) == [node] and data.args.count(arg) == 1
                     and not _reads(graph, node, arg) and not _reads(graph, arg, arg)):
                 found.add(arg)
     return found

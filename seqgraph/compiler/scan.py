@@ -37,7 +37,7 @@ import networkx as nx
 from ..autodiff import differentiable
 from ..backends import ops_for
 from ..backends.chains import ChainKernel
-from ..ir import PREV
+from ..ir import PREV, node_of
 from ..ops import REGISTRY
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
@@ -72,39 +72,39 @@ class ScanCode:
         self.order = order
         self.members = set(order)
         self.index = {n: i for i, n in enumerate(order)}
-        self.data = {n: graph.nodes[n] for n in order}
-        self.time = self.data[order[0]]["time"]
+        self.data = {n: node_of(graph, n) for n in order}
+        self.time = self.data[order[0]].time
         self.needs_grad = needs_grad
-        self.state_of = {n: self.data[n]["args"][0] for n in order if self.data[n]["op"] == PREV}
+        self.state_of = {n: self.data[n].args[0] for n in order if self.data[n].op == PREV}
         self.prev_of = {s: p for p, s in self.state_of.items()}
         self.consumers = {n: [(c, k) for c in graph.successors(n)
-                              if c in self.members and self.data[c]["op"] != PREV
-                              for k, a in enumerate(self.data[c]["args"]) if a == n]
+                              if c in self.members and self.data[c].op != PREV
+                              for k, a in enumerate(self.data[c].args) if a == n]
                           for n in order}
         self.outside = {n for n in order if any(s not in self.members for s in graph.successors(n))}
         self.chains = fuse_elementwise(graph, order)
-        self.views = {n for n in order if self.data[n]["op"] == "slice"
-                      and self.data[n]["args"][0] in self.members
-                      and self.data[self.data[n]["args"][0]]["op"] not in ("slice", PREV)
+        self.views = {n for n in order if self.data[n].op == "slice"
+                      and self.data[n].args[0] in self.members
+                      and self.data[self.data[n].args[0]].op not in ("slice", PREV)
                       and n not in self.prev_of}
-        self.masks = {n for n in order if self.data[n]["op"] == "dropout_mask"}
+        self.masks = {n for n in order if self.data[n].op == "dropout_mask"}
         self.kept = self._kept(wanted)
         self.recomputed = self._recomputed(wanted)
         self.kept -= self.recomputed
         # an add of a product and a time-parallel input the scan may overwrite (see
         # compiler._consumed_inputs): its value lives in that input's row, its cotangent in
         # that input's array
-        self.hosted = {n: a for n in order if self.data[n]["op"] == "add" and n not in self.kept
-                       and n not in wanted for a in self.data[n]["args"] if a in consumed}
+        self.hosted = {n: a for n in order if self.data[n].op == "add" and n not in self.kept
+                       and n not in wanted for a in self.data[n].args if a in consumed}
         # a slice the backward loop reads whose input is not kept gets its own copy over time,
         # so a GRU keeps the H columns it reads rather than the whole 3H pre-activation
-        self.copied = {n for n in self.kept & self.views if self.data[n]["args"][0] not in self.kept}
+        self.copied = {n for n in self.kept & self.views if self.data[n].args[0] not in self.kept}
         self.views -= self.copied
         self.sliced = self.views | self.copied  # slices whose cotangent is a view of their input's
         self.exposed = self._exposed(wanted)
         self.kept_views = [n for n in order if n in self.views and n in self.kept]  # read through their input
         # what every pass hands the loops, found once: a pass must not walk the graph
-        self.shapes = {n: tuple(int(size) for size in self.data[n]["shape"]) for n in order}
+        self.shapes = {n: tuple(int(size) for size in self.data[n].shape) for n in order}
         self.over_time = [(n, "S" if n in self.prev_of else "M" if n in self.masks else "K", self.index[n])
                           for n in order if n in self.prev_of or n in self.masks or (
                               n in self.kept and n not in self.state_of and n not in self.views)]
@@ -124,7 +124,7 @@ class ScanCode:
         """``core``, ``seq`` (a time-parallel per-step value: row t) or ``static``."""
         if arg in self.members:
             return "core"
-        return "seq" if self.graph.nodes[arg]["timed"] else "static"
+        return "seq" if node_of(self.graph, arg).timed else "static"
 
     def _kept(self, wanted: set) -> set:
         kept = set(self.prev_of) | set(self.state_of) | (self.outside | (wanted & self.members))
@@ -136,9 +136,9 @@ class ScanCode:
         """``(node, port, arg)`` for each input of a core op that a gradient flows into."""
         for node in self.order:
             data = self.data[node]
-            if data["op"] != PREV:
-                for port, arg in enumerate(data["args"]):
-                    if self.graph.nodes[arg]["dtype"] == "float" and differentiable(self.graph, node, port):
+            if data.op != PREV:
+                for port, arg in enumerate(data.args):
+                    if node_of(self.graph, arg).dtype == "float" and differentiable(self.graph, node, port):
                         yield node, port, arg
 
     def _gradient_reads(self, node, port: int) -> set:
@@ -147,11 +147,11 @@ class ScanCode:
         place of its kernel (an input of the core that the op broadcasts, whose gradient
         must be summed back): that call is handed every input and the output."""
         data = self.data[node]
-        arg = data["args"][port]
-        if (data["op"] in KERNELS and arg in self.members
-                and tuple(self.graph.nodes[arg]["shape"]) != tuple(data["shape"])):
-            return set(data["args"]) | {node}
-        return {node if r == "out" else data["args"][r] for r in needs(data["op"], port, len(data["args"]), data["attrs"])}
+        arg = data.args[port]
+        if (data.op in KERNELS and arg in self.members
+                and tuple(node_of(self.graph, arg).shape) != tuple(data.shape)):
+            return set(data.args) | {node}
+        return {node if r == "out" else data.args[r] for r in needs(data.op, port, len(data.args), data.attrs)}
 
     def _recomputed(self, wanted: set) -> set:
         """Values only gradient rules read that the backward loop recomputes instead of the
@@ -162,11 +162,11 @@ class ScanCode:
         found, read_after_loop = set(), self._read_after_loop()
         for node in self.order:
             data = self.data[node]
-            if (node not in self.kept or data["op"] not in KERNELS or node in self.prev_of or node in self.outside
+            if (node not in self.kept or data.op not in KERNELS or node in self.prev_of or node in self.outside
                     or node in self.state_of or node in wanted or node in self.views or node in self.masks
                     or node in read_after_loop):
                 continue
-            if all(self.source(a) == "static" or self._stored_after(a, found) for a in data["args"]):
+            if all(self.source(a) == "static" or self._stored_after(a, found) for a in data.args):
                 found.add(node)
         return found
 
@@ -185,16 +185,16 @@ class ScanCode:
         not kept."""
         base = node
         while base in self.views:
-            base = self.data[base]["args"][0]
+            base = self.data[base].args[0]
         return base not in dropped and self._stored(node)
 
     def _exposed(self, wanted: set) -> set:
         """Nodes whose buffer a caller may hold: wanted, or shown through an identity."""
         shown = {n for n in self.order if n in wanted or any(
-            s in wanted and self.graph.nodes[s]["op"] in ("stack", "step")
+            s in wanted and node_of(self.graph, s).op in ("stack", "step")
             for s in self.graph.successors(n) if s not in self.members)}
         for view in self.views & shown:
-            shown.add(self.data[view]["args"][0])
+            shown.add(self.data[view].args[0])
         shown |= {self.prev_of[s] for s in shown if s in self.prev_of}
         shown |= {self.state_of[p] for p in shown if p in self.state_of}
         return shown
@@ -209,7 +209,7 @@ class ScanCode:
         if node in self.masks:
             return [View(f"v{i}", f"M{i}", 0)]
         if node in self.views:
-            return [View(f"v{i}", f"v{self.index[self.data[node]['args'][0]]}", columns=_region(self.data[node]))]
+            return [View(f"v{i}", f"v{self.index[self.data[node].args[0]]}", columns=_region(self.data[node]))]
         return [View(f"v{i}", f"K{i}", 0)]
 
     def arg_name(self, arg) -> str:
@@ -241,9 +241,9 @@ class ScanCode:
                 found[f"{role}{i}"] = Buffer(f"{role}{i}", role, i, shape)
         for name, (kind, arg) in self.external().items():
             found[name] = Buffer(name, "X" if kind == "seq" else "w", None,
-                                 tuple(int(n) for n in self.graph.nodes[arg]["shape"]))
+                                 tuple(int(n) for n in node_of(self.graph, arg).shape))
         for weight in self.transposed():
-            shape = tuple(int(n) for n in self.graph.nodes[weight]["shape"])
+            shape = tuple(int(n) for n in node_of(self.graph, weight).shape)
             found["wt_" + _ident(weight)] = Buffer("wt_" + _ident(weight), "wt", None, shape[::-1])
         return found
 
@@ -263,9 +263,9 @@ class ScanCode:
     def _find_external(self) -> dict:
         found = {}
         for node in self.order:
-            if self.data[node]["op"] == PREV:
+            if self.data[node].op == PREV:
                 continue
-            for arg in self.data[node]["args"]:
+            for arg in self.data[node].args:
                 if arg not in self.members:
                     kind = self.source(arg)
                     found[("X_" if kind == "seq" else "w_") + _ident(arg)] = (kind, arg)
@@ -289,18 +289,18 @@ class ScanCode:
         for node in self.order:
             i = self.index[node]
             data = self.data[node]
-            if data["op"] == PREV or node in self.masks:
+            if data.op == PREV or node in self.masks:
                 continue
             if node in self.views:
                 if node not in self.kept:
-                    parent = data["args"][0]
+                    parent = data.args[0]
                     # a view of a scratch value is bound once, before the loop
                     (per_step if parent in self.kept or parent in self.hosted else hoisted).append(self._fetch(node)[0])
                 continue
             chain = member.get(node)
             if node not in stored and node not in self.hosted:
                 lifetimes[node] = (self.index[chain.nodes[-1]] if chain else i, None)
-                keys[node] = (tuple(data["shape"]), data["dtype"])
+                keys[node] = (tuple(data.shape), data.dtype)
             if chain is None:
                 body += self._forward_instructions(node)
             elif node == chain.nodes[-1]:
@@ -309,8 +309,8 @@ class ScanCode:
         lifetimes = {n: (first, reads.get(n, first)) for n, (first, _) in lifetimes.items()}
         for node in self.order:
             data = self.data[node]
-            if data["op"] in KERNELS and node in lifetimes:
-                for arg in data["args"]:
+            if data.op in KERNELS and node in lifetimes:
+                for arg in data.args:
                     if arg in lifetimes and keys.get(arg) == keys[node]:
                         in_place.add((arg, node))
         plan = share_buffers(lifetimes, keys, in_place)
@@ -324,31 +324,31 @@ class ScanCode:
         return python_source(loop), buffers, loop
 
     def _find_transposed(self) -> list:
-        return sorted({self.data[n]["args"][0] for n in self.order if self._matmul(n)}, key=str)
+        return sorted({self.data[n].args[0] for n in self.order if self._matmul(n)}, key=str)
 
     def _find_product_weights(self) -> set:
         return {w for w in self._transposed
-                if all(self._matmul(c) and self.data[c]["args"][0] == w and self.data[c]["args"][1] != w
+                if all(self._matmul(c) and self.data[c].args[0] == w and self.data[c].args[1] != w
                        for c in self.graph.successors(w) if c in self.members)}
 
     def _matmul(self, node) -> bool:
         data = self.data[node]
-        return data["op"] == "matmul" and self.source(data["args"][0]) == "static"
+        return data.op == "matmul" and self.source(data.args[0]) == "static"
 
     def _generic_forward(self, node) -> bool:
         data = self.data[node]
-        return (data["op"] not in KERNELS and data["op"] != PREV and node not in self.sliced
+        return (data.op not in KERNELS and data.op != PREV and node not in self.sliced
                 and node not in self.masks and not self._matmul(node))
 
     def _forward_instructions(self, node) -> list:
         """What computes node's value at step t into ``v<i>`` (views and instructions)."""
         data = self.data[node]
         i = self.index[node]
-        ins = [self.arg_name(a) for a in data["args"]]
-        if data["op"] in KERNELS:
+        ins = [self.arg_name(a) for a in data.args]
+        if data.op in KERNELS:
             return [ufunc(call) for call in node_kernel(data).forward(f"v{i}", ins)]
         if self._matmul(node):
-            return [ufunc(Call("dot", (ins[1], f"wt_{_ident(data['args'][0])}"), f"v{i}"))]
+            return [ufunc(Call("dot", (ins[1], f"wt_{_ident(data.args[0])}"), f"v{i}"))]
         if node in self.copied:
             return [View(f"c{i}", ins[0], columns=_region(data)), ufunc(Call("copyto", (f"c{i}",), f"v{i}"))]
         return [Instruction("function", (f"v{i}",), tuple(ins), function=f"F{i}")]
@@ -359,12 +359,12 @@ class ScanCode:
         member = member or {}
         reads = {}
         for node in self.order:
-            if self.data[node]["op"] == PREV:
+            if self.data[node].op == PREV:
                 continue
             at = self.index[member[node].nodes[-1]] if node in member else self.index[node]
-            for arg in self.data[node]["args"]:
+            for arg in self.data[node].args:
                 while arg in self.views:
-                    arg = self.data[arg]["args"][0]
+                    arg = self.data[arg].args[0]
                 if arg in self.members:
                     reads[arg] = max(reads.get(arg, -1), at)
         return reads
@@ -392,7 +392,7 @@ class ScanCode:
             last = self.index[chain.nodes[-1]]
             readers = {n: self._readers(n) - inside for n in chain.nodes}
             if ((len(chain.nodes) < 2 and not self._several_calls(chain.nodes[0]))
-                    or len({tuple(self.data[n]["shape"]) for n in chain.nodes}) > 1
+                    or len({tuple(self.data[n].shape) for n in chain.nodes}) > 1
                     or any(self.index[r] < last for rs in readers.values() for r in rs)):
                 continue
             outputs = [n for n in chain.nodes if n in chain.outputs or n in self.kept or readers[n]]
@@ -403,7 +403,7 @@ class ScanCode:
     def _several_calls(self, node) -> bool:
         """Whether ``node``'s in-place kernel is more than one call (a sigmoid's is four)."""
         data = self.data[node]
-        return data["op"] in KERNELS and len(node_kernel(data).forward("v", ["x"] * len(data["args"]))) > 1
+        return data.op in KERNELS and len(node_kernel(data).forward("v", ["x"] * len(data.args))) > 1
 
     def _readers(self, node) -> set:
         """The core nodes that read ``node``'s value in the same step (through views)."""
@@ -423,7 +423,7 @@ class ScanCode:
         found = {}
         for node in self.order:
             if self._generic_forward(node):
-                op, attrs = ops_for(xp)[self.data[node]["op"]], self.data[node]["attrs"]
+                op, attrs = ops_for(xp)[self.data[node].op], self.data[node].attrs
                 found[f"F{self.index[node]}"] = partial(op.forward, xp, **attrs)
         for name, chain in loop.chains.items():
             if (xp, name) not in self._chain_kernels:
@@ -464,9 +464,9 @@ class ScanCode:
         deferred = {}
         for node in self.order:
             data = self.data[node]
-            if node not in active or data["op"] == PREV:
+            if node not in active or data.op == PREV:
                 continue
-            ports = [k for k, a in enumerate(data["args"]) if a not in self.members
+            ports = [k for k, a in enumerate(data.args) if a not in self.members
                      and a in needs_grad and differentiable(graph, node, k)]
             if ports:
                 deferred[node] = ports
@@ -480,16 +480,16 @@ class ScanCode:
             parts = contributions[node]
             if node not in inits and len(parts) == 1:
                 consumer, port = parts[0]
-                if consumer in self.sliced and self._slices_alias(self.data[consumer]["args"][0], active, inits):
+                if consumer in self.sliced and self._slices_alias(self.data[consumer].args[0], active, inits):
                     continue
-                if ((self.data[consumer]["op"], port) in PASS_THROUGH
-                        and tuple(self.data[consumer]["shape"]) == tuple(self.data[node]["shape"])):
+                if ((self.data[consumer].op, port) in PASS_THROUGH
+                        and tuple(self.data[consumer].shape) == tuple(self.data[node].shape)):
                     root[node], region[node] = root[consumer], region[consumer]
         for node in reversed(self.order):
             if node in self.sliced and node in active:
-                parent = self.data[node]["args"][0]
+                parent = self.data[node].args[0]
                 if self._slices_alias(parent, active, inits):
-                    start, stop = self.data[node]["attrs"]["start"], self.data[node]["attrs"]["stop"]
+                    start, stop = self.data[node].attrs["start"], self.data[node].attrs["stop"]
                     offset = region[parent][0] if region[parent] else 0
                     root[node], region[node] = root[parent], (offset + start, offset + stop)
         for node in self.order:
@@ -519,10 +519,10 @@ class ScanCode:
         data = self.data[node]
         if node not in active or node in inits or root[node] != node or region[node] is not None:
             return
-        for port, arg in enumerate(data["args"]):
+        for port, arg in enumerate(data.args):
             if (arg in active and arg in self.sliced and region.get(arg) is not None and arg not in inits
-                    and (data["op"], port) in PASS_THROUGH and contributions[arg] == [(node, port)]
-                    and tuple(self.data[arg]["shape"]) == tuple(data["shape"])):
+                    and (data.op, port) in PASS_THROUGH and contributions[arg] == [(node, port)]
+                    and tuple(self.data[arg].shape) == tuple(data.shape)):
                 start = region[arg][0]
                 for member in [m for m in root if root[m] == node]:
                     inner = region[member] or (0, region[arg][1] - start)
@@ -534,10 +534,10 @@ class ScanCode:
         if parent not in active or parent in inits or parent in self.prev_of:
             return False
         users = self.consumers[parent]
-        if not users or any(c not in self.sliced or self.data[c]["attrs"].get("axis", -1) != -1
+        if not users or any(c not in self.sliced or self.data[c].attrs.get("axis", -1) != -1
                             for c, _ in users):
             return False
-        spans = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"]) for c, _ in users)
+        spans = sorted((self.data[c].attrs["start"], self.data[c].attrs["stop"]) for c, _ in users)
         return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
     def backward_code(self, seeded: frozenset, needs_grad: frozenset = None, fused: bool = False):
@@ -580,7 +580,7 @@ class ScanCode:
             if node is None or node not in layout.active or node in self.state_of or node in inside:
                 continue
             data = self.data[node]
-            for port, arg in enumerate(data["args"]):
+            for port, arg in enumerate(data.args):
                 if arg not in self.members or arg not in layout.active or not differentiable(self.graph, node, port):
                     continue
                 if layout.root[arg] == layout.root[node] and layout.region[arg] == layout.region[node]:
@@ -600,11 +600,11 @@ class ScanCode:
                     continue
                 first, _ = lifetimes.get(root, (step, step))
                 lifetimes[root] = (first, step)
-                keys[root] = (tuple(self.data[root]["shape"]), "float")
+                keys[root] = (tuple(self.data[root].shape), "float")
         for root in {layout.root[n] for n in layout.active}:
             if root not in lifetimes and root not in layout.full and root not in self.state_of:
                 lifetimes[root] = (-1, -1)
-                keys[root] = (tuple(self.data[root]["shape"]), "float")
+                keys[root] = (tuple(self.data[root].shape), "float")
         temporaries = set()
         for step, (code, _, _, temps) in enumerate(emitted):
             used = {name for instruction in code for name in instruction.names()}
@@ -612,7 +612,7 @@ class ScanCode:
                 if tmp in used:
                     temporaries.add(tmp)
                     lifetimes[tmp] = (step, step)
-                    keys[tmp] = (tuple(self.data[like]["shape"]), "float")
+                    keys[tmp] = (tuple(self.data[like].shape), "float")
         # roots with an outside or carried cotangent are written at the top of the step
         for root in {layout.root[n] for n in layout.inits}:
             if root in lifetimes:
@@ -625,8 +625,8 @@ class ScanCode:
                  if kind == "seq" and self.arg_name(a) in read]
         recompute = sorted(reads_fwd & self.recomputed, key=self.index.get)
         for number, node in enumerate(recompute, start=1 + max(plan.values(), default=-1)):
-            reads_fwd |= {a for a in self.data[node]["args"] if a in self.members}
-            buffers[f"b{number}"] = (tuple(self.data[node]["shape"]), "float")
+            reads_fwd |= {a for a in self.data[node].args if a in self.members}
+            buffers[f"b{number}"] = (tuple(self.data[node].shape), "float")
             prelude.append(View(f"v{self.index[node]}", f"b{number}"))
         for node in self.order:
             if node in reads_fwd and node not in self.recomputed:
@@ -691,9 +691,9 @@ class ScanCode:
                    or any(c not in inside for c, _ in layout.contributions[n])]
         consumers = [self.index[c] for n in outputs for c, _ in layout.contributions[n] if c not in inside]
         inputs = [a for a in chain.inputs if a in self.members and a in layout.active]
-        shape = tuple(self.data[chain.nodes[0]]["shape"])
+        shape = tuple(self.data[chain.nodes[0]].shape)
         at = max((self.index[a] for a in inputs), default=-1)
-        if (not outputs or any(tuple(self.data[a]["shape"]) != shape for a in inputs)
+        if (not outputs or any(tuple(self.data[a].shape) != shape for a in inputs)
                 or any(i <= at or self.order[i] in fusible for i in consumers)):
             return None
         targets, places = [], set()
@@ -708,7 +708,7 @@ class ScanCode:
     def _stored(self, node) -> bool:
         """Whether the backward loop can read node's forward value at every step."""
         if node in self.views:
-            return self._stored(self.data[node]["args"][0])
+            return self._stored(self.data[node].args[0])
         return node in self.kept or node in self.masks
 
     def _chain_backward_instructions(self, layout: Layout, chain, written: dict):
@@ -734,7 +734,7 @@ class ScanCode:
     def _fetch_chain(self, node) -> list:
         lines = []
         if node in self.views:
-            lines += self._fetch_chain(self.data[node]["args"][0])
+            lines += self._fetch_chain(self.data[node].args[0])
         return lines + self._fetch(node)
 
     def _gradient_instructions(self, layout: Layout, node, port: int, mode: str):
@@ -742,14 +742,14 @@ class ScanCode:
         they read and their temporary (mapped to the node it is shaped like)."""
         data = self.data[node]
         i = self.index[node]
-        arg = data["args"][port]
+        arg = data.args[port]
         dst, g, out = f"g{self.index[arg]}", f"g{i}", f"v{i}"
-        ins = [self.arg_name(a) for a in data["args"]]
+        ins = [self.arg_name(a) for a in data.args]
         tmp = f"tmp_{self.index[arg]}_{i}_{port}"
         temps = {tmp: arg}
-        op = data["op"]
+        op = data.op
         reads = self._gradient_reads(node, port) & self.members
-        if op in KERNELS and tuple(self.graph.nodes[arg]["shape"]) == tuple(data["shape"]):
+        if op in KERNELS and tuple(node_of(self.graph, arg).shape) == tuple(data.shape):
             calls = node_kernel(data).gradients[port](dst, mode, g, out, ins, tmp)
             return [ufunc(call) for call in calls], reads, temps
         if self._matmul(node) and port == 1:
@@ -759,9 +759,9 @@ class ScanCode:
                 return [ufunc(Call(product, (g, ins[0]), dst, keyword=product == "matmul"))], reads, temps
             return [ufunc(Call(product, (g, ins[0]), tmp, keyword=product == "matmul")),
                     ufunc(Call("add", (dst, tmp), dst))], reads, temps
-        if op == "slice" and data["attrs"].get("axis", -1) < 0:
+        if op == "slice" and data.attrs.get("axis", -1) < 0:
             # g is written first, since it may share memory with dst
-            attrs = data["attrs"]
+            attrs = data.attrs
             columns = (attrs["start"], attrs["stop"], attrs.get("axis", -1))
             return [Instruction("place", (dst,), (g,), mode, columns=columns)], reads, temps
         return [Instruction("function", (dst,), (g, out, *ins), mode, function=f"V{i}_{port}")], reads, temps
@@ -788,9 +788,9 @@ class ScanCode:
             slices = [c for c, _ in self.consumers[parent] if c in self.sliced]
             if not slices or not self._slices_alias(parent, layout.active, layout.inits):
                 continue
-            covered = sorted((self.data[c]["attrs"]["start"], self.data[c]["attrs"]["stop"])
+            covered = sorted((self.data[c].attrs["start"], self.data[c].attrs["stop"])
                              for c in slices if c in layout.active)
-            edges = [0] + [x for span in covered for x in span] + [self.data[parent]["shape"][-1]]
+            edges = [0] + [x for span in covered for x in span] + [self.data[parent].shape[-1]]
             for start, stop in zip(edges[::2], edges[1::2]):
                 if stop > start:
                     lines.append(Instruction("zero", (f"g{self.index[parent]}",), columns=(start, stop)))
@@ -810,12 +810,12 @@ class ScanCode:
             found[name] = self._chain_kernels[key]
         for node in layout.active:
             data = self.data[node]
-            if data["op"] == PREV:
+            if data.op == PREV:
                 continue
-            op = ops_for(xp)[data["op"]]
-            for port, arg in enumerate(data["args"]):
-                wanted = [k == port for k in range(len(data["args"]))]
-                found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data["attrs"])
+            op = ops_for(xp)[data.op]
+            for port, arg in enumerate(data.args):
+                wanted = [k == port for k in range(len(data.args))]
+                found[f"V{self.index[node]}_{port}"] = _one_gradient(op, xp, wanted, port, data.attrs)
         return found
 
     def stats(self) -> dict:
@@ -832,7 +832,7 @@ def _one_gradient(op, xp, wanted, port, attrs):
 
 
 def _region(data) -> tuple:
-    return (data["attrs"]["start"], data["attrs"]["stop"])
+    return (data.attrs["start"], data.attrs["stop"])
 
 
 def _ident(node) -> str:

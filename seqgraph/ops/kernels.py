@@ -298,9 +298,9 @@ def _named(operand, names: dict):
     return Call(operand.ufunc, tuple(_named(o, names) for o in operand.operands), out, operand.keyword)
 
 
-def node_kernel(data: dict) -> Kernel:
-    """The :class:`Kernel` of a graph node (``data``: its attributes, ``op`` and ``attrs``)."""
-    return _kernel(data["op"], tuple(sorted(data.get("attrs", {}).items())))
+def node_kernel(node) -> Kernel:
+    """The :class:`Kernel` of a graph node (``node``: its :class:`~seqgraph.ir.Node`)."""
+    return _kernel(node.op, tuple(sorted(node.attrs.items())))
 
 
 def _kernel(name: str, attrs: tuple = ()) -> Kernel:
@@ -341,7 +341,7 @@ def needs(op: str, port: int, arity: int, attrs: dict = None) -> tuple:
     """What the gradient for input ``port`` of ``op`` (with attributes ``attrs``) reads:
     ``"out"`` and input indices (everything, for an op without a kernel here)."""
     if op in KERNELS:
-        return node_kernel({"op": op, "attrs": attrs or {}}).needs.get(port, ())  # () where no gradient
+        return _kernel(op, tuple(sorted((attrs or {}).items()))).needs.get(port, ())  # () where no gradient
     if op == "matmul":
         return (1 - port,)
     if op == "affine":  # (W, b, x): W's gradient reads x, x's reads W, b's reads neither

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..ir import Node, node_of, nodes_of
 from ..ops.elementwise import broadcast_shapes
 from ..ops.kernels import KERNELS as ELEMENTWISE
-from .rewrite import add_node, core_nodes, fresh, is_static, set_args
+from .rewrite import add_node, change_op, core_nodes, fresh, is_static, set_args
 
 
 def split_concat_products(graph: nx.DiGraph) -> nx.DiGraph:
@@ -24,25 +25,25 @@ def split_concat_products(graph: nx.DiGraph) -> nx.DiGraph:
     """
     graph = graph.copy()
     for node in list(graph.nodes):
-        data = graph.nodes[node]
-        if data["op"] != "matmul":
+        data = node_of(graph, node)
+        if data.op != "matmul":
             continue
-        weight, operand = data["args"]
-        joined = graph.nodes[operand]
-        if not (is_static(graph, weight) and joined["op"] == "concat" and len(joined["shape"]) == 1
-                and joined["attrs"].get("axis", -1) == -1):
+        weight, operand = data.args
+        joined = node_of(graph, operand)
+        if not (is_static(graph, weight) and joined.op == "concat" and len(joined.shape) == 1
+                and joined.attrs.get("axis", -1) == -1):
             continue
         terms, start = [], 0
-        for index, part in enumerate(joined["args"]):
-            stop = start + graph.nodes[part]["shape"][-1]
-            rows = graph.nodes[weight]["shape"][0]
+        for index, part in enumerate(joined.args):
+            stop = start + node_of(graph, part).shape[-1]
+            rows = node_of(graph, weight).shape[0]
             piece = fresh(graph, f"{weight}[{start}:{stop}]")
             add_node(graph, piece, "slice", [weight],
-                     graph.nodes[weight]["type"].with_shape((rows, stop - start)), weight,
+                     node_of(graph, weight).type.with_shape((rows, stop - start)), weight,
                      {"start": start, "stop": stop, "axis": -1})
             term = fresh(graph, f"{node}/part{index}")
             add_node(graph, term, "matmul", [piece, part],
-                     graph.nodes[part]["type"].with_shape((rows,)), node)
+                     node_of(graph, part).type.with_shape((rows,)), node)
             terms.append(term)
             start = stop
         _sum_into(graph, node, terms)
@@ -55,11 +56,9 @@ def _sum_into(graph: nx.DiGraph, node, terms: list) -> None:
     for index, term in enumerate(terms[1:], start=1):
         target = node if index == len(terms) - 1 else fresh(graph, f"{node}/sum{index}")
         if target == node:
-            graph.nodes[node]["op"] = "add"
-            graph.nodes[node]["attrs"] = {}
-            set_args(graph, node, [total, term])
+            change_op(graph, node, "add", [total, term])
         else:
-            add_node(graph, target, "add", [total, term], graph.nodes[node]["type"], node)
+            add_node(graph, target, "add", [total, term], node_of(graph, node).type, node)
         total = target
 
 
@@ -83,10 +82,10 @@ def hoist_time_parallel_terms(graph: nx.DiGraph) -> nx.DiGraph:
                 continue
             inner, varying, steady, rest = found
             grouped = fresh(graph, f"{node}/grouped")
-            like = steady if graph.nodes[steady]["type"].time is not None else rest
-            shape = broadcast_shapes(graph.nodes[steady]["shape"], graph.nodes[rest]["shape"])
+            like = steady if node_of(graph, steady).type.time is not None else rest
+            shape = broadcast_shapes(node_of(graph, steady).shape, node_of(graph, rest).shape)
             add_node(graph, grouped, "add", [steady, rest],
-                     graph.nodes[like]["type"].with_shape(shape), inner)
+                     node_of(graph, like).type.with_shape(shape), inner)
             set_args(graph, node, [varying, grouped])
             graph.remove_node(inner)
             changed = True
@@ -102,15 +101,15 @@ def _rank(graph: nx.DiGraph, node, core: set) -> int:
 def _hoistable(graph: nx.DiGraph, node, core: set):
     """``(inner, A, B, R)`` when ``node = inner + R``, ``inner = A + B`` (in either order),
     ``inner`` is used only here and ``B`` and ``R`` both rank below ``A``."""
-    data = graph.nodes[node]
-    if data["op"] != "add":
+    data = node_of(graph, node)
+    if data.op != "add":
         return None
-    for inner, rest in (data["args"], data["args"][::-1]):
-        idata = graph.nodes[inner]
-        if (idata["op"] != "add" or inner == rest or list(graph.successors(inner)) != [node]
-                or idata["shape"] != data["shape"]):
+    for inner, rest in (data.args, data.args[::-1]):
+        idata = node_of(graph, inner)
+        if (idata.op != "add" or inner == rest or list(graph.successors(inner)) != [node]
+                or idata.shape != data.shape):
             continue
-        for varying, steady in (idata["args"], idata["args"][::-1]):
+        for varying, steady in (idata.args, idata.args[::-1]):
             top = _rank(graph, varying, core)
             if _rank(graph, steady, core) < top and _rank(graph, rest, core) < top:
                 return inner, varying, steady, rest
@@ -133,10 +132,8 @@ def fold_biases_into_products(graph: nx.DiGraph) -> nx.DiGraph:
     # alone, so no fold changes what another one finds.
     folds = [(node, found) for node in graph if (found := _affine_parts(graph, node, core)) is not None]
     for node, (product, bias) in folds:
-        weight, operand = graph.nodes[product]["args"]
-        graph.nodes[node]["op"] = "affine"
-        graph.nodes[node]["attrs"] = {}
-        set_args(graph, node, [weight, bias, operand])
+        weight, operand = node_of(graph, product).args
+        change_op(graph, node, "affine", [weight, bias, operand])
         graph.remove_node(product)
     return graph
 
@@ -144,16 +141,16 @@ def fold_biases_into_products(graph: nx.DiGraph) -> nx.DiGraph:
 def _affine_parts(graph: nx.DiGraph, node, core: set):
     """``(product, bias)`` when ``node = product + bias`` outside the core, ``product`` is a
     static weight times a value used only here, and ``bias`` a static vector of its rows."""
-    data = graph.nodes[node]
-    if data["op"] != "add" or node in core:
+    data = node_of(graph, node)
+    if data.op != "add" or node in core:
         return None
-    for product, bias in (data["args"], data["args"][::-1]):
-        pdata = graph.nodes[product]
-        if pdata["op"] != "matmul" or product == bias or list(graph.successors(product)) != [node]:
+    for product, bias in (data.args, data.args[::-1]):
+        pdata = node_of(graph, product)
+        if pdata.op != "matmul" or product == bias or list(graph.successors(product)) != [node]:
             continue
-        weight = pdata["args"][0]
-        if (is_static(graph, weight) and is_static(graph, bias) and tuple(pdata["shape"]) == tuple(data["shape"])
-                and tuple(graph.nodes[bias]["shape"]) == (graph.nodes[weight]["shape"][0],)):
+        weight = pdata.args[0]
+        if (is_static(graph, weight) and is_static(graph, bias) and tuple(pdata.shape) == tuple(data.shape)
+                and tuple(node_of(graph, bias).shape) == (node_of(graph, weight).shape[0],)):
             return product, bias
     return None
 
@@ -168,29 +165,26 @@ def merge_shared_products(graph: nx.DiGraph) -> nx.DiGraph:
     """
     graph = graph.copy()
     groups: dict = {}
-    for node, data in graph.nodes(data=True):
-        if data["op"] == "matmul" and is_static(graph, data["args"][0]):
-            groups.setdefault(data["args"][1], []).append(node)
+    for node, data in nodes_of(graph):
+        if data.op == "matmul" and is_static(graph, data.args[0]):
+            groups.setdefault(data.args[1], []).append(node)
     position = {node: k for k, node in enumerate(graph.nodes)}
     for operand, products in groups.items():
         if len(products) < 2:
             continue
         products.sort(key=position.get)
-        weights = [graph.nodes[p]["args"][0] for p in products]
-        rows = [graph.nodes[w]["shape"][0] for w in weights]
+        weights = [node_of(graph, p).args[0] for p in products]
+        rows = [node_of(graph, w).shape[0] for w in weights]
         first = products[0]
         stacked = fresh(graph, f"{first}/stacked_weight")
-        add_node(graph, stacked, "concat", weights, graph.nodes[weights[0]]["type"].with_shape(
-            (sum(rows), graph.nodes[weights[0]]["shape"][1])), weights[0], {"axis": -2})
+        add_node(graph, stacked, "concat", weights, node_of(graph, weights[0]).type.with_shape(
+            (sum(rows), node_of(graph, weights[0]).shape[1])), weights[0], {"axis": -2})
         merged = fresh(graph, f"{first}/merged")
         add_node(graph, merged, "matmul", [stacked, operand],
-                 graph.nodes[first]["type"].with_shape((sum(rows),)), first)
+                 node_of(graph, first).type.with_shape((sum(rows),)), first)
         start = 0
         for product, count in zip(products, rows):
-            graph.nodes[product]["op"] = "slice"
-            graph.nodes[product]["attrs"] = {"start": start, "stop": start + count, "axis": -1}
-            graph.nodes[product]["rule"] = "g placed in zeros"
-            set_args(graph, product, [merged])
+            change_op(graph, product, "slice", [merged], {"start": start, "stop": start + count, "axis": -1})
             start += count
     return graph
 
@@ -213,7 +207,7 @@ def widen_sibling_slices(graph: nx.DiGraph) -> nx.DiGraph:
 
 def _widen_once(graph: nx.DiGraph) -> bool:
     groups: dict = {}
-    for node, data in graph.nodes(data=True):
+    for node, data in nodes_of(graph):
         key = _sibling_key(graph, data)
         if key is not None:
             groups.setdefault(key, []).append(node)
@@ -234,63 +228,60 @@ def _widen_once(graph: nx.DiGraph) -> bool:
 
 
 def _extent(graph: nx.DiGraph, node) -> tuple:
-    attrs = graph.nodes[node]["attrs"]
+    attrs = node_of(graph, node).attrs
     return attrs["start"], attrs["stop"]
 
 
-def _sibling_key(graph: nx.DiGraph, data: dict):
+def _sibling_key(graph: nx.DiGraph, data: Node):
     """Nodes with equal keys apply one op to slices of the same inputs (or None)."""
-    if data["op"] not in ELEMENTWISE or len(data["shape"]) != 1:
+    if data.op not in ELEMENTWISE or len(data.shape) != 1:
         return None
     parents, extents = [], set()
-    for arg in data["args"]:
-        source = graph.nodes[arg]
+    for arg in data.args:
+        source = node_of(graph, arg)
         if _is_slice(source):
-            parents.append(source["args"][0])
-            extents.add((source["attrs"]["start"], source["attrs"]["stop"]))
-        elif is_static(graph, arg) and tuple(source["shape"]) == tuple(data["shape"]):
+            parents.append(source.args[0])
+            extents.add((source.attrs["start"], source.attrs["stop"]))
+        elif is_static(graph, arg) and tuple(source.shape) == tuple(data.shape):
             parents.append(STATIC)
         else:
             return None
     if len(extents) != 1:
         return None
-    return data["op"], tuple(parents), repr(sorted(data["attrs"].items()))
+    return data.op, tuple(parents), repr(sorted(data.attrs.items()))
 
 
 STATIC = "<static>"  # a port fed a different static value (a bias) in each sibling
 
 
-def _is_slice(data: dict) -> bool:
-    return data["op"] == "slice" and data["attrs"].get("axis", -1) == -1 and len(data["shape"]) == 1
+def _is_slice(data: Node) -> bool:
+    return data.op == "slice" and data.attrs.get("axis", -1) == -1 and len(data.shape) == 1
 
 
 def _sliced(graph: nx.DiGraph, node):
     """A sliced input of ``node`` (siblings are ordered and joined by its extent)."""
-    return next(a for a in graph.nodes[node]["args"] if _is_slice(graph.nodes[a]))
+    return next(a for a in node_of(graph, node).args if _is_slice(node_of(graph, a)))
 
 
 def _widen(graph: nx.DiGraph, run: list) -> None:
-    first = graph.nodes[run[0]]
+    first = node_of(graph, run[0])
     start = _extent(graph, _sliced(graph, run[0]))[0]
     stop = _extent(graph, _sliced(graph, run[-1]))[1]
     wide_args = []
-    for port, arg in enumerate(first["args"]):
-        vtype = graph.nodes[arg]["type"].with_shape((stop - start,))
-        if _is_slice(graph.nodes[arg]):
-            parent = graph.nodes[arg]["args"][0]
+    for port, arg in enumerate(first.args):
+        vtype = node_of(graph, arg).type.with_shape((stop - start,))
+        if _is_slice(node_of(graph, arg)):
+            parent = node_of(graph, arg).args[0]
             wide = fresh(graph, f"{parent}[{start}:{stop}]")
             add_node(graph, wide, "slice", [parent], vtype, arg, {"start": start, "stop": stop, "axis": -1})
         else:
             wide = fresh(graph, f"{arg}/joined")
-            add_node(graph, wide, "concat", [graph.nodes[n]["args"][port] for n in run], vtype, arg,
+            add_node(graph, wide, "concat", [node_of(graph, n).args[port] for n in run], vtype, arg,
                      {"axis": -1})
         wide_args.append(wide)
     widened = fresh(graph, f"{run[0]}/wide")
-    add_node(graph, widened, first["op"], wide_args, first["type"].with_shape((stop - start,)),
-             run[0], first["attrs"])
+    add_node(graph, widened, first.op, wide_args, first.type.with_shape((stop - start,)),
+             run[0], first.attrs)
     for node in run:
         begin, end = _extent(graph, _sliced(graph, node))
-        graph.nodes[node]["op"] = "slice"
-        graph.nodes[node]["attrs"] = {"start": begin - start, "stop": end - start, "axis": -1}
-        graph.nodes[node]["rule"] = "g placed in zeros"
-        set_args(graph, node, [widened])
+        change_op(graph, node, "slice", [widened], {"start": begin - start, "stop": end - start, "axis": -1})

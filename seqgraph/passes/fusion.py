@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from ..autodiff import differentiable
+from ..ir import node_of
 from ..ops.formula import parse_formula, variables
 from ..ops.kernels import KERNELS, node_kernel
 
@@ -37,7 +38,7 @@ def fuse_elementwise(graph: nx.DiGraph, order: list) -> list:
     members = set(order)
     step = graph.subgraph(members).copy()
     step.remove_edges_from([(u, v) for u, v, d in step.edges(data=True) if d.get("delay")])
-    fusible = {n for n in order if graph.nodes[n]["op"] in KERNELS}
+    fusible = {n for n in order if node_of(graph, n).op in KERNELS}
     groups = nx.weakly_connected_components(step.subgraph(fusible))
     chains = []
     for group in groups:
@@ -59,7 +60,7 @@ def describe_chain(graph: nx.DiGraph, nodes: list) -> Chain:
     inside = set(nodes)
     inputs = []
     for node in nodes:
-        for arg in graph.nodes[node]["args"]:
+        for arg in node_of(graph, node).args:
             if arg not in inside and arg not in inputs:
                 inputs.append(arg)
     outputs = [n for n in nodes if any(s not in inside for s in graph.successors(n))
@@ -75,8 +76,8 @@ def _node_formulas(graph: nx.DiGraph, nodes: list, formula: dict) -> dict:
     """``formula`` completed with the formula of every node of ``nodes`` it lacks."""
     for node in nodes:
         if node not in formula:
-            data = graph.nodes[node]
-            formula[node] = node_kernel(data).formula.format(*(f"({formula[a]})" for a in data["args"]))
+            data = node_of(graph, node)
+            formula[node] = node_kernel(data).formula.format(*(f"({formula[a]})" for a in data.args))
     return formula
 
 
@@ -122,16 +123,16 @@ def _cotangents(graph: nx.DiGraph, nodes: list, outputs: list, formula: dict) ->
     ``outputs[k]``."""
     cotangent = {out: [f"g{k}"] for k, out in enumerate(outputs)}
     for node in reversed(nodes):
-        data = graph.nodes[node]
+        data = node_of(graph, node)
         terms = cotangent.get(node)
         if not terms:
             continue
         g = "(" + " + ".join(terms) + ")"
-        for port, arg in enumerate(data["args"]):
+        for port, arg in enumerate(data.args):
             if not differentiable(graph, node, port):
                 continue
             rule = node_kernel(data).gradient_formulas[port]
-            values = [f"({formula[a]})" for a in data["args"]]
+            values = [f"({formula[a]})" for a in data.args]
             cotangent.setdefault(arg, []).append(
                 "(" + rule.format(*values, g=g, out=f"({formula[node]})") + ")")
     return cotangent

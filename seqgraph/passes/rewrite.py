@@ -1,17 +1,19 @@
-"""Small graph edits the passes share: make a node, give a node new arguments, move uses.
+"""Small graph edits the passes share: make a node, change a node's op, give a node new
+arguments, move uses.
 
-Every edit keeps the folded graph's invariants: ``args`` and the edges (with ``ports`` and
-``delay``) agree, and every node carries the full set of attributes (a new node takes its
-layer and source span from the node it stands in for, so errors still point at the user's
-line).
+Every edit keeps the folded graph's invariants: a node's ``args`` and the edges (with
+``ports`` and ``delay``) agree, and every node holds a full :class:`~seqgraph.ir.Node` (a new
+node takes its time axis, layer and source span from the node it stands in for, so errors
+still point at the user's line).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
-from ..graph import gradient_rule
-from ..ir import PREV
+from ..ir import PREV, Node, node_of, set_node
 
 
 def core_nodes(graph: nx.DiGraph) -> set:
@@ -21,27 +23,31 @@ def core_nodes(graph: nx.DiGraph) -> set:
 
 def is_static(graph: nx.DiGraph, node) -> bool:
     """Whether ``node`` holds one value for the whole run (a parameter or a function of them)."""
-    vtype = graph.nodes[node]["type"]
+    vtype = node_of(graph, node).type
     return not vtype.batched and not vtype.timed and vtype.time is None
 
 
 def add_node(graph: nx.DiGraph, node, op: str, args, vtype, like, attrs=None) -> None:
     """Add (or overwrite) ``node = op(*args)`` of type ``vtype``, placed where ``like`` is."""
-    source = graph.nodes[like]
-    graph.add_node(node, op=op, args=tuple(args), type=vtype, shape=tuple(vtype.shape),
-                   dtype=vtype.dtype, timed=vtype.timed, time=vtype.time if vtype.time else
-                   source["time"] if vtype.timed else None, layer=source["layer"],
-                   span=source["span"], rule=gradient_rule(op), attrs=dict(attrs or {}),
-                   name=None, key=None, init=None)
+    source = node_of(graph, like)
+    time = vtype.time if vtype.time else source.time if vtype.timed else None
+    set_node(graph, node, Node(op, args, vtype, time, source.span, attrs or {}, source.layer))
+    set_args(graph, node, args)
+
+
+def change_op(graph: nx.DiGraph, node, op: str, args, attrs=None) -> None:
+    """Make ``node`` compute ``op(*args)`` instead, keeping its id, type and source span."""
+    set_node(graph, node, replace(node_of(graph, node), op=op, attrs=attrs or {}))
     set_args(graph, node, args)
 
 
 def set_args(graph: nx.DiGraph, node, args) -> None:
     """Make ``node`` read ``args`` (in order), rewiring its incoming edges."""
     graph.remove_edges_from(list(graph.in_edges(node)))
-    graph.nodes[node]["args"] = tuple(args)
-    for port, arg in enumerate(args):
-        delay = 1 if graph.nodes[node]["op"] == PREV and port == 0 else 0
+    record = replace(node_of(graph, node), args=args)
+    set_node(graph, node, record)
+    for port, arg in enumerate(record.args):
+        delay = 1 if record.op == PREV and port == 0 else 0
         if graph.has_edge(arg, node):
             graph.edges[arg, node]["ports"].append(port)
         else:
@@ -51,7 +57,7 @@ def set_args(graph: nx.DiGraph, node, args) -> None:
 def replace_uses(graph: nx.DiGraph, old, new) -> None:
     """Every reader of ``old`` reads ``new`` instead."""
     for consumer in list(graph.successors(old)):
-        args = [new if a == old else a for a in graph.nodes[consumer]["args"]]
+        args = [new if a == old else a for a in node_of(graph, consumer).args]
         set_args(graph, consumer, args)
 
 

@@ -42,6 +42,7 @@ import numpy
 
 from ..backends import backend_kind
 from ..errors import SeqgraphError
+from ..ir import node_of
 from .loop import Interrupted, Trainer, _batch_size, model_batches
 
 INSTALL_HINT = "pip install 'seqgraph[dist]' (mpi4py and MPICH), or mpi4py built on your cluster's MPI"
@@ -300,7 +301,7 @@ class DataParallelTrainer(Trainer):
     def _shard(self, inputs: dict, lengths) -> tuple:
         """``(inputs, lengths)`` of this rank's part of a batch; ``(None, None)`` when empty."""
         graph, names = self.net.model.graph, self.net.model.inputs
-        batch_axis = {name: 1 if graph.nodes[names[name]]["type"].is_seq else 0 for name in inputs}
+        batch_axis = {name: 1 if node_of(graph, names[name]).type.is_seq else 0 for name in inputs}
         name = next(iter(inputs))
         part = shard(inputs[name].shape[batch_axis[name]], self.world.rank, self.world.size)
         if part.stop == part.start:
@@ -318,7 +319,7 @@ class DataParallelTrainer(Trainer):
         target = self.roles.target
         if target is None or target not in inputs:
             return _batch_size(self.net.model, inputs)
-        vtype = self.net.model.graph.nodes[self.net.model.inputs[target]]["type"]
+        vtype = node_of(self.net.model.graph, self.net.model.inputs[target]).type
         if not vtype.is_seq:
             return inputs[target].shape[0]
         if lengths and vtype.time in lengths:

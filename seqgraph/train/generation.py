@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..ir import node_of
 from . import data as datasets
 
 
@@ -50,7 +51,7 @@ def decoder_inputs(model) -> list:
 def decoder_feed(model, arrays: dict, lengths) -> tuple:
     """``(inputs, lengths)`` of a batch that a decoder reads (no fed-back input, no target)."""
     names = decoder_inputs(model)
-    axes = {model.graph.nodes[model.inputs[n]]["time"] for n in names}
+    axes = {node_of(model.graph, model.inputs[n]).time for n in names}
     given = {axis: value for axis, value in (lengths or {}).items() if axis in axes}
     return {name: arrays[name] for name in names}, given or None
 

@@ -25,6 +25,7 @@ import numpy
 from .. import faults, resources
 from ..backends import DEFAULT_BACKEND, get_backend
 from ..errors import SeqgraphError, did_you_mean
+from ..ir import Node, node_of
 from ..runtime import Network
 from ..weights import atomic_write, remove_temporaries, set_params
 from . import data as datasets
@@ -63,12 +64,12 @@ def _compared(graph, loss, fed: dict) -> tuple:
     queue, seen = [loss], {loss}
     while queue:
         node = queue.pop(0)
-        args = graph.nodes[node]["args"]
+        args = node_of(graph, node).args
         if len(args) >= 2 and args[1] in fed:
             return args[0], args[1]
         queue += [a for a in args if a not in seen]
         seen.update(args)
-    args = graph.nodes[loss]["args"]
+    args = node_of(graph, loss).args
     return (args[0] if args else loss), None
 
 
@@ -123,10 +124,10 @@ def load_dataset(config: TrainConfig, model, base_dir: Optional[Path] = None) ->
             data = datasets.builtin(builtin, n=config.examples, seed=config.seed) if builtin \
                 else datasets.load_text(_find_file(spec, base_dir))
             return datasets.at_level(data, **call.kwargs)
-        axes = {name: model.graph.nodes[node]["time"] for name, node in model.inputs.items()
-                if model.graph.nodes[node]["type"].is_seq}
+        axes = {name: node_of(model.graph, node).time for name, node in model.inputs.items()
+                if node_of(model.graph, node).type.is_seq}
         if call.name == "csv":
-            dtypes = {name: model.graph.nodes[node]["dtype"] for name, node in model.inputs.items()}
+            dtypes = {name: node_of(model.graph, node).dtype for name, node in model.inputs.items()}
             options = dict(call.kwargs, dtypes=dtypes, time_axes=axes)
             if builtin:
                 return tables.builtin_table(builtin, config.examples, config.seed, **options)
@@ -159,7 +160,7 @@ def data_roles(model, dataset: datasets.Dataset, config: TrainConfig) -> Roles:
     roles = find_roles(model)
     if dataset.kind == "text":
         text_inputs = [n for n, node in model.checked.inputs.items()
-                       if model.graph.nodes[node]["type"].is_seq and model.graph.nodes[node]["dtype"] == "int"]
+                       if node_of(model.graph, node).type.is_seq and node_of(model.graph, node).dtype == "int"]
         if len(text_inputs) != 1 or roles.target is None:
             raise SeqgraphError(f"text data needs a model with one input seq[int, vocab] and a "
                                 f"target seq[int, vocab]; {model.name} has inputs "
@@ -172,7 +173,7 @@ def data_roles(model, dataset: datasets.Dataset, config: TrainConfig) -> Roles:
             f"the data ({dataset.name}) has no array for '{missing[0]}'", config.spans.get("data"),
             f"it holds {', '.join(dataset.arrays)}; name the model's inputs and targets after them")
     for name, node in model.inputs.items():
-        _check_array(dataset.name, name, dataset.arrays[name], model.graph.nodes[node])
+        _check_array(dataset.name, name, dataset.arrays[name], node_of(model.graph, node))
     return roles
 
 
@@ -484,13 +485,13 @@ class Trainer:
         rate = self.sampling(self.epoch * self._batches_per_epoch + index, total)
         rng = numpy.random.default_rng([self.config.seed, self.epoch, index, 13])
         fed, generated = scheduled.mixed_inputs(decoder, inputs, lengths, rate, rng)
-        node = self.net.model.graph.nodes[decoder.feedback.input]
+        node = node_of(self.net.model.graph, decoder.feedback.input)
         steps = numpy.arange(len(fed))[:, None]
-        valid = (steps >= 1) & (steps < numpy.asarray(lengths[node["time"]])[None, :]) \
-            if lengths and node["time"] in lengths else numpy.broadcast_to(steps >= 1, fed.shape)
+        valid = (steps >= 1) & (steps < numpy.asarray(lengths[node.time])[None, :]) \
+            if lengths and node.time in lengths else numpy.broadcast_to(steps >= 1, fed.shape)
         counts[0] += int((generated & valid).sum())
         counts[1] += int(valid.sum())
-        return {**inputs, node["name"]: fed}
+        return {**inputs, node.name: fed}
 
     def _captured_step(self, inputs, lengths, state) -> Optional[float]:
         """The step as one CUDA graph (:mod:`seqgraph.backends.capture`); a step that was not
@@ -574,7 +575,7 @@ class Trainer:
         target = numpy.asarray(inputs[self.roles.target])
         mask = numpy.ones(target.shape, dtype=bool)
         node = self.net.model.inputs[self.roles.target]
-        vtype = self.net.model.graph.nodes[node]["type"]
+        vtype = node_of(self.net.model.graph, node).type
         if vtype.is_seq:
             steps = numpy.arange(target.shape[0])[:, None]
             if lengths and vtype.time in lengths:
@@ -650,10 +651,10 @@ def holding_interrupts():
         raise KeyboardInterrupt
 
 
-def _check_array(origin: str, name: str, array, node: dict) -> None:
+def _check_array(origin: str, name: str, array, node: Node) -> None:
     """The array ``name`` of the data at ``origin`` must fit the model's input ``node``: its
     shape, integer ids where the input takes ids, and every id below the input's bound."""
-    vtype, span = node["type"], node["span"]
+    vtype, span = node.type, node.span
     lead = ("examples", "steps") if vtype.is_seq else ("examples",)
     where = f"data '{origin}': array '{name}'"
     if array.ndim != len(lead) + len(vtype.shape) or tuple(array.shape[len(lead):]) != tuple(vtype.shape):
@@ -674,5 +675,5 @@ def _check_array(origin: str, name: str, array, node: dict) -> None:
 
 def _batch_size(model, inputs) -> int:
     name, array = next(iter(inputs.items()))
-    vtype = model.graph.nodes[model.inputs[name]]["type"]
+    vtype = node_of(model.graph, model.inputs[name]).type
     return array.shape[1] if vtype.is_seq else array.shape[0]

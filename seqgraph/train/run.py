@@ -11,6 +11,7 @@ import numpy
 
 from ..backends import DEFAULT_BACKEND
 from ..errors import SeqgraphError
+from ..ir import node_of
 from ..program import load
 from ..runtime import Network
 from ..weights import load_matching, set_params
@@ -197,8 +198,8 @@ def generate(location, inputs=(), output: Optional[str] = None, show: int = 5, b
                  *pair_lines(decoded, data, names[0], show), summary(decoded)]
         rows = decoded.generated
     elif not names:  # a language model: each --input is the start of one output (a prime)
-        node = net.model.graph.nodes[net.decoder().feedback.input]
-        primes = [_ids(text, trained, node["type"].bound) for text in inputs]
+        node = node_of(net.model.graph, net.decoder().feedback.input)
+        primes = [_ids(text, trained, node.type.bound) for text in inputs]
         if len(primes) > 1:
             options["count"] = len(primes)
         rows = net.generate({}, prefix=primes if len(primes) > 1 else primes[0] if primes else None,
@@ -233,16 +234,16 @@ def _given_inputs(trained: TrainedRun, names: list, inputs) -> tuple:
     model = trained.net.model
     if len(inputs) == 1 and str(inputs[0]).endswith(".npz"):
         return _npz_inputs(model, names, inputs[0])
-    node = model.graph.nodes[model.inputs[names[0]]]
-    if len(names) != 1 or not node["type"].is_seq or node["dtype"] != "int":
+    node = node_of(model.graph, model.inputs[names[0]])
+    if len(names) != 1 or not node.type.is_seq or node.dtype != "int":
         raise SeqgraphError(f"model {model.name} reads {', '.join(names)}: give them as one .npz file",
                             hint="--input arrays.npz, with one example-major array per input")
-    rows = [_ids(text, trained, node["type"].bound) for text in inputs]
+    rows = [_ids(text, trained, node.type.bound) for text in inputs]
     lengths = numpy.array([len(r) for r in rows])
     array = numpy.zeros((lengths.max(), len(rows)), dtype=numpy.int64)
     for b, row in enumerate(rows):
         array[:len(row), b] = row
-    return {names[0]: array}, {node["time"]: lengths}, list(inputs)
+    return {names[0]: array}, {node.time: lengths}, list(inputs)
 
 
 def _ids(text: str, trained: TrainedRun, bound: int) -> list:
@@ -264,12 +265,12 @@ def _npz_inputs(model, names: list, path) -> tuple:
         raise SeqgraphError(f"{path} has no array '{missing[0]}'", hint="arrays: " + ", ".join(arrays))
     fed, lengths = {}, {}
     for name in names:
-        node = model.graph.nodes[model.inputs[name]]
+        node = node_of(model.graph, model.inputs[name])
         array = numpy.asarray(arrays[name])
-        if node["type"].is_seq:
-            if node["dtype"] == "int":
+        if node.type.is_seq:
+            if node.dtype == "int":
                 filled = array != 0
-                lengths[node["time"]] = numpy.where(
+                lengths[node.time] = numpy.where(
                     filled.any(axis=1), array.shape[1] - numpy.argmax(filled[:, ::-1], axis=1), 1)
             array = numpy.swapaxes(array, 0, 1)
         fed[name] = array

@@ -6,7 +6,7 @@ import networkx as nx
 
 import seqgraph as sg
 from seqgraph.gradcheck import random_inputs, reference_differences
-from seqgraph.ir import PREV
+from seqgraph.ir import PREV, Node, node_of, nodes_of
 from seqgraph.ops import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,17 +33,17 @@ def check_graph(graph: nx.DiGraph) -> None:
     """The folded graph's invariants: args and edges agree, only delay edges close cycles,
     every op node's shape is what its shape rule says, every node has every attribute."""
     keys = {"op", "args", "type", "shape", "dtype", "timed", "time", "layer", "span", "rule", "attrs"}
-    for node, data in graph.nodes(data=True):
-        assert keys <= set(data), node
-        for port, arg in enumerate(data["args"]):
+    for node, data in nodes_of(graph):
+        assert isinstance(data, Node) and all(hasattr(data, key) for key in keys), node
+        for port, arg in enumerate(data.args):
             assert port in graph.edges[arg, node]["ports"], (node, port)
-        assert sum(len(graph.edges[u, node]["ports"]) for u in graph.predecessors(node)) == len(data["args"])
-        op = data["op"]
-        if op in REGISTRY and op not in ("const", "step") and data["args"]:
-            shapes = [graph.nodes[a]["shape"] for a in data["args"]]
-            assert tuple(REGISTRY[op].shape(*shapes, **data["attrs"])) == tuple(data["shape"]), node
+        assert sum(len(graph.edges[u, node]["ports"]) for u in graph.predecessors(node)) == len(data.args)
+        op = data.op
+        if op in REGISTRY and op not in ("const", "step") and data.args:
+            shapes = [node_of(graph, a).shape for a in data.args]
+            assert tuple(REGISTRY[op].shape(*shapes, **data.attrs)) == tuple(data.shape), node
         if op == PREV:
-            assert graph.edges[data["args"][0], node]["delay"] == 1
+            assert graph.edges[data.args[0], node]["delay"] == 1
     acyclic = graph.copy()
     acyclic.remove_edges_from([(u, v) for u, v, d in graph.edges(data=True) if d.get("delay")])
     assert nx.is_directed_acyclic_graph(acyclic)

@@ -4,6 +4,7 @@ import numpy as np
 
 import seqgraph as sg
 from seqgraph.compiler import Scan
+from seqgraph.ir import node_of
 from seqgraph.ops import REGISTRY
 from seqgraph.passes.buffers import share_buffers
 from seqgraph.passes.fusion import fuse_elementwise
@@ -21,8 +22,8 @@ def _scan(net):
 def _evaluate_nodes(graph, chain, values):
     values = dict(values)
     for node in chain.nodes:
-        data = graph.nodes[node]
-        values[node] = REGISTRY[data["op"]].forward(np, *[values[a] for a in data["args"]], **data["attrs"])
+        data = node_of(graph, node)
+        values[node] = REGISTRY[data.op].forward(np, *[values[a] for a in data.args], **data.attrs)
     return values
 
 
@@ -32,11 +33,11 @@ def test_the_lstm_cell_state_update_is_one_chain_whose_formulas_match_the_ops():
     graph = net.program.graph
     chains = fuse_elementwise(graph, code.order)
     cell = max(chains, key=lambda c: len(c.nodes))
-    assert sorted(graph.nodes[n]["op"] for n in cell.nodes) == \
+    assert sorted(node_of(graph, n).op for n in cell.nodes) == \
         ["add", "mul", "mul", "mul", "sigmoid", "tanh", "tanh"]
     assert len(chains) == 3  # the pre-activation add | the widened input and forget gates | the rest
     rng = np.random.default_rng(0)
-    inputs = {arg: rng.normal(size=(2,) + tuple(graph.nodes[arg]["shape"])) for arg in cell.inputs}
+    inputs = {arg: rng.normal(size=(2,) + tuple(node_of(graph, arg).shape)) for arg in cell.inputs}
     values = _evaluate_nodes(graph, cell, inputs)
     namespace = dict(FUNCTIONS, **{f"x{k}": inputs[a] for k, a in enumerate(cell.inputs)})
     for out, formula in cell.forward.items():
@@ -46,9 +47,9 @@ def test_the_lstm_cell_state_update_is_one_chain_whose_formulas_match_the_ops():
     namespace.update({f"g{k}": cotangents[o] for k, o in enumerate(cell.outputs)})
     grads = dict(cotangents)
     for node in reversed(cell.nodes):
-        data = graph.nodes[node]
-        parts = REGISTRY[data["op"]].vjp(np, grads.pop(node), values[node], *[values[a] for a in data["args"]])
-        for arg, part in zip(data["args"], parts):
+        data = node_of(graph, node)
+        parts = REGISTRY[data.op].vjp(np, grads.pop(node), values[node], *[values[a] for a in data.args])
+        for arg, part in zip(data.args, parts):
             grads[arg] = grads.get(arg, 0) + part
     for arg, formula in cell.backward.items():
         expected = grads[arg]
@@ -84,4 +85,4 @@ def test_scratch_values_share_buffers_in_the_step_loop():
 
 
 def graph_op(net, node):
-    return net.program.graph.nodes[node]["op"]
+    return node_of(net.program.graph, node).op

@@ -4,6 +4,7 @@ stated by: check each against the op's forward and vjp, and the derivation itsel
 import numpy as np
 import pytest
 
+from seqgraph.ir import Node, VType
 from seqgraph.ops.formula import evaluate, parse_formula
 from seqgraph.ops.kernels import (KERNELS, Call, formula_kernel, in_place_calls, namespace as ufunc_namespace,
                                   node_kernel, render)
@@ -117,7 +118,7 @@ def test_the_kernel_holds_the_formulas_the_op_is_stated_by():
     assert sigmoid.formula == "1 / (1 + exp(-{0}))"
     assert sigmoid.gradient_formulas == {0: "{g} * {out} * (1 - {out})"}
     assert KERNELS["leaky_relu"].formula == "where({0} > 0, {0}, {0} * (0.01))"
-    sloped = node_kernel({"op": "leaky_relu", "attrs": {"negative_slope": 0.2}})
+    sloped = node_kernel(Node("leaky_relu", ("x",), VType("float", SHAPE[1:]), attrs={"negative_slope": 0.2}))
     assert sloped.gradient_formulas == {0: "{g} * where({0} > 0, 1, (0.2))"}
 
 

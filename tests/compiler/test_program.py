@@ -7,6 +7,7 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.compiler import Scan, _consumed_inputs
+from seqgraph.ir import node_of
 
 from .conftest import ROOT, USER_LSTM, compare_with_reference, language_model
 
@@ -107,12 +108,12 @@ def test_a_gru_keeps_only_what_its_backward_reads():
     _run_training_step(net, 4)
     (scan,) = _scans(net)
     code = scan.code
-    kept_widths = sorted(code.data[n]["shape"][-1] for n in code.kept
+    kept_widths = sorted(code.data[n].shape[-1] for n in code.kept
                          if n not in code.state_of and n not in code.views)
     assert kept_widths == [6, 6, 6, 12]  # h, tanh(n), the copied h_n columns, [r; z]
     assert code.recomputed == {"gru_0/sub"}  # 1 - z, from z
     (layout,) = [v[0] for v in code._backward.values()]
-    assert sorted(code.data[r]["shape"][-1] for r in layout.full) == [6, 18]
+    assert sorted(code.data[r].shape[-1] for r in layout.full) == [6, 18]
     compare_with_reference(net)
 
 
@@ -189,7 +190,7 @@ def test_columns_of_a_spent_value_no_slice_reads_get_a_zero_gradient():
         loss = mse(slice(doubled, 1, 3) + 0.5, y)
     }""").model()
     net = sg.compile(model, dtype="float64", seed=2)
-    spent = [n for n in net.program.spent if net.program.graph.nodes[n]["op"] == "add"]
+    spent = [n for n in net.program.spent if node_of(net.program.graph, n).op == "add"]
     assert len(spent) == 1  # x + x, read only through its slice
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(3, 2, 4)), rng.normal(size=(3, 2, 2))

@@ -3,6 +3,7 @@
 import pytest
 
 import seqgraph as sg
+from seqgraph.ir import node_of
 from seqgraph.parts import compile_part
 from seqgraph.train.generation import decode_dataset
 from seqgraph.train.run import run
@@ -45,7 +46,7 @@ def test_show_zero_is_silent(tmp_path):
 
 def test_a_part_keeps_the_order_of_the_model_nodes():
     model = sg.load("models/cnn_lstm.sg").model()
-    feat = next(n for n in model.graph if model.graph.nodes[n]["op"] == "tanh")
+    feat = next(n for n in model.graph if node_of(model.graph, n).op == "tanh")
     part = compile_part(model, {"feat": feat})
     assert list(part.graph) == [n for n in model.graph if n in part.graph]
     assert len(part.graph) < len(model.graph) / 2

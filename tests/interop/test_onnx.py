@@ -12,6 +12,7 @@ import seqgraph as sg
 from seqgraph import onnx_export
 from seqgraph.cli import main
 from seqgraph.gradcheck import random_inputs
+from seqgraph.ir import node_of
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -77,7 +78,7 @@ def _runner(proto):
 
 def _valid(net, name, value, lengths):
     """The output's valid entries (the steps inside each sequence's length)."""
-    vtype = net.model.graph.nodes[net.model.outputs[name]]["type"]
+    vtype = node_of(net.model.graph, net.model.outputs[name]).type
     if not vtype.is_seq:
         return value
     steps = np.arange(value.shape[0])[:, None] < lengths[vtype.time][None, :]

@@ -14,6 +14,7 @@ from seqgraph.backends.chains import ChainKernel
 from seqgraph.backends.cuda_kernels import generate_kernel
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import random_inputs
+from seqgraph.ir import node_of
 from seqgraph.ops import REGISTRY, unbroadcast
 from seqgraph.ops.formula import cuda_statements, evaluate, parse_formula
 
@@ -41,7 +42,7 @@ CHAINS = _example_chains()
 def _random_inputs(graph, code, chain, rng) -> list:
     arrays = []
     for arg in chain.inputs:
-        shape = tuple(int(n) for n in graph.nodes[arg]["shape"])
+        shape = tuple(int(n) for n in node_of(graph, arg).shape)
         if code.source(arg) != "static":
             shape = (BATCH,) + shape
         arrays.append(rng.normal(size=shape))
@@ -51,20 +52,20 @@ def _random_inputs(graph, code, chain, rng) -> list:
 def _run_registry(graph, chain, inputs: list) -> dict:
     values = dict(zip(chain.inputs, inputs))
     for node in chain.nodes:
-        data = graph.nodes[node]
-        values[node] = REGISTRY[data["op"]].forward(np, *[values[a] for a in data["args"]], **data["attrs"])
+        data = node_of(graph, node)
+        values[node] = REGISTRY[data.op].forward(np, *[values[a] for a in data.args], **data.attrs)
     return values
 
 
 def _registry_vjp(graph, chain, values: dict, cotangents: list) -> dict:
     grads = dict(zip(chain.outputs, cotangents))
     for node in reversed(chain.nodes):
-        data = graph.nodes[node]
+        data = node_of(graph, node)
         if node not in grads:
             continue
-        args = [values[a] for a in data["args"]]
-        parts = REGISTRY[data["op"]].vjp(np, grads[node], values[node], *args, **data["attrs"])
-        for port, (arg, part) in enumerate(zip(data["args"], parts)):
+        args = [values[a] for a in data.args]
+        parts = REGISTRY[data.op].vjp(np, grads[node], values[node], *args, **data.attrs)
+        for port, (arg, part) in enumerate(zip(data.args, parts)):
             if part is not None and differentiable(graph, node, port):
                 grads[arg] = grads[arg] + part if arg in grads else part
     return grads
@@ -105,7 +106,7 @@ def test_chain_kernel_on_numpy_writes_into_given_buffers(graph, code, chain):
     inputs = _random_inputs(graph, code, chain, rng)
     expected = _run_registry(graph, chain, inputs)
     kernel = ChainKernel(chain, np)
-    out = [np.empty((BATCH,) + tuple(int(n) for n in graph.nodes[o]["shape"])) for o in chain.outputs]
+    out = [np.empty((BATCH,) + tuple(int(n) for n in node_of(graph, o).shape)) for o in chain.outputs]
     results = kernel.forward(*inputs, out=out)
     for buffer, result, node in zip(out, results, chain.outputs):
         assert result is buffer
@@ -199,7 +200,7 @@ def test_a_fused_chain_writes_every_value_backward_keeps():
     model = sg.load(MODELS[[p.stem for p in MODELS].index("lstm_adding")]).model()
     code = next(item.code for item in sg.compile(model).program.schedule if isinstance(item, Scan))
     gates, chain = code.fusible_chains()  # the sigmoid over i and f (four calls as ufuncs), the cell update
-    assert [code.data[n]["op"] for n in gates.nodes] == ["sigmoid"] and gates.outputs == gates.nodes
+    assert [code.data[n].op for n in gates.nodes] == ["sigmoid"] and gates.outputs == gates.nodes
     assert set(chain.outputs) == {n for n in chain.nodes if n in code.kept}
     assert code.recomputed == {"lstm_0/tanh.1"}  # tanh(c): backward recomputes it from c
     assert len(chain.outputs) == 4 and len(chain.nodes) == 7  # the cell update: three inner values stay in registers

@@ -8,6 +8,7 @@ import pytest
 
 import seqgraph as sg
 from seqgraph.gradcheck import check_model, random_inputs, reference_differences
+from seqgraph.ir import node_of
 from seqgraph.library import EXAMPLES, example_source
 
 RECURRENT = {
@@ -27,7 +28,7 @@ def _trainable(source_of_out: str) -> sg.Model:
     """The model with a loss on ``out``: out itself when it is one number (or one per example
     or step, averaged), else mse to a target."""
     model = sg.parse(source_of_out).model()
-    out_type = model.graph.nodes[model.outputs["out"]]["type"]
+    out_type = node_of(model.graph, model.outputs["out"]).type
     loss = "loss = out" if not out_type.shape else f"target y : {out_type}\nloss = mse(out, y)"
     return sg.parse(source_of_out.replace("    output out\n", "".join(
         f"    {line}\n" for line in loss.splitlines()))).model()

@@ -10,6 +10,7 @@ import seqgraph as sg
 from seqgraph.backends import native
 from seqgraph.compiler import Scan
 from seqgraph.gradcheck import check_model, random_inputs, reference_differences
+from seqgraph.ir import node_of
 
 EVERY_OP = """
 cell EveryOp(x : [X]) -> h : [H] {
@@ -49,7 +50,7 @@ def test_cell_of_every_new_op_matches_the_reference(fused, native_loops, monkeyp
     assert "EveryOp_0.W" in differences and max(differences.values()) < 1e-12, differences
     scans = [item.code for item in net.program.schedule if isinstance(item, Scan)]
     chained = {node for code in scans for chain in code.fusible_chains() for node in chain.nodes}
-    ops = {model.graph.nodes[node]["op"] for node in chained}
+    ops = {node_of(model.graph, node).op for node in chained}
     assert {"gelu", "softplus", "where", "minimum", "pow", "clamp", "greater"} <= ops
 
 

@@ -563,8 +563,8 @@ def reading(info: dict) -> list:
     """The notes under the tables, for the step products this machine ran on."""
     return [
     "### Reading the numbers", "",
-    "- How a step runs: each recurrent loop is one native call per pass (the generated loop "
-    "translated to a tape of instructions a C function runs), and each step in it one matrix "
+    "- How a step runs: each recurrent loop is one native call per pass (the step program "
+    "lowered to a tape of instructions a C function runs), and each step in it one matrix "
     f"product by {STEP_KERNELS[info['step']]} and one loop per fused elementwise "
     "chain: for the LSTM the product accumulates straight into the input projection's row, "
     "then two loops forward; backward one product, an add, a copy and two loops. With more "

@@ -16,10 +16,16 @@ import sys
 import numpy
 
 from ..errors import SeqgraphError
+from ..ops.formula import provide
 from .protocol import Backend, Capabilities
 
 INSTALL_HINT = ("pip install 'seqgraph[gpu]' for CUDA 12, 'seqgraph[gpu-cuda11]' for CUDA 11, "
                 "'seqgraph[gpu-cuda13]' for CUDA 13 (nvidia-smi shows the CUDA version)")
+
+
+def _erf():
+    from cupyx.scipy.special import erf
+    return erf
 
 
 def _import_cupy():
@@ -35,6 +41,7 @@ def _import_cupy():
                             hint="use --backend numpy on this machine") from None
     if count == 0:
         raise SeqgraphError("the cupy backend found no CUDA GPU", hint="use --backend numpy on this machine")
+    provide(cupy, "erf", _erf)
     return cupy
 
 
@@ -52,6 +59,7 @@ class CupyBackend(Backend):
         """The CuPy backend over namespace ``xp`` when it is CuPy (already imported), else None."""
         if xp is not sys.modules.get("cupy"):
             return None
+        provide(xp, "erf", _erf)
         backend = cls.__new__(cls)
         backend.xp = xp
         return backend

@@ -287,15 +287,29 @@ def float_dtype(values: dict):
     return next((v.dtype for v in values.values() if getattr(getattr(v, "dtype", None), "kind", "") == "f"), None)
 
 
+# where a namespace lacks a function of the language, the backend over that namespace says
+# where to find it: namespace -> {name: loader returning the function}
+PROVIDED: dict = {}
+
+
+def provide(xp, name: str, loader) -> None:
+    """Let formulas over namespace ``xp`` call ``name``, which ``xp`` lacks, as ``loader()``
+    (called the first time it is needed)."""
+    PROVIDED.setdefault(xp, {})[name] = loader
+
+
 def function(xp, name: str):
-    """Function ``name`` of namespace ``xp``; ``erf``, which NumPy lacks, is SciPy's (CuPy's
-    own on CuPy)."""
+    """Function ``name`` of namespace ``xp``: its own, else the one its backend provided
+    (:func:`provide`); ``erf``, which NumPy lacks, is otherwise SciPy's."""
+    found = getattr(xp, name, None)
+    if found is not None:
+        return found
+    loader = PROVIDED.get(xp, {}).get(name)
+    if loader is not None:
+        return loader()
     if name != "erf":
-        return getattr(xp, name)
-    if getattr(xp, "__name__", "") == "cupy":
-        from cupyx.scipy.special import erf
-    else:
-        from scipy.special import erf
+        raise AttributeError(f"namespace {getattr(xp, '__name__', xp)!r} has no function {name!r}")
+    from scipy.special import erf
     return erf
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.ops.formula import Node, evaluate, evaluate_all, parse_formula, variables
+from seqgraph.ops.formula import Node, evaluate, evaluate_all, function, parse_formula, provide, variables
 
 
 def _num(value):
@@ -68,3 +68,15 @@ def test_comparisons_and_where_take_the_float_dtype():
     x = np.array([1.0, -2.0], dtype=np.float32)
     assert evaluate("x0 > 0", {"x0": x}, np).dtype == np.float32
     assert evaluate("where(x0 > 0, 1, 0.5)", {"x0": x}, np).tolist() == [1.0, 0.5]
+
+
+def test_a_function_a_namespace_lacks_comes_from_what_its_backend_provided():
+    import types
+
+    lacking = types.ModuleType("lacking")
+    lacking.exp = np.exp
+    assert function(lacking, "exp") is np.exp
+    with pytest.raises(AttributeError, match="lacking"):
+        function(lacking, "tanh")
+    provide(lacking, "tanh", lambda: np.tanh)
+    assert evaluate("tanh(x0) + exp(x0)", {"x0": np.array([0.5])}, lacking) == pytest.approx(np.tanh(0.5) + np.exp(0.5))

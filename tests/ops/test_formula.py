@@ -79,4 +79,4 @@ def test_a_function_a_namespace_lacks_comes_from_what_its_backend_provided():
     with pytest.raises(AttributeError, match="lacking"):
         function(lacking, "tanh")
     provide(lacking, "tanh", lambda: np.tanh)
-    assert evaluate("tanh(x0) + exp(x0)", {"x0": np.array([0.5])}, lacking) == pytest.approx(np.tanh(0.5) + np.exp(0.5))
+    assert evaluate("tanh(exp(x0))", {"x0": np.array([0.5])}, lacking) == pytest.approx(np.tanh(np.exp(0.5)))

@@ -5,11 +5,14 @@ seqgraph's CPU products and native loops run on the one pool of OpenMP threads M
 thread MKL would use). The runtime reads its settings when it loads, so :func:`apply` runs
 just before MKL is loaded and sets, for whatever the user left unset:
 
-- **waiting**: ``KMP_BLOCKTIME=0`` (Intel's OpenMP runtime) and ``OMP_WAIT_POLICY=passive``
-  (any OpenMP runtime): a thread out of work sleeps at once. By default it spins for 200 ms
-  first, which on a machine whose other cores are busy takes a core from the work that the
-  pool itself waits for (a two-thread training step ran about 20 times slower beside one
-  busy process).
+- **waiting**: ``KMP_BLOCKTIME=1`` (Intel's OpenMP runtime) and ``OMP_WAIT_POLICY=passive``
+  (any OpenMP runtime): a thread out of work spins for 1 ms, then sleeps. By default it spins
+  for 200 ms, which on a machine whose other cores are busy takes a core from the work that
+  the pool itself waits for (a two-thread training step ran about 20 times slower beside one
+  busy process). Sleeping at once (``KMP_BLOCKTIME=0``) is as good beside a busy process but
+  costs a quiet machine dearly: a step's products and loops come a fraction of a millisecond
+  apart, and waking the pool for each made an LSTM training step about 1.4 times as long
+  (``benchmarks/contention.py`` measured all three on a 2-core AMD EPYC).
 - **count**, for ``SEQGRAPH_THREADS`` set (it sets ``MKL_NUM_THREADS``):
 
   - ``SEQGRAPH_THREADS=N``: ``N`` threads (a whole number, at least 1);
@@ -37,7 +40,7 @@ from typing import Mapping, MutableMapping, Optional
 
 from ..errors import SeqgraphError
 
-WAITING = {"KMP_BLOCKTIME": "0", "OMP_WAIT_POLICY": "passive"}
+WAITING = {"KMP_BLOCKTIME": "1", "OMP_WAIT_POLICY": "passive"}
 COUNT_VARIABLES = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
 # Readings of the running-task count, and the seconds between them: the least of them drops
 # tasks that ran for a moment only (a compiler, a shell), and keeps a process that computes.

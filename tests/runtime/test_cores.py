@@ -16,7 +16,7 @@ def test_waiting_is_passive_unless_the_user_set_it():
     assert environ["KMP_BLOCKTIME"] == "50" and environ["OMP_WAIT_POLICY"] == "passive"
     fresh = {}
     cores.apply(fresh)
-    assert fresh["KMP_BLOCKTIME"] == "0"
+    assert fresh["KMP_BLOCKTIME"] == "1"
 
 
 def test_a_number_of_threads_sets_mkl_s_count_over_the_environment_s():
@@ -72,4 +72,4 @@ def test_mkl_loads_with_the_policy_applied():
     environ = {k: v for k, v in os.environ.items() if k not in ("KMP_BLOCKTIME", "OMP_WAIT_POLICY")}
     environ.update(SEQGRAPH_THREADS="1", SEQGRAPH_MKL="1")
     done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["0", "passive", "1"]
+    assert done.stdout.split() == ["1", "passive", "1"]

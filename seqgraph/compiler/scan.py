@@ -44,7 +44,6 @@ from ..passes.fusion import backward_chain, fuse_elementwise
 from ..ops.kernels import KERNELS, Call, needs, node_kernel
 from ..step_program import Buffer, Instruction, Loop, StepProgram, View, ordered_views, python_source, ufunc
 
-PASS_THROUGH = {("add", 0), ("add", 1), ("sub", 0)}
 
 
 @dataclass
@@ -482,7 +481,7 @@ class ScanCode:
                 consumer, port = parts[0]
                 if consumer in self.sliced and self._slices_alias(self.data[consumer].args[0], active, inits):
                     continue
-                if ((self.data[consumer].op, port) in PASS_THROUGH
+                if (self._passes(consumer, port)
                         and tuple(self.data[consumer].shape) == tuple(self.data[node].shape)):
                     root[node], region[node] = root[consumer], region[consumer]
         for node in reversed(self.order):
@@ -510,6 +509,12 @@ class ScanCode:
                 found.append((node, self.index[node], roles))
         return found
 
+    def _passes(self, node, port: int) -> bool:
+        """Whether ``node`` hands input ``port`` its own cotangent unchanged (from the op's
+        gradient formula: see :meth:`~seqgraph.ops.kernels.Kernel.passes`)."""
+        data = self.data[node]
+        return data.op in KERNELS and node_kernel(data).passes(port)
+
     def _share_with_slice(self, node, active: set, inits: dict, contributions: dict, root: dict,
                           region: dict) -> None:
         """An add whose whole cotangent passes to a slice that is the slice's only one (a GRU's
@@ -521,7 +526,7 @@ class ScanCode:
             return
         for port, arg in enumerate(data.args):
             if (arg in active and arg in self.sliced and region.get(arg) is not None and arg not in inits
-                    and (data.op, port) in PASS_THROUGH and contributions[arg] == [(node, port)]
+                    and self._passes(node, port) and contributions[arg] == [(node, port)]
                     and tuple(self.data[arg].shape) == tuple(data.shape)):
                 start = region[arg][0]
                 for member in [m for m in root if root[m] == node]:

@@ -98,6 +98,12 @@ class Kernel:
     formula: str
     gradient_formulas: dict
     needs: dict
+    passed: frozenset = frozenset()  # the inputs whose gradient is the upstream one itself
+
+    def passes(self, port: int) -> bool:
+        """Whether input ``port``'s gradient is the upstream gradient itself (add's on both
+        inputs, sub's on the first), so its cotangent may share its consumer's buffer."""
+        return port in self.passed
 
 
 def formula_slots(arity: int) -> list:
@@ -129,7 +135,8 @@ def formula_kernel(arity: int, formula: str, gradient_formulas: dict) -> Kernel:
             calls[mode], dict(zip(slots, list(ins) + [out]), g0=g, dst=dst, tmp=tmp))
 
     return Kernel(emit_forward, {port: emitter(calls) for port, calls in gradients.items()}, formula,
-                  gradient_formulas, {port: _reads(tree, arity) for port, tree in trees.items()})
+                  gradient_formulas, {port: _reads(tree, arity) for port, tree in trees.items()},
+                  frozenset(port for port, tree in trees.items() if tree == Node("var", "g0")))
 
 
 def _reads(tree: Node, arity: int) -> tuple:

@@ -94,6 +94,14 @@ def test_needs_are_what_each_gradient_formula_reads():
     assert {op: KERNELS[op].needs for op in expected} == expected
 
 
+def test_only_a_gradient_that_is_the_upstream_one_passes_it_through():
+    passing = {op: sorted(port for port in range(REGISTRY[op].arity) if KERNELS[op].passes(port))
+               for op in KERNELS}
+    # clamp with its default bounds (none) is the identity
+    assert {op: ports for op, ports in passing.items() if ports} == {"add": [0, 1], "sub": [0], "clamp": [0]}
+    assert not node_kernel(Node("clamp", ("x",), VType("float", (3,)), attrs={"min": 0.0})).passes(0)
+
+
 @pytest.mark.parametrize("op", sorted(KERNELS))
 def test_the_in_place_gradients_read_only_what_needs_says(op):
     kernel, arity = KERNELS[op], REGISTRY[op].arity

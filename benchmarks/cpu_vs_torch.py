@@ -15,6 +15,12 @@ order alternating from round to round:
 It writes ``docs/benchmarks.md``. PyTorch is needed only here: ``pip install 'seqgraph[bench]'``.
 
     python benchmarks/cpu_vs_torch.py [--threads 2,1] [--rounds 12] [--sizes 128,256,512]
+
+``--against REV`` times this checkout against another revision of seqgraph in the same run:
+each seqgraph contestant beside its twin from REV's tree (run in a process of its own, so
+that both versions load), alternating round by round, and writes that comparison to its
+own section of the report (a change's effect on speed is far smaller than the spread
+between two runs on a shared machine, but not than the spread within one).
 """
 
 from __future__ import annotations
@@ -171,6 +177,87 @@ CONTESTANTS = {
 }
 
 
+def make_data():
+    """The benchmark's inputs and targets, the same in every process."""
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    return (rng.normal(size=(STEPS, BATCH, INPUTS)).astype("float32"),
+            rng.integers(0, CLASSES, size=(STEPS, BATCH)))
+
+
+class Baseline:
+    """A seqgraph contestant from another revision's ``tree``, in a process of its own that
+    imports that tree's seqgraph and runs this file's training step on it (``--serve``);
+    :meth:`timed` asks it for one step after an untimed one."""
+
+    def __init__(self, tree: Path, cell: str, hidden: int, warmup: int):
+        path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve", cell, str(hidden), str(warmup)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "PYTHONPATH": path})
+        ready, compile_s, where = self.process.stdout.readline().split()
+        if ready != "ready" or not Path(where).resolve().is_relative_to(tree.resolve()):
+            raise RuntimeError(f"the baseline did not load from {tree}: {where}")
+        self.compile_s = float(compile_s)
+
+    def timed(self) -> float:
+        """The seconds of one training step, after one untimed step."""
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        """End the process."""
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def serve(cell: str, hidden: int, warmup: int) -> None:
+    """The baseline's side of :class:`Baseline`: a step of this checkout's model on the
+    seqgraph found first on the path, timed each time a line asks."""
+    import seqgraph
+
+    step, compile_s, _ = seqgraph_step(cell, hidden, make_data())
+    for _ in range(warmup):
+        step()
+    print("ready", compile_s, Path(seqgraph.__file__).parent, flush=True)
+    for _ in sys.stdin:
+        print(timer(step)(), flush=True)
+
+
+def timer(step):
+    """A function giving the seconds of one ``step()``, after one untimed step: each is
+    timed as in its own training loop, step after step."""
+    def timed() -> float:
+        step()
+        begin = time.perf_counter()
+        step()
+        return time.perf_counter() - begin
+    return timed
+
+
+def twin(name: str, revision: str) -> str:
+    """The name of a seqgraph contestant's baseline twin."""
+    return f"{name} @ {revision}"
+
+
+def contestants(kind: str, args) -> list:
+    """``(name, maker)`` of each contestant of a row; with ``--against``, each seqgraph one
+    followed by its baseline twin, and the eager PyTorch loops left out."""
+    if not args.against:
+        return CONTESTANTS[kind]
+    chosen = []
+    for name, make in CONTESTANTS[kind]:
+        if name.startswith("seqgraph"):
+            cell = name.split()[1]
+            chosen += [(name, make), (twin(name, args.against),
+                                      lambda h, d, c=cell: Baseline(Path(args.baseline_tree), c, h, args.warmup))]
+        elif "eager" not in name:
+            chosen.append((name, make))
+    return chosen
+
+
 # --- measuring ---------------------------------------------------------------------------------
 
 def busy_jiffies() -> int:
@@ -215,15 +302,16 @@ class Config:
 
 
 def measure_config(kind: str, hidden: int, args) -> Config:
-    import numpy
-
-    rng = numpy.random.default_rng(0)
-    data = (rng.normal(size=(STEPS, BATCH, INPUTS)).astype("float32"),
-            rng.integers(0, CLASSES, size=(STEPS, BATCH)))
+    data = make_data()
     config = Config(kind, hidden)
-    steps = {}
-    for name, make in CONTESTANTS[kind]:
+    timers, baselines = {}, []
+    for name, make in contestants(kind, args):
         made = make(hidden, data)
+        if isinstance(made, Baseline):
+            baselines.append(made)
+            config.compile_s[name] = made.compile_s
+            timers[name] = made.timed
+            continue
         if name.startswith("seqgraph"):
             step, config.compile_s[name], net = made
             if not config.flops:
@@ -231,10 +319,10 @@ def measure_config(kind: str, hidden: int, args) -> Config:
                 config.flops = 3 * product_flops(net.program.graph, BATCH, STEPS)
         else:
             step = made
-        steps[name] = step
+        timers[name] = timer(step)
         for _ in range(args.warmup):
             step()
-    names = list(steps)
+    names = list(timers)
     deadline = time.monotonic() + args.budget
     while True:
         order = names if len(config.rounds) % 2 == 0 else names[::-1]
@@ -243,12 +331,9 @@ def measure_config(kind: str, hidden: int, args) -> Config:
         times = {}
         for name in order:
             # the other library's idle threads spin for a while after its step: rest until they
-            # stop, then one untimed step, so each is timed as in its own loop, step after step
+            # stop (the timer runs one untimed step before the timed one)
             time.sleep(args.rest)
-            steps[name]()
-            begin = time.perf_counter()
-            steps[name]()
-            times[name] = time.perf_counter() - begin
+            times[name] = timers[name]()
         wall = time.perf_counter() - start
         ticks = wall * os.sysconf("SC_CLK_TCK") * os.cpu_count()
         others = max(0.0, (busy_jiffies() - start_busy) - (own_jiffies() - start_own)) / ticks
@@ -258,7 +343,9 @@ def measure_config(kind: str, hidden: int, args) -> Config:
             break
         if config.rounds[-1].others > args.max_others:
             time.sleep(1.0)  # let the other work pass, then redo the round
-    for name, _ in CONTESTANTS[kind]:
+    for baseline in baselines:
+        baseline.close()
+    for name, _ in CONTESTANTS[kind] if not args.against else ():
         config.peak_mib[name] = peak_in_subprocess(kind, hidden, name, args.threads)
     return config
 
@@ -275,12 +362,7 @@ def probe(kind: str, hidden: int, name: str) -> None:
     """Print the peak memory of two training steps of one contestant, in MiB."""
     import gc
 
-    import numpy
-
-    rng = numpy.random.default_rng(0)
-    data = (rng.normal(size=(STEPS, BATCH, INPUTS)).astype("float32"),
-            rng.integers(0, CLASSES, size=(STEPS, BATCH)))
-    made = dict(CONTESTANTS[kind])[name](hidden, data)
+    made = dict(CONTESTANTS[kind])[name](hidden, make_data())
     step = made[0] if isinstance(made, tuple) else made
     warm_up_libraries()
     gc.collect()
@@ -403,7 +485,8 @@ def machine() -> dict:
     products, step = backend.products, "numpy"
     if products == "MKL":
         step = backend.xp.step_products()
-        products = f"MKL {importlib.metadata.version('mkl')}; a step's recurrent product by {STEP_KERNELS[step]}"
+        products = (f"MKL {importlib.metadata.version('mkl')}; a step's recurrent product by {STEP_KERNELS[step]}; "
+                    f"the products batched over time by {BATCHED_LIBRARIES[backend.xp.batched_products()]}")
     return {"products": products, "step": step, "cpu": identity["name"] or platform.processor(),
             "vendor": identity["vendor"],
             "cores": os.cpu_count(), "python": platform.python_version(),
@@ -417,8 +500,9 @@ def openblas_core() -> str:
     that is set (it picks slower kernels than the CPU's own); empty where not found."""
     import ctypes
 
-    path = next((line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
-                 if "openblas" in line and ".so" in line), None)
+    from seqgraph.backends.openblas import numpy_library_path
+
+    path = numpy_library_path()
     if path is None:
         return ""
     library = ctypes.CDLL(path)
@@ -464,7 +548,7 @@ def measure_all(args) -> Result:
             config = measure_config(kind, hidden, args)
             configs.append(config)
             print(f"{args.threads} threads, {kind} {hidden}: " + ", ".join(
-                f"{n} {config.median(n, args.max_others) * 1e3:.1f} ms" for n, _ in CONTESTANTS[kind]),
+                f"{n} {config.median(n, args.max_others) * 1e3:.1f} ms" for n in config.rounds[0].times),
                 file=sys.stderr, flush=True)
     after = matmul_peak()
     peaks = {k: max(peaks[k], after[k]) for k in peaks}
@@ -533,6 +617,7 @@ def _cell_table(result: Result, limit: float, verdicts: list) -> list:
     return lines + [""]
 
 
+BATCHED_LIBRARIES = {"mkl": "MKL", "openblas": "NumPy's OpenBLAS, one block per thread of MKL's pool"}
 STEP_KERNELS = {"mkl": "MKL (the weight packed once per pass)",
                 "avx512": "seqgraph's AVX-512 panel kernel (the weight copied into panels once per pass)",
                 "numpy": "NumPy"}
@@ -553,9 +638,11 @@ TIME_SPLIT = {
     "75-110 and oneDNN's `dnnl_sgemm` (the kernels of PyTorch's `nn.LSTM`) at 97-99; "
     "OpenBLAS (NumPy's) 59-84, BLIS from PyPI (generic build) 21-32, AOCL-BLAS (inside "
     "`aoclda`) 69-110. At hidden 256 (timed around each call) the step loops and the "
-    "products batched over time (MKL's) took about half of seqgraph's step each, with 1 "
-    "thread and with 2. Those products by NumPy's OpenBLAS instead took 2% less time with "
-    "1 thread and twice the time with 2 (its thread pool spinning beside MKL's).",
+    "products batched over time took about half of seqgraph's step each, with 1 thread "
+    "and with 2. Those products run on OpenBLAS's kernels, each cut into one block per "
+    "thread of MKL's pool (OpenBLAS's own pool, spinning beside MKL's, made the step 1.26x "
+    "as long with 2 threads): timed alternately against MKL's products in one process, "
+    "the LSTM step took 0.90-0.93 of the time at hidden 128 and 256 (docs/compiler.md).",
 }
 
 
@@ -671,11 +758,65 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
     return text
 
 
-def machine_markers(info: dict) -> tuple:
+def machine_markers(info: dict, part: str = "") -> tuple:
     """The markers around this machine's section of the report: a run replaces only the
-    section of the CPU it ran on (vendor and model name), and adds one for a new CPU."""
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{info['vendor']} {info['cpu']}".lower()).strip("-")
+    section of the CPU it ran on (vendor and model name), and adds one for a new CPU.
+    ``part``: a further section of that machine's (``against``, the comparison)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{info['vendor']} {info['cpu']}".lower()).strip("-") + \
+        (f" {part}" if part else "")
     return f"<!-- cpu_vs_torch.py {slug}: start -->", f"<!-- cpu_vs_torch.py {slug}: end -->"
+
+
+def paired(config: Config, name: str, other: str, limit: float) -> float:
+    """The median over the kept rounds of ``name``'s time over ``other``'s in the same round."""
+    rounds = config.kept(limit) or config.rounds
+    return statistics.median(r.times[name] / r.times[other] for r in rounds)
+
+
+# Within a row the reference each seqgraph contestant's ratio is taken to (the user cells: the
+# built-in lstm of the same revision), and how far a ratio may grow on the baseline's.
+REFERENCES = {"lstm": "torch nn.LSTM", "gru": "torch nn.GRU", "cells": "seqgraph lstm"}
+TOLERANCE = 1.03
+
+
+def comparison(results: list, info: dict, args, elapsed: float) -> str:
+    """The report of a run ``--against`` a revision: per row and seqgraph contestant, its time
+    and its twin's, and its ratio to the row's reference beside the twin's."""
+    revision, limit = args.against, args.max_others
+    lines = [f"## {info['cpu']} ({info['vendor']}): this checkout against {revision}", "",
+             f"Written by `python benchmarks/cpu_vs_torch.py --against {revision}` on this machine "
+             "(do not edit by hand; rerun it). The training step of the section above, each "
+             f"seqgraph contestant beside its twin from {revision}'s tree (in a process of its "
+             "own), the order alternating round by round. *Ratio* is a contestant's time over the "
+             "row's reference in the same round (PyTorch's module; for the user cells the built-in "
+             "lstm of the same revision), the median over rounds; the verdict asks that this "
+             f"checkout's ratio be at most {TOLERANCE:.2f} times {revision}'s.", "",
+             f"- CPU: {info['cpu']} (vendor {info['vendor']}), {info['cores']} cores; products by "
+             f"{info['products']}; rounds where other processes used more than {limit:.0%} of "
+             f"the CPUs were redone; {args.rounds} kept per row; the whole run took {elapsed:.0f} s.", ""]
+    verdicts = []
+    for result in results:
+        lines += [f"### {result.threads} thread{'s' if result.threads > 1 else ''}", "",
+                  f"| row | contestant | this checkout (ms) | {revision} (ms) | this / {revision} "
+                  f"| ratio here | ratio at {revision} | load (1-min) | others' CPU share | rounds kept |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in result.configs:
+            reference = REFERENCES[c.kind]
+            for name in (n for n in c.rounds[0].times if n.startswith("seqgraph") and "@" not in n):
+                old = twin(name, revision)
+                here, there = c.median(name, limit), c.median(old, limit)
+                ratios = ("—", "—")
+                if name != reference:
+                    now, before = paired(c, name, reference, limit), paired(c, old, twin(reference, revision)
+                                                                           if reference.startswith("seqgraph") else reference, limit)
+                    ratios = (f"{now:.2f}", f"{before:.2f}")
+                    verdicts.append((f"{c.kind} {c.hidden}, {result.threads} thread{'s' if result.threads > 1 else ''}, "
+                                     f"{name}: ratio {now:.2f} here, {before:.2f} at {revision}", now <= TOLERANCE * before))
+                lines.append(f"| {c.kind} {c.hidden} | {name} | {here * 1e3:.1f} | {there * 1e3:.1f} | "
+                             f"{paired(c, name, old, limit):.2f} | {ratios[0]} | {ratios[1]} | {_kept_stats(c, limit)} |")
+        lines.append("")
+    lines += ["### Verdicts", ""] + [f"- {'met' if met else '**not met**'}: {text}" for text, met in verdicts]
+    return "\n".join(lines) + "\n"
 
 
 def write_section(path: Path, text: str, markers: tuple) -> None:
@@ -713,12 +854,20 @@ def main(argv=None) -> int:
                         help="keep each thread limit's measurements here as THREADS.json")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the measurements in --results, measuring nothing")
+    parser.add_argument("--against", metavar="REV",
+                        help="time each seqgraph contestant beside its twin from git revision REV, "
+                             "and write that comparison instead of the tables")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "HIDDEN", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=3, metavar=("CELL", "HIDDEN", "WARMUP"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-tree", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     counts = [int(n) for n in str(args.threads).split(",")]
     if args.report_only and not args.results:
         parser.error("--report-only needs --results DIR")
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]), int(args.serve[2]))
+        return 0
     if args.json or args.probe:
         (args.threads,) = counts
         limit_threads(args.threads)
@@ -733,16 +882,36 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.results or scratch)
         folder.mkdir(parents=True, exist_ok=True)
+        child = list(argv if argv is not None else sys.argv[1:])
+        if args.against and not args.report_only:
+            child += ["--baseline-tree", str(export_tree(args.against, Path(scratch) / "baseline"))]
         if not args.report_only:
             for count in counts:
-                child = [a for a in (argv if argv is not None else sys.argv[1:])]
                 subprocess.run([sys.executable, __file__, *child, "--threads", str(count), "--json",
                                 str(folder / f"{count}.json")], check=True)
         results = [Result.from_json((folder / f"{count}.json").read_text()) for count in counts]
     elapsed = sum(r.elapsed for r in results) if args.report_only else time.perf_counter() - start
-    text = write_report(Path(args.out), results, machine(), args, elapsed, example_compile_times())
+    info = machine()
+    if args.against:
+        text = comparison(results, info, args, elapsed)
+        write_section(Path(args.out), text, machine_markers(info, "against"))
+    else:
+        text = write_report(Path(args.out), results, info, args, elapsed, example_compile_times())
     print(text)
     return 0
+
+
+def export_tree(revision: str, folder: Path) -> Path:
+    """The files of git ``revision`` of this repository, written under ``folder``."""
+    import io
+    import tarfile
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision],
+                             capture_output=True, check=True).stdout
+    folder.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return folder
 
 
 if __name__ == "__main__":

@@ -55,3 +55,22 @@ def test_the_contention_section_states_each_slowdown_and_the_verdict(tmp_path):
     cpu_vs_torch.write_section(report, text.replace("30.0", "31.0"), contention.MARKERS)
     written = report.read_text()
     assert written.startswith("# Benchmarks\n") and written.count(contention.MARKERS[0]) == 1 and "31.0" in written
+
+
+def test_a_comparison_against_a_revision_takes_each_ratio_within_its_own_revision():
+    import argparse
+
+    Round, Config = cpu_vs_torch.Round, cpu_vs_torch.Config
+    lstm = Config("lstm", 256, [Round({"seqgraph lstm": 30e-3, "seqgraph lstm @ abc": 33e-3,
+                                       "torch nn.LSTM": 33e-3}, 0.5, 0.0)] * 3)
+    cells = Config("cells", 128, [Round({"seqgraph lstm": 10e-3, "seqgraph lstm @ abc": 10e-3,
+                                         "seqgraph PeepholeLSTM": 12e-3, "seqgraph PeepholeLSTM @ abc": 11e-3},
+                                        0.5, 0.0)] * 3)
+    result = cpu_vs_torch.Result(2, [lstm, cells], {}, {}, 1.0)
+    args = argparse.Namespace(against="abc", max_others=0.1, rounds=3)
+    text = cpu_vs_torch.comparison([result], {**AMD, "cores": 2, "products": "MKL"}, args, 12.0)
+    assert "| lstm 256 | seqgraph lstm | 30.0 | 33.0 | 0.91 | 0.91 | 1.00 |" in text
+    assert "| cells 128 | seqgraph lstm | 10.0 | 10.0 | 1.00 | — | — |" in text  # the cells' own reference
+    assert "- met: lstm 256, 2 threads, seqgraph lstm: ratio 0.91 here, 1.00 at abc" in text
+    assert "- **not met**: cells 128, 2 threads, seqgraph PeepholeLSTM: ratio 1.20 here, 1.10 at abc" in text
+    assert cpu_vs_torch.machine_markers(AMD, "against")[0] == "<!-- cpu_vs_torch.py authenticamd-amd-epyc against: start -->"

@@ -137,6 +137,7 @@ class Products:
         self._local_threads = function_address(_bind(lib, "MKL_Set_Num_Threads_Local", [_INT], _INT))
         self._threading = None  # the threading entry points as an array native code reads, once asked
         self._step_products = None  # who runs a step's float32 product, once asked
+        self._batched_products = None  # who runs the other products, once asked
 
     def __getattr__(self, name):
         value = getattr(numpy, name)
@@ -179,6 +180,16 @@ class Products:
             self._step_products = choice()
         return self._step_products
 
+    def batched_products(self) -> str:
+        """Who runs the products without a packed weight (those batched over time): ``mkl``,
+        or ``openblas`` (NumPy's, shared out on MKL's threads, on CPUs where MKL's kernels
+        are slow: see :mod:`seqgraph.backends.openblas`)."""
+        if self._batched_products is None:
+            from . import openblas
+            pooled = self.threads() == 1 or self.threading_addresses() is not None
+            self._batched_products = openblas.choice() if pooled else "mkl"  # no pool to share on
+        return self._batched_products
+
     def routine_addresses(self, dtype) -> tuple:
         """The addresses of the routine that multiplies by a weight :meth:`pack` packed
         for ``dtype`` (MKL's ``cblas_?gemm_compute`` or seqgraph's own, with its arguments)
@@ -199,7 +210,7 @@ class Products:
         native code forks its own parallel work onto the pool of threads MKL's products use
         (another pool would spin on the same cores) and keeps MKL to one thread inside each
         share. None where MKL does not run on an OpenMP runtime."""
-        self.threads()  # MKL settles its threading layer at its first call
+        self._max_threads()  # MKL settles its threading layer at its first call
         runtime = _openmp_runtime()
         if runtime is None:
             return None
@@ -236,6 +247,10 @@ class Products:
         elif not _writable_rows(out, (rows, cols), a.dtype) or numpy.may_share_memory(out, a) \
                 or numpy.may_share_memory(out, b):
             return None
+        if self.batched_products() == "openblas":
+            from . import openblas
+            openblas.product(a, left, b, right, out, lambda parts: self.shares(parts, 1))
+            return out
         routines.gemm(_ROW_MAJOR, left[0], right[0], rows, cols, inner, 1.0, address(a), left[1],
                       address(b), right[1], 0.0, address(out), out.strides[0] // out.itemsize)
         return out

@@ -18,8 +18,10 @@ needs_mkl = pytest.mark.skipif(mkl.library() is None, reason="MKL (the mkl packa
 @pytest.fixture
 def xp(monkeypatch):
     """MKL's products, its own packing for float32 too (on CPUs where seqgraph's kernel
-    would be chosen: see test_panels.py)."""
+    would be chosen: see test_panels.py), and its own products where OpenBLAS's would be
+    (test_openblas.py)."""
     monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "mkl")
+    monkeypatch.setenv("SEQGRAPH_BATCHED_PRODUCTS", "mkl")
     return mkl.products(True)
 
 

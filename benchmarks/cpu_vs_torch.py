@@ -785,7 +785,7 @@ def comparison(results: list, info: dict, args, elapsed: float) -> str:
     revision, limit = args.against, args.max_others
     lines = [f"## {info['cpu']} ({info['vendor']}): this checkout against {revision}", "",
              f"Written by `python benchmarks/cpu_vs_torch.py --against {revision}` on this machine "
-             "(do not edit by hand; rerun it). The training step of the section above, each "
+             "(do not edit by hand; rerun it). The training step of this machine's section, each "
              f"seqgraph contestant beside its twin from {revision}'s tree (in a process of its "
              "own), the order alternating round by round. *Ratio* is a contestant's time over the "
              "row's reference in the same round (PyTorch's module; for the user cells the built-in "

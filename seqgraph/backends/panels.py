@@ -85,6 +85,25 @@ void sg_panels_sgemm(int layout, int transa, int transb, int m, int n, int k, co
 #endif
 }
 
+/* weight (k, n), element (i, j) at w[i * rs + j * cs], copied into the panels of
+   sg_panels_sgemm (the last one padded with zeros): row by row where rows are contiguous,
+   else column by column (a transposed view), reading memory in order either way */
+void sg_panels_pack(const float* w, long rs, long cs, long k, long n, float* panels) {
+    const long count = (n + 15) / 16;
+    if (cs == 1) {
+        for (long i = 0; i < k; i++)
+            for (long p = 0; p < count; p++)
+                for (long j = 0; j < 16; j++)
+                    panels[(p * k + i) * 16 + j] = p * 16 + j < n ? w[i * rs + p * 16 + j] : 0;
+        return;
+    }
+    for (long p = 0; p < count; p++)
+        for (long j = 0; j < 16; j++) {
+            const float* column = w + (p * 16 + j) * cs;
+            for (long i = 0; i < k; i++) panels[(p * k + i) * 16 + j] = p * 16 + j < n ? column[i * rs] : 0;
+        }
+}
+
 /* whether this build has the kernel (the compiler targets a CPU with AVX-512) */
 int sg_panels_built(void) {
 #ifdef __AVX512F__
@@ -94,6 +113,15 @@ int sg_panels_built(void) {
 #endif
 }
 """
+
+
+@lru_cache(maxsize=None)
+def _packer():
+    """``sg_panels_pack`` from the kernel's native library (built wherever :func:`kernel` is)."""
+    function = native.op_loops(SOURCE).sg_panels_pack
+    function.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+    function.restype = None
+    return function
 
 
 @lru_cache(maxsize=None)
@@ -140,11 +168,7 @@ class Panels(PackedWeight):
         size = count * inner * _PANEL * 4 + _ALIGN
         buffer = reuse if reuse is not None and reuse.size >= size else numpy.empty(size, dtype=numpy.uint8)
         pointer = -(-buffer.ctypes.data // _ALIGN) * _ALIGN  # aligned loads of whole panels
-        start = pointer - buffer.ctypes.data
-        panels = buffer[start:start + size - _ALIGN].view(numpy.float32).reshape(count, inner, _PANEL)
-        full = cols // _PANEL
-        panels[:full] = weight[:, :full * _PANEL].reshape(inner, full, _PANEL).transpose(1, 0, 2)
-        if full < count:
-            panels[full, :, :cols - full * _PANEL] = weight[:, full * _PANEL:]
-            panels[full, :, cols - full * _PANEL:] = 0
+        row_step, column_step = (stride // weight.itemsize for stride in weight.strides)
+        # in C: NumPy's copy of a transposed view into panels took 3-4 times as long
+        _packer()(weight.ctypes.data, row_step, column_step, inner, cols, pointer)
         super().__init__(kernel(), rows, inner, cols, weight.dtype, buffer, pointer)

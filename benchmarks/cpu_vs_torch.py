@@ -207,6 +207,11 @@ class Baseline:
         self.process.stdin.flush()
         return float(self.process.stdout.readline())
 
+    def cpu_ticks(self) -> int:
+        """The CPU time its process has used (user and system), in clock ticks."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
     def close(self) -> None:
         """End the process."""
         self.process.stdin.close()
@@ -267,9 +272,10 @@ def busy_jiffies() -> int:
     return sum(fields[:8]) - idle
 
 
-def own_jiffies() -> float:
+def own_jiffies(baselines=()) -> float:
+    """CPU time this process and its ``baselines``' processes have used, in clock ticks."""
     times = os.times()
-    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK") + sum(b.cpu_ticks() for b in baselines)
 
 
 @dataclass
@@ -327,7 +333,7 @@ def measure_config(kind: str, hidden: int, args) -> Config:
     while True:
         order = names if len(config.rounds) % 2 == 0 else names[::-1]
         load = os.getloadavg()[0]
-        start_busy, start_own, start = busy_jiffies(), own_jiffies(), time.perf_counter()
+        start_busy, start_own, start = busy_jiffies(), own_jiffies(baselines), time.perf_counter()
         times = {}
         for name in order:
             # the other library's idle threads spin for a while after its step: rest until they
@@ -336,7 +342,7 @@ def measure_config(kind: str, hidden: int, args) -> Config:
             times[name] = timers[name]()
         wall = time.perf_counter() - start
         ticks = wall * os.sysconf("SC_CLK_TCK") * os.cpu_count()
-        others = max(0.0, (busy_jiffies() - start_busy) - (own_jiffies() - start_own)) / ticks
+        others = max(0.0, (busy_jiffies() - start_busy) - (own_jiffies(baselines) - start_own)) / ticks
         config.rounds.append(Round(times, load, others))
         kept = len(config.kept(args.max_others))
         if kept >= args.rounds or (time.monotonic() > deadline and len(config.rounds) >= args.rounds):
@@ -789,8 +795,10 @@ def comparison(results: list, info: dict, args, elapsed: float) -> str:
              f"seqgraph contestant beside its twin from {revision}'s tree (in a process of its "
              "own), the order alternating round by round. *Ratio* is a contestant's time over the "
              "row's reference in the same round (PyTorch's module; for the user cells the built-in "
-             "lstm of the same revision), the median over rounds; the verdict asks that this "
-             f"checkout's ratio be at most {TOLERANCE:.2f} times {revision}'s.", "",
+             "lstm of the same revision), the median over rounds. The verdict asks that each "
+             f"contestant's time be at most {TOLERANCE:.2f} times its twin's in the same round "
+             "(the median of those quotients, *this / REV*): then each of its ratios is within "
+             "that much of the twin's, without the reference's own spread from round to round.", "",
              f"- CPU: {info['cpu']} (vendor {info['vendor']}), {info['cores']} cores; products by "
              f"{info['products']}; rounds where other processes used more than {limit:.0%} of "
              f"the CPUs were redone; {args.rounds} kept per row; the whole run took {elapsed:.0f} s.", ""]
@@ -804,16 +812,16 @@ def comparison(results: list, info: dict, args, elapsed: float) -> str:
             reference = REFERENCES[c.kind]
             for name in (n for n in c.rounds[0].times if n.startswith("seqgraph") and "@" not in n):
                 old = twin(name, revision)
-                here, there = c.median(name, limit), c.median(old, limit)
+                quotient = paired(c, name, old, limit)
                 ratios = ("—", "—")
                 if name != reference:
-                    now, before = paired(c, name, reference, limit), paired(c, old, twin(reference, revision)
-                                                                           if reference.startswith("seqgraph") else reference, limit)
-                    ratios = (f"{now:.2f}", f"{before:.2f}")
-                    verdicts.append((f"{c.kind} {c.hidden}, {result.threads} thread{'s' if result.threads > 1 else ''}, "
-                                     f"{name}: ratio {now:.2f} here, {before:.2f} at {revision}", now <= TOLERANCE * before))
-                lines.append(f"| {c.kind} {c.hidden} | {name} | {here * 1e3:.1f} | {there * 1e3:.1f} | "
-                             f"{paired(c, name, old, limit):.2f} | {ratios[0]} | {ratios[1]} | {_kept_stats(c, limit)} |")
+                    old_reference = twin(reference, revision) if reference.startswith("seqgraph") else reference
+                    ratios = (f"{paired(c, name, reference, limit):.2f}", f"{paired(c, old, old_reference, limit):.2f}")
+                verdicts.append((f"{c.kind} {c.hidden}, {result.threads} thread{'s' if result.threads > 1 else ''}, "
+                                 f"{name}: {quotient:.2f}x its time at {revision}", quotient <= TOLERANCE))
+                lines.append(f"| {c.kind} {c.hidden} | {name} | {c.median(name, limit) * 1e3:.1f} | "
+                             f"{c.median(old, limit) * 1e3:.1f} | {quotient:.2f} | {ratios[0]} | {ratios[1]} | "
+                             f"{_kept_stats(c, limit)} |")
         lines.append("")
     lines += ["### Verdicts", ""] + [f"- {'met' if met else '**not met**'}: {text}" for text, met in verdicts]
     return "\n".join(lines) + "\n"

@@ -57,7 +57,7 @@ def test_the_contention_section_states_each_slowdown_and_the_verdict(tmp_path):
     assert written.startswith("# Benchmarks\n") and written.count(contention.MARKERS[0]) == 1 and "31.0" in written
 
 
-def test_a_comparison_against_a_revision_takes_each_ratio_within_its_own_revision():
+def test_a_comparison_against_a_revision_sets_each_contestant_beside_its_twin():
     import argparse
 
     Round, Config = cpu_vs_torch.Round, cpu_vs_torch.Config
@@ -71,6 +71,8 @@ def test_a_comparison_against_a_revision_takes_each_ratio_within_its_own_revisio
     text = cpu_vs_torch.comparison([result], {**AMD, "cores": 2, "products": "MKL"}, args, 12.0)
     assert "| lstm 256 | seqgraph lstm | 30.0 | 33.0 | 0.91 | 0.91 | 1.00 |" in text
     assert "| cells 128 | seqgraph lstm | 10.0 | 10.0 | 1.00 | — | — |" in text  # the cells' own reference
-    assert "- met: lstm 256, 2 threads, seqgraph lstm: ratio 0.91 here, 1.00 at abc" in text
-    assert "- **not met**: cells 128, 2 threads, seqgraph PeepholeLSTM: ratio 1.20 here, 1.10 at abc" in text
+    assert "| cells 128 | seqgraph PeepholeLSTM | 12.0 | 11.0 | 1.09 | 1.20 | 1.10 |" in text
+    assert "- met: lstm 256, 2 threads, seqgraph lstm: 0.91x its time at abc" in text
+    assert "- met: cells 128, 2 threads, seqgraph lstm: 1.00x its time at abc" in text
+    assert "- **not met**: cells 128, 2 threads, seqgraph PeepholeLSTM: 1.09x its time at abc" in text
     assert cpu_vs_torch.machine_markers(AMD, "against")[0] == "<!-- cpu_vs_torch.py authenticamd-amd-epyc against: start -->"

@@ -191,7 +191,7 @@ class Baseline:
     imports that tree's seqgraph and runs this file's training step on it (``--serve``);
     :meth:`timed` asks it for one step after an untimed one."""
 
-    def __init__(self, tree: Path, cell: str, hidden: int, warmup: int):
+    def __init__(self, tree: Path, cell: str, hidden: int, warmup: int, repeat: int = 1):
         path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
         self.process = subprocess.Popen([sys.executable, __file__, "--serve", cell, str(hidden), str(warmup)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -200,10 +200,11 @@ class Baseline:
         if ready != "ready" or not Path(where).resolve().is_relative_to(tree.resolve()):
             raise RuntimeError(f"the baseline did not load from {tree}: {where}")
         self.compile_s = float(compile_s)
+        self.repeat = repeat
 
     def timed(self) -> float:
-        """The seconds of one training step, after one untimed step."""
-        self.process.stdin.write("step\n")
+        """The least seconds of ``repeat`` training steps, after one untimed step."""
+        self.process.stdin.write(f"{self.repeat}\n")
         self.process.stdin.flush()
         return float(self.process.stdout.readline())
 
@@ -227,18 +228,16 @@ def serve(cell: str, hidden: int, warmup: int) -> None:
     for _ in range(warmup):
         step()
     print("ready", compile_s, Path(seqgraph.__file__).parent, flush=True)
-    for _ in sys.stdin:
-        print(timer(step)(), flush=True)
+    for line in sys.stdin:
+        print(timer(step, int(line))(), flush=True)
 
 
-def timer(step):
-    """A function giving the seconds of one ``step()``, after one untimed step: each is
-    timed as in its own training loop, step after step."""
+def timer(step, repeat: int = 1):
+    """A function giving the least seconds of ``repeat`` calls of ``step()``, after one
+    untimed call: each is timed as in its own training loop, step after step."""
     def timed() -> float:
         step()
-        begin = time.perf_counter()
-        step()
-        return time.perf_counter() - begin
+        return min(_seconds(step) for _ in range(repeat))
     return timed
 
 
@@ -257,7 +256,7 @@ def contestants(kind: str, args) -> list:
         if name.startswith("seqgraph"):
             cell = name.split()[1]
             chosen += [(name, make), (twin(name, args.against),
-                                      lambda h, d, c=cell: Baseline(Path(args.baseline_tree), c, h, args.warmup))]
+                                      lambda h, d, c=cell: Baseline(Path(args.baseline_tree), c, h, args.warmup, args.repeat))]
         elif "eager" not in name:
             chosen.append((name, make))
     return chosen
@@ -325,7 +324,7 @@ def measure_config(kind: str, hidden: int, args) -> Config:
                 config.flops = 3 * product_flops(net.program.graph, BATCH, STEPS)
         else:
             step = made
-        timers[name] = timer(step)
+        timers[name] = timer(step, args.repeat)
         for _ in range(args.warmup):
             step()
     names = list(timers)
@@ -758,7 +757,9 @@ def write_report(path: Path, results: list, info: dict, args, elapsed: float, co
               "threads is not counted), resets the kernel's resident-memory high-water mark, runs "
               "two training steps, and reports the high-water mark less the memory held before "
               "the steps.",
-              f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant.", ""]
+              f"- Rounds: {args.rounds} kept per row after {args.warmup} warm-up steps per contestant"
+              + (f"; in each round a contestant ran {args.repeat} timed steps in a row, the least kept."
+                 if args.repeat > 1 else "."), ""]
     text = "\n".join(lines)
     write_section(path, text, machine_markers(info))
     return text
@@ -801,7 +802,9 @@ def comparison(results: list, info: dict, args, elapsed: float) -> str:
              "that much of the twin's, without the reference's own spread from round to round.", "",
              f"- CPU: {info['cpu']} (vendor {info['vendor']}), {info['cores']} cores; products by "
              f"{info['products']}; rounds where other processes used more than {limit:.0%} of "
-             f"the CPUs were redone; {args.rounds} kept per row; the whole run took {elapsed:.0f} s.", ""]
+             f"the CPUs were redone; {args.rounds} kept per row"
+             + (f", each contestant timed over {args.repeat} steps in a row per round, the least kept"
+                if args.repeat > 1 else "") + f"; the whole run took {elapsed:.0f} s.", ""]
     verdicts = []
     for result in results:
         lines += [f"### {result.threads} thread{'s' if result.threads > 1 else ''}", "",
@@ -862,6 +865,8 @@ def main(argv=None) -> int:
                         help="keep each thread limit's measurements here as THREADS.json")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the measurements in --results, measuring nothing")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time each contestant this many steps in a row per round, keeping the least (1)")
     parser.add_argument("--against", metavar="REV",
                         help="time each seqgraph contestant beside its twin from git revision REV, "
                              "and write that comparison instead of the tables")

@@ -67,7 +67,7 @@ def test_a_comparison_against_a_revision_sets_each_contestant_beside_its_twin():
                                          "seqgraph PeepholeLSTM": 12e-3, "seqgraph PeepholeLSTM @ abc": 11e-3},
                                         0.5, 0.0)] * 3)
     result = cpu_vs_torch.Result(2, [lstm, cells], {}, {}, 1.0)
-    args = argparse.Namespace(against="abc", max_others=0.1, rounds=3)
+    args = argparse.Namespace(against="abc", max_others=0.1, rounds=3, repeat=3)
     text = cpu_vs_torch.comparison([result], {**AMD, "cores": 2, "products": "MKL"}, args, 12.0)
     assert "| lstm 256 | seqgraph lstm | 30.0 | 33.0 | 0.91 | 0.91 | 1.00 |" in text
     assert "| cells 128 | seqgraph lstm | 10.0 | 10.0 | 1.00 | — | — |" in text  # the cells' own reference
@@ -75,4 +75,5 @@ def test_a_comparison_against_a_revision_sets_each_contestant_beside_its_twin():
     assert "- met: lstm 256, 2 threads, seqgraph lstm: 0.91x its time at abc" in text
     assert "- met: cells 128, 2 threads, seqgraph lstm: 1.00x its time at abc" in text
     assert "- **not met**: cells 128, 2 threads, seqgraph PeepholeLSTM: 1.09x its time at abc" in text
+    assert "3 kept per row, each contestant timed over 3 steps in a row per round, the least kept" in text
     assert cpu_vs_torch.machine_markers(AMD, "against")[0] == "<!-- cpu_vs_torch.py authenticamd-amd-epyc against: start -->"

@@ -2,6 +2,8 @@
 numbers as NumPy's product for every layout, shape and way of cutting it into shares, the
 choice per CPU and its override, and a training step that runs them."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,7 @@ def test_a_large_product_asks_for_a_share_a_thread_could_take():
 
 
 def test_numpy_s_library_is_found_beside_numpy_even_after_another_openblas():
-    folder = str(__import__("pathlib").Path(np.__file__).resolve().parent.parent / "numpy.libs")
+    folder = str(Path(np.__file__).resolve().parent.parent / "numpy.libs")
     maps = ("7f00-7f10 r-xp 00000000 fe:00 1 /site-packages/scipy.libs/libscipy_openblas-1.so\n"
             f"7f20-7f30 r-xp 00000000 fe:00 2 {folder}/libscipy_openblas64_-2.so\n"
             "7f40-7f50 rw-p 00000000 00:00 0\n")

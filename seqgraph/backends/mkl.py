@@ -248,12 +248,23 @@ class Products:
                 or numpy.may_share_memory(out, b):
             return None
         if self.batched_products() == "openblas":
-            from . import openblas
-            openblas.product(a, left, b, right, out, lambda parts: self.shares(parts, 1))
+            self._shared_product(a, left, b, right, out)
             return out
         routines.gemm(_ROW_MAJOR, left[0], right[0], rows, cols, inner, 1.0, address(a), left[1],
                       address(b), right[1], 0.0, address(out), out.strides[0] // out.itemsize)
         return out
+
+    def _shared_product(self, a, left: tuple, b, right: tuple, out) -> None:
+        """``a @ b`` into ``out`` on NumPy's OpenBLAS, or on seqgraph's panel kernel where
+        that is faster (:func:`seqgraph.backends.openblas.by_panels`), shared out on MKL's threads."""
+        from . import openblas
+        shares = lambda parts: self.shares(parts, 1)  # noqa: E731
+        if a.dtype == numpy.float32 and self.step_products() == "avx512" \
+                and openblas.by_panels(a.shape[0], b.shape[1], left):
+            from .panels import Panels
+            openblas.panel_product(a, left, Panels(b, a.shape[0]), out, shares)
+        else:
+            openblas.product(a, left, b, right, out, shares)
 
 
 class PackedWeight:

@@ -1,6 +1,7 @@
-"""The products batched over time by NumPy's OpenBLAS, shared out on MKL's threads: the same
-numbers as NumPy's product for every layout, shape and way of cutting it into shares, the
-choice per CPU and its override, and a training step that runs them."""
+"""The products batched over time by NumPy's OpenBLAS (or the panel kernel, for wide float32
+ones), shared out on MKL's threads: the same numbers as NumPy's product for every layout,
+shape and way of cutting it into shares, the choice per CPU and its override, and a
+training step that runs them."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.backends import mkl, native, openblas
+from seqgraph.backends import mkl, native, openblas, panels
 from seqgraph.backends.numpy_backend import NumpyBackend
 from seqgraph.gradcheck import random_inputs
 
@@ -17,6 +18,9 @@ from .test_mkl import LAYOUTS, _matrix
 
 needs_openblas = pytest.mark.skipif(mkl.library() is None or not openblas.usable(),
                                     reason="needs MKL, NumPy's ILP64 OpenBLAS and a C compiler")
+
+needs_panels = pytest.mark.skipif(mkl.library() is None or not openblas.usable() or panels.kernel() is None,
+                                  reason="needs MKL, NumPy's ILP64 OpenBLAS and the AVX-512 panel kernel")
 
 AMD = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "name": "AMD EPYC", "flags": "avx2 avx512f"}
 
@@ -71,6 +75,52 @@ def test_a_large_product_asks_for_a_share_a_thread_could_take():
     assert asked == [2048 * 65 * 1024 // openblas.SHARE_WORK]
 
 
+@pytest.mark.parametrize("rows, cols, layout, expected", [
+    (2048, 1024, (111, 65), True),  # an input projection
+    (64, 128, (111, 300), True),
+    (2048, 65, (111, 256), False),  # an output layer: too few columns for whole panels
+    (16, 1024, (111, 65), False),  # too few rows to pay for the copy
+    (2048, 1024, (112, 2048), False),  # a transposed left operand: the kernel reads rows
+])
+def test_wide_products_of_many_rows_go_to_the_panel_kernel(rows, cols, layout, expected):
+    assert openblas.by_panels(rows, cols, layout) == expected
+
+
+@needs_panels
+@pytest.mark.parametrize("left", ["c", "columns", "strided rows", "transposed"])
+@pytest.mark.parametrize("rows, inner, cols", [(64, 65, 128), (100, 300, 130), (2048, 65, 1024)])
+def test_a_wide_float32_product_runs_on_the_panel_kernel_with_numpy_s_numbers(xp, monkeypatch, left, rows,
+                                                                             inner, cols):
+    monkeypatch.setattr(xp, "_step_products", "avx512")  # the panel kernel's CPUs
+    calls = []
+    original = openblas.panel_product
+    monkeypatch.setattr(openblas, "panel_product", lambda a, *rest: calls.append(a.shape) or original(a, *rest))
+    rng = np.random.default_rng(rows)
+    a, b = _matrix(rng, (rows, inner), np.float32, left), _matrix(rng, (inner, cols), np.float32, "transposed")
+    wide = np.full((rows, cols + 7), np.nan, dtype=np.float32)
+    xp.matmul(a, b, out=wide[:, 4:4 + cols])
+    assert calls == ([] if left == "transposed" else [(rows, inner)])
+    np.testing.assert_allclose(wide[:, 4:4 + cols], a.astype(np.float64) @ b.astype(np.float64),
+                               rtol=1e-5, atol=1e-5 * np.sqrt(inner))
+    assert np.isnan(wide[:, :4]).all() and np.isnan(wide[:, 4 + cols:]).all()
+
+
+@needs_panels
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_every_cut_of_a_panel_product_into_shares_gives_the_whole(parts):
+    """Shares run one after another (no thread pool); blocks of rows of any size, 10 rows
+    each at 7 parts (the kernel takes 16 rows at a time)."""
+    rng = np.random.default_rng(parts)
+    a = _matrix(rng, (70, 33), np.float32, "strided rows")
+    w = rng.standard_normal((33, 150)).astype(np.float32)
+    out = np.full((70, 150), np.nan, dtype=np.float32)
+    asked = []
+    openblas.panel_product(a, mkl.matrix_layout(a), panels.Panels(w, 70), out,
+                           lambda wanted: asked.append(wanted) or (parts, 0))
+    np.testing.assert_allclose(out, a.astype(np.float64) @ w, rtol=1e-5, atol=1e-4)
+    assert asked == [1]  # 346,500 multiply-adds: not worth a second thread
+
+
 def test_numpy_s_library_is_found_beside_numpy_even_after_another_openblas():
     folder = str(Path(np.__file__).resolve().parent.parent / "numpy.libs")
     maps = ("7f00-7f10 r-xp 00000000 fe:00 1 /site-packages/scipy.libs/libscipy_openblas-1.so\n"
@@ -108,8 +158,9 @@ def test_a_float32_lstm_training_step_gives_mkl_s_numbers(monkeypatch):
     inputs, lengths = random_inputs(model, batch=20, steps=9, seed=3)
     inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     calls = []
-    product = openblas.product
-    monkeypatch.setattr(openblas, "product", lambda a, *rest: calls.append(a.shape) or product(a, *rest))
+    for name in ("product", "panel_product"):  # OpenBLAS, and the panel kernel for the wide ones
+        original = getattr(openblas, name)
+        monkeypatch.setattr(openblas, name, lambda a, *rest, run=original: calls.append(a.shape) or run(a, *rest))
     grads = {}
     for batched in ("openblas", "mkl"):
         monkeypatch.setenv("SEQGRAPH_BATCHED_PRODUCTS", batched)

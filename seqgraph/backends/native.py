@@ -355,6 +355,15 @@ _IDENTITY_FIELDS = {"vendor_id": "vendor", "cpu family": "family", "model": "mod
                     "model name": "name", "flags": "flags"}
 
 
+def chosen_library(variable: str, choices: tuple, table, usable) -> str:
+    """A library chosen per CPU: the one the environment ``variable`` names (one of
+    ``choices``), else the one ``table(cpu_identity())`` gives; the first of ``choices``
+    (the fallback) where that one is not ``usable()`` here."""
+    asked = os.environ.get(variable, "").strip().lower()
+    wanted = asked if asked in choices else table(cpu_identity())
+    return wanted if wanted == choices[0] or usable() else choices[0]
+
+
 @lru_cache(maxsize=None)
 def cpu_identity() -> dict:
     """This CPU's ``vendor`` (``GenuineIntel``, ``AuthenticAMD``), ``family``, ``model``,

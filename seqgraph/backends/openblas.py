@@ -25,7 +25,6 @@ the ILP64 OpenBLAS of its wheels (``scipy-openblas64``) and native loops build.
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -160,9 +159,8 @@ def choice() -> str:
     """Who runs the products batched over time: ``SEQGRAPH_BATCHED_PRODUCTS`` (``mkl`` or
     ``openblas``) where set, else :func:`table_choice`; ``mkl`` wherever OpenBLAS is not
     :func:`usable`."""
-    asked = os.environ.get("SEQGRAPH_BATCHED_PRODUCTS", "").strip().lower()
-    wanted = asked if asked in CHOICES else table_choice(native.cpu_identity())
-    return "openblas" if wanted == "openblas" and usable() else "mkl"
+    # usable looked up when asked, not bound here
+    return native.chosen_library("SEQGRAPH_BATCHED_PRODUCTS", CHOICES, table_choice, lambda: usable())
 
 
 def product(a, a_layout: tuple, b, b_layout: tuple, out, shares) -> None:

@@ -18,7 +18,6 @@ AVX-512, MKL everywhere else. ``SEQGRAPH_STEP_PRODUCTS=mkl`` or ``=avx512`` over
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 
 import numpy
@@ -149,9 +148,7 @@ def table_choice(identity: dict) -> str:
 def choice() -> str:
     """Who runs a step's float32 product here: ``SEQGRAPH_STEP_PRODUCTS`` (``mkl`` or
     ``avx512``) where set, else :func:`table_choice`; ``mkl`` wherever the kernel is not built."""
-    asked = os.environ.get("SEQGRAPH_STEP_PRODUCTS", "").strip().lower()
-    wanted = asked if asked in CHOICES else table_choice(native.cpu_identity())
-    return "avx512" if wanted == "avx512" and kernel() is not None else "mkl"
+    return native.chosen_library("SEQGRAPH_STEP_PRODUCTS", CHOICES, table_choice, lambda: kernel() is not None)
 
 
 class Panels(PackedWeight):

@@ -295,3 +295,20 @@ def test_a_weight_broadcast_over_steps_gets_its_gradient_in_one_native_pass(dtyp
     assert native_ops.row_dots(xp, cotangents["contiguous"], state, (7,)) is None
     np.testing.assert_allclose(mul.vjp(xp, cotangents["contiguous"], None, weight, state)[0],
                                exact["contiguous"], rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("asked, usable, expected", [
+    ("", True, "fast"),  # the table's choice
+    ("", False, "plain"),  # the table's choice, not usable here: the fallback
+    ("plain", True, "plain"),  # the environment overrides the table
+    (" FAST ", False, "plain"),  # asked for, but not usable
+    ("other", True, "fast"),  # a name not among the choices: the table
+])
+def test_a_library_chosen_per_cpu_takes_the_override_then_the_table_then_the_fallback(monkeypatch, asked, usable,
+                                                                                      expected):
+    monkeypatch.setenv("SEQGRAPH_TEST_LIBRARY", asked)
+    seen = []
+    chosen = native.chosen_library("SEQGRAPH_TEST_LIBRARY", ("plain", "fast"),
+                                   lambda identity: seen.append(identity) or "fast", lambda: usable)
+    assert chosen == expected
+    assert seen == ([] if asked.strip().lower() in ("plain", "fast") else [native.cpu_identity()])

@@ -474,8 +474,10 @@ def _make_step(graph: nx.DiGraph, node, needs_grad: set, keep: set) -> Step:
     return Step(node, data, "op", wanted, _overwritable_input(graph, node, keep))
 
 
-# The ops whose result is always a new array of their own (never a view of another value).
-FRESH = {"matmul", "affine", "add", "sub", "mul", "div", "neg", "exp", "tanh", "sigmoid", "relu", "log"}
+def _fresh(op: str) -> bool:
+    """Whether ``op`` always makes a new array of its own (never a view of another value);
+    graph nodes that are not registered ops (parameters, inputs, states) do not."""
+    return op in REGISTRY and REGISTRY[op].fresh
 
 
 def _overwritable_input(graph: nx.DiGraph, node, keep: set):
@@ -492,7 +494,7 @@ def _overwritable_input(graph: nx.DiGraph, node, keep: set):
         source = node_of(graph, arg)
         producer_reads = {r for p in range(len(source.args))
                           for r in needs(source.op, p, len(source.args), source.attrs)}
-        if (source.op in FRESH and arg not in keep and port not in read_here
+        if (_fresh(source.op) and arg not in keep and port not in read_here
                 and "out" not in producer_reads and list(graph.successors(arg)) == [node]
                 and data.args.count(arg) == 1 and not _recurrent(graph, arg)):
             return arg
@@ -507,7 +509,7 @@ def _spent_after_forward(graph: nx.DiGraph, keep: set) -> frozenset:
     a new one."""
     spent = set()
     for node, data in nodes_of(graph):
-        if (data.op not in FRESH or node in keep or not list(graph.successors(node))
+        if (not _fresh(data.op) or node in keep or not list(graph.successors(node))
                 or _recurrent(graph, node) or _reads(graph, node, node)):
             continue
         if all(_unread_slice(graph, s, keep) for s in graph.successors(node)):
@@ -574,7 +576,7 @@ def _consumed_inputs(graph: nx.DiGraph, members: set, keep: set) -> set:
             continue
         for arg in data.args:
             source = node_of(graph, arg)
-            if (arg not in members and source.timed and source.op in FRESH and arg not in keep
+            if (arg not in members and source.timed and _fresh(source.op) and arg not in keep
                     and source.dtype == "float" and tuple(source.shape) == tuple(data.shape)
                     and list(graph.successors(arg)) == [node] and data.args.count(arg) == 1
                     and not _reads(graph, node, arg) and not _reads(graph, arg, arg)):

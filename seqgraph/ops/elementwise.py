@@ -62,14 +62,15 @@ def _evaluators(formulas, arity: int, attrs: tuple) -> tuple:
 
 
 def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple = (),
-              nondiff: tuple = (), held: tuple = (), broadcasting: bool = False, forward=None) -> Op:
+              nondiff: tuple = (), held: tuple = (), broadcasting: bool = False, forward=None,
+              fresh: bool = False) -> Op:
     """Register the elementwise op whose formulas are ``formulas(**attrs)``: a pair of the
     forward formula and ``{input: gradient formula}`` (its keyword defaults are the
     attributes' defaults).
 
     ``forward`` replaces the evaluated forward formula on an array namespace where another
     form of the same function is better there (sigmoid's, which never overflows).
-    ``broadcasting``: see :class:`~seqgraph.ops.registry.Op`. (A backend may put faster
+    ``broadcasting``, ``fresh``: see :class:`~seqgraph.ops.registry.Op`. (A backend may put faster
     pieces of its own in front of the forward and vjp: see :mod:`seqgraph.backends.protocol`.)"""
     slots = formula_slots(arity)
     fixed = None if attrs else _evaluators(formulas, arity, ())
@@ -93,7 +94,7 @@ def pointwise(name: str, arity: int, formulas, rule: str, doc: str, attrs: tuple
     shape = (lambda *shapes, **_: reduce(broadcast_shapes, shapes)) if arity > 1 else (lambda x, **_: tuple(x))
     return register(Op(name, shape=shape, forward=forward or evaluated_forward, vjp=vjp, rule=rule, doc=doc,
                        arity=arity, nondiff=nondiff, held=held, attrs=attrs, selective=arity > 1,
-                       kernel=kernel if attrs else kernel(), broadcasting=broadcasting,
+                       kernel=kernel if attrs else kernel(), broadcasting=broadcasting, fresh=fresh,
                        in_place=None if attrs else in_place_ufunc(formulas()[0], arity)))
 
 
@@ -107,13 +108,15 @@ def _gradient(xp, formula, bound: dict, g, shape: tuple):
 # --- binary ops -------------------------------------------------------------------------
 
 pointwise("add", 2, lambda: ("{0} + {1}", {0: "{g}", 1: "{g}"}), "distribute",
-          "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.", broadcasting=True)
+          "a + b, broadcasting like NumPy; the gradient reaches both inputs unchanged.",
+          broadcasting=True, fresh=True)
 pointwise("sub", 2, lambda: ("{0} - {1}", {0: "{g}", 1: "-{g}"}), "distribute (negated to b)",
-          "a - b, broadcasting like NumPy.", broadcasting=True)
+          "a - b, broadcasting like NumPy.", broadcasting=True, fresh=True)
 pointwise("mul", 2, lambda: ("{0} * {1}", {0: "{g} * {1}", 1: "{g} * {0}"}), "switch",
-          "a * b elementwise, broadcasting; each input's gradient is g times the other.", broadcasting=True)
+          "a * b elementwise, broadcasting; each input's gradient is g times the other.",
+          broadcasting=True, fresh=True)
 pointwise("div", 2, lambda: ("{0} / {1}", {0: "{g} / {1}", 1: "-{g} * {out} / {1}"}), "g / b, -g * a / b^2",
-          "a / b elementwise, broadcasting like NumPy.", broadcasting=True)
+          "a / b elementwise, broadcasting like NumPy.", broadcasting=True, fresh=True)
 pointwise("maximum", 2, lambda: ("max({0}, {1})", {0: "{g} * (({0} > {1}) + 0.5 * ({0} == {1}))",
                                                    1: "{g} * (({1} > {0}) + 0.5 * ({0} == {1}))"}),
           "route",
@@ -137,17 +140,17 @@ register(Op("copy", shape=lambda x: tuple(x), forward=lambda xp, x: x.copy(), vj
             rule="g", arity=1,
             doc="x itself, as a value of its own: a state that holds another state's previous value "
                 "(a delay line, hp = h[t-1])."))
-pointwise("neg", 1, lambda: ("-{0}", {0: "-{g}"}), "-g", "-x.")
+pointwise("neg", 1, lambda: ("-{0}", {0: "-{g}"}), "-g", "-x.", fresh=True)
 # sigmoid's and tanh's gradients read the kept output y: y (1 - y) and 1 - y^2
 pointwise("sigmoid", 1, lambda: ("1 / (1 + exp(-{0}))", {0: "{g} * {out} * (1 - {out})"}), "g * y * (1 - y)",
           "The logistic function 1 / (1 + exp(-x)), computed without overflow for any x.",
-          forward=_forward_sigmoid)
+          forward=_forward_sigmoid, fresh=True)
 pointwise("tanh", 1, lambda: ("tanh({0})", {0: "{g} * (1 - {out} * {out})"}), "g * (1 - y^2)",
-          "The hyperbolic tangent.")
+          "The hyperbolic tangent.", fresh=True)
 pointwise("relu", 1, lambda: ("max({0}, 0)", {0: "{g} * ({0} > 0)"}), "g * [x > 0]",
-          "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).")
-pointwise("exp", 1, lambda: ("exp({0})", {0: "{g} * {out}"}), "g * y", "e to the power x.")
-pointwise("log", 1, lambda: ("log({0})", {0: "{g} / {0}"}), "g / x", "The natural logarithm.")
+          "max(x, 0); its gradient at exactly 0 is 0 (as in PyTorch).", fresh=True)
+pointwise("exp", 1, lambda: ("exp({0})", {0: "{g} * {out}"}), "g * y", "e to the power x.", fresh=True)
+pointwise("log", 1, lambda: ("log({0})", {0: "{g} / {0}"}), "g / x", "The natural logarithm.", fresh=True)
 
 
 # --- constants --------------------------------------------------------------------------

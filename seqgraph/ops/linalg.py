@@ -65,7 +65,7 @@ def _flat_product(xp, x, w):
 
 
 register(Op(
-    "matmul", shape=_shape_matmul,
+    "matmul", shape=_shape_matmul, fresh=True,
     forward=lambda xp, w, x: _flat_product(xp, x, w.T),
     vjp=_vjp_matmul,
     rule="gW = sum g x^T, gx = W^T g",
@@ -129,7 +129,7 @@ def _vjp_affine(xp, g, out, w, b, x, wanted=(True, True, True)):
 
 
 register(Op(
-    "affine", shape=_shape_affine, forward=_forward_affine, vjp=_vjp_affine,
+    "affine", shape=_shape_affine, forward=_forward_affine, vjp=_vjp_affine, fresh=True,
     rule="gW = sum g x^T, gb = sum g, gx = W^T g",
     doc="W x + b for each example, one product: W is an [m, n] parameter, b an [m] one, x is "
         "(..., n). Made by the compiler from a product and its bias over all steps.",

@@ -76,6 +76,7 @@ class Op:
     held: tuple = ()  # nondiff inputs the output depends on, taken as constants (a loss's target)
     in_place: Optional[str] = None
     updates: tuple = ()  # inputs the forward writes new values into (state such as running statistics)
+    fresh: bool = False  # the result is always a new array of its own, never a view of an input
 
     def __call__(self, xp, *inputs, **attrs):
         return self.forward(xp, *inputs, **attrs)

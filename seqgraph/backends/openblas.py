@@ -39,7 +39,7 @@ SHARE_WORK = 1 << 20
 # The least rows and columns of a float32 product worth copying its right operand into
 # panels for (see :func:`by_panels`).
 PANEL_ROWS, PANEL_COLUMNS = 64, 128
-NO_TRANSPOSE = 111
+NO_TRANSPOSE = 111  # CBLAS's CblasNoTrans, as matrix_layout gives it
 
 SOURCE = r"""
 #include <stdint.h>

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import os
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy
 
@@ -258,7 +258,7 @@ class Products:
         """``a @ b`` into ``out`` on NumPy's OpenBLAS, or on seqgraph's panel kernel where
         that is faster (:func:`seqgraph.backends.openblas.by_panels`), shared out on MKL's threads."""
         from . import openblas
-        shares = lambda parts: self.shares(parts, 1)  # noqa: E731
+        shares = partial(self.shares, least=1)
         if a.dtype == numpy.float32 and self.step_products() == "avx512" \
                 and openblas.by_panels(a.shape[0], b.shape[1], left):
             from .panels import Panels

@@ -286,6 +286,7 @@ class Network:
         self._overwritten = frozenset()
         self.final_states: dict = {}
         self._parts: dict = {}  # compiled parts of the model (predict, decoders), by what they are for
+        self._wrt = _wrt_nodes(model, model.graph)  # found once: a training step must not walk the graph
 
     @property
     def rng(self):
@@ -398,7 +399,7 @@ class Network:
         if self._run is None:
             raise SeqgraphError("call forward() before backward()")
         seeds = self.seeds(cotangents)
-        names = _wrt_nodes(self.model, self.model.graph)
+        names = self._wrt
         if wrt is not None:
             unknown = [name for name in wrt if name not in names and name not in self.params]
             if unknown:
@@ -435,7 +436,7 @@ class Network:
     @property
     def trained(self) -> list:
         """The keys of the parameters a gradient reaches (the others are state, or frozen)."""
-        return [key for key in _wrt_nodes(self.model, self.model.graph) if key in self.params]
+        return [key for key in self._wrt if key in self.params]
 
     def reference(self) -> Reference:
         """A reference executor sharing this network's parameters."""

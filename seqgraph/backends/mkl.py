@@ -145,7 +145,8 @@ class Products:
         return value
 
     def matmul(self, a, b, out=None):
-        """``a @ b`` (into ``out``): MKL for 2-D float matrices, NumPy otherwise."""
+        """``a @ b`` (into ``out``): MKL for 2-D float matrices (a weight gradient ``g.T @ x``
+        with a narrow ``x`` in the order MKL runs faster), NumPy otherwise."""
         if isinstance(b, PackedWeight):
             return b.product(a, out)
         done = self._gemm(a, b, out)
@@ -249,6 +250,14 @@ class Products:
             return None
         if self.batched_products() == "openblas":
             self._shared_product(a, left, b, right, out)
+            return out
+        if left[0] == _TRANS and right[0] == _NO_TRANS and 4 * cols < rows:
+            # a weight gradient g.T @ x with x much narrower than g: MKL runs its transpose,
+            # x.T @ g, markedly faster (about 25% for (2048, 65) by (2048, 512)), copy included
+            turned = numpy.empty((cols, rows), dtype=a.dtype)
+            routines.gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, cols, rows, inner, 1.0, address(b), right[1],
+                          address(a), left[1], 0.0, address(turned), rows)
+            numpy.copyto(out, turned.T)
             return out
         routines.gemm(_ROW_MAJOR, left[0], right[0], rows, cols, inner, 1.0, address(a), left[1],
                       address(b), right[1], 0.0, address(out), out.strides[0] // out.itemsize)

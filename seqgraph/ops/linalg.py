@@ -50,11 +50,8 @@ def _vjp_matmul(xp, g, out, w, x, wanted=(True, True)):
 
 def weight_gradient(xp, g_rows, x_rows):
     """``g_rows.T @ x_rows``: a weight's gradient summed over every row (batch and time) as
-    one product. When x is much narrower than g (an input projection's 64 inputs against 4H
-    gates) it is computed as ``(x_rows.T @ g_rows).T``, thin operand first, which BLAS
-    libraries run markedly faster (about 25% here for (2048, 65) by (2048, 512))."""
-    if 4 * x_rows.shape[1] < g_rows.shape[1]:
-        return xp.ascontiguousarray(xp.matmul(x_rows.T, g_rows).T)
+    one product (the products library picks the faster order for a narrow x: see
+    :meth:`seqgraph.backends.mkl.Products.matmul`)."""
     return xp.matmul(g_rows.T, x_rows)
 
 

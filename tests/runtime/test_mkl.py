@@ -59,6 +59,19 @@ def test_product_equals_numpy_for_every_layout(xp, dtype, tolerance, left, right
 
 
 @needs_mkl
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_a_narrow_weight_gradient_run_as_its_transpose_equals_numpy(xp, dtype, tolerance):
+    rng = np.random.default_rng(5)
+    g, x = rng.standard_normal((6, 13)).astype(dtype), rng.standard_normal((6, 3)).astype(dtype)
+    expected = g.T.astype(np.float64) @ x.astype(np.float64)  # (13, 3): 4 * 3 < 13 rows
+    np.testing.assert_allclose(xp.matmul(g.T, x), expected, rtol=tolerance, atol=tolerance)
+    wide = np.full((13, 7), np.nan, dtype=dtype)
+    xp.matmul(g.T, x, out=wide[:, 2:5])
+    np.testing.assert_allclose(wide[:, 2:5], expected, rtol=tolerance, atol=tolerance)
+    assert np.isnan(wide[:, :2]).all() and np.isnan(wide[:, 5:]).all()
+
+
+@needs_mkl
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("layout", ["c", "transposed"])
 def test_packed_weight_gives_the_product_at_every_step(xp, dtype, layout):

@@ -64,7 +64,7 @@ def first_nonfinite(network) -> Optional[Fault]:
     values = {}
     for node in nx.lexicographical_topological_sort(graph, key=earlier_steps_first):
         data = node_of(graph, node)
-        values[node] = reference._evaluate(xp, node, data, [values[a] for a in data.args], run.feed)
+        values[node] = reference.evaluate(xp, node, data, [values[a] for a in data.args], run.feed)
         if data.dtype == "float" and not _finite(xp, values[node]):
             return _fault(xp, graph, node, values[node], "value")
     if "loss" not in network.model.outputs:

@@ -126,14 +126,14 @@ class Decoder:
     def step(self, tokens, context: Context, states: dict) -> tuple:
         """One generated step for every row: the log-probabilities of the next token (host
         float64, ``(B, V)``) after reading ``tokens`` (B,), and the states after it."""
-        from .runtime import Feed, _dropout_masks
+        from .runtime import Feed, dropout_masks
         net = self.net
         backend, xp, rows = net.backend, net.backend.xp, context.batch
         arrays = {self.feedback.input: backend.asarray(numpy.asarray(tokens).reshape(1, rows), dtype="int64"),
                   self.lengths: xp.ones(rows, dtype="int64"), **context.values}
         arrays.update({self.starts[prev]: value for prev, value in states.items()})
         steps = {self.axis: 1}
-        masks = _dropout_masks(self.step_part.graph, backend, net.dtype, steps, rows, False, None)
+        masks = dropout_masks(self.step_part.graph, backend, net.dtype, steps, rows, False, None)
         env = self.step_part.program.forward(xp, Feed(arrays, steps, rows, masks), net.params, net.dtype).env
         logits = backend.to_host(env[self.scores])[0].astype(numpy.float64)
         return log_softmax(logits), {prev: env[final] for prev, final in self.finals.items()}

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .ir import node_of
 from .probe import Probe
 from .weights import atomic_write
 
@@ -78,12 +77,7 @@ def gradient_flow(network, inputs: dict, lengths=None) -> GradientFlow:
     states = {key: _step_norms(backend, probe.grad(key)) for key in model.checked.states}
     params = {key: (tuple(network.params[key].shape), _norm(backend, param_grads[key]))
               for key in model.checked.params}
-    return GradientFlow(states, params, loss, _batch_size(model, inputs), probe.steps)
-
-
-def _batch_size(model, inputs: dict) -> int:
-    name, array = next(iter(inputs.items()))
-    return int(array.shape[1] if node_of(model.graph, model.inputs[name]).type.is_seq else array.shape[0])
+    return GradientFlow(states, params, loss, model.batch_of(inputs), probe.steps)
 
 
 def state_gradient_norms(network, inputs: dict, lengths=None) -> dict:

@@ -34,7 +34,7 @@ import networkx as nx
 
 from . import autodiff
 from .errors import SeqgraphError, did_you_mean
-from .ir import LEAF_OPS, Attrs, Node, base_of, node_of, nodes_of, set_node
+from .ir import LEAF_OPS, Attrs, Node, base_of, identifier, node_of, nodes_of, set_node
 from .sizes import format_shape
 
 FORMATS = ("text", "dot", "svg", "png")
@@ -482,17 +482,13 @@ def _group_lines(groups: dict, unrolled: bool, statement, indent: str, prefix: s
     for group, nodes in groups.items():
         if group is None:
             continue
-        name = f"cluster_{prefix}t{group}" if unrolled else f"cluster_{prefix}layer_{_identifier(group)}"
+        name = f"cluster_{prefix}t{group}" if unrolled else f"cluster_{prefix}layer_{identifier(group)}"
         label = f"t = {group}" if unrolled else f"layer {group}"
         lines.append(f"{indent}subgraph {_quote(name)} {{")
         lines.append(f'{indent}  label={_quote(label)}; style="rounded,dashed"; color="#9ca3af";')
         lines.extend(f"{indent}  " + statement(node) for node in nodes)
         lines.append(f"{indent}}}")
     return lines
-
-
-def _identifier(name) -> str:
-    return "".join(c if c.isalnum() else "_" for c in str(name))
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -219,6 +219,12 @@ class Node:
 NODE = "node"  # the one networkx attribute of a graph node: its Node
 
 
+def identifier(name) -> str:
+    """``name`` (a node id, a group) with every character that cannot be in a Python or C
+    identifier (or a Graphviz cluster name) made ``_``."""
+    return "".join(ch if ch.isalnum() else "_" for ch in str(name))
+
+
 def node_of(graph, node) -> Node:
     """The :class:`Node` record of ``node`` in ``graph``."""
     return graph.nodes[node][NODE]

@@ -26,8 +26,6 @@ How the folded graph becomes ONNX:
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Optional
 
 import networkx as nx

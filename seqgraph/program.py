@@ -72,6 +72,12 @@ class Model:
         size not given either way still follows its default (which may read other sizes)."""
         return Model(self.program, self.ast, {**self.overrides, **sizes})
 
+    def batch_of(self, inputs: dict) -> int:
+        """The batch size of ``inputs`` (by input name): the second axis of the first one where
+        it is a sequence, else its first axis."""
+        name, array = next(iter(inputs.items()))
+        return int(array.shape[1] if node_of(self.graph, self.inputs[name]).type.is_seq else array.shape[0])
+
     def unroll(self, steps: int) -> nx.DiGraph:
         """The acyclic graph of ``steps`` time steps."""
         return graph.unroll(self.graph, steps)

@@ -70,7 +70,7 @@ def prepare_feed(model, backend, dtype: str, inputs: dict, lengths=None, state=N
     for axis, node in checked.time_axes.items():
         arrays[node] = lengths[axis]
     arrays.update(_initial_states(model, backend, dtype, batch, state or {}))
-    masks = _dropout_masks(graph, backend, dtype, steps, batch, training, rng)
+    masks = dropout_masks(graph, backend, dtype, steps, batch, training, rng)
     return Feed(arrays, steps, batch, masks)
 
 
@@ -160,7 +160,7 @@ def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict
     return arrays
 
 
-def _dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training: bool, rng) -> dict:
+def dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training: bool, rng) -> dict:
     """One mask per dropout node for the whole run (all steps at once), so the compiled and the
     reference executor draw the same numbers; and the training flag batch_norm reads."""
     xp = backend.xp
@@ -205,11 +205,12 @@ class Reference:
         values = {}
         for node in nx.topological_sort(self.graph):
             data = node_of(self.graph, node)
-            values[node] = self._evaluate(xp, node, data, [values[a] for a in data.args], feed)
+            values[node] = self.evaluate(xp, node, data, [values[a] for a in data.args], feed)
         self.values = values
         return {name: values[node] for name, node in net.model.outputs.items()}
 
-    def _evaluate(self, xp, node, data, inputs, feed: Feed):
+    def evaluate(self, xp, node, data, inputs, feed: Feed):
+        """The value of unrolled ``node`` (its record ``data``) from its ``inputs``' values."""
         op = data.op
         base = data.base
         if op in FEED_OPS:

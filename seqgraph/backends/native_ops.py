@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from ..ops.loss import _mask, _valid_count
+from ..ops.loss import valid_mask, valid_count
 from . import native
 from .protocol import Override
 
@@ -223,7 +223,7 @@ def native_rows(xp, logits, target, lengths):
         return None
     flat_target = xp.ascontiguousarray(target, dtype=xp.int64).reshape(-1)
     classes = logits.shape[-1]
-    count = _valid_count(xp, _mask(xp, lengths, logits.shape[0]), target.size, logits)
+    count = valid_count(xp, valid_mask(xp, lengths, logits.shape[0]), target.size, logits)
     if lengths is None:
         return _NativeRows(loops, ctype, logits.reshape(-1, classes), flat_target, None, 1, 1, count)
     batch = logits.shape[1]

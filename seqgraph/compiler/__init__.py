@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..autodiff import accumulate, accumulate_into, differentiable
-from ..ir import FEED_OPS, LEAF_OPS, PREV, Node, node_of, nodes_of
+from ..ir import FEED_OPS, LEAF_OPS, PREV, Node, identifier, node_of, nodes_of
 from ..ops import REGISTRY
 from ..ops.elementwise import broadcast_shapes
 from ..ops.linalg import index_along
@@ -31,7 +31,7 @@ from ..ops.registry import ShapeError
 from .. import passes
 from ..backends import capabilities, native_loop, ops_for, same_place, shares_memory
 from ..ops.kernels import namespace as ufunc_namespace, needs
-from .scan import ScanCode, _ident
+from .scan import ScanCode
 
 
 @dataclass
@@ -168,7 +168,7 @@ class Program:
         for name, (kind, arg) in code.external().items():
             arrays[name] = env[arg]
         for weight in code.transposed():
-            arrays["wt_" + _ident(weight)] = _step_operand(xp, env[weight].T, batch, scan, weight)
+            arrays["wt_" + identifier(weight)] = _step_operand(xp, env[weight].T, batch, scan, weight)
         compiled, buffers, chains, _, loop = code.fused_forward() if self._fuses(xp) else \
             (code.forward_code, code.forward_buffers, (), code.forward_source, code.forward_loop)
         loaded = self._loaded(xp, scan, ("forward", batch, run.dtype, bool(chains)), compiled, loop,

@@ -37,8 +37,7 @@ import networkx as nx
 from ..autodiff import differentiable
 from ..backends import ops_for
 from ..backends.chains import ChainKernel
-from ..ir import PREV, node_of
-from ..ops import REGISTRY
+from ..ir import PREV, identifier, node_of
 from ..passes.buffers import share_buffers
 from ..passes.fusion import backward_chain, fuse_elementwise
 from ..ops.kernels import KERNELS, Call, needs, node_kernel
@@ -216,7 +215,7 @@ class ScanCode:
         kind = self.source(arg)
         if kind == "core":
             return f"v{self.index[arg]}"
-        return f"x_{_ident(arg)}" if kind == "seq" else f"w_{_ident(arg)}"
+        return f"x_{identifier(arg)}" if kind == "seq" else f"w_{identifier(arg)}"
 
     def external(self) -> dict:
         """Inputs from outside the core: generated name → (kind, node)."""
@@ -243,7 +242,7 @@ class ScanCode:
                                  tuple(int(n) for n in node_of(self.graph, arg).shape))
         for weight in self.transposed():
             shape = tuple(int(n) for n in node_of(self.graph, weight).shape)
-            found["wt_" + _ident(weight)] = Buffer("wt_" + _ident(weight), "wt", None, shape[::-1])
+            found["wt_" + identifier(weight)] = Buffer("wt_" + identifier(weight), "wt", None, shape[::-1])
         return found
 
     def _loop(self, name: str, prelude: list, body: list, scratch: dict, reverse=False, chains=(),
@@ -267,7 +266,7 @@ class ScanCode:
             for arg in self.data[node].args:
                 if arg not in self.members:
                     kind = self.source(arg)
-                    found[("X_" if kind == "seq" else "w_") + _ident(arg)] = (kind, arg)
+                    found[("X_" if kind == "seq" else "w_") + identifier(arg)] = (kind, arg)
         return found
 
     # -- forward -------------------------------------------------------------------------
@@ -278,9 +277,9 @@ class ScanCode:
         member = {node: chain for chain in fused for node in chain.nodes}
         stored = self.kept | self.views | set(self.masks)
         per_step, body, hoisted, lifetimes, keys, in_place = [], [], [], {}, {}, set()
-        per_step += [View(f"x_{_ident(a)}", f"X_{_ident(a)}", 0) for k, (kind, a) in self.external().items()
+        per_step += [View(f"x_{identifier(a)}", f"X_{identifier(a)}", 0) for k, (kind, a) in self.external().items()
                      if kind == "seq"]
-        per_step += [View(f"v{self.index[n]}", f"x_{_ident(a)}") for n, a in self.hosted.items()]
+        per_step += [View(f"v{self.index[n]}", f"x_{identifier(a)}") for n, a in self.hosted.items()]
         for node in self.order:
             if node in self.kept or node in self.masks:
                 per_step += self._fetch(node)
@@ -347,7 +346,7 @@ class ScanCode:
         if data.op in KERNELS:
             return [ufunc(call) for call in node_kernel(data).forward(f"v{i}", ins)]
         if self._matmul(node):
-            return [ufunc(Call("dot", (ins[1], f"wt_{_ident(data.args[0])}"), f"v{i}"))]
+            return [ufunc(Call("dot", (ins[1], f"wt_{identifier(data.args[0])}"), f"v{i}"))]
         if node in self.copied:
             return [View(f"c{i}", ins[0], columns=_region(data)), ufunc(Call("copyto", (f"c{i}",), f"v{i}"))]
         return [Instruction("function", (f"v{i}",), tuple(ins), function=f"F{i}")]
@@ -626,7 +625,7 @@ class ScanCode:
         buffers = {f"b{k}": (keys[v][0], "float") for v, k in plan.items()}
         prelude, per_step = self._cotangent_views(layout, plan)
         read = {name for code, *_ in emitted for instruction in code for name in instruction.names()}
-        fetch = [View(f"x_{_ident(a)}", f"X_{_ident(a)}", 0) for _, (kind, a) in self.external().items()
+        fetch = [View(f"x_{identifier(a)}", f"X_{identifier(a)}", 0) for _, (kind, a) in self.external().items()
                  if kind == "seq" and self.arg_name(a) in read]
         recompute = sorted(reads_fwd & self.recomputed, key=self.index.get)
         for number, node in enumerate(recompute, start=1 + max(plan.values(), default=-1)):
@@ -839,6 +838,3 @@ def _one_gradient(op, xp, wanted, port, attrs):
 def _region(data) -> tuple:
     return (data.attrs["start"], data.attrs["stop"])
 
-
-def _ident(node) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in str(node))

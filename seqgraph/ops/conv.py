@@ -95,14 +95,17 @@ def _shape_conv2d(x, w, b, stride=1, pad=0):
     return tuple(x[:-3]) + (w[0],) + _spatial_shape(x, kernel, pair(stride), pair(pad))
 
 
-def _forward_conv2d(xp, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
+def forward_conv2d(xp, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
+    """conv2d's forward: ``x`` (..., C, H, W) by ``w`` (O, C, kH, kW) plus ``b`` (O), as one
+    product of its windows (``after``: the padding after each axis, as :func:`windows` takes it)."""
     win = windows(xp, x, w.shape[2:], pair(stride), pair(pad), 0.0, dilation, after)  # (..., C, H', W', kH, kW)
     out = xp.tensordot(win, w, axes=([-5, -2, -1], [1, 2, 3]))  # (..., H', W', O)
     out = xp.moveaxis(out, -1, -3) + b[:, None, None]
     return xp.ascontiguousarray(out)
 
 
-def _vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
+def vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0, dilation=(1, 1), after=None):
+    """conv2d's vector-Jacobian product: the cotangents of ``x``, ``w`` and ``b`` for ``g``."""
     stride, pad, kernel = pair(stride), pair(pad), w.shape[2:]
     lead = list(range(g.ndim - 3))
     win = windows(xp, x, kernel, stride, pad, 0.0, dilation, after)
@@ -116,7 +119,7 @@ def _vjp_conv2d(xp, g, out, x, w, b, stride=1, pad=0, dilation=(1, 1), after=Non
 
 
 register(Op(
-    "conv2d", shape=_shape_conv2d, forward=_forward_conv2d, vjp=_vjp_conv2d,
+    "conv2d", shape=_shape_conv2d, forward=forward_conv2d, vjp=vjp_conv2d,
     rule="gx = scatter(g . w), gw = g . windows, gb = sum g",
     doc="2-d cross-correlation plus bias: x (..., C, H, W), w (O, C, kH, kW), b (O,) give "
         "(..., O, H', W'), out[o, r, c] = b[o] + sum_{ci,i,j} w[o, ci, i, j] "
@@ -133,12 +136,12 @@ def _shape_conv1d(x, w, b, stride=1, pad=0):
 # conv1d is conv2d over a height-1 image with a height-1 kernel.
 
 def _forward_conv1d(xp, x, w, b, stride=1, pad=0):
-    out = _forward_conv2d(xp, x[..., None, :], w[:, :, None, :], b, (1, stride), (0, pad))
+    out = forward_conv2d(xp, x[..., None, :], w[:, :, None, :], b, (1, stride), (0, pad))
     return out[..., 0, :]
 
 
 def _vjp_conv1d(xp, g, out, x, w, b, stride=1, pad=0):
-    gx, gw, gb = _vjp_conv2d(xp, g[..., None, :], None, x[..., None, :], w[:, :, None, :], b,
+    gx, gw, gb = vjp_conv2d(xp, g[..., None, :], None, x[..., None, :], w[:, :, None, :], b,
                              (1, stride), (0, pad))
     return gx[..., 0, :], gw[:, :, 0, :], gb
 

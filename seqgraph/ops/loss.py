@@ -13,7 +13,8 @@ from .registry import Op, ShapeError, register, unbroadcast
 from .sequence import check_lengths, time_mask, zero_where_not
 
 
-def _check_optional_lengths(lengths: tuple) -> None:
+def check_optional_lengths(lengths: tuple) -> None:
+    """The shape rule of a loss's optional third input: at most one, a lengths vector."""
     if len(lengths) > 1:
         raise ShapeError("takes 2 or 3 inputs (the third is lengths), got "
                          f"{2 + len(lengths)}", arg=3)
@@ -21,14 +22,14 @@ def _check_optional_lengths(lengths: tuple) -> None:
         check_lengths(lengths[0], 2)
 
 
-def _mask(xp, lengths, steps):
+def valid_mask(xp, lengths, steps):
     """The (T, B) validity mask, or None when every entry counts."""
     if lengths is None or (lengths.size and int(lengths.min()) >= steps):
         return None  # nothing is padding
     return time_mask(xp, lengths, steps)
 
 
-def _valid_count(xp, mask, entries: int, like):
+def valid_count(xp, mask, entries: int, like):
     """How many of ``entries`` entries are valid, as a 0-d array of ``like``'s dtype (at least
     1, so an all-padding batch gives 0 rather than NaN)."""
     if mask is None:
@@ -41,7 +42,7 @@ def _valid_count(xp, mask, entries: int, like):
 
 
 def _shape_cross_entropy(logits, target, *lengths):
-    _check_optional_lengths(lengths)
+    check_optional_lengths(lengths)
     if len(logits) < 1 or tuple(target) != tuple(logits[:-1]):
         raise ShapeError(f"logits are {format_shape(logits)} but the target is "
                          f"{format_shape(target)}", arg=1,
@@ -52,12 +53,12 @@ def _shape_cross_entropy(logits, target, *lengths):
 def _cross_entropy_parts(xp, logits, target, lengths):
     """The per-entry terms: logits less their row maxima (..., V), class ids, mask, valid
     count. A row's log-probabilities are these less the log of their exps' sum."""
-    mask = _mask(xp, lengths, logits.shape[0])
+    mask = valid_mask(xp, lengths, logits.shape[0])
     if mask is not None:
         logits = zero_where_not(xp, mask, logits)
         target = zero_where_not(xp, mask, target)
     shifted = logits - xp.max(logits, axis=-1, keepdims=True)
-    return shifted, target, mask, _valid_count(xp, mask, target.size, logits)
+    return shifted, target, mask, valid_count(xp, mask, target.size, logits)
 
 
 def _forward_cross_entropy(xp, logits, target, lengths=None):
@@ -96,7 +97,7 @@ register(Op(
 
 
 def _shape_mse(pred, target, *lengths):
-    _check_optional_lengths(lengths)
+    check_optional_lengths(lengths)
     if tuple(pred) != tuple(target):
         raise ShapeError(f"the prediction is {format_shape(pred)} but the target is "
                          f"{format_shape(target)}", arg=1)
@@ -105,12 +106,12 @@ def _shape_mse(pred, target, *lengths):
 
 def _mse_parts(xp, pred, target, lengths):
     """The valid differences pred - target (zero at padding) and how many are valid."""
-    mask = _mask(xp, lengths, pred.shape[0])
+    mask = valid_mask(xp, lengths, pred.shape[0])
     if mask is not None:
         pred = zero_where_not(xp, mask, pred)
         target = zero_where_not(xp, mask, target)
     diff = pred - target
-    return diff, _valid_count(xp, mask, diff.size, pred)
+    return diff, valid_count(xp, mask, diff.size, pred)
 
 
 def _forward_mse(xp, pred, target, lengths=None):

@@ -12,23 +12,23 @@ the last step: the sum or the mean over every valid entry. With a third input ``
 
 from __future__ import annotations
 
-from .loss import _check_optional_lengths, _mask, _valid_count
+from .loss import check_optional_lengths, valid_mask, valid_count
 from .elementwise import number, pointwise
 from .registry import Op, register
 from .sequence import expand_right, zero_where_not
 
 
 def _shape_total(x, *lengths, mean=True):
-    _check_optional_lengths(lengths)
+    check_optional_lengths(lengths)
     return ()
 
 
 def _valid(xp, x, lengths):
     """``x`` with its padding zeroed, and how many of its entries count."""
-    mask = _mask(xp, lengths, x.shape[0])
+    mask = valid_mask(xp, lengths, x.shape[0])
     if mask is not None:
         x = zero_where_not(xp, mask, x)
-    return x, mask, _valid_count(xp, mask, x.size, x)
+    return x, mask, valid_count(xp, mask, x.size, x)
 
 
 def _forward_total(xp, x, lengths=None, mean=True):

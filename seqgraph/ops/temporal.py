@@ -10,7 +10,7 @@ The windows are :mod:`seqgraph.ops.conv`'s over a height-1 image (B, C, 1, T).
 
 from __future__ import annotations
 
-from .conv import _forward_conv2d, _vjp_conv2d, scatter_windows, windows
+from .conv import forward_conv2d, vjp_conv2d, scatter_windows, windows
 from .registry import Op, ShapeError, register
 from .sequence import check_lengths, time_mask, zero_where_not
 
@@ -54,14 +54,14 @@ def _geometry(w, dilation):
 
 def _forward_time_conv1d(xp, x, w, b, lengths, dilation=1):
     image = _as_image(xp, x, lengths, 0.0)
-    out = _forward_conv2d(xp, image, w[:, :, None, :], b, **_geometry(w, dilation))
+    out = forward_conv2d(xp, image, w[:, :, None, :], b, **_geometry(w, dilation))
     return _as_sequence(xp, out, lengths)
 
 
 def _vjp_time_conv1d(xp, g, out, x, w, b, lengths, dilation=1):
     image = _as_image(xp, x, lengths, 0.0)
     g_image = _as_image(xp, g, lengths, 0.0)
-    gx, gw, gb = _vjp_conv2d(xp, g_image, None, image, w[:, :, None, :], b, **_geometry(w, dilation))
+    gx, gw, gb = vjp_conv2d(xp, g_image, None, image, w[:, :, None, :], b, **_geometry(w, dilation))
     return _as_sequence(xp, gx, lengths), gw[:, :, 0, :], gb, None
 
 

@@ -43,7 +43,7 @@ import numpy
 from ..backends import backend_kind
 from ..errors import SeqgraphError
 from ..ir import node_of
-from .loop import Interrupted, Trainer, _batch_size, model_batches
+from .loop import Interrupted, Trainer, model_batches
 
 INSTALL_HINT = "pip install 'seqgraph[dist]' (mpi4py and MPICH), or mpi4py built on your cluster's MPI"
 # Environment variables MPI launchers give each process: the world size.
@@ -318,7 +318,7 @@ class DataParallelTrainer(Trainer):
             return 0
         target = self.roles.target
         if target is None or target not in inputs:
-            return _batch_size(self.net.model, inputs)
+            return self.net.model.batch_of(inputs)
         vtype = node_of(self.net.model.graph, self.net.model.inputs[target]).type
         if not vtype.is_seq:
             return inputs[target].shape[0]

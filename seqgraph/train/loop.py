@@ -188,7 +188,7 @@ def model_batches(model, roles: Roles, data: datasets.Dataset, config: TrainConf
         return
     for arrays, lengths in datasets.batches(data, config.batch, rng, shuffle=rng is not None):
         inputs = {name: arrays[name] for name in model.inputs}
-        size = len(next(iter(lengths.values()))) if lengths else _batch_size(model, inputs)
+        size = len(next(iter(lengths.values()))) if lengths else model.batch_of(inputs)
         tokens = int(sum(l.sum() for l in lengths.values())) if lengths else size
         yield inputs, lengths or None, size, tokens
 
@@ -671,9 +671,3 @@ def _check_array(origin: str, name: str, array, node: Node) -> None:
         raise SeqgraphError(f"{where} holds id {array[index]} (at index {tuple(int(i) for i in index)}), "
                             f"but the model's '{name}' is {vtype}: ids 0..{vtype.bound - 1}", span,
                             "raise the model's size (--size NAME=...) or re-encode the data")
-
-
-def _batch_size(model, inputs) -> int:
-    name, array = next(iter(inputs.items()))
-    vtype = node_of(model.graph, model.inputs[name]).type
-    return array.shape[1] if vtype.is_seq else array.shape[0]

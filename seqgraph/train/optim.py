@@ -156,9 +156,9 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, *, xp=None):
-        _check_number(self.name, "lr", lr, low=0.0)
-        _check_number(self.name, "momentum", momentum, low=0.0)
-        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        check_number(self.name, "lr", lr, low=0.0)
+        check_number(self.name, "momentum", momentum, low=0.0)
+        check_number(self.name, "weight_decay", weight_decay, low=0.0)
         if nesterov and momentum == 0:
             raise SeqgraphError("sgd: nesterov momentum needs momentum > 0",
                                 hint="e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)")
@@ -199,10 +199,10 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, xp=None):
-        _check_number(self.name, "lr", lr, low=0.0)
+        check_number(self.name, "lr", lr, low=0.0)
         betas = _check_betas(self.name, betas)
-        _check_number(self.name, "eps", eps, low=0.0)
-        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        check_number(self.name, "eps", eps, low=0.0)
+        check_number(self.name, "weight_decay", weight_decay, low=0.0)
         super().__init__(xp, lr=float(lr), beta1=betas[0], beta2=betas[1], eps=float(eps),
                          weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
 
@@ -262,7 +262,7 @@ class Adagrad(Optimizer):
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, xp=None):
         for option, value in (("lr", lr), ("lr_decay", lr_decay), ("weight_decay", weight_decay),
                               ("initial_accumulator_value", initial_accumulator_value), ("eps", eps)):
-            _check_number(self.name, option, value, low=0.0)
+            check_number(self.name, option, value, low=0.0)
         super().__init__(xp, lr=float(lr), lr_decay=float(lr_decay), weight_decay=float(weight_decay),
                          initial_accumulator_value=float(initial_accumulator_value), eps=float(eps))
 
@@ -292,11 +292,11 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0, centered: bool = False, *,
                  xp=None):
-        _check_number(self.name, "lr", lr, low=0.0)
-        _check_number(self.name, "alpha", alpha, low=0.0, high=1.0)
-        _check_number(self.name, "eps", eps, low=0.0)
-        _check_number(self.name, "momentum", momentum, low=0.0)
-        _check_number(self.name, "weight_decay", weight_decay, low=0.0)
+        check_number(self.name, "lr", lr, low=0.0)
+        check_number(self.name, "alpha", alpha, low=0.0, high=1.0)
+        check_number(self.name, "eps", eps, low=0.0)
+        check_number(self.name, "momentum", momentum, low=0.0)
+        check_number(self.name, "weight_decay", weight_decay, low=0.0)
         super().__init__(xp, lr=float(lr), alpha=float(alpha), eps=float(eps),
                          momentum=float(momentum), weight_decay=float(weight_decay),
                          centered=bool(centered))
@@ -347,10 +347,10 @@ def make_optimizer(name: str, span: Optional[Span] = None, xp=None, **kwargs) ->
     cls = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
     if cls is None:
         raise SeqgraphError(f"unknown optimizer '{name}'", span, did_you_mean(str(name), OPTIMIZERS))
-    return _build(cls, cls.name, f"optimizer '{cls.name}'", span, kwargs, xp=xp)
+    return build_checked(cls, cls.name, f"optimizer '{cls.name}'", span, kwargs, xp=xp)
 
 
-def _build(factory, call: str, what: str, span, kwargs: dict, shared: tuple = (), **fixed):
+def build_checked(factory, call: str, what: str, span, kwargs: dict, shared: tuple = (), **fixed):
     """``factory(**kwargs, **fixed)``; every mistake in ``kwargs`` is a SeqgraphError at
     ``span`` that names ``what`` and shows how to ``call`` it (``shared``: the arguments the
     caller took out before, still offered by the did-you-mean)."""
@@ -372,7 +372,7 @@ def _build(factory, call: str, what: str, span, kwargs: dict, shared: tuple = ()
         raise SeqgraphError(error.message, span, error.hint) from None
 
 
-def _check_number(owner: str, name: str, value, low: Optional[float] = None,
+def check_number(owner: str, name: str, value, low: Optional[float] = None,
                   high: Optional[float] = None, high_open: bool = False) -> float:
     """``value`` as a float, which must lie in ``[low, high]`` (``[low, high)`` if
     ``high_open``); anything else is a SeqgraphError naming ``owner`` and ``name``."""
@@ -399,8 +399,8 @@ def _check_betas(owner: str, betas) -> tuple:
     except (TypeError, ValueError):
         raise SeqgraphError(f"{owner}: betas must be two numbers, like (0.9, 0.999), "
                             f"not {betas!r}") from None
-    return (_check_number(owner, "betas[0]", beta1, low=0.0, high=1.0, high_open=True),
-            _check_number(owner, "betas[1]", beta2, low=0.0, high=1.0, high_open=True))
+    return (check_number(owner, "betas[0]", beta1, low=0.0, high=1.0, high_open=True),
+            check_number(owner, "betas[1]", beta2, low=0.0, high=1.0, high_open=True))
 
 
 def clip_grad_norm(xp, grads: dict, max_norm: float, norm: Optional[float] = None) -> float:
@@ -412,7 +412,7 @@ def clip_grad_norm(xp, grads: dict, max_norm: float, norm: Optional[float] = Non
     (``inf`` or ``nan`` when a gradient is not finite; the caller decides what to do).
     ``norm``, when the caller has it already, saves computing it again.
     """
-    _check_number("clip", "max_norm", max_norm, low=0.0)
+    check_number("clip", "max_norm", max_norm, low=0.0)
     if max_norm <= 0:
         raise SeqgraphError(f"clip: the largest gradient norm must be positive, not {max_norm!r}")
     arrays = [g for g in grads.values() if g is not None]
@@ -453,7 +453,7 @@ def clip_grad_norm_on_device(xp, grads: dict, max_norm: float):
 def clip_grad_value(xp, grads: dict, clip_value: float) -> None:
     """Clamp every gradient element into ``[-clip_value, clip_value]`` in place, as
     ``torch.nn.utils.clip_grad_value_``. Reads nothing back, so a CUDA graph can capture it."""
-    _check_number("clip_value", "clip_value", clip_value, low=0.0)
+    check_number("clip_value", "clip_value", clip_value, low=0.0)
     for g in grads.values():
         if g is not None:
             xp.clip(g, -clip_value, clip_value, out=g)
@@ -601,24 +601,24 @@ def constant() -> Constant:
 def step_decay(every: int, gamma: float = 0.1) -> StepDecay:
     """A schedule multiplying the learning rate by ``gamma`` every ``every`` epochs."""
     return StepDecay(_check_count("step_decay", "every", every),
-                     _check_number("step_decay", "gamma", gamma, low=0.0))
+                     check_number("step_decay", "gamma", gamma, low=0.0))
 
 
 def exponential_decay(gamma: float) -> ExponentialDecay:
     """A schedule multiplying the learning rate by ``gamma`` every epoch."""
-    return ExponentialDecay(_check_number("exponential_decay", "gamma", gamma, low=0.0))
+    return ExponentialDecay(check_number("exponential_decay", "gamma", gamma, low=0.0))
 
 
 def linear(start_factor: float = 1 / 3, end_factor: float = 1.0, total_iters: int = 5) -> Linear:
     """A schedule moving the rate's factor in a straight line over ``total_iters`` counts."""
-    return Linear(_check_number("linear", "start_factor", start_factor, low=0.0, high=1.0),
-                  _check_number("linear", "end_factor", end_factor, low=0.0, high=1.0),
+    return Linear(check_number("linear", "start_factor", start_factor, low=0.0, high=1.0),
+                  check_number("linear", "end_factor", end_factor, low=0.0, high=1.0),
                   _check_count("linear", "total_iters", total_iters))
 
 
 def cosine(t_max: int, eta_min: float = 0.0) -> Cosine:
     """A schedule annealing the rate to ``eta_min`` along half a cosine over ``t_max`` counts."""
-    return Cosine(_check_count("cosine", "t_max", t_max), _check_number("cosine", "eta_min", eta_min, low=0.0))
+    return Cosine(_check_count("cosine", "t_max", t_max), check_number("cosine", "eta_min", eta_min, low=0.0))
 
 
 def reduce_on_plateau(mode: str = "min", factor: float = 0.1, patience: int = 10,
@@ -627,13 +627,13 @@ def reduce_on_plateau(mode: str = "min", factor: float = 0.1, patience: int = 10
     """A schedule cutting the rate by ``factor`` when the epochs' loss stops improving."""
     _check_choice("reduce_on_plateau", "mode", mode, ("min", "max"))
     _check_choice("reduce_on_plateau", "threshold_mode", threshold_mode, ("rel", "abs"))
-    return ReduceOnPlateau(mode, _check_number("reduce_on_plateau", "factor", factor, low=0.0, high=1.0,
+    return ReduceOnPlateau(mode, check_number("reduce_on_plateau", "factor", factor, low=0.0, high=1.0,
                                                high_open=True),
                            _check_count("reduce_on_plateau", "patience", patience, low=0),
-                           _check_number("reduce_on_plateau", "threshold", threshold, low=0.0),
+                           check_number("reduce_on_plateau", "threshold", threshold, low=0.0),
                            threshold_mode, _check_count("reduce_on_plateau", "cooldown", cooldown, low=0),
-                           _check_number("reduce_on_plateau", "min_lr", min_lr, low=0.0),
-                           _check_number("reduce_on_plateau", "eps", eps, low=0.0))
+                           check_number("reduce_on_plateau", "min_lr", min_lr, low=0.0),
+                           check_number("reduce_on_plateau", "eps", eps, low=0.0))
 
 
 SCHEDULES: dict = {"constant": constant, "step_decay": step_decay, "exponential_decay": exponential_decay,
@@ -650,13 +650,13 @@ def make_schedule(name: str, span: Optional[Span] = None, per: str = "epoch", wa
     if factory is None:
         raise SeqgraphError(f"unknown learning-rate schedule '{name}'", span,
                             did_you_mean(str(name), SCHEDULES))
-    curve = _build(factory, name, f"schedule '{name}'", span, kwargs, shared=SCHEDULE_OPTIONS)
+    curve = build_checked(factory, name, f"schedule '{name}'", span, kwargs, shared=SCHEDULE_OPTIONS)
     try:
         _check_choice(name, "per", per, ("epoch", "step"))
         if per == "step" and isinstance(curve, ReduceOnPlateau):
             raise SeqgraphError("reduce_on_plateau: per must be epoch; it watches each epoch's loss")
         schedule = Schedule(curve, per, _check_count(name, "warmup", warmup, low=0),
-                            _check_number(name, "warmup_start", warmup_start, low=0.0, high=1.0))
+                            check_number(name, "warmup_start", warmup_start, low=0.0, high=1.0))
     except SeqgraphError as error:
         raise SeqgraphError(error.message, span or error.span, error.hint) from None
     return schedule

@@ -28,22 +28,22 @@ import numpy
 
 from ..errors import SeqgraphError, did_you_mean
 from ..generate import Decoder, draw
-from .optim import _build, _check_number
+from .optim import build_checked, check_number
 
 
 def _linear(start: float = 0.0, end: float = 0.25):
-    start = _check_number("linear", "start", start, 0, 1)
-    end = _check_number("linear", "end", end, 0, 1)
+    start = check_number("linear", "start", start, 0, 1)
+    end = check_number("linear", "end", end, 0, 1)
     return lambda i, n: start + (end - start) * min(i / max(n, 1), 1.0)
 
 
 def _exponential(k: float = 0.999):
-    k = _check_number("exponential", "k", k, 0, 1)
+    k = check_number("exponential", "k", k, 0, 1)
     return lambda i, n: 1.0 - k ** i
 
 
 def _inverse_sigmoid(k: float = 200.0):
-    k = _check_number("inverse_sigmoid", "k", k, 1)
+    k = check_number("inverse_sigmoid", "k", k, 1)
     return lambda i, n: 1.0 - k / (k + math.exp(min(i / k, 700.0)))
 
 
@@ -67,7 +67,7 @@ def make_sampling_schedule(call, model):
         raise SeqgraphError("scheduled sampling takes named arguments", call.span,
                             f"write {call.name}(" + ("start = 0, end = 0.25" if call.name == "linear"
                                                       else "k = ...") + ")")
-    return _build(SCHEDULES[call.name], call.name, f"scheduled sampling '{call.name}'", call.span,
+    return build_checked(SCHEDULES[call.name], call.name, f"scheduled sampling '{call.name}'", call.span,
                   dict(call.kwargs))
 
 

@@ -2,7 +2,6 @@
 and that the program after every prefix of the pipeline computes the reference's numbers."""
 
 import copy
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import seqgraph as sg
-from seqgraph.generate import Decoder, log_softmax
+from seqgraph.generate import Decoder
 from seqgraph.train.config import Call
 from seqgraph.train.run import run
 from seqgraph.train.scheduled import make_sampling_schedule, mixed_inputs

@@ -1,6 +1,5 @@
 """Training runs of models with a fed-back input show and score what they generate."""
 
-import pytest
 
 import seqgraph as sg
 from seqgraph.ir import node_of

@@ -283,7 +283,6 @@ class PackedWeight:
     seqgraph's own."""
 
     __slots__ = ("_routine", "rows", "inner", "cols", "dtype", "buffer", "_pointer")
-    left_transposed = True  # whether the routine reads a transposed left operand
 
     def __init__(self, routine, rows: int, inner: int, cols: int, dtype, buffer, pointer: int):
         self._routine = routine
@@ -311,7 +310,7 @@ class PackedWeight:
             raise ValueError(f"packed for ({self.rows}, {self.inner}) {self.dtype} operands, "
                              f"got {a.shape} {a.dtype}")
         layout = matrix_layout(a)
-        if layout is None or (layout[0] == _TRANS and not self.left_transposed):
+        if layout is None:
             a, layout = numpy.ascontiguousarray(a), (_NO_TRANS, self.inner)
         if out is None:
             out = numpy.empty((self.rows, self.cols), dtype=self.dtype)

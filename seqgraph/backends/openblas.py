@@ -13,8 +13,9 @@ So each product is cut into one block of rows (or of columns) per thread of MKL'
 every thread runs its block through OpenBLAS on one thread of its own
 (``openblas_set_num_threads_local(1)``): one pool does all the work, as with MKL alone.
 
-Wide float32 products whose left operand is read row by row run on seqgraph's panel kernel
-instead, shared out the same way, where that kernel runs the step products (:func:`by_panels`).
+Wide float32 products (input projections, and weight gradients, whose left operand is
+transposed) run on seqgraph's panel kernel instead, shared out the same way, where that
+kernel runs the step products (:func:`by_panels`).
 
 Which library a CPU gets (:func:`choice`) is a table of what was measured: OpenBLAS on AMD
 CPUs, MKL elsewhere (on Intel MKL's own kernels are its fastest). ``SEQGRAPH_BATCHED_PRODUCTS``
@@ -37,9 +38,10 @@ CHOICES = ("mkl", "openblas")
 # thread costs more than it saves.
 SHARE_WORK = 1 << 20
 # The least rows and columns of a float32 product worth copying its right operand into
-# panels for (see :func:`by_panels`).
+# panels for (see :func:`by_panels`): with a left operand read by rows, and transposed.
 PANEL_ROWS, PANEL_COLUMNS = 64, 128
-NO_TRANSPOSE = 111  # CBLAS's CblasNoTrans, as matrix_layout gives it
+GRADIENT_ROWS, GRADIENT_COLUMNS = 256, 64
+NO_TRANSPOSE, TRANSPOSE = 111, 112  # CBLAS's CblasNoTrans and CblasTrans, as matrix_layout gives them
 
 SOURCE = r"""
 #include <stdint.h>
@@ -54,7 +56,7 @@ typedef void (*sg_compute_fn)(int, int, int, int, int, int, const float*, int, c
 /* c = a @ b, row-major c (m, n); a and b (possibly transposed: 112) with leading
    dimensions lda and ldb; one share a block of c's rows (by_rows) or of its columns.
    packed: b is float32 panels and gemm seqgraph's panel kernel (arguments of MKL's
-   cblas_sgemm_compute), a is not transposed, and shares are blocks of rows */
+   cblas_sgemm_compute), and shares are blocks of rows */
 typedef struct { const void* gemm; sg_local_fn local; int double_precision, ta, tb, by_rows, packed;
                  long m, n, k, lda, ldb, ldc, parts; const char* a; const char* b; char* c; } sg_product;
 
@@ -76,7 +78,7 @@ static void sg_product_share(void* data, long part) {
         n = count;
     }
     if (p->packed) {
-        ((sg_compute_fn)p->gemm)(101, 111, 0, (int)m, (int)n, (int)p->k, (const float*)a, (int)p->lda, b, 0, 0.0f,
+        ((sg_compute_fn)p->gemm)(101, p->ta, 0, (int)m, (int)n, (int)p->k, (const float*)a, (int)p->lda, b, 0, 0.0f,
                                  (float*)c, (int)p->ldc);
         return;
     }
@@ -177,12 +179,19 @@ def product(a, a_layout: tuple, b, b_layout: tuple, out, shares) -> None:
 def by_panels(rows: int, cols: int, a_layout: tuple) -> bool:
     """Whether a float32 product ``(rows, k) @ (k, cols)`` with a left operand laid out as
     ``a_layout`` runs faster through seqgraph's panel kernel (:mod:`seqgraph.backends.panels`)
-    than through OpenBLAS, where both are at hand: on one core of a 2-core AMD EPYC (Zen 4)
-    it ran (2048, 65) @ (65, 1024), an input projection with its bias column, at 94 GFLOP/s
-    against OpenBLAS's 69, and every other shape of 2048 rows and 128 columns or more at
-    1.04-1.17 times OpenBLAS's rate; with 65 columns (an output layer) at 0.9 times. The
-    kernel reads its left operand row by row, so not a transposed one."""
-    return rows >= PANEL_ROWS and cols >= PANEL_COLUMNS and a_layout[0] == NO_TRANSPOSE
+    than through OpenBLAS, where both are at hand. On one core of a 2-core AMD EPYC (Zen 4)
+    the kernel ran (2048, 65) @ (65, 1024), an input projection with its bias column, at 94
+    GFLOP/s against OpenBLAS's 69, and every other shape of 2048 rows and 128 columns or
+    more at 1.04-1.17 times OpenBLAS's rate; with 65 columns (an output layer) at 0.9 times.
+    A transposed left operand is a weight gradient, ``g.T @ x`` summed over batch and time:
+    (2048, 4H).T @ (2048, 65) ran at 1.14-1.18 times OpenBLAS's rate for H 128-512, and
+    (2048, 4H).T @ (2048, H) at 1.10-1.23 (the copy of x into panels included); an LSTM
+    training step took 0.92-0.94 of its time at hidden 128 and 256, with 1 thread and with 2
+    (1.00 at 512), timed alternately in one process. Below 256 rows (an output layer's
+    gradient, 65 rows) OpenBLAS stays."""
+    if a_layout[0] == TRANSPOSE:
+        return rows >= GRADIENT_ROWS and cols >= GRADIENT_COLUMNS
+    return rows >= PANEL_ROWS and cols >= PANEL_COLUMNS
 
 
 def panel_product(a, a_layout: tuple, panels, out, shares) -> None:

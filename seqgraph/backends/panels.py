@@ -33,51 +33,86 @@ SOURCE = r"""
 #ifdef __AVX512F__
 #include <immintrin.h>
 #define SG_DEPTH 256  /* rows of a panel taken at a time: 16 KiB of it and of the state in L1 */
+#define SG_AHEAD 16   /* rows of a transposed a fetched ahead of their use */
+#define SG_THIN 4     /* the most columns of a last panel run as columns (sg_columns) */
 
-/* the product of ``mr`` (a constant once inlined) rows of the state, copied to ``a`` as
-   a[k * 16 + r], by one panel, into ``c`` (or added to it when ``keep``); ``mask``: the
-   panel's columns that exist */
-static inline __attribute__((always_inline)) void sg_tile(const int mr, long depth, const float* a,
-        const float* panel, int keep, float* c, long ldc, __mmask16 mask) {
+/* the product of ``mr`` (a constant once inlined) rows of a, row r's element k at
+   a[k * step + r] (the rows copied to a block: step 16; a transposed a read where it lies:
+   its leading dimension, each row fetched ``ahead`` rows before its use), by one panel,
+   into ``c`` (or added to it when ``keep``); ``mask``: the panel's columns that exist */
+static inline __attribute__((always_inline)) void sg_tile(const int mr, long depth, const float* a, long step,
+        const long ahead, const float* panel, int keep, float* c, long ldc, __mmask16 mask) {
     __m512 sum[16];
     #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) sum[r] = keep ? _mm512_maskz_loadu_ps(mask, c + r * ldc) : _mm512_setzero_ps();
     for (long k = 0; k < depth; k++) {
         const __m512 b = _mm512_load_ps(panel + k * 16);
+        if (ahead) _mm_prefetch((const char*)(a + (k + ahead) * step), _MM_HINT_T0);
         #pragma GCC unroll 16
-        for (int r = 0; r < mr; r++) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[k * 16 + r]), b, sum[r]);
+        for (int r = 0; r < mr; r++) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[k * step + r]), b, sum[r]);
     }
     #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) _mm512_mask_storeu_ps(c + r * ldc, mask, sum[r]);
 }
-#define SG_TILE(R) case R: sg_tile(R, depth, block, panel, keep, cr, ldc, mask); break;
+#define SG_TILE(R, A, STEP, AHEAD) case R: sg_tile(R, depth, A, STEP, AHEAD, panel, keep, cr, ldc, mask); break;
+#define SG_TILES(A, STEP, AHEAD) switch (mr) { \
+    SG_TILE(1, A, STEP, AHEAD) SG_TILE(2, A, STEP, AHEAD) SG_TILE(3, A, STEP, AHEAD) SG_TILE(4, A, STEP, AHEAD) \
+    SG_TILE(5, A, STEP, AHEAD) SG_TILE(6, A, STEP, AHEAD) SG_TILE(7, A, STEP, AHEAD) SG_TILE(8, A, STEP, AHEAD) \
+    SG_TILE(9, A, STEP, AHEAD) SG_TILE(10, A, STEP, AHEAD) SG_TILE(11, A, STEP, AHEAD) SG_TILE(12, A, STEP, AHEAD) \
+    SG_TILE(13, A, STEP, AHEAD) SG_TILE(14, A, STEP, AHEAD) SG_TILE(15, A, STEP, AHEAD) SG_TILE(16, A, STEP, AHEAD) }
+
+/* the last panel's first ``nr`` (at most SG_THIN) columns by ``mr`` rows of a (laid out as
+   for sg_tile), one register of the rows per column: a full tile would spend 16 columns'
+   work on them (an input projection's bias column is one) */
+static void sg_columns(int mr, int nr, long depth, const float* a, long step, const float* panel, int keep,
+                       float* c, long ldc) {
+    const __mmask16 rows = mr >= 16 ? 0xFFFF : (__mmask16)((1u << mr) - 1);
+    __m512 sum[SG_THIN];
+    for (int j = 0; j < nr; j++) sum[j] = _mm512_setzero_ps();
+    for (long k = 0; k < depth; k++) {
+        const __m512 column = _mm512_maskz_loadu_ps(rows, a + k * step);
+        for (int j = 0; j < nr; j++) sum[j] = _mm512_fmadd_ps(column, _mm512_set1_ps(panel[k * 16 + j]), sum[j]);
+    }
+    float out[16] __attribute__((aligned(64)));
+    for (int j = 0; j < nr; j++) {
+        _mm512_store_ps(out, sum[j]);
+        for (int r = 0; r < mr; r++) c[r * ldc + j] = keep ? c[r * ldc + j] + out[r] : out[r];
+    }
+}
 #endif
 
-/* c = a @ b + beta * c (beta 0 or 1) for row-major a (m, k) and b (k, n) in panels; the
-   arguments of MKL's cblas_sgemm_compute (layout, transposes and ldb are not read). Each
-   16 rows of a are copied column by column first: rows a whole number of pages apart
-   would fall in one set of the L1 cache, and its ways would not hold them. */
+/* c = a @ b + beta * c (beta 0 or 1) for a (m, k) and b (k, n) in panels; the arguments of
+   MKL's cblas_sgemm_compute (layout, transb and ldb are not read). A row-major a has each
+   16 rows copied column by column first: rows a whole number of pages apart would fall in
+   one set of the L1 cache, and its ways would not hold them. A transposed a (transa 112:
+   stored (k, m), a weight gradient's g) already lies that way and is read in place. */
 void sg_panels_sgemm(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
                      const void* b, int ldb, float beta, float* c, int ldc) {
 #ifdef __AVX512F__
     const float* panels = (const float*)b;
+    const int transposed = transa == 112;
     float block[SG_DEPTH * 16] __attribute__((aligned(64)));
     for (long k0 = 0; k0 < k; k0 += SG_DEPTH) {
         const long depth = k - k0 < SG_DEPTH ? k - k0 : SG_DEPTH;
         const int keep = k0 > 0 || beta != 0;
         for (long r0 = 0; r0 < m; r0 += 16) {
             const int mr = m - r0 < 16 ? m - r0 : 16;
-            for (int r = 0; r < mr; r++)
-                for (long j = 0; j < depth; j++) block[j * 16 + r] = a[(r0 + r) * (long)lda + k0 + j];
+            const float* rows = a + k0 * (long)lda + r0;  /* of a transposed a */
+            if (!transposed)
+                for (int r = 0; r < mr; r++)
+                    for (long j = 0; j < depth; j++) block[j * 16 + r] = a[(r0 + r) * (long)lda + k0 + j];
             for (long p = 0; p * 16 < n; p++) {
                 const long left = n - p * 16;
                 const __mmask16 mask = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
                 const float* panel = panels + (p * (long)k + k0) * 16;
                 float* cr = c + r0 * ldc + p * 16;
-                switch (mr) {
-                SG_TILE(1) SG_TILE(2) SG_TILE(3) SG_TILE(4) SG_TILE(5) SG_TILE(6) SG_TILE(7) SG_TILE(8)
-                SG_TILE(9) SG_TILE(10) SG_TILE(11) SG_TILE(12) SG_TILE(13) SG_TILE(14) SG_TILE(15) SG_TILE(16)
-                }
+                if (left <= SG_THIN)
+                    sg_columns(mr, (int)left, depth, transposed ? rows : block, transposed ? lda : 16, panel, keep,
+                               cr, ldc);
+                else if (transposed)
+                    SG_TILES(rows, lda, SG_AHEAD)
+                else
+                    SG_TILES(block, 16, 0)
             }
         }
     }
@@ -157,7 +192,6 @@ class Panels(PackedWeight):
     after row (the last one padded with zeros)."""
 
     __slots__ = ()
-    left_transposed = False  # the kernel reads its left operand row by row
 
     def __init__(self, weight, rows: int, reuse=None):
         inner, cols = weight.shape

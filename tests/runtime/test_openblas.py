@@ -80,7 +80,10 @@ def test_a_large_product_asks_for_a_share_a_thread_could_take():
     (64, 128, (111, 300), True),
     (2048, 65, (111, 256), False),  # an output layer: too few columns for whole panels
     (16, 1024, (111, 65), False),  # too few rows to pay for the copy
-    (2048, 1024, (112, 2048), False),  # a transposed left operand: the kernel reads rows
+    (1024, 65, (112, 1024), True),  # a weight gradient g.T @ x: an input projection's, with its bias
+    (1024, 256, (112, 1024), True),  # and a recurrent weight's
+    (65, 256, (112, 65), False),  # an output layer's: too few rows
+    (1024, 32, (112, 1024), False),  # too few columns
 ])
 def test_wide_products_of_many_rows_go_to_the_panel_kernel(rows, cols, layout, expected):
     assert openblas.by_panels(rows, cols, layout) == expected
@@ -88,9 +91,12 @@ def test_wide_products_of_many_rows_go_to_the_panel_kernel(rows, cols, layout, e
 
 @needs_panels
 @pytest.mark.parametrize("left", ["c", "columns", "strided rows", "transposed"])
-@pytest.mark.parametrize("rows, inner, cols", [(64, 65, 128), (100, 300, 130), (2048, 65, 1024)])
+@pytest.mark.parametrize("rows, inner, cols, by_rows, transposed", [
+    (64, 65, 128, True, False), (100, 300, 130, True, False), (2048, 65, 1024, True, True),
+    (300, 600, 65, False, True),  # a weight gradient's shape: 65 columns, the last one run as a column
+])
 def test_a_wide_float32_product_runs_on_the_panel_kernel_with_numpy_s_numbers(xp, monkeypatch, left, rows,
-                                                                             inner, cols):
+                                                                             inner, cols, by_rows, transposed):
     monkeypatch.setattr(xp, "_step_products", "avx512")  # the panel kernel's CPUs
     calls = []
     original = openblas.panel_product
@@ -99,7 +105,7 @@ def test_a_wide_float32_product_runs_on_the_panel_kernel_with_numpy_s_numbers(xp
     a, b = _matrix(rng, (rows, inner), np.float32, left), _matrix(rng, (inner, cols), np.float32, "transposed")
     wide = np.full((rows, cols + 7), np.nan, dtype=np.float32)
     xp.matmul(a, b, out=wide[:, 4:4 + cols])
-    assert calls == ([] if left == "transposed" else [(rows, inner)])
+    assert calls == ([(rows, inner)] if (transposed if left == "transposed" else by_rows) else [])
     np.testing.assert_allclose(wide[:, 4:4 + cols], a.astype(np.float64) @ b.astype(np.float64),
                                rtol=1e-5, atol=1e-5 * np.sqrt(inner))
     assert np.isnan(wide[:, :4]).all() and np.isnan(wide[:, 4 + cols:]).all()
@@ -107,11 +113,12 @@ def test_a_wide_float32_product_runs_on_the_panel_kernel_with_numpy_s_numbers(xp
 
 @needs_panels
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
-def test_every_cut_of_a_panel_product_into_shares_gives_the_whole(parts):
+@pytest.mark.parametrize("left", ["strided rows", "transposed"])
+def test_every_cut_of_a_panel_product_into_shares_gives_the_whole(parts, left):
     """Shares run one after another (no thread pool); blocks of rows of any size, 10 rows
     each at 7 parts (the kernel takes 16 rows at a time)."""
     rng = np.random.default_rng(parts)
-    a = _matrix(rng, (70, 33), np.float32, "strided rows")
+    a = _matrix(rng, (70, 33), np.float32, left)
     w = rng.standard_normal((33, 150)).astype(np.float32)
     out = np.full((70, 150), np.nan, dtype=np.float32)
     asked = []

@@ -21,7 +21,7 @@ AMD = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "name": "AMD EPY
 
 @needs_kernel
 @pytest.mark.parametrize("rows, inner, cols", [(32, 256, 1024), (16, 128, 512), (1, 3, 1), (21, 300, 37),
-                                               (40, 513, 64), (7, 16, 17)])
+                                               (21, 300, 36), (40, 513, 64), (7, 16, 17)])
 def test_panels_give_numpy_s_product_for_every_shape(rows, inner, cols, monkeypatch):
     monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "avx512")
     xp = mkl.products(True)
@@ -36,18 +36,40 @@ def test_panels_give_numpy_s_product_for_every_shape(rows, inner, cols, monkeypa
     np.testing.assert_allclose(wide[:, 3:3 + cols], expected, rtol=1e-4, atol=1e-4 * np.sqrt(inner))
     assert np.isnan(wide[:, :3]).all() and np.isnan(wide[:, 3 + cols:]).all()
     np.testing.assert_allclose(xp.dot(np.asfortranarray(state), packed), expected, rtol=1e-4,
-                               atol=1e-4 * np.sqrt(inner))  # a transposed left operand is copied
+                               atol=1e-4 * np.sqrt(inner))  # a transposed left operand, read where it lies
 
 
 @needs_kernel
-def test_the_kernel_adds_into_its_output_with_beta_one():
+@pytest.mark.parametrize("cols", [40, 36])  # a last panel of 8 columns, and of 4 (run as columns)
+def test_the_kernel_adds_into_its_output_with_beta_one(cols):
     rng = np.random.default_rng(1)
-    weight, state = rng.standard_normal((300, 40)).astype(np.float32), rng.standard_normal((18, 300)).astype(np.float32)
+    weight, state = rng.standard_normal((300, cols)).astype(np.float32), rng.standard_normal((18, 300)).astype(np.float32)
     packed = panels.Panels(weight.T.copy().T, 18)  # a weight laid out by columns packs alike
-    out = rng.standard_normal((18, 40)).astype(np.float32)
+    out = rng.standard_normal((18, cols)).astype(np.float32)
     expected = out + state.astype(np.float64) @ weight
-    panels.kernel()(101, 111, 151, 18, 40, 300, state.ctypes.data, 300, packed.address, 40, 1.0, out.ctypes.data, 40)
+    panels.kernel()(101, 111, 151, 18, cols, 300, state.ctypes.data, 300, packed.address, cols, 1.0, out.ctypes.data,
+                    cols)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, inner, cols", [(1024, 2048, 65), (300, 600, 65), (21, 300, 37), (40, 513, 4),
+                                               (16, 16, 20), (7, 16, 17), (1, 3, 1)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_a_transposed_left_operand_is_read_where_it_lies(rows, inner, cols, beta):
+    """A weight gradient's g.T: a (rows, inner) view of an (inner, rows + 3) array, its
+    row step the kernel's leading dimension; every remainder of rows (16 at a time), of
+    columns (4 or fewer run as columns) and of depth (256 at a time)."""
+    rng = np.random.default_rng(rows + cols)
+    stored = rng.standard_normal((inner, rows + 3)).astype(np.float32)
+    left = stored[:, 1:1 + rows].T
+    weight = rng.standard_normal((inner, cols)).astype(np.float32)
+    out = rng.standard_normal((rows, cols)).astype(np.float32)
+    expected = beta * out + left.astype(np.float64) @ weight
+    packed = panels.Panels(weight, rows)
+    panels.kernel()(101, 112, 151, rows, cols, inner, left.ctypes.data, rows + 3, packed.address, cols, beta,
+                    out.ctypes.data, cols)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.sqrt(inner))
 
 
 @needs_kernel

@@ -647,9 +647,11 @@ TIME_SPLIT = {
     "and with 2. Those products run on OpenBLAS's kernels, each cut into one block per "
     "thread of MKL's pool (OpenBLAS's own pool, spinning beside MKL's, made the step 1.26x "
     "as long with 2 threads): timed alternately against MKL's products in one process, "
-    "the LSTM step took 0.90-0.93 of the time at hidden 128 and 256; the wide ones whose "
-    "left operand is read by rows (input projections) run on the panel kernel, shared out "
-    "the same way, for 0.95-1.01 of the step's time (docs/compiler.md).",
+    "the LSTM step took 0.90-0.93 of the time at hidden 128 and 256. The wide ones run on "
+    "the panel kernel, shared out the same way: input projections for 0.95-1.01 of the "
+    "step's time, and the input and recurrent weights' gradients, whose transposed left "
+    "operand the kernel reads where it lies, for 0.92-0.94 at hidden 128 and 256 with 1 "
+    "thread and with 2 (docs/compiler.md).",
 }
 
 

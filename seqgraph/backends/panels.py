@@ -10,6 +10,10 @@ copied once per pass into **panels** of 16 columns, each ``(k, 16)`` block conti
 AVX-512 register of 16 sums per row (``sg_panels_sgemm`` below). Its arguments are those of
 MKL's ``cblas_sgemm_compute``, so a native step loop calls either the same way.
 
+Where it runs the step products, the same kernel runs the wide products batched over time
+(input projections, and weight gradients ``g.T @ x``, whose transposed left operand it reads
+where it lies): see :func:`seqgraph.backends.openblas.by_panels`.
+
 Which kernel a CPU gets (:func:`choice`) is a table of what was measured: MKL on Intel CPUs
 (where its packed GEMM ran faster than PyTorch's), this kernel on other x86-64 CPUs with
 AVX-512, MKL everywhere else. ``SEQGRAPH_STEP_PRODUCTS=mkl`` or ``=avx512`` overrides it.

@@ -8,6 +8,7 @@ is the oracle every faster path is tested against.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -136,16 +137,27 @@ def _zero_padding(xp, array, lengths):
     return xp.where(valid, array, xp.zeros((), dtype=array.dtype))
 
 
+# per graph, the nodes a feed makes values for, by op, in the graph's order
+_FED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _fed_nodes(graph, op: str) -> list:
+    """``(node, record)`` of every ``op`` node of ``graph`` (``state_init``, ``dropout_mask``,
+    ``training_flag``) in the graph's order, found once per graph: a training step must not
+    walk the graph."""
+    found = _FED.setdefault(graph, {})
+    if op not in found:
+        found[op] = [(node, data) for node, data in nodes_of(graph) if data.op == op]
+    return found[op]
+
+
 def _initial_states(model, backend, dtype: str, batch: int, state: dict) -> dict:
-    graph = model.graph
     unknown = [key for key in state if key not in model.checked.states]
     if unknown:
         raise SeqgraphError(f"model {model.name} has no state '{unknown[0]}'",
                             hint=did_you_mean(unknown[0], model.checked.states))
     arrays = {}
-    for node, data in nodes_of(graph):
-        if data.op != "state_init":
-            continue
+    for node, data in _fed_nodes(model.graph, "state_init"):
         shape = (batch,) + tuple(data.shape)
         if data.attrs.get("fresh"):  # init = learned: 1 starts from the trained vector, 0 carries
             value = backend.xp.full(shape, 0.0 if data.key in state else 1.0, dtype=dtype)
@@ -164,12 +176,9 @@ def dropout_masks(graph, backend, dtype: str, steps: dict, batch: int, training:
     """One mask per dropout node for the whole run (all steps at once), so the compiled and the
     reference executor draw the same numbers; and the training flag batch_norm reads."""
     xp = backend.xp
-    masks = {}
-    for node, data in nodes_of(graph):
-        if data.op == "training_flag":  # what batch_norm reads to tell training from evaluation
-            masks[node] = xp.full((), 1.0 if training else 0.0, dtype=dtype)
-        if data.op != "dropout_mask":
-            continue
+    masks = {node: xp.full((), 1.0 if training else 0.0, dtype=dtype)  # what batch_norm reads
+             for node, _ in _fed_nodes(graph, "training_flag")}
+    for node, data in _fed_nodes(graph, "dropout_mask"):
         if not training:
             masks[node] = xp.ones((), dtype=dtype)
             continue

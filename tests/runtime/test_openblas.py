@@ -180,3 +180,26 @@ def test_a_float32_lstm_training_step_gives_mkl_s_numbers(monkeypatch):
     assert calls == []
     for key in grads["mkl"]:
         np.testing.assert_allclose(grads["openblas"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@needs_panels
+def test_weight_gradients_on_the_panel_kernel_give_mkl_s_numbers(monkeypatch):
+    """Hidden 64 and 63 inputs: both weights' gradients (256 rows, 64 columns with the bias
+    column) are transposed products the panel kernel takes."""
+    monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "avx512")
+    model = lstm_language_model(hidden=64, inputs=63, classes=7)
+    inputs, lengths = random_inputs(model, batch=20, steps=9, seed=4)
+    inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+    transposed = []
+    original = openblas.panel_product
+    monkeypatch.setattr(openblas, "panel_product", lambda a, layout, *rest: (
+        layout[0] == openblas.TRANSPOSE and transposed.append(a.shape)) or original(a, layout, *rest))
+    grads = {}
+    for batched in ("openblas", "mkl"):
+        monkeypatch.setenv("SEQGRAPH_BATCHED_PRODUCTS", batched)
+        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float32", seed=2)
+        net.forward(inputs, lengths)
+        grads[batched] = net.backward()
+    assert transposed == [(256, 180), (256, 180)]  # the recurrent weight's, then the input weight's
+    for key in grads["mkl"]:
+        np.testing.assert_allclose(grads["openblas"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)

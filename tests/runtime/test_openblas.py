@@ -8,12 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import seqgraph as sg
 from seqgraph.backends import mkl, native, openblas, panels
-from seqgraph.backends.numpy_backend import NumpyBackend
-from seqgraph.gradcheck import random_inputs
 
-from .conftest import lstm_language_model
+from .conftest import assert_same_gradients, float32_gradients_by_choice, lstm_language_model
 from .test_mkl import LAYOUTS, _matrix
 
 needs_openblas = pytest.mark.skipif(mkl.library() is None or not openblas.usable(),
@@ -161,25 +158,19 @@ def test_the_environment_overrides_the_table_where_openblas_is_usable(monkeypatc
 
 @needs_openblas
 def test_a_float32_lstm_training_step_gives_mkl_s_numbers(monkeypatch):
-    model = lstm_language_model(hidden=40, inputs=12, classes=7)
-    inputs, lengths = random_inputs(model, batch=20, steps=9, seed=3)
-    inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     calls = []
     for name in ("product", "panel_product"):  # OpenBLAS, and the panel kernel for the wide ones
         original = getattr(openblas, name)
         monkeypatch.setattr(openblas, name, lambda a, *rest, run=original: calls.append(a.shape) or run(a, *rest))
-    grads = {}
-    for batched in ("openblas", "mkl"):
-        monkeypatch.setenv("SEQGRAPH_BATCHED_PRODUCTS", batched)
-        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float32", seed=2)
-        net.forward(inputs, lengths)
-        grads[batched] = net.backward()
+
+    def check_calls(batched):
         if batched == "openblas":
             assert (180, 13) in calls and len(calls) >= 4  # the input projection (and a bias column), and more
             calls.clear()
+    grads = float32_gradients_by_choice(monkeypatch, lstm_language_model(hidden=40, inputs=12, classes=7),
+                                        "SEQGRAPH_BATCHED_PRODUCTS", ("openblas", "mkl"), 3, check_calls)
     assert calls == []
-    for key in grads["mkl"]:
-        np.testing.assert_allclose(grads["openblas"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert_same_gradients(grads["openblas"], grads["mkl"])
 
 
 @needs_panels
@@ -187,19 +178,11 @@ def test_weight_gradients_on_the_panel_kernel_give_mkl_s_numbers(monkeypatch):
     """Hidden 64 and 63 inputs: both weights' gradients (256 rows, 64 columns with the bias
     column) are transposed products the panel kernel takes."""
     monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", "avx512")
-    model = lstm_language_model(hidden=64, inputs=63, classes=7)
-    inputs, lengths = random_inputs(model, batch=20, steps=9, seed=4)
-    inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     transposed = []
     original = openblas.panel_product
     monkeypatch.setattr(openblas, "panel_product", lambda a, layout, *rest: (
         layout[0] == openblas.TRANSPOSE and transposed.append(a.shape)) or original(a, layout, *rest))
-    grads = {}
-    for batched in ("openblas", "mkl"):
-        monkeypatch.setenv("SEQGRAPH_BATCHED_PRODUCTS", batched)
-        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float32", seed=2)
-        net.forward(inputs, lengths)
-        grads[batched] = net.backward()
+    grads = float32_gradients_by_choice(monkeypatch, lstm_language_model(hidden=64, inputs=63, classes=7),
+                                        "SEQGRAPH_BATCHED_PRODUCTS", ("openblas", "mkl"), 4)
     assert transposed == [(256, 180), (256, 180)]  # the recurrent weight's, then the input weight's
-    for key in grads["mkl"]:
-        np.testing.assert_allclose(grads["openblas"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert_same_gradients(grads["openblas"], grads["mkl"])

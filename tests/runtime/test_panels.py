@@ -5,12 +5,9 @@ override, and native step loops that run it."""
 import numpy as np
 import pytest
 
-import seqgraph as sg
 from seqgraph.backends import mkl, native, panels
-from seqgraph.backends.numpy_backend import NumpyBackend
-from seqgraph.gradcheck import random_inputs
 
-from .conftest import lstm_language_model
+from .conftest import assert_same_gradients, float32_gradients_by_choice, lstm_language_model
 
 needs_kernel = pytest.mark.skipif(mkl.library() is None or panels.kernel() is None,
                                   reason="needs MKL and a CPU with AVX-512 (and a C compiler)")
@@ -115,18 +112,10 @@ def test_a_float32_lstm_step_loop_on_the_kernel_gives_mkl_s_numbers(monkeypatch)
     run = native_loop.NativeLoop.run
     monkeypatch.setattr(native_loop.NativeLoop, "run", lambda self, steps, arrays: runs.append(
         (self.products.step_products(), run(self, steps, arrays))) or runs[-1][1])
-    model = lstm_language_model(hidden=40, inputs=12, classes=7)
-    inputs, lengths = random_inputs(model, batch=20, steps=9, seed=3)
-    inputs = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
-    grads = {}
-    for step_products in ("avx512", "mkl"):
-        monkeypatch.setenv("SEQGRAPH_STEP_PRODUCTS", step_products)
-        net = sg.compile(model, backend=NumpyBackend(mkl=True), dtype="float32", seed=2)
-        net.forward(inputs, lengths)
-        grads[step_products] = net.backward()
+    grads = float32_gradients_by_choice(monkeypatch, lstm_language_model(hidden=40, inputs=12, classes=7),
+                                        "SEQGRAPH_STEP_PRODUCTS", ("avx512", "mkl"), 3)
     assert runs == [("avx512", True)] * 2 + [("mkl", True)] * 2  # forward and backward, natively
-    for key in grads["mkl"]:
-        np.testing.assert_allclose(grads["avx512"][key], grads["mkl"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert_same_gradients(grads["avx512"], grads["mkl"])
 
 
 @needs_kernel

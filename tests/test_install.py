@@ -1,4 +1,4 @@
-"""A non-editable install works: the wheel carries the grammar and the prelude.
+"""A non-editable install works: the wheel carries every module, the grammar and the prelude.
 
 Builds a wheel from a copy of the source, installs it into a fresh virtual environment (which
 sees this interpreter's numpy, lark and networkx, whether or not this interpreter runs in a
@@ -92,6 +92,10 @@ def test_installed_wheel_finds_grammar_and_prelude(tmp_path):
     where = _run([python, "-c", "import seqgraph; print(seqgraph.__file__)"], cwd=elsewhere, env=env)
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).resolve().is_relative_to(venv.resolve()), where.stdout
+    installed = Path(where.stdout.strip()).resolve().parent
+    modules = [path.relative_to(ROOT / "seqgraph") for path in (ROOT / "seqgraph").rglob("*.py")
+               if "__pycache__" not in path.parts]
+    assert [str(m) for m in modules if not (installed / m).is_file()] == []  # every subpackage listed
 
     result = _run([bindir / "seqgraph", "check", model.name], cwd=elsewhere, env=env)
     assert result.returncode == 0, result.stderr

@@ -13,9 +13,11 @@ COLUMNS = ("epoch", "train_loss", "valid_loss", "metric", "metric_value", "lr", 
 
 
 def progress(total: int, description: str, enabled: bool):
-    """A progress bar over ``total`` batches (tqdm), silent when not ``enabled``."""
+    """A progress bar over ``total`` batches (tqdm), silent when not ``enabled`` and when its
+    stream is not a terminal (a log file or a pipe would get every redraw; the epoch lines
+    still say how the run goes)."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=description, disable=not enabled, leave=False, unit="batch",
+    return tqdm(total=total, desc=description, disable=None if enabled else True, leave=False, unit="batch",
                 dynamic_ncols=True)
 
 

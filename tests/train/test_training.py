@@ -161,3 +161,24 @@ def test_every_example_trains(tmp_path):
                       settings=["steps = 2", "examples = 200", "sample = 0", 'init = ""'], **QUIET)
         loss = trainer.history[-1]["train_loss"]
         assert np.isfinite(loss), path.name
+
+
+@pytest.mark.parametrize("terminal, enabled, shown", [(True, True, True), (False, True, False), (True, False, False)])
+def test_the_progress_bar_shows_only_on_a_terminal_and_when_asked(monkeypatch, terminal, enabled, shown):
+    import os
+    import pty
+    import sys
+
+    from seqgraph.train import report
+    leader, follower = pty.openpty()
+    stream = os.fdopen(follower, "w") if terminal else open(os.devnull, "w")  # a log file or a pipe
+    try:
+        monkeypatch.setattr(sys, "stderr", stream)
+        bar = report.progress(3, "epoch 1", enabled)
+        assert bar.disable is not shown
+        bar.close()
+    finally:
+        stream.close()
+        os.close(leader)
+        if not terminal:
+            os.close(follower)
